@@ -1,0 +1,184 @@
+/**
+ * The configuration schema: every knob is an environment variable CHORUS_*, declared here once
+ * with its default, what it allows and what it means. loadConfig() validates them all at start;
+ * a bad value stops the process with one line naming the variable, the value and what is allowed.
+ * The README's table is generated from this list (`chorus env --markdown`) and a test keeps the
+ * two equal.
+ */
+import os from 'node:os';
+import path from 'node:path';
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+interface VarSpec<T> {
+  /** Shown in the table; '' means unset. */
+  defaultText: string;
+  allowed: string;
+  meaning: string;
+  /** Non-empty raw text to a value, or undefined if it is not allowed. Empty means the default. */
+  parse(raw: string): T | undefined;
+  /** Default computed at load time (paths that depend on the machine). */
+  defaultValue?: () => T;
+}
+
+function int(min: number, max: number, defaultValue: number, meaning: string): VarSpec<number> {
+  return {
+    defaultText: String(defaultValue),
+    allowed: `an integer from ${min} to ${max}`,
+    meaning,
+    parse(raw) {
+      if (!/^-?\d+$/.test(raw.trim())) return undefined;
+      const n = Number(raw.trim());
+      return Number.isSafeInteger(n) && n >= min && n <= max ? n : undefined;
+    },
+  };
+}
+
+function optionalInt(min: number, max: number, meaning: string): VarSpec<number | undefined> {
+  const base = int(min, max, 0, meaning);
+  return {
+    defaultText: '',
+    allowed: `empty, or ${base.allowed}`,
+    meaning,
+    parse: base.parse,
+    defaultValue: () => undefined,
+  };
+}
+
+function oneOf<const T extends string>(values: readonly T[], defaultValue: T, meaning: string): VarSpec<T> {
+  return {
+    defaultText: defaultValue,
+    allowed: `one of ${values.join(', ')}`,
+    meaning,
+    parse: (raw) => (values as readonly string[]).includes(raw.trim()) ? (raw.trim() as T) : undefined,
+  };
+}
+
+function flag(meaning: string): VarSpec<boolean> {
+  return {
+    defaultText: '0',
+    allowed: '0 or 1',
+    meaning,
+    parse: (raw) => (raw.trim() === '1' ? true : raw.trim() === '0' ? false : undefined),
+  };
+}
+
+function text(defaultValue: string, meaning: string, allowed = 'any text'): VarSpec<string> {
+  return { defaultText: defaultValue, allowed, meaning, parse: (raw) => raw };
+}
+
+function computed(defaultText: string, compute: () => string, meaning: string, allowed: string): VarSpec<string> {
+  return {
+    defaultText,
+    allowed,
+    meaning,
+    parse: (raw) => raw.trim(),
+    defaultValue: compute,
+  };
+}
+
+function list(meaning: string, allowed: string): VarSpec<string[]> {
+  return {
+    defaultText: '',
+    allowed,
+    meaning,
+    parse: (raw) =>
+      raw
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s.length > 0),
+  };
+}
+
+function httpUrl(defaultValue: string, meaning: string): VarSpec<string> {
+  return {
+    defaultText: defaultValue,
+    allowed: 'an http:// URL',
+    meaning,
+    parse(raw) {
+      try {
+        const u = new URL(raw.trim());
+        return u.protocol === 'http:' ? u.toString().replace(/\/$/, '') : undefined;
+      } catch {
+        return undefined;
+      }
+    },
+  };
+}
+
+const PORT = (defaultValue: number, meaning: string) => int(0, 65535, defaultValue, meaning);
+
+/** Every variable chorus reads, in the order of the README's table. */
+export const SCHEMA = {
+  CHORUS_LOG_LEVEL: oneOf(['debug', 'info', 'warn', 'error'] as const, 'info', 'Least severe log line printed.'),
+
+  // engine
+  CHORUS_ENGINE_HOST: text('127.0.0.1', "Address the engine's HTTP API binds to.", 'an IP address or host name'),
+  CHORUS_ENGINE_PORT: PORT(8180, "Port of the engine's HTTP API (0 picks a free one)."),
+  CHORUS_SOCKET: computed(
+    '<tmpdir>/chorus.sock',
+    () => path.join(os.tmpdir(), 'chorus.sock'),
+    'Unix socket the engine serves frames on (mode 0600) and the gateway connects to.',
+    'a file path',
+  ),
+  CHORUS_MAX_SESSIONS: int(1, 100_000, 256, 'Most concurrent sessions; a play past it gets 429.'),
+  CHORUS_IDLE_TIMEOUT_S: int(1, 31_536_000, 1800, 'A session paused or idle this long is stopped.'),
+  CHORUS_OPUS_BITRATE: optionalInt(6000, 510_000, 'Opus bitrate in b/s for every format; empty: 128000 for opus, 256000 for web.'),
+  CHORUS_FFMPEG: text('', 'ffmpeg binary; empty: ffmpeg-static, then @ffmpeg-installer/ffmpeg, then ffmpeg on PATH.', 'empty or a file path'),
+  CHORUS_MEDIA_ROOT: computed('<cwd>', () => process.cwd(), 'Only local files under this directory may be played.', 'a directory path'),
+  CHORUS_ENGINE_BUFFER_MS: int(100, 600_000, 5000, 'Audio a session buffers in the engine with no gateway (or no credit) before its ffmpeg waits.'),
+  CHORUS_ENCODER_THREADS: {
+    ...int(1, 256, 1, 'Opus encoder threads in the engine; each session stays on one.'),
+    defaultText: '<CPU cores>',
+    defaultValue: () => os.availableParallelism(),
+  },
+
+  // gateway
+  CHORUS_HOST: text('127.0.0.1', "Address the gateway's HTTP/WebSocket server binds to.", 'an IP address or host name'),
+  CHORUS_PORT: PORT(8080, "Port of the gateway's HTTP/WebSocket server (0 picks a free one)."),
+  CHORUS_ENGINE_URL: httpUrl('http://127.0.0.1:8180', "The engine's HTTP API, as the gateway calls it."),
+  CHORUS_RECONNECT_MAX_MS: int(50, 600_000, 5000, 'Longest wait between the gateway\'s attempts to reconnect to the engine socket.'),
+  CHORUS_RING_MS: int(100, 60_000, 3000, "Audio each session's ring holds."),
+  CHORUS_SESSIONS_PER_THREAD: int(1, 1024, 1, 'Sessions one worker thread paces: 1 is a thread per session.'),
+  CHORUS_PREWARM_THREADS: int(0, 1024, 2, 'Worker threads booted ahead so a new session need not wait for one.'),
+  CHORUS_PREBUFFER_MS: int(0, 10_000, 60, 'Audio a session waits for before its first frame.'),
+  CHORUS_SLOW_LISTENER: oneOf(['wait', 'drop'] as const, 'wait', 'A listener that falls behind: wait for it (lose nothing) or drop frames for it (live).'),
+  CHORUS_RTP_ALLOW: list('RTP targets allowed besides loopback.', 'comma-separated hosts or IP addresses'),
+  CHORUS_DEBUG_ENDPOINTS: flag('Serves /debug/* (block the main thread, crash a worker) for fault tests. Never in production.'),
+} as const;
+
+export type VarName = keyof typeof SCHEMA;
+type ValueOf<S> = S extends VarSpec<infer T> ? T : never;
+export type Config = { -readonly [K in VarName]: ValueOf<(typeof SCHEMA)[K]> };
+
+/** Validates every CHORUS_* variable; throws ConfigError (one line) at the first bad one. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const out: Record<string, unknown> = {};
+  for (const [name, spec] of Object.entries(SCHEMA) as [VarName, VarSpec<unknown>][]) {
+    const raw = env[name];
+    if (raw === undefined || raw.trim() === '') {
+      out[name] = spec.defaultValue ? spec.defaultValue() : spec.parse(spec.defaultText);
+      continue;
+    }
+    const value = spec.parse(raw);
+    if (value === undefined) {
+      throw new ConfigError(`${name}=${JSON.stringify(raw)} is not allowed: expected ${spec.allowed}`);
+    }
+    out[name] = value;
+  }
+  const unknown = Object.keys(env).filter((k) => k.startsWith('CHORUS_') && !(k in SCHEMA));
+  if (unknown.length > 0) {
+    throw new ConfigError(`${unknown[0]} is not a chorus variable; known: see \`chorus env\``);
+  }
+  return out as Config;
+}
+
+/** The README's table, as markdown. */
+export function configTable(): string {
+  const rows = Object.entries(SCHEMA).map(
+    ([name, spec]) => `| \`${name}\` | ${spec.defaultText === '' ? '(empty)' : `\`${spec.defaultText}\``} | ${spec.meaning} |`,
+  );
+  return ['| Variable | Default | Meaning |', '| --- | --- | --- |', ...rows].join('\n');
+}

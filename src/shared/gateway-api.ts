@@ -1,0 +1,41 @@
+/**
+ * Shapes of the gateway's HTTP API answers, shared by the gateway, the web player and the load
+ * scripts (browser-safe: no Node imports).
+ */
+import type { SessionStateName } from './listener-protocol.js';
+
+export interface SessionSummary {
+  id: string;
+  state: SessionStateName;
+  /** Why the session is in its state, when it says (error message, 'idle timeout', …). */
+  reason?: string;
+  url?: string;
+  format: string;
+  /** Frames in the ring now, and how many it holds. */
+  ringFrames: number;
+  ringCapacityFrames: number;
+  listeners: number;
+  rtpSinks: number;
+  /** Frames the worker took from the ring and delivered, since the session began. */
+  sent: number;
+  /** Frames the worker sent more than one frame time after their deadline. */
+  late: number;
+  /** Ticks that found the ring empty while playing. */
+  underruns: number;
+  /** Frames dropped on ring overflow (only with a seed engine that ignores credits). */
+  dropped: number;
+  /** Frames skipped for slow listeners under CHORUS_SLOW_LISTENER=drop. */
+  skipped: number;
+}
+
+export interface SessionsResponse {
+  sessions: SessionSummary[];
+  /** Worker threads alive now. */
+  threads: number;
+  sessionsPerThread: number;
+  engineConnected: boolean;
+}
+
+export interface ErrorResponse {
+  error: string;
+}

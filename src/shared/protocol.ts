@@ -1,0 +1,368 @@
+/**
+ * Wire protocol between engine and gateway: the seed's format plus a negotiated credit extension.
+ *
+ *   Audio frame  u32be length · session id (24 bytes) · payload
+ *                `length` counts the id plus the payload, so it is 24 + payload bytes and at most
+ *                MAX_FRAME_BYTES (64 KiB). The id is ASCII, right-padded with spaces to 24 bytes.
+ *                Payload: one Opus packet (formats `opus`, `web`) or 20 ms of s16le PCM (`pcm`).
+ *   Event        one JSON object followed by "\n":
+ *                {"type":"ready"|"finished"|"error","session_id":…,"duration"?:s,"message"?:text}
+ *                It is real JSON, so strings may hold `{`, `}` or an escaped newline.
+ *   Extension    an engine that supports it first sends
+ *                {"type":"hello","protocol":2,"features":["credit"]}
+ *                and only then may the gateway write back
+ *                {"type":"credit","session_id":…,"frames":n}
+ *                an additive window in frames. Without any credit the engine paces at real time.
+ *                `ready` may carry "play": n, the engine's play counter for that id, so a gateway
+ *                can tell the frames of a replaced play from those of the new one.
+ *
+ * A reader tells a frame from an event by the first byte: `{` (0x7b) starts an event, anything
+ * else is the first byte of a length. The 64 KiB cap keeps every valid length far below
+ * 0x7b000000, so the rule is unambiguous; a longer length is a protocol error, never a reason to
+ * buffer.
+ */
+
+export const SESSION_ID_BYTES = 24;
+export const LENGTH_BYTES = 4;
+export const FRAME_HEADER_BYTES = LENGTH_BYTES + SESSION_ID_BYTES;
+/** Largest value of the length field (id + payload). */
+export const MAX_FRAME_BYTES = 64 * 1024;
+export const MAX_PAYLOAD_BYTES = MAX_FRAME_BYTES - SESSION_ID_BYTES;
+/** Longest event line, newline excluded. */
+export const MAX_EVENT_BYTES = 64 * 1024;
+export const PROTOCOL_VERSION = 2;
+export const FEATURE_CREDIT = 'credit';
+
+const OPEN_BRACE = 0x7b;
+const NEWLINE = 0x0a;
+const SPACE = 0x20;
+
+/**
+ * The one session id rule: 1–24 bytes of printable ASCII (0x20–0x7e), no leading or trailing
+ * space. Returns why an id is refused, or undefined when it is good. Ids are never truncated:
+ * two long ids sharing a 24-byte prefix would get each other's audio.
+ */
+export function sessionIdError(id: unknown): string | undefined {
+  if (typeof id !== 'string') return 'session id must be a string';
+  if (id.length === 0) return 'session id is empty';
+  if (id.length > SESSION_ID_BYTES) {
+    return `session id is ${id.length} characters; at most ${SESSION_ID_BYTES} are allowed`;
+  }
+  for (let i = 0; i < id.length; i++) {
+    const c = id.charCodeAt(i);
+    if (c < 0x20 || c > 0x7e) {
+      return `session id has a character outside printable ASCII at position ${i}`;
+    }
+  }
+  if (id.charCodeAt(0) === SPACE || id.charCodeAt(id.length - 1) === SPACE) {
+    return 'session id has a leading or trailing space';
+  }
+  return undefined;
+}
+
+/** The id as it travels: space-padded to 24 characters. Also the key a reader can match frames by. */
+export function paddedSessionId(id: string): string {
+  return id.padEnd(SESSION_ID_BYTES, ' ');
+}
+
+/** The 24-byte padded id of a frame, as a latin1 string, without trimming (cheap map key). */
+export function frameKey(buf: Buffer, idStart: number): string {
+  return buf.toString('latin1', idStart, idStart + SESSION_ID_BYTES);
+}
+
+/** A padded key back to its session id. */
+export function sessionIdOfKey(key: string): string {
+  return key.trimEnd();
+}
+
+/** Writes the 28-byte frame header at `offset`. `paddedId` comes from paddedSessionId. */
+export function writeFrameHeader(
+  target: Buffer,
+  offset: number,
+  paddedId: string,
+  payloadBytes: number,
+): void {
+  if (payloadBytes > MAX_PAYLOAD_BYTES) {
+    throw new RangeError(`payload of ${payloadBytes} bytes exceeds the ${MAX_PAYLOAD_BYTES}-byte cap`);
+  }
+  target.writeUInt32BE(SESSION_ID_BYTES + payloadBytes, offset);
+  target.write(paddedId, offset + LENGTH_BYTES, SESSION_ID_BYTES, 'latin1');
+}
+
+/** One whole frame in a new buffer. */
+export function encodeFrame(sessionId: string, payload: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + payload.length);
+  writeFrameHeader(out, 0, paddedSessionId(sessionId), payload.length);
+  out.set(payload, FRAME_HEADER_BYTES);
+  return out;
+}
+
+export interface ReadyEvent {
+  type: 'ready';
+  session_id: string;
+  duration?: number;
+  play?: number;
+}
+export interface FinishedEvent {
+  type: 'finished';
+  session_id: string;
+}
+export interface ErrorEvent {
+  type: 'error';
+  session_id: string;
+  message: string;
+}
+export interface HelloEvent {
+  type: 'hello';
+  protocol: number;
+  features: string[];
+}
+export interface CreditEvent {
+  type: 'credit';
+  session_id: string;
+  frames: number;
+}
+export type SessionEvent = ReadyEvent | FinishedEvent | ErrorEvent;
+export type WireEvent = SessionEvent | HelloEvent | CreditEvent;
+
+export function encodeEvent(event: WireEvent): Buffer {
+  return Buffer.from(JSON.stringify(event) + '\n', 'utf8');
+}
+
+export const HELLO: HelloEvent = { type: 'hello', protocol: PROTOCOL_VERSION, features: [FEATURE_CREDIT] };
+
+/**
+ * What went wrong in a stream. A fatal error means framing is lost: the decoder ignores all
+ * further input until reset(), and the connection should be dropped.
+ */
+export type ProtocolError =
+  | { kind: 'frame-too-large'; fatal: true; length: number }
+  | { kind: 'frame-too-short'; fatal: true; length: number }
+  | { kind: 'event-too-long'; fatal: true; bytes: number }
+  | { kind: 'bad-json'; fatal: false; reason: string }
+  | { kind: 'bad-event'; fatal: false; reason: string };
+
+export function describeProtocolError(err: ProtocolError): string {
+  switch (err.kind) {
+    case 'frame-too-large':
+      return `frame length ${err.length} exceeds the ${MAX_FRAME_BYTES}-byte cap`;
+    case 'frame-too-short':
+      return `frame length ${err.length} is shorter than the ${SESSION_ID_BYTES}-byte session id`;
+    case 'event-too-long':
+      return `event line longer than ${MAX_EVENT_BYTES} bytes without a newline`;
+    case 'bad-json':
+      return `event is not valid JSON: ${err.reason}`;
+    case 'bad-event':
+      return `event is not understood: ${err.reason}`;
+  }
+}
+
+export interface DecoderHandlers {
+  /**
+   * One audio frame. `buf` is only valid during the call: the id is buf[idStart, idStart+24)
+   * (frameKey() reads it) and the payload is buf[payloadStart, payloadEnd). Copy what you keep.
+   */
+  frame(buf: Buffer, idStart: number, payloadStart: number, payloadEnd: number): void;
+  event(event: WireEvent): void;
+  error(err: ProtocolError): void;
+}
+
+const enum Pending {
+  None,
+  Frame,
+  Event,
+}
+
+/**
+ * Streaming decoder. Accepts any chunking. A unit (frame or event) that lies inside one chunk is
+ * handed out in place; only a unit split across chunks is copied, into one scratch buffer of
+ * fixed size, so memory never exceeds the frame cap whatever the input.
+ */
+export class WireDecoder {
+  private readonly scratch = Buffer.allocUnsafe(Math.max(LENGTH_BYTES + MAX_FRAME_BYTES, MAX_EVENT_BYTES));
+  private pending = Pending.None;
+  private pendingBytes = 0;
+  /** For a pending frame, the total bytes it needs (header included) once its length is known. */
+  private frameTotal = 0;
+  private failed = false;
+
+  constructor(private readonly handlers: DecoderHandlers) {}
+
+  /** True after a fatal error; push() ignores input until reset(). */
+  get broken(): boolean {
+    return this.failed;
+  }
+
+  /** Bytes held for a unit split across chunks (bounded by the frame cap). */
+  get bufferedBytes(): number {
+    return this.pendingBytes;
+  }
+
+  reset(): void {
+    this.pending = Pending.None;
+    this.pendingBytes = 0;
+    this.frameTotal = 0;
+    this.failed = false;
+  }
+
+  push(chunk: Buffer): void {
+    if (this.failed) return;
+    let off = 0;
+    if (this.pending !== Pending.None) {
+      off = this.pending === Pending.Event ? this.continueEvent(chunk) : this.continueFrame(chunk);
+      if (this.failed || (this.pending as Pending) !== Pending.None) return;
+    }
+    const end = chunk.length;
+    while (off < end) {
+      if (chunk[off] === OPEN_BRACE) {
+        const nl = chunk.indexOf(NEWLINE, off);
+        if (nl < 0) {
+          this.stash(Pending.Event, chunk, off, end);
+          return;
+        }
+        if (nl - off > MAX_EVENT_BYTES) return this.fail({ kind: 'event-too-long', fatal: true, bytes: nl - off });
+        this.emitEvent(chunk, off, nl);
+        off = nl + 1;
+        continue;
+      }
+      if (end - off < LENGTH_BYTES) {
+        this.stash(Pending.Frame, chunk, off, end);
+        return;
+      }
+      const length = chunk.readUInt32BE(off);
+      if (!this.lengthOk(length)) return;
+      const total = LENGTH_BYTES + length;
+      if (end - off < total) {
+        this.frameTotal = total;
+        this.stash(Pending.Frame, chunk, off, end);
+        return;
+      }
+      this.handlers.frame(chunk, off + LENGTH_BYTES, off + FRAME_HEADER_BYTES, off + total);
+      off += total;
+    }
+  }
+
+  private lengthOk(length: number): boolean {
+    if (length > MAX_FRAME_BYTES) {
+      this.fail({ kind: 'frame-too-large', fatal: true, length });
+      return false;
+    }
+    if (length < SESSION_ID_BYTES) {
+      this.fail({ kind: 'frame-too-short', fatal: true, length });
+      return false;
+    }
+    return true;
+  }
+
+  private stash(kind: Pending, chunk: Buffer, from: number, to: number): void {
+    if (kind === Pending.Event && to - from > MAX_EVENT_BYTES) {
+      this.fail({ kind: 'event-too-long', fatal: true, bytes: to - from });
+      return;
+    }
+    if (kind === Pending.Frame && to - from < LENGTH_BYTES) this.frameTotal = 0;
+    chunk.copy(this.scratch, 0, from, to);
+    this.pending = kind;
+    this.pendingBytes = to - from;
+  }
+
+  /** Returns the offset in `chunk` just past what was consumed. */
+  private continueEvent(chunk: Buffer): number {
+    const nl = chunk.indexOf(NEWLINE);
+    const take = nl < 0 ? chunk.length : nl;
+    if (this.pendingBytes + take > MAX_EVENT_BYTES) {
+      this.fail({ kind: 'event-too-long', fatal: true, bytes: this.pendingBytes + take });
+      return chunk.length;
+    }
+    chunk.copy(this.scratch, this.pendingBytes, 0, take);
+    this.pendingBytes += take;
+    if (nl < 0) return chunk.length;
+    this.pending = Pending.None;
+    const bytes = this.pendingBytes;
+    this.pendingBytes = 0;
+    this.emitEvent(this.scratch, 0, bytes);
+    return nl + 1;
+  }
+
+  private continueFrame(chunk: Buffer): number {
+    let off = 0;
+    if (this.frameTotal === 0) {
+      const take = Math.min(LENGTH_BYTES - this.pendingBytes, chunk.length);
+      chunk.copy(this.scratch, this.pendingBytes, 0, take);
+      this.pendingBytes += take;
+      off = take;
+      if (this.pendingBytes < LENGTH_BYTES) return off;
+      const length = this.scratch.readUInt32BE(0);
+      if (!this.lengthOk(length)) return chunk.length;
+      this.frameTotal = LENGTH_BYTES + length;
+    }
+    const take = Math.min(this.frameTotal - this.pendingBytes, chunk.length - off);
+    chunk.copy(this.scratch, this.pendingBytes, off, off + take);
+    this.pendingBytes += take;
+    off += take;
+    if (this.pendingBytes === this.frameTotal) {
+      const total = this.frameTotal;
+      this.pending = Pending.None;
+      this.pendingBytes = 0;
+      this.frameTotal = 0;
+      this.handlers.frame(this.scratch, LENGTH_BYTES, FRAME_HEADER_BYTES, total);
+    }
+    return off;
+  }
+
+  private emitEvent(buf: Buffer, start: number, end: number): void {
+    let value: unknown;
+    try {
+      value = JSON.parse(buf.toString('utf8', start, end));
+    } catch (err) {
+      this.handlers.error({ kind: 'bad-json', fatal: false, reason: (err as Error).message });
+      return;
+    }
+    const checked = checkWireEvent(value);
+    if (typeof checked === 'string') this.handlers.error({ kind: 'bad-event', fatal: false, reason: checked });
+    else this.handlers.event(checked);
+  }
+
+  private fail(err: ProtocolError): void {
+    this.failed = true;
+    this.pending = Pending.None;
+    this.pendingBytes = 0;
+    this.handlers.error(err);
+  }
+}
+
+/** A parsed JSON value as a WireEvent, or the reason it is not one. */
+export function checkWireEvent(value: unknown): WireEvent | string {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return 'not a JSON object';
+  const v = value as Record<string, unknown>;
+  switch (v.type) {
+    case 'hello':
+      if (typeof v.protocol !== 'number') return 'hello without a numeric protocol';
+      return {
+        type: 'hello',
+        protocol: v.protocol,
+        features: Array.isArray(v.features) ? v.features.filter((f): f is string => typeof f === 'string') : [],
+      };
+    case 'credit': {
+      const id = v.session_id;
+      if (typeof id !== 'string' || sessionIdError(id)) return 'credit with a bad session_id';
+      if (!Number.isSafeInteger(v.frames) || (v.frames as number) <= 0) return 'credit frames must be a positive integer';
+      return { type: 'credit', session_id: id, frames: v.frames as number };
+    }
+    case 'ready':
+    case 'finished':
+    case 'error': {
+      const id = v.session_id;
+      if (typeof id !== 'string') return `${v.type} without a session_id`;
+      if (v.type === 'finished') return { type: 'finished', session_id: id };
+      if (v.type === 'error') {
+        return { type: 'error', session_id: id, message: typeof v.message === 'string' ? v.message : 'unknown error' };
+      }
+      const ready: ReadyEvent = { type: 'ready', session_id: id };
+      if (typeof v.duration === 'number' && Number.isFinite(v.duration)) ready.duration = v.duration;
+      if (Number.isSafeInteger(v.play)) ready.play = v.play as number;
+      return ready;
+    }
+    default:
+      return `unknown event type ${JSON.stringify(v.type)?.slice(0, 40) ?? 'undefined'}`;
+  }
+}

@@ -1,0 +1,238 @@
+/**
+ * Single-producer single-consumer ring of variable-length records in a SharedArrayBuffer.
+ *
+ *   SharedArrayBuffer: control (CONTROL_WORDS × i32) · data (capacity bytes, a multiple of 4)
+ *   control[HEAD]     producer's write offset into data (only the producer stores it)
+ *   control[TAIL]     consumer's read offset; advanced by compare-and-swap, because in
+ *                     drop-oldest mode the producer may also advance it past the oldest record
+ *   control[WRITTEN]  records written, control[READ] records read, control[DROPPED] records the
+ *                     producer dropped to make room, control[FLUSHED] records discarded by
+ *                     clear() (all wrap at 2^32)
+ *   record            u32 payload length (little-endian, native) · payload · pad to 4 bytes
+ *   wrap marker       a length of WRAP where the next record did not fit before the end: the
+ *                     reader jumps to offset 0
+ *
+ * HEAD == TAIL means empty, so the producer always leaves at least one word free. Record bytes
+ * are written before HEAD is published with Atomics.store, and read before TAIL is moved with
+ * Atomics.compareExchange; sequentially consistent atomics order the plain accesses around them.
+ * A reader whose CAS fails lost its record to a drop and simply reads the new tail.
+ */
+
+const HEAD = 0;
+const TAIL = 1;
+const WRITTEN = 2;
+const READ = 3;
+const DROPPED = 4;
+const FLUSHED = 5;
+const CONTROL_WORDS = 8;
+const CONTROL_BYTES = CONTROL_WORDS * 4;
+const RECORD_HEADER_BYTES = 4;
+const WRAP = 0xffffffff;
+
+function align4(n: number): number {
+  return (n + 3) & ~3;
+}
+
+/** Bytes one record of `payloadBytes` occupies in the ring. */
+export function recordBytes(payloadBytes: number): number {
+  return RECORD_HEADER_BYTES + align4(payloadBytes);
+}
+
+export interface RingStats {
+  capacityBytes: number;
+  usedBytes: number;
+  records: number;
+  written: number;
+  read: number;
+  dropped: number;
+  flushed: number;
+}
+
+export class Ring {
+  readonly buffer: SharedArrayBuffer;
+  readonly capacity: number;
+  private readonly control: Int32Array;
+  private readonly data: Uint8Array;
+  private readonly words: Uint32Array;
+
+  /** A new ring with `capacityBytes` of record space (rounded up to 4). */
+  static create(capacityBytes: number): Ring {
+    const capacity = align4(Math.max(capacityBytes, 2 * RECORD_HEADER_BYTES));
+    return new Ring(new SharedArrayBuffer(CONTROL_BYTES + capacity));
+  }
+
+  /** Capacity that holds `records` records of up to `maxPayloadBytes` each, plus a wrap's worst case. */
+  static capacityFor(records: number, maxPayloadBytes: number): number {
+    return (records + 1) * recordBytes(maxPayloadBytes) + RECORD_HEADER_BYTES;
+  }
+
+  /** Attaches to a ring created elsewhere (the other side of a thread boundary). */
+  constructor(buffer: SharedArrayBuffer) {
+    if (buffer.byteLength < CONTROL_BYTES + 2 * RECORD_HEADER_BYTES || buffer.byteLength % 4 !== 0) {
+      throw new RangeError(`not a ring buffer: ${buffer.byteLength} bytes`);
+    }
+    this.buffer = buffer;
+    this.capacity = buffer.byteLength - CONTROL_BYTES;
+    this.control = new Int32Array(buffer, 0, CONTROL_WORDS);
+    this.data = new Uint8Array(buffer, CONTROL_BYTES, this.capacity);
+    this.words = new Uint32Array(buffer, CONTROL_BYTES, this.capacity / 4);
+  }
+
+  /** Largest payload that can ever fit. */
+  get maxPayload(): number {
+    return this.capacity - 2 * RECORD_HEADER_BYTES;
+  }
+
+  /** Bytes in use (records, padding and a pending wrap). */
+  usedBytes(): number {
+    const head = Atomics.load(this.control, HEAD);
+    const tail = Atomics.load(this.control, TAIL);
+    return head >= tail ? head - tail : this.capacity - tail + head;
+  }
+
+  /** Bytes a producer could still fill, conservatively (a wrap may waste up to one record). */
+  freeBytes(): number {
+    return this.capacity - this.usedBytes() - RECORD_HEADER_BYTES;
+  }
+
+  /** Records currently in the ring. */
+  records(): number {
+    return (
+      (Atomics.load(this.control, WRITTEN) -
+        Atomics.load(this.control, READ) -
+        Atomics.load(this.control, DROPPED) -
+        Atomics.load(this.control, FLUSHED)) >>>
+      0
+    );
+  }
+
+  isEmpty(): boolean {
+    return Atomics.load(this.control, HEAD) === Atomics.load(this.control, TAIL);
+  }
+
+  stats(): RingStats {
+    return {
+      capacityBytes: this.capacity,
+      usedBytes: this.usedBytes(),
+      records: this.records(),
+      written: Atomics.load(this.control, WRITTEN) >>> 0,
+      read: Atomics.load(this.control, READ) >>> 0,
+      dropped: Atomics.load(this.control, DROPPED) >>> 0,
+      flushed: Atomics.load(this.control, FLUSHED) >>> 0,
+    };
+  }
+
+  // ---- producer side ----
+
+  /** Appends src[start, end) as one record. False when it does not fit now (nothing is written). */
+  write(src: Uint8Array, start = 0, end = src.length): boolean {
+    const len = end - start;
+    if (len > this.maxPayload) throw new RangeError(`record of ${len} bytes exceeds the ring's ${this.maxPayload}`);
+    const need = recordBytes(len);
+    const head = Atomics.load(this.control, HEAD);
+    const tail = Atomics.load(this.control, TAIL);
+    let at: number;
+    if (head >= tail) {
+      if (head + need < this.capacity || (head + need === this.capacity && tail !== 0)) at = head;
+      else if (need < tail) at = 0;
+      else return false;
+    } else if (head + need < tail) at = head;
+    else return false;
+    if (at !== head) this.words[head >> 2] = WRAP;
+    this.words[at >> 2] = len;
+    this.data.set(src.subarray(start, end), at + RECORD_HEADER_BYTES);
+    const next = at + need;
+    Atomics.add(this.control, WRITTEN, 1);
+    Atomics.store(this.control, HEAD, next === this.capacity ? 0 : next);
+    return true;
+  }
+
+  /** Appends, dropping the oldest records until it fits. Returns how many were dropped. */
+  writeDroppingOldest(src: Uint8Array, start = 0, end = src.length): number {
+    let dropped = 0;
+    while (!this.write(src, start, end)) {
+      if (this.dropOldest(DROPPED)) dropped++;
+    }
+    return dropped;
+  }
+
+  /** Drops the oldest record, counting it in `counter`; false when it was a wrap marker or none. */
+  private dropOldest(counter: number): boolean {
+    for (;;) {
+      const tail = Atomics.load(this.control, TAIL);
+      if (tail === Atomics.load(this.control, HEAD)) return false;
+      const len = this.words[tail >> 2]!;
+      const isWrap = len === WRAP;
+      const next = isWrap ? 0 : tail + recordBytes(len);
+      if (Atomics.compareExchange(this.control, TAIL, tail, next === this.capacity ? 0 : next) !== tail) continue;
+      if (isWrap) return false;
+      Atomics.add(this.control, counter, 1);
+      return true;
+    }
+  }
+
+  /** Empties the ring (producer side, e.g. when a session's track is replaced). */
+  clear(): void {
+    while (!this.isEmpty()) this.dropOldest(FLUSHED);
+  }
+
+  // ---- consumer side ----
+
+  /** Length of the next record's payload, or -1 when empty. */
+  peekLength(): number {
+    for (;;) {
+      const tail = Atomics.load(this.control, TAIL);
+      if (tail === Atomics.load(this.control, HEAD)) return -1;
+      const len = this.words[tail >> 2]!;
+      if (len !== WRAP) return len;
+      Atomics.compareExchange(this.control, TAIL, tail, 0);
+    }
+  }
+
+  /**
+   * Copies the next record's payload into dst at `offset` and consumes it. Returns the payload
+   * length, or -1 when the ring is empty. dst must have room for peekLength() bytes.
+   */
+  readInto(dst: Uint8Array, offset = 0): number {
+    for (;;) {
+      const tail = Atomics.load(this.control, TAIL);
+      if (tail === Atomics.load(this.control, HEAD)) return -1;
+      const len = this.words[tail >> 2]!;
+      if (len === WRAP) {
+        Atomics.compareExchange(this.control, TAIL, tail, 0);
+        continue;
+      }
+      const next = tail + recordBytes(len);
+      // A length torn by a concurrent drop fails the bounds check or the CAS below; either way retry.
+      if (next > this.capacity || offset + len > dst.length) {
+        if (Atomics.load(this.control, TAIL) !== tail) continue;
+        throw new RangeError(`record of ${len} bytes does not fit the destination (${dst.length - offset} bytes)`);
+      }
+      dst.set(this.data.subarray(tail + RECORD_HEADER_BYTES, tail + RECORD_HEADER_BYTES + len), offset);
+      if (Atomics.compareExchange(this.control, TAIL, tail, next === this.capacity ? 0 : next) !== tail) continue;
+      Atomics.add(this.control, READ, 1);
+      return len;
+    }
+  }
+
+  /** Consumes the next record without copying it. Returns false when empty. */
+  skip(): boolean {
+    for (;;) {
+      const tail = Atomics.load(this.control, TAIL);
+      if (tail === Atomics.load(this.control, HEAD)) return false;
+      const len = this.words[tail >> 2]!;
+      if (len === WRAP) {
+        Atomics.compareExchange(this.control, TAIL, tail, 0);
+        continue;
+      }
+      const next = tail + recordBytes(len);
+      if (next > this.capacity) {
+        if (Atomics.load(this.control, TAIL) !== tail) continue;
+        throw new RangeError(`corrupt record length ${len} at offset ${tail}`);
+      }
+      if (Atomics.compareExchange(this.control, TAIL, tail, next === this.capacity ? 0 : next) !== tail) continue;
+      Atomics.add(this.control, READ, 1);
+      return true;
+    }
+  }
+}

@@ -134,6 +134,10 @@ export const SCHEMA = {
     defaultText: '<CPU cores>',
     defaultValue: () => os.availableParallelism(),
   },
+  CHORUS_REMOTE_ALLOW: list(
+    'Remote source hosts allowed even though they resolve to loopback, private, link-local or unique-local addresses.',
+    'comma-separated host names, IP addresses or CIDR ranges',
+  ),
 
   // gateway
   CHORUS_HOST: text('127.0.0.1', "Address the gateway's HTTP/WebSocket server binds to.", 'an IP address or host name'),

@@ -1,0 +1,187 @@
+/**
+ * The engine's HTTP control API (seed-compatible):
+ *
+ *   POST /session/:id/play    {"url", "format"?: "opus"|"web"|"pcm" (opus), "start_at"?, "duration"?}
+ *   POST /session/:id/stop | pause | resume
+ *   GET  /session/:id/status
+ *   GET  /health, GET /metrics (Prometheus text)
+ *
+ * Every answer is JSON (but /metrics); every error is `{"error": "..."}` with a 4xx: 400 bad id
+ * or body, 403 source refused, 404 unknown id / route / file, 405 wrong method, 409 not in a
+ * state for that, 413 body over 64 KiB, 429 CHORUS_MAX_SESSIONS reached.
+ */
+import http from 'node:http';
+import { isAudioFormat } from '../../shared/audio.js';
+import { sessionIdError } from '../../shared/protocol.js';
+import { LimitError, NotFoundError, StateError, type SessionManager } from './manager.js';
+import type { PlayRequest, Session } from './session.js';
+import { SourceError } from './source.js';
+
+export const MAX_BODY_BYTES = 64 * 1024;
+const SESSION_ROUTE = /^\/session\/([^/]*)\/(play|stop|pause|resume|status)$/;
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly extra: Record<string, unknown> = {},
+  ) {
+    super(message);
+  }
+}
+
+export interface ApiParts {
+  manager: SessionManager;
+  health(): Record<string, unknown>;
+  metrics(): string;
+}
+
+export function createHttpApi(parts: ApiParts): http.Server {
+  return http.createServer((req, res) => {
+    handle(parts, req, res).catch((err: unknown) => {
+      const e = err instanceof HttpError ? err : asHttpError(err);
+      sendJson(res, e.status, { error: e.message, ...e.extra });
+    });
+  });
+}
+
+async function handle(parts: ApiParts, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  const url = new URL(req.url ?? '/', 'http://engine');
+  const method = req.method ?? 'GET';
+  if (url.pathname === '/health') {
+    requireMethod(method, 'GET');
+    return sendJson(res, 200, parts.health());
+  }
+  if (url.pathname === '/metrics') {
+    requireMethod(method, 'GET');
+    res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
+    res.end(parts.metrics());
+    return;
+  }
+  const m = SESSION_ROUTE.exec(url.pathname);
+  if (!m) throw new HttpError(404, `no route ${method} ${url.pathname}`);
+  const action = m[2]!;
+  requireMethod(method, action === 'status' ? 'GET' : 'POST');
+  const id = decodeId(m[1]!);
+  const body = await readBody(req);
+  const { manager } = parts;
+  switch (action) {
+    case 'play': {
+      const request = parsePlay(body);
+      let session: Session;
+      try {
+        session = await manager.play(id, request);
+      } catch (err) {
+        if (err instanceof SourceError) {
+          const session = manager.sessions.get(id);
+          throw new HttpError(err.status, err.message, session ? statusOf(session) : {});
+        }
+        throw err;
+      }
+      return sendJson(res, 200, statusOf(session));
+    }
+    case 'stop':
+      return sendJson(res, 200, statusOf(manager.stop(id)));
+    case 'pause':
+      return sendJson(res, 200, statusOf(manager.pause(id)));
+    case 'resume':
+      return sendJson(res, 200, statusOf(manager.resume(id)));
+    default:
+      return sendJson(res, 200, statusOf(manager.get(id)));
+  }
+}
+
+export function statusOf(s: Session): Record<string, unknown> {
+  const state = s.state;
+  return {
+    session_id: s.id,
+    play: s.play,
+    state: state.status,
+    ...(state.status === 'error' ? { message: state.message } : {}),
+    ...(state.status === 'stopped' ? { reason: state.reason } : {}),
+    url: s.request.url,
+    format: s.request.format,
+    start_at: s.request.startAt ?? 0,
+    duration: s.duration ?? null,
+    position: Math.round(((s.request.startAt ?? 0) + s.framesSent * 0.02) * 1000) / 1000,
+    frames_made: s.framesMade,
+    frames_sent: s.framesSent,
+    frames_queued: s.outbox.frames,
+    credit: s.credit,
+    ffmpeg_pid: s.pipeline?.pid ?? null,
+  };
+}
+
+function requireMethod(method: string, allowed: 'GET' | 'POST'): void {
+  if (method !== allowed) throw new HttpError(405, `method ${method} not allowed; use ${allowed}`);
+}
+
+function decodeId(raw: string): string {
+  let id: string;
+  try {
+    id = decodeURIComponent(raw);
+  } catch {
+    throw new HttpError(400, 'session id is not valid percent-encoding');
+  }
+  const why = sessionIdError(id);
+  if (why) throw new HttpError(400, why);
+  return id;
+}
+
+async function readBody(req: http.IncomingMessage): Promise<string> {
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > MAX_BODY_BYTES) throw tooLarge();
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    bytes += chunk.length;
+    if (bytes > MAX_BODY_BYTES) throw tooLarge();
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function tooLarge(): HttpError {
+  return new HttpError(413, `request body is larger than ${MAX_BODY_BYTES} bytes`);
+}
+
+function parsePlay(body: string): PlayRequest {
+  let value: unknown;
+  try {
+    value = JSON.parse(body);
+  } catch {
+    throw new HttpError(400, 'body is not JSON; expected {"url": ..., "format": "opus"|"web"|"pcm"}');
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new HttpError(400, 'body must be a JSON object');
+  const v = value as Record<string, unknown>;
+  if (typeof v.url !== 'string' || v.url === '') throw new HttpError(400, 'body needs a "url" string');
+  const format = v.format ?? 'opus';
+  if (!isAudioFormat(format)) throw new HttpError(400, '"format" must be "opus", "web" or "pcm"');
+  const request: PlayRequest = { url: v.url, format };
+  if (v.start_at !== undefined && v.start_at !== null) {
+    if (typeof v.start_at !== 'number' || !Number.isFinite(v.start_at) || v.start_at < 0) throw new HttpError(400, '"start_at" must be a number of seconds >= 0');
+    request.startAt = v.start_at;
+  }
+  if (v.duration !== undefined && v.duration !== null) {
+    if (typeof v.duration !== 'number' || !Number.isFinite(v.duration) || v.duration <= 0) throw new HttpError(400, '"duration" must be a number of seconds > 0');
+    request.duration = v.duration;
+  }
+  return request;
+}
+
+function asHttpError(err: unknown): HttpError {
+  if (err instanceof NotFoundError) return new HttpError(404, err.message);
+  if (err instanceof StateError) return new HttpError(409, err.message);
+  if (err instanceof LimitError) return new HttpError(429, err.message);
+  return new HttpError(500, `internal error: ${err instanceof Error ? err.message : String(err)}`);
+}
+
+function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
+  if (res.headersSent) return;
+  const text = JSON.stringify(body);
+  const headers: http.OutgoingHttpHeaders = { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) };
+  // The rest of an oversized body is not read: close the connection after the answer.
+  if (status === 413) headers.connection = 'close';
+  res.writeHead(status, headers);
+  res.end(text);
+}

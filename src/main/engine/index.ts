@@ -1,0 +1,107 @@
+/**
+ * `chorus engine`: the HTTP control API, the session manager with one ffmpeg → Opus pipeline per
+ * session, the encoder threads, and the frame socket the gateway reads. startEngine() runs it in
+ * process (tests, benchmarks); runEngine() runs it until SIGINT/SIGTERM.
+ */
+import type { AddressInfo } from 'node:net';
+import type { Config } from '../../shared/config.js';
+import { resolveFfmpeg, type FfmpegBinary } from '../../shared/ffmpeg.js';
+import { logger } from '../../shared/log.js';
+import { EncoderPool } from './encoder-pool.js';
+import { createHttpApi } from './http-api.js';
+import { SessionManager } from './manager.js';
+import { renderMetrics } from './metrics.js';
+import { Scheduler } from './scheduler.js';
+import type { Session } from './session.js';
+import { SocketServer } from './socket-server.js';
+import { sourceResolver } from './source.js';
+
+const log = logger('engine');
+
+export interface RunningEngine {
+  httpUrl: string;
+  httpPort: number;
+  socketPath: string;
+  ffmpeg: FfmpegBinary;
+  /** Stops every session (and its ffmpeg), the threads and the servers; removes the socket. */
+  close(): Promise<void>;
+}
+
+export async function startEngine(config: Config): Promise<RunningEngine> {
+  const ffmpeg = resolveFfmpeg(config.CHORUS_FFMPEG);
+  log.info('using ffmpeg', { source: ffmpeg.source, path: ffmpeg.path });
+  const sessions = new Map<string, Session>();
+  const scheduler = new Scheduler(sessions);
+  const pool = new EncoderPool(config.CHORUS_ENCODER_THREADS);
+  const manager = new SessionManager(sessions, {
+    config,
+    ffmpegPath: ffmpeg.path,
+    pool,
+    scheduler,
+    resolve: sourceResolver({ mediaRoot: config.CHORUS_MEDIA_ROOT, remoteAllow: config.CHORUS_REMOTE_ALLOW }),
+  });
+  const socket = new SocketServer(config.CHORUS_SOCKET, scheduler);
+  const started = performance.now();
+  const http = createHttpApi({
+    manager,
+    health: () => ({
+      status: 'ok',
+      sessions: manager.live,
+      max_sessions: config.CHORUS_MAX_SESSIONS,
+      gateway_connected: scheduler.connected,
+      flow: scheduler.mode,
+      encoder_threads: pool.size,
+      ffmpeg: ffmpeg.source,
+      uptime_s: Math.round((performance.now() - started) / 1000),
+    }),
+    metrics: () => renderMetrics({ manager, scheduler, socket, pool }),
+  });
+
+  const closeAll = async () => {
+    manager.stopAll('engine shutting down');
+    scheduler.close();
+    http.closeAllConnections();
+    await Promise.all([
+      new Promise<void>((resolve) => http.close(() => resolve())),
+      socket.close().catch(() => undefined),
+      pool.destroy(),
+    ]);
+  };
+  try {
+    await socket.listen();
+    await new Promise<void>((resolve, reject) => {
+      http.once('error', reject);
+      http.listen(config.CHORUS_ENGINE_PORT, config.CHORUS_ENGINE_HOST, () => {
+        http.off('error', reject);
+        resolve();
+      });
+    });
+  } catch (err) {
+    await closeAll();
+    throw err;
+  }
+
+  const { port } = http.address() as AddressInfo;
+  const host = config.CHORUS_ENGINE_HOST.includes(':') ? `[${config.CHORUS_ENGINE_HOST}]` : config.CHORUS_ENGINE_HOST;
+  const httpUrl = `http://${host}:${port}`;
+  log.info(`engine ready http=${httpUrl} socket=${config.CHORUS_SOCKET} ffmpeg=${ffmpeg.source}`);
+  let closing: Promise<void> | undefined;
+  return {
+    httpUrl,
+    httpPort: port,
+    socketPath: config.CHORUS_SOCKET,
+    ffmpeg,
+    close: () => (closing ??= closeAll()),
+  };
+}
+
+export async function runEngine(config: Config): Promise<void> {
+  const engine = await startEngine(config);
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  log.info('stopping', { signal });
+  await engine.close();
+  log.info('stopped');
+}

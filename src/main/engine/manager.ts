@@ -1,0 +1,192 @@
+/**
+ * The sessions of the engine, by id. Every operation touches one id only: a play replaces that
+ * id's session (its play counter goes up), stop/pause/resume act on it alone, and the idle sweep
+ * stops only the sessions that made no progress for CHORUS_IDLE_TIMEOUT_S.
+ *
+ * Idle timeout: a live session that sent nothing and changed state for that long (paused, or no
+ * gateway took its frames) is stopped — state `stopped` with the reason — and says so with an
+ * `error` event (not `finished`: the track did not play to its end). An ended session's record
+ * is kept for status for the same time, then forgotten (and its play counter restarts at 1).
+ */
+import type { Config } from '../../shared/config.js';
+import { framesIn } from '../../shared/audio.js';
+import { logger } from '../../shared/log.js';
+import type { EncoderPool } from './encoder-pool.js';
+import { Pipeline } from './pipeline.js';
+import type { Scheduler } from './scheduler.js';
+import { Session, type PlayRequest, type SessionStatus } from './session.js';
+import { SourceError, type FfmpegInput } from './source.js';
+
+const log = logger('engine.sessions');
+
+/** Opus complexity 0–10; 10 is libopus's default and the best quality. */
+const OPUS_COMPLEXITY = 10;
+
+export class LimitError extends Error {
+  override name = 'LimitError';
+}
+
+/** An operation that does not apply to the session's state (pause of a finished session). */
+export class StateError extends Error {
+  override name = 'StateError';
+}
+
+export interface ManagerOptions {
+  config: Config;
+  ffmpegPath: string;
+  pool: EncoderPool;
+  scheduler: Scheduler;
+  resolve: (url: string) => Promise<FfmpegInput>;
+}
+
+export class SessionManager {
+  private readonly capacity: number;
+  private readonly idleMs: number;
+  private readonly sweeper: NodeJS.Timeout;
+  plays = 0;
+  ffmpegStarted = 0;
+  readonly ended: Record<'finished' | 'stopped' | 'error', number> = { finished: 0, stopped: 0, error: 0 };
+
+  constructor(
+    readonly sessions: Map<string, Session>,
+    private readonly opts: ManagerOptions,
+  ) {
+    this.capacity = framesIn(opts.config.CHORUS_ENGINE_BUFFER_MS);
+    this.idleMs = opts.config.CHORUS_IDLE_TIMEOUT_S * 1000;
+    this.sweeper = setInterval(() => this.sweep(performance.now()), Math.min(10_000, Math.max(250, this.idleMs / 4)));
+    this.sweeper.unref();
+  }
+
+  get live(): number {
+    let n = 0;
+    for (const s of this.sessions.values()) if (s.live) n++;
+    return n;
+  }
+
+  countByState(): Record<SessionStatus, number> {
+    const counts: Record<SessionStatus, number> = { idle: 0, starting: 0, streaming: 0, paused: 0, finished: 0, stopped: 0, error: 0 };
+    for (const s of this.sessions.values()) counts[s.state.status]++;
+    return counts;
+  }
+
+  /**
+   * Starts a play, replacing the id's current one. Resolves once ffmpeg is started, or rejects
+   * with a SourceError (the session is then in `error` and its `error` event is queued).
+   */
+  async play(id: string, request: PlayRequest): Promise<Session> {
+    const old = this.sessions.get(id);
+    if (!old?.live && this.live >= this.opts.config.CHORUS_MAX_SESSIONS) {
+      throw new LimitError(`session limit reached: ${this.opts.config.CHORUS_MAX_SESSIONS} live sessions (CHORUS_MAX_SESSIONS)`);
+    }
+    const session = new Session(id, (old?.play ?? 0) + 1, request, this.capacity, performance.now());
+    old?.stop(`replaced by play ${session.play}`);
+    this.sessions.delete(id); // re-inserted last: the map stays in order of last play
+    this.sessions.set(id, session);
+    this.plays++;
+    this.observe(session);
+    session.state = { status: 'starting' };
+
+    let input: FfmpegInput;
+    try {
+      input = await this.opts.resolve(request.url);
+    } catch (err) {
+      const message = err instanceof SourceError ? err.message : `cannot resolve source: ${(err as Error).message}`;
+      if (session.live) session.fail(message);
+      throw err instanceof SourceError ? err : new SourceError(message, 400);
+    }
+    // Stopped or replaced while the source was being resolved: nothing to start.
+    if (!session.live) return session;
+    session.sourceDuration = input.duration;
+    try {
+      const pipeline = new Pipeline(
+        {
+          ffmpegPath: this.opts.ffmpegPath,
+          input,
+          startAt: request.startAt,
+          duration: request.duration,
+          format: request.format,
+          paddedId: session.paddedId,
+          bitrate: this.opts.config.CHORUS_OPUS_BITRATE ?? (request.format === 'web' ? 256_000 : 128_000),
+          complexity: OPUS_COMPLEXITY,
+          pool: this.opts.pool,
+        },
+        {
+          frames: (frames, count) => session.addFrames(frames, count),
+          end: (error) => session.endPlay(error),
+          canRead: () => session.canRead,
+        },
+      );
+      this.ffmpegStarted++;
+      session.attach(pipeline);
+    } catch (err) {
+      session.fail(`cannot start ffmpeg: ${(err as Error).message}`);
+    }
+    return session;
+  }
+
+  /** Stops a live session (a no-op for one that has ended). Throws if the id is unknown. */
+  stop(id: string): Session {
+    const session = this.get(id);
+    session.stop('stopped by request');
+    return session;
+  }
+
+  pause(id: string): Session {
+    const session = this.get(id);
+    const s = session.state;
+    if (s.status === 'paused') return session;
+    if (s.status !== 'starting' && s.status !== 'streaming') throw new StateError(`session is ${s.status}; only a playing session can be paused`);
+    session.state = { status: 'paused', pipeline: s.pipeline, resumeTo: s.status };
+    return session;
+  }
+
+  resume(id: string): Session {
+    const session = this.get(id);
+    const s = session.state;
+    if (s.status === 'starting' || s.status === 'streaming') return session;
+    if (s.status !== 'paused') throw new StateError(`session is ${s.status}; only a paused session can be resumed`);
+    session.nextDue = Number.NaN;
+    session.state = s.resumeTo === 'streaming' && s.pipeline ? { status: 'streaming', pipeline: s.pipeline } : { status: 'starting', pipeline: s.pipeline };
+    this.opts.scheduler.kick();
+    return session;
+  }
+
+  /** The session of `id`; throws NotFoundError when there is none. */
+  get(id: string): Session {
+    const session = this.sessions.get(id);
+    if (!session) throw new NotFoundError(`no session ${JSON.stringify(id)}`);
+    return session;
+  }
+
+  stopAll(reason: string): void {
+    for (const s of this.sessions.values()) s.stop(reason);
+    clearInterval(this.sweeper);
+  }
+
+  private observe(session: Session): void {
+    session.on('outbox', () => this.opts.scheduler.kick());
+    session.on('stateChange', (oldState, newState) => {
+      if (newState.status === 'finished' || newState.status === 'stopped' || newState.status === 'error') this.ended[newState.status]++;
+      if (newState.status === 'error') log.warn('session failed', { session: session.id, play: session.play, error: newState.message });
+      else log.debug('session state', { session: session.id, play: session.play, from: oldState.status, to: newState.status });
+    });
+  }
+
+  private sweep(now: number): void {
+    const limitS = this.opts.config.CHORUS_IDLE_TIMEOUT_S;
+    for (const [id, s] of this.sessions) {
+      if (now - s.lastProgress < this.idleMs) continue;
+      if (!s.live) {
+        this.sessions.delete(id);
+        continue;
+      }
+      const why = s.state.status === 'paused' ? `paused for ${limitS} s` : `no frame taken for ${limitS} s`;
+      log.info('stopping idle session', { session: id, reason: why });
+      s.stop(`idle: ${why}`, `stopped: ${why} (CHORUS_IDLE_TIMEOUT_S)`);
+    }
+  }
+}
+
+export class NotFoundError extends Error {
+  override name = 'NotFoundError';
+}

@@ -1,0 +1,180 @@
+/**
+ * One play's pipeline: ffmpeg decodes the source to s16le 48 kHz stereo on its stdout, which is
+ * cut into 20 ms frames (the last partial frame padded with silence) and either Opus-encoded on
+ * the session's encoder thread (`opus`, `web`) or framed as raw PCM (`pcm`). Out come finished
+ * wire frames, in order.
+ *
+ * Flow control is the caller's: hold() stops reading ffmpeg's stdout, so ffmpeg blocks on its
+ * pipe once the pipe is full, and release() reads on. Nothing is dropped.
+ */
+import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import type { Readable } from 'node:stream';
+import { PCM_FRAME_BYTES, type AudioFormat } from '../../shared/audio.js';
+import { FRAME_HEADER_BYTES, writeFrameHeader } from '../../shared/protocol.js';
+import type { EncoderPool } from './encoder-pool.js';
+import type { FfmpegInput } from './source.js';
+
+export interface PipelineOptions {
+  ffmpegPath: string;
+  input: FfmpegInput;
+  /** Seconds to skip at the start (`-ss` before the input). */
+  startAt?: number;
+  /** Seconds to play at most (`-t`). */
+  duration?: number;
+  format: AudioFormat;
+  paddedId: string;
+  bitrate: number;
+  complexity: number;
+  pool: EncoderPool;
+}
+
+export interface PipelineEvents {
+  /** `count` wire frames back to back in `frames`. */
+  frames(frames: Buffer, count: number): void;
+  /** Once, after the last frame: `error` is undefined when ffmpeg ended well. */
+  end(error: string | undefined): void;
+  /** Checked after each read: false holds ffmpeg until release(). */
+  canRead(): boolean;
+}
+
+const STDERR_TAIL_BYTES = 2048;
+const DURATION = /Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)/;
+
+export class Pipeline {
+  private readonly child: ChildProcessByStdio<null, Readable, Readable>;
+  private readonly handle: number | undefined;
+  /** Bytes of a frame not yet complete, carried to the next read. */
+  private readonly partial = Buffer.alloc(PCM_FRAME_BYTES);
+  private partialBytes = 0;
+  private stderrTail = '';
+  private exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  private ended = false;
+  /** Frames handed to the encoder thread and not yet back. */
+  inFlight = 0;
+  /** Seconds of the source as ffmpeg reports it (`Duration:`), once known. */
+  sourceDuration: number | undefined;
+
+  constructor(
+    private readonly opts: PipelineOptions,
+    private readonly events: PipelineEvents,
+  ) {
+    const args = ['-hide_banner', '-nostdin', '-nostats', '-loglevel', 'info'];
+    if (opts.startAt) args.push('-ss', String(opts.startAt));
+    args.push(...opts.input.args);
+    if (opts.duration !== undefined) args.push('-t', String(opts.duration));
+    args.push('-vn', '-sn', '-dn', '-ac', '2', '-ar', '48000', '-f', 's16le', 'pipe:1');
+
+    if (opts.format !== 'pcm') {
+      this.handle = opts.pool.open(opts.paddedId, opts.bitrate, opts.complexity, {
+        encoded: (frames, count) => {
+          this.inFlight -= count;
+          if (!this.ended) this.events.frames(frames, count);
+          this.maybeEnd();
+        },
+        failed: (message) => this.finish(message),
+      });
+    }
+
+    this.child = spawn(opts.ffmpegPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child.stdout.on('data', (chunk: Buffer) => this.onPcm(chunk));
+    this.child.stdout.on('end', () => this.flushPartial());
+    this.child.stderr.setEncoding('utf8');
+    this.child.stderr.on('data', (text: string) => this.onStderr(text));
+    this.child.on('error', (err) => this.finish(`cannot run ffmpeg: ${err.message}`));
+    this.child.on('close', (code, signal) => {
+      this.exit = { code, signal };
+      this.maybeEnd();
+    });
+  }
+
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  /** Stop reading ffmpeg's output; ffmpeg blocks when its pipe is full. */
+  hold(): void {
+    this.child.stdout.pause();
+  }
+
+  release(): void {
+    if (!this.ended) this.child.stdout.resume();
+  }
+
+  /** Ends the play now: kills ffmpeg, frees the encoder, reports nothing more. */
+  kill(): void {
+    this.ended = true;
+    this.dispose();
+  }
+
+  private onPcm(chunk: Buffer): void {
+    const total = this.partialBytes + chunk.length;
+    const count = Math.floor(total / PCM_FRAME_BYTES);
+    if (count === 0) {
+      chunk.copy(this.partial, this.partialBytes);
+      this.partialBytes = total;
+      return;
+    }
+    const whole = new Uint8Array(count * PCM_FRAME_BYTES);
+    whole.set(this.partial.subarray(0, this.partialBytes), 0);
+    const used = whole.length - this.partialBytes;
+    whole.set(chunk.subarray(0, used), this.partialBytes);
+    this.partialBytes = chunk.copy(this.partial, 0, used);
+    this.emitPcm(whole, count);
+    if (!this.events.canRead()) this.hold();
+  }
+
+  /** The last partial frame, padded with silence. */
+  private flushPartial(): void {
+    if (this.partialBytes === 0 || this.ended) return;
+    const last = new Uint8Array(PCM_FRAME_BYTES);
+    last.set(this.partial.subarray(0, this.partialBytes));
+    this.partialBytes = 0;
+    this.emitPcm(last, 1);
+  }
+
+  private emitPcm(pcm: Uint8Array, count: number): void {
+    if (this.handle !== undefined) {
+      this.inFlight += count;
+      this.opts.pool.encode(this.handle, pcm.buffer as ArrayBuffer);
+      return;
+    }
+    const frameBytes = FRAME_HEADER_BYTES + PCM_FRAME_BYTES;
+    const out = Buffer.allocUnsafe(count * frameBytes);
+    for (let i = 0; i < count; i++) {
+      writeFrameHeader(out, i * frameBytes, this.opts.paddedId, PCM_FRAME_BYTES);
+      out.set(pcm.subarray(i * PCM_FRAME_BYTES, (i + 1) * PCM_FRAME_BYTES), i * frameBytes + FRAME_HEADER_BYTES);
+    }
+    this.events.frames(out, count);
+  }
+
+  private onStderr(text: string): void {
+    this.stderrTail = (this.stderrTail + text).slice(-STDERR_TAIL_BYTES);
+    if (this.sourceDuration === undefined) {
+      const m = DURATION.exec(this.stderrTail);
+      if (m) this.sourceDuration = Number(m[1]) * 3600 + Number(m[2]) * 60 + Number(m[3]);
+    }
+  }
+
+  private maybeEnd(): void {
+    if (this.ended || !this.exit || this.inFlight > 0) return;
+    const { code, signal } = this.exit;
+    if (code === 0) return this.finish(undefined);
+    const last = this.stderrTail.trim().split('\n').pop()?.trim();
+    const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
+    this.finish(`ffmpeg ${how}${last ? `: ${last}` : ''}`);
+  }
+
+  private finish(error: string | undefined): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.dispose();
+    this.events.end(error);
+  }
+
+  private dispose(): void {
+    if (this.handle !== undefined) this.opts.pool.close(this.handle);
+    if (this.exit === undefined) this.child.kill('SIGKILL');
+    this.child.stdout.destroy();
+    this.child.stderr.destroy();
+  }
+}

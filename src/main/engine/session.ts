@@ -1,0 +1,202 @@
+/**
+ * One play of one session id, as an explicit state machine in the style of @discordjs/voice's
+ * AudioPlayer: a discriminated union of states and one `state` setter that emits old and new.
+ *
+ *   idle → starting → streaming ⇄ paused → finished | stopped | error
+ *
+ *   starting   the source is being resolved and ffmpeg started; no frame yet
+ *   streaming  frames flow (the `ready` event went into the outbox before the first one)
+ *   paused     nothing leaves the outbox; ffmpeg is held once the outbox is full, not killed
+ *   finished   the last frame and then `finished` went out
+ *   stopped    by a stop, a replacing play, engine shutdown, or the idle timeout
+ *   error      the source was refused or ffmpeg/the encoder failed; frames already made still go
+ *              out, followed by the `error` event
+ *
+ * The outbox holds this play's wire units (frames and events) in order; the scheduler drains it.
+ */
+import { EventEmitter } from 'node:events';
+import type { AudioFormat } from '../../shared/audio.js';
+import { encodeEvent, paddedSessionId, type SessionEvent } from '../../shared/protocol.js';
+import { Outbox } from './outbox.js';
+import type { Pipeline } from './pipeline.js';
+
+export type SessionState =
+  | { status: 'idle' }
+  | { status: 'starting'; pipeline?: Pipeline }
+  | { status: 'streaming'; pipeline: Pipeline }
+  | { status: 'paused'; pipeline?: Pipeline; resumeTo: 'starting' | 'streaming' }
+  | { status: 'finished' }
+  | { status: 'stopped'; reason: string }
+  | { status: 'error'; message: string };
+
+export type SessionStatus = SessionState['status'];
+
+export const LIVE_STATES: ReadonlySet<SessionStatus> = new Set(['idle', 'starting', 'streaming', 'paused']);
+
+export interface PlayRequest {
+  url: string;
+  format: AudioFormat;
+  startAt?: number;
+  duration?: number;
+}
+
+export interface Session {
+  on(event: 'stateChange', listener: (oldState: SessionState, newState: SessionState) => void): this;
+  /** The outbox got units (the scheduler may have something to send). */
+  on(event: 'outbox', listener: () => void): this;
+}
+
+export class Session extends EventEmitter {
+  private _state: SessionState = { status: 'idle' };
+  readonly paddedId: string;
+  readonly outbox = new Outbox();
+  /** Set once the play's last unit (`finished`) is in the outbox. */
+  private endQueued = false;
+  /** Credit window granted by the gateway on the current connection, in frames. */
+  credit = 0;
+  /** Real-time pacing: when the next frame is due (performance.now() ms); NaN until the first. */
+  nextDue = Number.NaN;
+  framesMade = 0;
+  framesSent = 0;
+  /** performance.now() ms of the last state change or unit sent: the idle timeout's clock. */
+  lastProgress: number;
+  /** Seconds of the source when known before ffmpeg runs (tones). */
+  sourceDuration: number | undefined;
+  /** Seconds of audio this play gives, once known (sent with `ready`, shown in status). */
+  duration: number | undefined;
+
+  /**
+   * @param capacity frames this play may hold (outbox plus encoder) before its ffmpeg is held:
+   *   CHORUS_ENGINE_BUFFER_MS worth; one ffmpeg read (≤ 64 KiB, 17 frames) may land on top.
+   */
+  constructor(
+    readonly id: string,
+    readonly play: number,
+    readonly request: PlayRequest,
+    readonly capacity: number,
+    now: number,
+  ) {
+    super();
+    this.paddedId = paddedSessionId(id);
+    this.lastProgress = now;
+  }
+
+  get state(): SessionState {
+    return this._state;
+  }
+
+  /** The one place a session changes state: ends the pipeline when leaving the live states. */
+  set state(newState: SessionState) {
+    const oldState = this._state;
+    const oldPipeline = 'pipeline' in oldState ? oldState.pipeline : undefined;
+    const newPipeline = 'pipeline' in newState ? newState.pipeline : undefined;
+    if (oldPipeline && oldPipeline !== newPipeline) oldPipeline.kill();
+    this._state = newState;
+    this.lastProgress = performance.now();
+    this.emit('stateChange', oldState, newState);
+  }
+
+  get live(): boolean {
+    return LIVE_STATES.has(this._state.status);
+  }
+
+  get pipeline(): Pipeline | undefined {
+    return 'pipeline' in this._state ? this._state.pipeline : undefined;
+  }
+
+  /** Frames made and not yet sent, including those inside the encoder thread. */
+  get backlog(): number {
+    return this.outbox.frames + (this.pipeline?.inFlight ?? 0);
+  }
+
+  /** May the pipeline read more from ffmpeg? */
+  get canRead(): boolean {
+    return this.backlog < this.capacity;
+  }
+
+  /** May the scheduler take units from the outbox now? */
+  get sendable(): boolean {
+    return this.outbox.length > 0 && this._state.status !== 'paused';
+  }
+
+  /** The play's pipeline is running (a pause may have come while its source was resolved). */
+  attach(pipeline: Pipeline): void {
+    this.duration = this.playDuration(undefined);
+    const s = this._state;
+    if (s.status === 'paused') this.state = { ...s, pipeline };
+    else if (s.status === 'starting') this.state = { status: 'starting', pipeline };
+    else pipeline.kill();
+  }
+
+  /** Frames of the pipeline: `ready` goes first, before the first frame of the play. */
+  addFrames(frames: Buffer, count: number): void {
+    const s = this._state;
+    if (s.status === 'starting' && s.pipeline) {
+      this.queueReady(s.pipeline);
+      this.state = { status: 'streaming', pipeline: s.pipeline };
+    } else if (s.status === 'paused' && s.resumeTo === 'starting' && s.pipeline) {
+      this.queueReady(s.pipeline);
+      this.state = { ...s, resumeTo: 'streaming' };
+    }
+    for (let off = 0, i = 0; i < count; i++) {
+      const end = off + 4 + frames.readUInt32BE(off);
+      this.outbox.push(frames.subarray(off, end), false);
+      off = end;
+    }
+    this.framesMade += count;
+    this.emit('outbox');
+  }
+
+  /** The pipeline ended: `finished` after the last frame, or the error state and an `error` event. */
+  endPlay(error: string | undefined): void {
+    if (!this.live) return;
+    if (error !== undefined) return this.fail(error);
+    if (this.framesMade === 0) return this.fail('the source gave no audio (is start_at past its end?)');
+    this.endQueued = true;
+    this.queueEvent({ type: 'finished', session_id: this.id });
+  }
+
+  fail(message: string): void {
+    this.state = { status: 'error', message };
+    this.queueEvent({ type: 'error', session_id: this.id, message });
+  }
+
+  /** Ends a live play; what it had not sent yet is dropped. `notice` goes out as an `error` event. */
+  stop(reason: string, notice?: string): void {
+    if (!this.live) return;
+    this.outbox.clear();
+    this.state = { status: 'stopped', reason };
+    if (notice !== undefined) this.queueEvent({ type: 'error', session_id: this.id, message: notice });
+  }
+
+  /** The scheduler sent the oldest unit of the outbox. */
+  sent(wasFrame: boolean, now: number): void {
+    this.lastProgress = now;
+    if (wasFrame) {
+      this.framesSent++;
+      if (this.canRead) this.pipeline?.release();
+    }
+    const s = this._state;
+    if (this.endQueued && this.outbox.length === 0 && s.status === 'streaming') this.state = { status: 'finished' };
+  }
+
+  /** Seconds that will play: the source less `start_at`, at most `duration`; undefined if unknown. */
+  private playDuration(reported: number | undefined): number | undefined {
+    const source = this.sourceDuration ?? reported;
+    const { startAt = 0, duration: limit } = this.request;
+    const remaining = source === undefined ? undefined : Math.max(0, source - startAt);
+    return remaining === undefined ? limit : limit === undefined ? remaining : Math.min(remaining, limit);
+  }
+
+  private queueReady(pipeline: Pipeline): void {
+    this.duration = this.playDuration(pipeline.sourceDuration);
+    const event: SessionEvent = { type: 'ready', session_id: this.id, play: this.play };
+    if (this.duration !== undefined) event.duration = Math.round(this.duration * 1000) / 1000;
+    this.queueEvent(event);
+  }
+
+  private queueEvent(event: SessionEvent): void {
+    this.outbox.push(encodeEvent(event), true);
+    this.emit('outbox');
+  }
+}

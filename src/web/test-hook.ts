@@ -1,0 +1,35 @@
+/**
+ * `window.chorus`: a small read-only window into the player, for the browser tests (and for
+ * anyone curious, from the devtools console). It measures what the page is actually playing:
+ * the analyser sits right after the jitter buffer, on the way to the speakers.
+ */
+import type { SessionStateName } from '../shared/listener-protocol.js';
+import { analyse, powerAt, type Analysis } from './analysis.js';
+import type { Player, PlayerStats } from './player.js';
+
+export interface ChorusHook {
+  /** Dominant frequency and level of what is playing now; undefined before audio is on. */
+  analyse(): Analysis | undefined;
+  /** Level in dBFS near `hz` (±15 Hz). */
+  powerAt(hz: number): number | undefined;
+  stats(): PlayerStats;
+  /** The session's state as the page shows it. */
+  state(): SessionStateName;
+  session(): string | undefined;
+}
+
+declare global {
+  interface Window {
+    chorus?: ChorusHook;
+  }
+}
+
+export function installHook(player: Player, state: () => SessionStateName): void {
+  window.chorus = {
+    analyse: () => (player.analyser ? analyse(player.analyser) : undefined),
+    powerAt: (hz) => (player.analyser ? powerAt(player.analyser, hz) : undefined),
+    stats: () => ({ ...player.stats }),
+    state,
+    session: () => player.session,
+  };
+}

@@ -7,8 +7,8 @@ export const FRAME_MS = 20;
 export const FRAME_SAMPLES = (SAMPLE_RATE * FRAME_MS) / 1000;
 /** Bytes of one 20 ms frame of s16le stereo PCM. */
 export const PCM_FRAME_BYTES = FRAME_SAMPLES * CHANNELS * 2;
-/** Largest Opus packet for one 20 ms frame (RFC 6716 §3.4, R5). */
-export const MAX_OPUS_PACKET_BYTES = 1275;
+/** Largest Opus packet for one 20 ms frame: a 1275-byte frame plus its TOC byte (RFC 6716 §3.2). */
+export const MAX_OPUS_PACKET_BYTES = 1276;
 
 /** What the engine sends per frame: Opus at 128 kb/s (`opus`), at 256 kb/s (`web`), or raw PCM. */
 export const AUDIO_FORMATS = ['opus', 'web', 'pcm'] as const;

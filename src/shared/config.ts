@@ -149,6 +149,7 @@ export const SCHEMA = {
   CHORUS_PREWARM_THREADS: int(0, 1024, 2, 'Worker threads booted ahead so a new session need not wait for one.'),
   CHORUS_PREBUFFER_MS: int(0, 10_000, 60, 'Audio a session waits for before its first frame.'),
   CHORUS_SLOW_LISTENER: oneOf(['wait', 'drop'] as const, 'wait', 'A listener that falls behind: wait for it (lose nothing) or drop frames for it (live).'),
+  CHORUS_NO_LISTENER: oneOf(['pause', 'play'] as const, 'pause', 'A session nobody listens to: hold its place (pause) or play on unheard, like a radio (play).'),
   CHORUS_RTP_ALLOW: list('RTP targets allowed besides loopback.', 'comma-separated hosts or IP addresses'),
   CHORUS_DEBUG_ENDPOINTS: flag('Serves /debug/* (block the main thread, crash a worker) for fault tests. Never in production.'),
 } as const;

@@ -40,8 +40,21 @@ export function parseListenerFrame(message: Uint8Array): ListenerFrame | undefin
   return { seq, timestamp, payload: message.subarray(LISTENER_HEADER_BYTES) };
 }
 
-/** A session as its listeners see it. */
-export const SESSION_STATES = ['idle', 'starting', 'buffering', 'playing', 'paused', 'finished', 'stopped', 'error'] as const;
+/**
+ * A session as its listeners see it. `autopaused`: nobody listens (no WebSocket, no RTP sink)
+ * and CHORUS_NO_LISTENER=pause, so it holds its place until someone does.
+ */
+export const SESSION_STATES = [
+  'idle',
+  'starting',
+  'buffering',
+  'playing',
+  'paused',
+  'autopaused',
+  'finished',
+  'stopped',
+  'error',
+] as const;
 export type SessionStateName = (typeof SESSION_STATES)[number];
 
 export type ListenerEvent =

@@ -13,8 +13,8 @@
  *                and only then may the gateway write back
  *                {"type":"credit","session_id":…,"frames":n}
  *                an additive window in frames. Without any credit the engine paces at real time.
- *                `ready` may carry "play": n, the engine's play counter for that id, so a gateway
- *                can tell the frames of a replaced play from those of the new one.
+ *                Session events may carry "play": n, the engine's play counter for that id, so a
+ *                gateway can tell the frames and events of a replaced play from the new one's.
  *
  * A reader tells a frame from an event by the first byte: `{` (0x7b) starts an event, anything
  * else is the first byte of a length. The 64 KiB cap keeps every valid length far below
@@ -85,6 +85,11 @@ export function writeFrameHeader(
   if (payloadBytes > MAX_PAYLOAD_BYTES) {
     throw new RangeError(`payload of ${payloadBytes} bytes exceeds the ${MAX_PAYLOAD_BYTES}-byte cap`);
   }
+  // A longer id would be cut to its first 24 bytes (two ids sharing a prefix would get each
+  // other's audio); a shorter one would leave stale bytes in the header.
+  if (paddedId.length !== SESSION_ID_BYTES) {
+    throw new RangeError(`padded session id must be ${SESSION_ID_BYTES} characters, not ${paddedId.length}`);
+  }
   target.writeUInt32BE(SESSION_ID_BYTES + payloadBytes, offset);
   target.write(paddedId, offset + LENGTH_BYTES, SESSION_ID_BYTES, 'latin1');
 }
@@ -106,11 +111,13 @@ export interface ReadyEvent {
 export interface FinishedEvent {
   type: 'finished';
   session_id: string;
+  play?: number;
 }
 export interface ErrorEvent {
   type: 'error';
   session_id: string;
   message: string;
+  play?: number;
 }
 export interface HelloEvent {
   type: 'hello';
@@ -353,16 +360,19 @@ export function checkWireEvent(value: unknown): WireEvent | string {
     case 'error': {
       const id = v.session_id;
       if (typeof id !== 'string') return `${v.type} without a session_id`;
-      if (v.type === 'finished') return { type: 'finished', session_id: id };
+      const play = Number.isSafeInteger(v.play) ? { play: v.play as number } : {};
+      if (v.type === 'finished') return { type: 'finished', session_id: id, ...play };
       if (v.type === 'error') {
-        return { type: 'error', session_id: id, message: typeof v.message === 'string' ? v.message : 'unknown error' };
+        const message = typeof v.message === 'string' ? v.message : 'unknown error';
+        return { type: 'error', session_id: id, message, ...play };
       }
-      const ready: ReadyEvent = { type: 'ready', session_id: id };
+      const ready: ReadyEvent = { type: 'ready', session_id: id, ...play };
       if (typeof v.duration === 'number' && Number.isFinite(v.duration)) ready.duration = v.duration;
-      if (Number.isSafeInteger(v.play)) ready.play = v.play as number;
       return ready;
     }
     default:
-      return `unknown event type ${JSON.stringify(v.type)?.slice(0, 40) ?? 'undefined'}`;
+      // Only a string type is quoted: stringifying any other value (a deeply nested array fits
+      // in one 64 KiB line) can overflow the stack and throw out of the decoder.
+      return `unknown event type ${typeof v.type === 'string' ? JSON.stringify(v.type.slice(0, 40)) : typeof v.type}`;
   }
 }

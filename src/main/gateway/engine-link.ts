@@ -1,0 +1,147 @@
+/**
+ * The gateway's one connection to the engine's frame socket: connects, decodes with the shared
+ * WireDecoder, reconnects with capped exponential back-off, and writes credit lines back only
+ * once the engine said `hello` with the credit feature (a seed engine gets nothing written).
+ */
+import net from 'node:net';
+import {
+  describeProtocolError,
+  encodeEvent,
+  FEATURE_CREDIT,
+  WireDecoder,
+  type DecoderHandlers,
+  type ProtocolError,
+  type SessionEvent,
+} from '../../shared/protocol.js';
+import { logger } from '../../shared/log.js';
+
+const log = logger('gateway');
+const FIRST_RETRY_MS = 50;
+
+export interface EngineLinkHandlers {
+  frame: DecoderHandlers['frame'];
+  event(event: SessionEvent): void;
+  connected(): void;
+  /** The engine said hello with credits: grant every session its window from scratch. */
+  creditsEnabled(): void;
+  disconnected(reason: string): void;
+}
+
+export interface LinkCounters {
+  reconnects: number;
+  protocolErrors: number;
+  badEvents: number;
+}
+
+export class EngineLink {
+  private socket: net.Socket | undefined;
+  private decoder: WireDecoder;
+  private attempt = 0;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+  private credit = false;
+  private connectedOnce = false;
+  readonly counters: LinkCounters = { reconnects: 0, protocolErrors: 0, badEvents: 0 };
+
+  constructor(
+    private readonly socketPath: string,
+    private readonly reconnectMaxMs: number,
+    private readonly handlers: EngineLinkHandlers,
+  ) {
+    this.decoder = new WireDecoder({
+      frame: handlers.frame,
+      event: (event) => {
+        if (event.type === 'hello') {
+          this.credit = event.features.includes(FEATURE_CREDIT);
+          log.info('engine said hello', { protocol: event.protocol, credit: this.credit });
+          if (this.credit) handlers.creditsEnabled();
+        } else if (event.type === 'credit') {
+          this.protocolError({ kind: 'bad-event', fatal: false, reason: 'credit sent by the engine' });
+        } else {
+          handlers.event(event);
+        }
+      },
+      error: (err) => this.protocolError(err),
+    });
+  }
+
+  get connected(): boolean {
+    return this.socket !== undefined && !this.socket.connecting;
+  }
+
+  /** Credit lines may be written: the engine on this connection asked for them. */
+  get creditEnabled(): boolean {
+    return this.credit && this.connected;
+  }
+
+  start(): void {
+    this.connect();
+  }
+
+  /** Writes credit grants, several lines in one write. */
+  sendCredits(grants: { sessionId: string; frames: number }[]): void {
+    if (!this.creditEnabled || grants.length === 0) return;
+    const lines = grants.map((g) => encodeEvent({ type: 'credit', session_id: g.sessionId, frames: g.frames }));
+    this.socket!.write(lines.length === 1 ? lines[0]! : Buffer.concat(lines));
+  }
+
+  close(): void {
+    this.closed = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.socket?.destroy();
+    this.socket = undefined;
+  }
+
+  private connect(): void {
+    if (this.closed) return;
+    this.decoder.reset();
+    this.credit = false;
+    const socket = net.createConnection(this.socketPath);
+    this.socket = socket;
+    let opened = false;
+    socket.on('connect', () => {
+      opened = true;
+      log.info(this.connectedOnce ? 'reconnected to engine' : 'connected to engine', { socket: this.socketPath });
+      this.connectedOnce = true;
+      this.handlers.connected();
+    });
+    socket.on('data', (chunk: Buffer) => {
+      this.attempt = 0;
+      this.decoder.push(chunk);
+    });
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      if (this.attempt === 0 || this.attempt % 20 === 0) {
+        log.warn('engine socket error', { code: err.code, message: err.message });
+      }
+    });
+    socket.on('close', () => {
+      if (this.socket !== socket) return;
+      this.socket = undefined;
+      this.credit = false;
+      if (opened) this.handlers.disconnected('engine connection lost');
+      this.scheduleRetry();
+    });
+  }
+
+  private scheduleRetry(): void {
+    if (this.closed) return;
+    const base = Math.min(this.reconnectMaxMs, FIRST_RETRY_MS * 2 ** Math.min(this.attempt, 16));
+    const delay = Math.round(base * (0.8 + 0.4 * Math.random()));
+    this.attempt++;
+    this.counters.reconnects++;
+    this.retryTimer = setTimeout(() => this.connect(), delay);
+  }
+
+  private protocolError(err: ProtocolError): void {
+    if (err.fatal) {
+      this.counters.protocolErrors++;
+      log.error('engine protocol error; dropping the connection', { reason: describeProtocolError(err) });
+      this.socket?.destroy();
+    } else {
+      this.counters.badEvents++;
+      if (this.counters.badEvents <= 10 || this.counters.badEvents % 1000 === 0) {
+        log.warn('ignored an engine event', { reason: describeProtocolError(err), total: this.counters.badEvents });
+      }
+    }
+  }
+}

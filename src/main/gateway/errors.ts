@@ -1,0 +1,10 @@
+/** An error with the HTTP status and the one-line reason a client gets as {"error": reason}. */
+export class HttpError extends Error {
+  override name = 'HttpError';
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}

@@ -1,0 +1,515 @@
+/**
+ * The gateway's main thread: demultiplexes the engine's frames by session id into each
+ * session's ring, grants credit as rings drain, routes paced frames from the worker threads to
+ * WebSocket listeners, and carries out control (play, pause, …) against the engine and the
+ * session's worker. It never does timing work for a session: pacing is the workers'.
+ */
+import type { WebSocket } from 'ws';
+import type { Config } from '../../shared/config.js';
+import { frameKey, sessionIdError, sessionIdOfKey, type SessionEvent } from '../../shared/protocol.js';
+import { framesIn } from '../../shared/audio.js';
+import type { SessionsResponse, SessionSummary } from '../../shared/gateway-api.js';
+import type { EgressMessage, RtpSinkInfo, RtpTarget, SessionInit, WorkerSessionStats } from '../../shared/worker-messages.js';
+import { logger } from '../../shared/log.js';
+import { forEachEgressEntry } from '../../workers/egress-batch.js';
+import { EngineApi } from './engine-api.js';
+import { EngineLink } from './engine-link.js';
+import { HttpError } from './errors.js';
+import { GatewaySession, type StreamFormat, type Track } from './session.js';
+import { SlotEndedError, SlotPool, type Slot } from './slot-pool.js';
+
+const log = logger('gateway');
+/** Credit is granted on this cadence (and at once when a play starts). */
+const CREDIT_EVERY_MS = 20;
+/** Sessions held by a slow listener are checked for drained listeners this often. */
+const DRAIN_CHECK_MS = 10;
+/** Housekeeping: idle timeouts, ended sessions nobody listens to. */
+const SWEEP_EVERY_MS = 5_000;
+/** An ended session with no listener is forgotten after this long. */
+const LINGER_MS = 30_000;
+/** Interrupted tracks whose engine does not come back within this long end with an error. */
+const ENGINE_LOST_GRACE_MS = 10_000;
+/** Unknown ids logged at most once each, and no more than this many. */
+const UNKNOWN_IDS_LOGGED = 1000;
+
+export interface GatewayCounters {
+  framesRouted: number;
+  framesUnknown: number;
+  framesStale: number;
+  framesOverrun: number;
+  framesDelivered: number;
+}
+
+export class Gateway {
+  private readonly sessions = new Map<string, GatewaySession>();
+  private readonly byKey = new Map<string, GatewaySession>();
+  private readonly bySid = new Map<number, GatewaySession>();
+  private nextSid = 1;
+  private readonly link: EngineLink;
+  private readonly engine: EngineApi;
+  private readonly pool: SlotPool;
+  private readonly held = new Set<GatewaySession>();
+  private readonly unknownLogged = new Set<string>();
+  private readonly timers: NodeJS.Timeout[] = [];
+  private drainTimer: NodeJS.Timeout | undefined;
+  private lostTimer: NodeJS.Timeout | undefined;
+  readonly counters: GatewayCounters = { framesRouted: 0, framesUnknown: 0, framesStale: 0, framesOverrun: 0, framesDelivered: 0 };
+
+  constructor(private readonly config: Config) {
+    this.engine = new EngineApi(config.CHORUS_ENGINE_URL);
+    this.pool = new SlotPool(
+      {
+        sessionsPerThread: config.CHORUS_SESSIONS_PER_THREAD,
+        prewarm: config.CHORUS_PREWARM_THREADS,
+        maxSessions: config.CHORUS_MAX_SESSIONS,
+      },
+      this.onEgress,
+    );
+    this.link = new EngineLink(config.CHORUS_SOCKET, config.CHORUS_RECONNECT_MAX_MS, {
+      frame: this.onFrame,
+      event: (event) => this.onEngineEvent(event),
+      connected: () => this.onEngineConnected(),
+      creditsEnabled: () => this.regrantAll(),
+      disconnected: (reason) => this.onEngineLost(reason),
+    });
+  }
+
+  start(): void {
+    this.link.start();
+    this.timers.push(setInterval(() => this.grantCredits(), CREDIT_EVERY_MS));
+    this.timers.push(setInterval(() => this.sweep(), SWEEP_EVERY_MS));
+  }
+
+  async close(): Promise<void> {
+    for (const t of this.timers) clearInterval(t);
+    if (this.drainTimer) clearInterval(this.drainTimer);
+    if (this.lostTimer) clearTimeout(this.lostTimer);
+    this.link.close();
+    await Promise.allSettled(
+      [...this.sessions.values()].filter((s) => s.active).map((s) => this.engine.control(s.id, 'stop')),
+    );
+    await this.pool.close();
+  }
+
+  get engineConnected(): boolean {
+    return this.link.connected;
+  }
+
+  get threads(): number {
+    return this.pool.threads;
+  }
+
+  get linkCounters() {
+    return this.link.counters;
+  }
+
+  allSessions(): IterableIterator<GatewaySession> {
+    return this.sessions.values();
+  }
+
+  // ---- the demux: engine frames into rings ----
+
+  private readonly onFrame = (buf: Buffer, idStart: number, payloadStart: number, payloadEnd: number): void => {
+    const key = frameKey(buf, idStart);
+    const session = this.byKey.get(key);
+    if (!session) {
+      this.counters.framesUnknown++;
+      if (!this.unknownLogged.has(key) && this.unknownLogged.size < UNKNOWN_IDS_LOGGED) {
+        this.unknownLogged.add(key);
+        log.warn('dropping frames for an unknown session', { session: sessionIdOfKey(key) });
+      }
+      return;
+    }
+    switch (session.acceptFrame(buf, payloadStart, payloadEnd, this.link.creditEnabled)) {
+      case 'taken':
+        this.counters.framesRouted++;
+        break;
+      case 'dropped':
+        this.counters.framesRouted++;
+        break;
+      case 'stale':
+        this.counters.framesStale++;
+        break;
+      case 'overrun':
+        this.counters.framesOverrun++;
+        break;
+    }
+  };
+
+  private onEngineEvent(event: SessionEvent): void {
+    const session = this.sessions.get(event.session_id);
+    if (!session || !session.active) return;
+    switch (event.type) {
+      case 'ready':
+        session.onReady(event.play, event.duration);
+        return;
+      case 'finished':
+        if (session.isStale(event.play)) return;
+        if (session.slot?.alive) void session.slot.call((api) => api.endOfStream()).catch(() => undefined);
+        else session.state = { status: 'finished', track: session.track! };
+        return;
+      case 'error':
+        if (event.play !== undefined && session.isStale(event.play)) return;
+        session.fail(event.message);
+        this.releaseSlot(session);
+        return;
+    }
+  }
+
+  // ---- credit ----
+
+  private grantCredits(): void {
+    if (!this.link.creditEnabled) return;
+    const grants: { sessionId: string; frames: number }[] = [];
+    for (const session of this.sessions.values()) {
+      const frames = session.creditDue();
+      if (frames > 0) {
+        session.outstanding += frames;
+        grants.push({ sessionId: session.id, frames });
+      }
+    }
+    this.link.sendCredits(grants);
+  }
+
+  private grantNow(session: GatewaySession): void {
+    if (!this.link.creditEnabled) return;
+    const frames = session.creditDue();
+    if (frames <= 0) return;
+    session.outstanding += frames;
+    this.link.sendCredits([{ sessionId: session.id, frames }]);
+  }
+
+  /** A new connection said hello: the engine's windows start at zero, so grant from scratch. */
+  private regrantAll(): void {
+    for (const session of this.sessions.values()) session.outstanding = 0;
+    this.grantCredits();
+  }
+
+  // ---- engine connection loss ----
+
+  private onEngineLost(reason: string): void {
+    let lost = 0;
+    for (const session of this.sessions.values()) {
+      if (session.active) {
+        session.engineLost = true;
+        lost++;
+      }
+    }
+    log.warn('engine connection lost; tracks under way play out what they hold', { reason, tracks: lost });
+    if (lost > 0 && !this.lostTimer) {
+      this.lostTimer = setTimeout(() => {
+        this.lostTimer = undefined;
+        for (const session of this.sessions.values()) {
+          if (session.engineLost && session.active) this.endLost(session, 'engine connection lost');
+        }
+      }, ENGINE_LOST_GRACE_MS);
+    }
+  }
+
+  /** After a reconnect, asks the engine which interrupted tracks it still has. */
+  private onEngineConnected(): void {
+    if (this.lostTimer) {
+      clearTimeout(this.lostTimer);
+      this.lostTimer = undefined;
+    }
+    for (const session of this.sessions.values()) {
+      if (!session.engineLost) continue;
+      this.engine.status(session.id).then(
+        (state) => {
+          if (!session.engineLost) return;
+          if (state === undefined || state === 'finished' || state === 'stopped' || state === 'error') {
+            this.endLost(session, 'engine restarted; the track was lost');
+          } else {
+            session.engineLost = false;
+          }
+        },
+        (err: Error) => this.endLost(session, `engine unreachable after reconnect: ${err.message}`),
+      );
+    }
+  }
+
+  private endLost(session: GatewaySession, reason: string): void {
+    session.engineLost = false;
+    if (!session.active) return;
+    session.fail(reason);
+    this.releaseSlot(session);
+  }
+
+  // ---- egress: paced frames from the workers to listeners ----
+
+  private readonly onEgress = (message: EgressMessage): void => {
+    if (message.kind === 'frames') {
+      forEachEgressEntry(message.batch, message.used, this.deliver);
+      return;
+    }
+    const session = this.bySid.get(message.sid);
+    if (!session) return;
+    session.onPlayerStatus(message.status, message.reason);
+  };
+
+  private readonly deliver = (sid: number, frame: Buffer): void => {
+    const session = this.bySid.get(sid);
+    if (!session) return;
+    this.counters.framesDelivered++;
+    if (session.deliver(frame)) this.hold(session);
+  };
+
+  private hold(session: GatewaySession): void {
+    this.held.add(session);
+    this.drainTimer ??= setInterval(() => {
+      for (const s of this.held) if (s.releaseIfDrained()) this.held.delete(s);
+      if (this.held.size === 0) {
+        clearInterval(this.drainTimer);
+        this.drainTimer = undefined;
+      }
+    }, DRAIN_CHECK_MS);
+  }
+
+  // ---- sessions ----
+
+  /** The session for `id`, created (idle) when asked and allowed. */
+  session(id: string, create: boolean): GatewaySession {
+    const bad = sessionIdError(id);
+    if (bad) throw new HttpError(400, bad);
+    let session = this.sessions.get(id);
+    if (session) return session;
+    if (!create) throw new HttpError(404, `no session ${JSON.stringify(id)}`);
+    if (this.sessions.size >= this.config.CHORUS_MAX_SESSIONS) {
+      throw new HttpError(429, `session limit reached (CHORUS_MAX_SESSIONS=${this.config.CHORUS_MAX_SESSIONS})`);
+    }
+    session = new GatewaySession(id, this.nextSid++, this.config.CHORUS_RING_MS, this.config.CHORUS_SLOW_LISTENER);
+    this.sessions.set(id, session);
+    this.byKey.set(session.key, session);
+    this.bySid.set(session.sid, session);
+    return session;
+  }
+
+  async play(id: string, url: string, format: StreamFormat, startAt = 0, keepPaused = false): Promise<SessionSummary> {
+    const session = this.session(id, true);
+    return session.exclusive(async () => {
+      const track: Track = { url, format, startAt };
+      const { ringChanged } = session.beginTrack(track);
+      await this.prepareSlot(session, ringChanged, keepPaused);
+      let answer;
+      try {
+        answer = await this.engine.play(id, { url, format, ...(startAt > 0 ? { start_at: startAt } : {}) });
+      } catch (err) {
+        const message = err instanceof HttpError ? err.message : String(err);
+        session.fail(message);
+        this.releaseSlot(session);
+        throw err;
+      }
+      session.playAccepted(answer.play);
+      this.grantNow(session);
+      return session.summary();
+    });
+  }
+
+  async pause(id: string): Promise<SessionSummary> {
+    const session = this.session(id, false);
+    return session.exclusive(async () => {
+      if (!session.active) throw new HttpError(409, `session is ${session.state.status}, not playing`);
+      await this.control(session, 'pause');
+      return session.summary();
+    });
+  }
+
+  async resume(id: string): Promise<SessionSummary> {
+    const session = this.session(id, false);
+    return session.exclusive(async () => {
+      if (!session.active) throw new HttpError(409, `session is ${session.state.status}, not paused`);
+      await this.control(session, 'resume');
+      return session.summary();
+    });
+  }
+
+  async stop(id: string, reason?: string): Promise<SessionSummary> {
+    const session = this.session(id, false);
+    return session.exclusive(async () => {
+      if (session.active) {
+        session.endTrack();
+        this.releaseSlot(session);
+        session.state = reason === undefined ? { status: 'stopped' } : { status: 'stopped', reason };
+        await this.engine.control(id, 'stop').catch((err: Error) => log.warn('engine stop failed', { session: id, message: err.message }));
+      }
+      return session.summary();
+    });
+  }
+
+  async seek(id: string, seconds: number): Promise<SessionSummary> {
+    const session = this.session(id, false);
+    const track = session.track;
+    if (!track) throw new HttpError(409, 'session has no track to seek in');
+    return this.play(id, track.url, track.format, seconds, session.state.status === 'paused');
+  }
+
+  async addRtpSink(id: string, target: RtpTarget, maxSinks: number): Promise<RtpSinkInfo> {
+    const session = this.session(id, false);
+    return session.exclusive(async () => {
+      const slot = session.slot;
+      if (!slot?.alive || !session.active) throw new HttpError(409, 'session is not playing: play first, then add RTP');
+      if (session.rtpSinks.length >= maxSinks && !session.rtpSinks.some((t) => sameTarget(t, target))) {
+        throw new HttpError(429, `RTP sink limit reached (${maxSinks} per session)`);
+      }
+      const info = await slot.call((api) => api.addRtpSink(target));
+      if (!session.rtpSinks.some((t) => sameTarget(t, target))) session.rtpSinks.push(target);
+      return info;
+    });
+  }
+
+  async removeRtpSink(id: string, target: RtpTarget): Promise<boolean> {
+    const session = this.session(id, false);
+    return session.exclusive(async () => {
+      const i = session.rtpSinks.findIndex((t) => sameTarget(t, target));
+      if (i < 0) return false;
+      session.rtpSinks.splice(i, 1);
+      if (session.slot?.alive) await session.slot.call((api) => api.removeRtpSink(target)).catch(() => false);
+      return true;
+    });
+  }
+
+  async workerStats(id: string): Promise<WorkerSessionStats | undefined> {
+    const slot = this.session(id, false).slot;
+    if (!slot?.alive) return undefined;
+    return slot.call((api) => api.stats()).catch(() => undefined);
+  }
+
+  /** Debug: make a session's worker fail (its session only, or its whole thread). */
+  async crash(id: string, kind: 'session' | 'thread'): Promise<void> {
+    const slot = this.session(id, false).slot;
+    if (!slot?.alive) throw new HttpError(409, 'session has no worker to crash');
+    await slot.call((api) => api.crash(kind));
+  }
+
+  addListener(session: GatewaySession, ws: WebSocket): void {
+    session.addListener(ws);
+    this.tellListeners(session);
+  }
+
+  removeListener(session: GatewaySession, ws: WebSocket): void {
+    session.removeListener(ws);
+    if (session.listeners.size === 0 && this.held.delete(session)) session.releaseIfDrained();
+    this.tellListeners(session);
+  }
+
+  summary(): SessionsResponse {
+    return {
+      sessions: [...this.sessions.values()].map((s) => s.summary()),
+      threads: this.pool.threads,
+      sessionsPerThread: this.config.CHORUS_SESSIONS_PER_THREAD,
+      engineConnected: this.link.connected,
+    };
+  }
+
+  // ---- slots ----
+
+  /** A worker slot ready for a new track: the session's own, reset, or a fresh one. */
+  private async prepareSlot(session: GatewaySession, ringChanged: boolean, paused: boolean): Promise<void> {
+    const current = session.slot;
+    if (current?.alive && !ringChanged) {
+      try {
+        await current.call((api) => api.reset(paused));
+        return;
+      } catch (err) {
+        // It finished by itself a moment ago: take a fresh one below.
+        if (!(err instanceof SlotEndedError)) throw err;
+      }
+    }
+    this.releaseSlot(session);
+    // The closing slot reports where seq and timestamp continue: wait for it.
+    await session.slotClosing;
+    const init: SessionInit = {
+      sid: session.sid,
+      sessionId: session.id,
+      format: session.track!.format,
+      ring: session.ring!.buffer,
+      control: session.control.buffer as SharedArrayBuffer,
+      prebufferFrames: this.config.CHORUS_PREBUFFER_MS === 0 ? 1 : framesIn(this.config.CHORUS_PREBUFFER_MS),
+      noListener: this.config.CHORUS_NO_LISTENER,
+      listeners: session.listeners.size,
+      nextSeq: session.nextSeq,
+      nextTimestamp: session.nextTimestamp,
+    };
+    let slot: Slot;
+    try {
+      ({ slot } = await this.pool.attach(init));
+    } catch (err) {
+      throw new HttpError(503, `no worker thread for the session: ${(err as Error).message}`);
+    }
+    session.slot = slot;
+    slot.done.then(
+      (result) => {
+        // Slots of one session never overlap (a new one waits for the old to close).
+        session.nextSeq = result.nextSeq;
+        session.nextTimestamp = result.nextTimestamp;
+        if (session.slot === slot) session.slot = undefined;
+      },
+      (err: Error) => {
+        if (session.slot !== slot) return;
+        session.slot = undefined;
+        session.slotClosing = Promise.resolve();
+        log.error('session worker thread died', { session: session.id, message: err.message });
+        if (session.active) {
+          session.fail(`session worker thread failed: ${err.message}`);
+          void this.engine.control(session.id, 'stop').catch(() => undefined);
+        }
+      },
+    );
+    for (const target of session.rtpSinks) await slot.call((api) => api.addRtpSink(target));
+    await slot.call((api) => api.reset(paused));
+  }
+
+  /** Lets go of the session's slot; session.slotClosing settles when it has ended. */
+  private releaseSlot(session: GatewaySession): void {
+    const slot = session.slot;
+    if (!slot) return;
+    session.slot = undefined;
+    session.slotClosing = slot.done.then(
+      () => undefined,
+      () => undefined,
+    );
+    if (slot.alive) void slot.call((api) => api.close()).catch(() => undefined);
+  }
+
+  private async control(session: GatewaySession, action: 'pause' | 'resume'): Promise<void> {
+    const slot = session.slot;
+    if (!slot?.alive) throw new HttpError(409, 'session has no track under way');
+    const status = await slot.call((api) => (action === 'pause' ? api.pause() : api.resume()));
+    session.onPlayerStatus(status);
+    // A seed engine takes no credit: pause it too, or its frames would overflow the ring.
+    if (!this.link.creditEnabled) await this.engine.control(session.id, action);
+  }
+
+  private tellListeners(session: GatewaySession): void {
+    const slot = session.slot;
+    if (slot?.alive) void slot.call((api) => api.setListeners(session.listeners.size)).catch(() => undefined);
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    const idleMs = this.config.CHORUS_IDLE_TIMEOUT_S * 1000;
+    for (const session of this.sessions.values()) {
+      if (session.pausedSince > 0 && now - session.pausedSince > idleMs) {
+        void this.stop(session.id, `idle for more than ${this.config.CHORUS_IDLE_TIMEOUT_S} s`).catch(() => undefined);
+      } else if (!session.active && session.listeners.size === 0 && now - session.lastActive > LINGER_MS) {
+        this.forget(session);
+      }
+    }
+  }
+
+  private forget(session: GatewaySession): void {
+    this.releaseSlot(session);
+    this.sessions.delete(session.id);
+    this.byKey.delete(session.key);
+    this.bySid.delete(session.sid);
+    this.held.delete(session);
+  }
+}
+
+function sameTarget(a: RtpTarget, b: RtpTarget): boolean {
+  return a.port === b.port && a.host === b.host;
+}
+
+export function isStreamFormat(value: unknown): value is StreamFormat {
+  return value === 'opus' || value === 'web';
+}

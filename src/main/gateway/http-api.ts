@@ -1,0 +1,345 @@
+/**
+ * The gateway's HTTP and WebSocket API.
+ *
+ *   POST   /sessions/:id/play     {"url","format"?:"opus"|"web"}
+ *   POST   /sessions/:id/pause | resume | stop
+ *   POST   /sessions/:id/seek     {"seconds"}
+ *   POST   /sessions/:id/rtp      {"host","port"}    DELETE the same to remove
+ *   GET    /sessions/:id/sdp[?port=n]
+ *   GET    /sessions  /sessions/:id  /health  /metrics  and the web player (static.ts)
+ *   GET    /ws?session=id         WebSocket listener (src/shared/listener-protocol.ts)
+ *   POST   /debug/block?ms=n  /debug/crash?session=id&kind=session|thread   (CHORUS_DEBUG_ENDPOINTS=1)
+ *
+ * Every error is a 4xx/5xx with a JSON body {"error": reason}.
+ */
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import net from 'node:net';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, type WebSocket } from 'ws';
+import type { Config } from '../../shared/config.js';
+import { parseListenerAction, type ListenerAction } from '../../shared/listener-protocol.js';
+import type { ErrorResponse } from '../../shared/gateway-api.js';
+import { opusSdp } from '../../shared/rtp.js';
+import type { RtpTarget } from '../../shared/worker-messages.js';
+import { logger } from '../../shared/log.js';
+import { HttpError } from './errors.js';
+import { isStreamFormat, type Gateway } from './gateway.js';
+import { renderMetrics } from './metrics.js';
+import { serveStatic } from './static.js';
+
+const log = logger('gateway');
+const MAX_BODY_BYTES = 64 * 1024;
+const MAX_WS_MESSAGE_BYTES = 16 * 1024;
+const MAX_RTP_SINKS = 8;
+const MAX_URL_CHARS = 4096;
+/** WebSocket listeners are pinged this often; one that missed a pong is dropped. */
+const HEARTBEAT_MS = 30_000;
+
+const SESSION_ROUTE = /^\/sessions\/([^/]+)(?:\/(play|pause|resume|stop|seek|rtp|sdp))?$/;
+
+export function createGatewayServer(gateway: Gateway, config: Config): http.Server {
+  const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_WS_MESSAGE_BYTES, perMessageDeflate: false });
+  const alive = new WeakSet<WebSocket>();
+  const heartbeat = setInterval(() => {
+    for (const ws of wss.clients) {
+      if (!alive.has(ws)) {
+        ws.terminate();
+        continue;
+      }
+      alive.delete(ws);
+      ws.ping();
+    }
+  }, HEARTBEAT_MS);
+
+  const server = http.createServer((req, res) => {
+    handle(gateway, config, req, res).catch((err: unknown) => sendError(res, err));
+  });
+  server.on('close', () => clearInterval(heartbeat));
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    let sessionId: string;
+    try {
+      const url = new URL(req.url ?? '/', 'http://gateway');
+      if (url.pathname !== '/ws') throw new HttpError(404, 'WebSocket endpoint is /ws?session=<id>');
+      sessionId = url.searchParams.get('session') ?? '';
+      if (!sessionId) throw new HttpError(400, 'missing ?session=<id>');
+      gateway.session(sessionId, true);
+    } catch (err) {
+      refuseUpgrade(socket, err);
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      alive.add(ws);
+      ws.on('pong', () => alive.add(ws));
+      attachListener(gateway, ws, sessionId);
+    });
+  });
+  return server;
+}
+
+function attachListener(gateway: Gateway, ws: WebSocket, sessionId: string): void {
+  let session;
+  try {
+    session = gateway.session(sessionId, true);
+  } catch (err) {
+    ws.close(1008, err instanceof Error ? err.message.slice(0, 120) : 'refused');
+    return;
+  }
+  gateway.addListener(session, ws);
+  ws.send(JSON.stringify({ type: 'state', session: session.id, state: session.state.status }));
+  ws.on('message', (data, isBinary) => {
+    if (isBinary) {
+      sendWsError(ws, session.id, 'binary messages are not accepted; send JSON actions as text');
+      return;
+    }
+    const action = parseListenerAction(data.toString());
+    if (typeof action === 'string') {
+      sendWsError(ws, session.id, action);
+      return;
+    }
+    runAction(gateway, session.id, action).catch((err: unknown) => sendWsError(ws, session.id, errorMessage(err)));
+  });
+  ws.on('close', () => gateway.removeListener(session, ws));
+  ws.on('error', (err) => log.debug('listener socket error', { session: session.id, message: err.message }));
+}
+
+async function runAction(gateway: Gateway, id: string, action: ListenerAction): Promise<unknown> {
+  switch (action.action) {
+    case 'play':
+      return gateway.play(id, checkUrl(action.url), checkFormat(action.format));
+    case 'pause':
+      return gateway.pause(id);
+    case 'resume':
+      return gateway.resume(id);
+    case 'stop':
+      return gateway.stop(id);
+    case 'seek':
+      return gateway.seek(id, action.seconds);
+  }
+}
+
+async function handle(gateway: Gateway, config: Config, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const url = new URL(req.url ?? '/', 'http://gateway');
+  const path = url.pathname;
+  const method = req.method ?? 'GET';
+
+  if (path === '/health' && method === 'GET') {
+    return sendJson(res, 200, {
+      ok: true,
+      engineConnected: gateway.engineConnected,
+      sessions: gateway.summary().sessions.length,
+      threads: gateway.threads,
+    });
+  }
+  if (path === '/metrics' && method === 'GET') {
+    res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
+    res.end(renderMetrics(gateway));
+    return;
+  }
+  if (path === '/sessions' && method === 'GET') return sendJson(res, 200, gateway.summary());
+  if (path.startsWith('/debug/')) {
+    if (!config.CHORUS_DEBUG_ENDPOINTS) throw new HttpError(404, 'debug endpoints are off (CHORUS_DEBUG_ENDPOINTS=1 turns them on)');
+    return debug(gateway, url, method, res);
+  }
+
+  const match = SESSION_ROUTE.exec(path);
+  if (match) {
+    let id: string;
+    try {
+      id = decodeURIComponent(match[1]!);
+    } catch {
+      throw new HttpError(400, 'session id is not valid percent-encoding');
+    }
+    return sessionRoute(gateway, config.CHORUS_RTP_ALLOW, id, match[2], method, url, req, res);
+  }
+  if (method === 'GET' || method === 'HEAD') {
+    if (serveStatic(req, res)) return;
+  }
+  throw new HttpError(404, `no route for ${method} ${path}`);
+}
+
+async function sessionRoute(
+  gateway: Gateway,
+  rtpAllow: readonly string[],
+  id: string,
+  action: string | undefined,
+  method: string,
+  url: URL,
+  req: IncomingMessage,
+  res: ServerResponse,
+): Promise<void> {
+  if (action === undefined) {
+    if (method !== 'GET') throw methodNotAllowed(method, 'GET');
+    const summary = gateway.session(id, false).summary();
+    const worker = await gateway.workerStats(id);
+    return sendJson(res, 200, { session: summary, ...(worker ? { worker } : {}) });
+  }
+  if (action === 'sdp') {
+    if (method !== 'GET') throw methodNotAllowed(method, 'GET');
+    const session = gateway.session(id, false);
+    const port = url.searchParams.get('port');
+    const target = port !== null ? session.rtpSinks.find((t) => String(t.port) === port) : session.rtpSinks[0];
+    if (!target) throw new HttpError(409, 'session has no such RTP sink: POST /sessions/:id/rtp first');
+    res.writeHead(200, { 'content-type': 'application/sdp' });
+    res.end(opusSdp(id, target.host, target.port));
+    return;
+  }
+  if (action === 'rtp') {
+    if (method !== 'POST' && method !== 'DELETE') throw methodNotAllowed(method, 'POST, DELETE');
+    const target = checkRtpTarget(await readJson(req), rtpAllow);
+    if (method === 'DELETE') {
+      const removed = await gateway.removeRtpSink(id, target);
+      if (!removed) throw new HttpError(404, 'no such RTP sink');
+      return sendJson(res, 200, { removed: target });
+    }
+    return sendJson(res, 200, { rtp: await gateway.addRtpSink(id, target, MAX_RTP_SINKS) });
+  }
+  if (method !== 'POST') throw methodNotAllowed(method, 'POST');
+  const body = action === 'play' || action === 'seek' ? await readJson(req) : (await readBody(req), {});
+  let session;
+  switch (action) {
+    case 'play':
+      session = await gateway.play(id, checkUrl(body.url), checkFormat(body.format));
+      break;
+    case 'pause':
+      session = await gateway.pause(id);
+      break;
+    case 'resume':
+      session = await gateway.resume(id);
+      break;
+    case 'stop':
+      session = await gateway.stop(id);
+      break;
+    case 'seek': {
+      const seconds = body.seconds;
+      if (typeof seconds !== 'number' || !Number.isFinite(seconds) || seconds < 0) {
+        throw new HttpError(400, '"seconds" must be a number ≥ 0');
+      }
+      session = await gateway.seek(id, seconds);
+      break;
+    }
+    default:
+      throw new HttpError(404, `no route for ${method} ${url.pathname}`);
+  }
+  return sendJson(res, 200, { session });
+}
+
+async function debug(gateway: Gateway, url: URL, method: string, res: ServerResponse): Promise<void> {
+  if (method !== 'POST') throw methodNotAllowed(method, 'POST');
+  if (url.pathname === '/debug/block') {
+    const ms = Number(url.searchParams.get('ms'));
+    if (!Number.isInteger(ms) || ms < 0 || ms > 10_000) throw new HttpError(400, '?ms must be an integer from 0 to 10000');
+    log.warn('debug: blocking the main thread', { ms });
+    const until = performance.now() + ms;
+    while (performance.now() < until) {
+      // Busy on purpose: this endpoint exists to show what a stalled main thread does (nothing to RTP).
+    }
+    return sendJson(res, 200, { blockedMs: ms });
+  }
+  if (url.pathname === '/debug/crash') {
+    const kind = url.searchParams.get('kind') ?? 'session';
+    if (kind !== 'session' && kind !== 'thread') throw new HttpError(400, '?kind must be session or thread');
+    await gateway.crash(url.searchParams.get('session') ?? '', kind);
+    return sendJson(res, 200, { crashed: kind });
+  }
+  throw new HttpError(404, `no debug route ${url.pathname}`);
+}
+
+function checkUrl(value: unknown): string {
+  if (typeof value !== 'string' || value.trim() === '') throw new HttpError(400, 'body needs "url", a non-empty string');
+  if (value.length > MAX_URL_CHARS) throw new HttpError(400, `"url" is longer than ${MAX_URL_CHARS} characters`);
+  return value;
+}
+
+function checkFormat(value: unknown) {
+  if (value === undefined) return 'opus' as const;
+  if (!isStreamFormat(value)) throw new HttpError(400, '"format" must be "opus" or "web" (listeners get Opus)');
+  return value;
+}
+
+const LOOPBACK = new net.BlockList();
+LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
+LOOPBACK.addAddress('::1', 'ipv6');
+LOOPBACK.addSubnet('::ffff:127.0.0.0', 104, 'ipv6');
+
+/** RTP goes to loopback, or to hosts CHORUS_RTP_ALLOW lists: never anywhere a caller names. */
+function checkRtpTarget(body: Record<string, unknown>, allow: readonly string[]): RtpTarget {
+  const { host, port } = body;
+  if (typeof host !== 'string' || net.isIP(host) === 0) throw new HttpError(400, '"host" must be an IPv4 or IPv6 address');
+  if (!Number.isInteger(port) || (port as number) < 1 || (port as number) > 65535) {
+    throw new HttpError(400, '"port" must be an integer from 1 to 65535');
+  }
+  const family = net.isIPv6(host) ? 'ipv6' : 'ipv4';
+  if (!LOOPBACK.check(host, family) && !allow.includes(host)) {
+    throw new HttpError(403, `RTP target ${host} is not allowed: only loopback and CHORUS_RTP_ALLOW`);
+  }
+  return { host, port: port as number };
+}
+
+function methodNotAllowed(method: string, allowed: string): HttpError {
+  return new HttpError(405, `${method} is not allowed here; use ${allowed}`);
+}
+
+function readBody(req: IncomingMessage): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > MAX_BODY_BYTES) {
+        reject(new HttpError(413, `body is larger than ${MAX_BODY_BYTES} bytes`));
+        req.destroy();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}
+
+async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
+  const body = await readBody(req);
+  if (body.length === 0) throw new HttpError(400, 'body must be a JSON object');
+  let value: unknown;
+  try {
+    value = JSON.parse(body.toString('utf8'));
+  } catch {
+    throw new HttpError(400, 'body is not valid JSON');
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new HttpError(400, 'body must be a JSON object');
+  return value as Record<string, unknown>;
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function sendError(res: ServerResponse, err: unknown): void {
+  const status = err instanceof HttpError ? err.status : 500;
+  if (status >= 500) log.error('request failed', { status, message: errorMessage(err) });
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const body: ErrorResponse = { error: errorMessage(err) };
+  sendJson(res, status, body);
+}
+
+function sendWsError(ws: WebSocket, session: string, message: string): void {
+  ws.send(JSON.stringify({ type: 'error', session, message }));
+}
+
+function refuseUpgrade(socket: Duplex, err: unknown): void {
+  const status = err instanceof HttpError ? err.status : 500;
+  const body = JSON.stringify({ error: errorMessage(err) } satisfies ErrorResponse);
+  socket.end(
+    `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? 'Error'}\r\n` +
+      `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+  );
+}

@@ -1,0 +1,60 @@
+/**
+ * `chorus gateway`: the engine socket client, the session worker threads and the HTTP/WebSocket
+ * API. startGateway() runs it in process (`chorus start`, benchmarks); runGateway() runs it until
+ * SIGINT/SIGTERM.
+ */
+import type { AddressInfo } from 'node:net';
+import type { Config } from '../../shared/config.js';
+import { logger } from '../../shared/log.js';
+import { Gateway } from './gateway.js';
+import { createGatewayServer } from './http-api.js';
+
+const log = logger('gateway');
+
+export interface RunningGateway {
+  url: string;
+  port: number;
+  gateway: Gateway;
+  /** Stops the engine's tracks, the threads and the server. */
+  close(): Promise<void>;
+}
+
+export async function startGateway(config: Config): Promise<RunningGateway> {
+  const gateway = new Gateway(config);
+  const server = createGatewayServer(gateway, config);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.CHORUS_PORT, config.CHORUS_HOST, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  }).catch(async (err: Error) => {
+    await gateway.close();
+    throw err;
+  });
+  gateway.start();
+  const { port } = server.address() as AddressInfo;
+  const host = config.CHORUS_HOST.includes(':') ? `[${config.CHORUS_HOST}]` : config.CHORUS_HOST;
+  const url = `http://${host}:${port}`;
+  log.info(
+    `gateway ready http=${url} engine=${config.CHORUS_ENGINE_URL} socket=${config.CHORUS_SOCKET} ` +
+      `sessions_per_thread=${config.CHORUS_SESSIONS_PER_THREAD} slow_listener=${config.CHORUS_SLOW_LISTENER}`,
+  );
+  let closing: Promise<void> | undefined;
+  const close = async () => {
+    server.closeAllConnections();
+    await Promise.all([new Promise<void>((resolve) => server.close(() => resolve())), gateway.close()]);
+  };
+  return { url, port, gateway, close: () => (closing ??= close()) };
+}
+
+export async function runGateway(config: Config): Promise<void> {
+  const running = await startGateway(config);
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  log.info('stopping', { signal });
+  await running.close();
+  log.info('stopped');
+}

@@ -1,0 +1,282 @@
+/**
+ * One session's player inside a worker thread: waits for a prebuffer, then takes one frame from
+ * its ring every 20 ms on its own deadline clock (deadline += 20 ms, never "now + 20 ms", so it
+ * does not drift), and delivers it to the main thread (WebSocket listeners) and to its RTP sinks.
+ *
+ * What happens to frames that are late: a frame whose deadline has passed is still sent, at
+ * once and in order — nothing is skipped for lateness, so `wait` loses nothing — and counted as
+ * late when it goes out more than one frame time after its deadline. After a stall the player
+ * catches up at most MAX_FRAMES_PER_WAKE frames per wake; if it is still more than
+ * CATCH_UP_LIMIT_MS behind, it re-anchors its clock at now (counted as a resync) rather than
+ * bursting seconds of audio at listeners.
+ */
+import type { Ring } from '../shared/ring.js';
+import { FRAME_MS, FRAME_SAMPLES } from '../shared/audio.js';
+import { Histogram } from '../shared/histogram.js';
+import { Control, PLAYER_STATUSES, type NoListenerBehavior, type PlayerStatus, type SessionInit, type WorkerSessionStats } from '../shared/worker-messages.js';
+import type { EgressBatch } from './egress-batch.js';
+import type { Pacer } from './scheduler.js';
+import { RtpSinks } from './rtp-sink.js';
+
+const MAX_FRAMES_PER_WAKE = 10;
+const CATCH_UP_LIMIT_MS = 200;
+/** How often a buffering player looks at its ring: often at first, for a quick start. */
+const BUFFER_POLL_FAST_MS = 2;
+const BUFFER_POLL_SLOW_MS = 20;
+const BUFFER_FAST_FOR_MS = 200;
+/** How often a player held by a slow listener checks whether it may go on. */
+const HOLD_POLL_MS = 5;
+
+export interface PlayerHost {
+  batch: EgressBatch;
+  /** Where a frame nobody on WebSocket hears is read to (for RTP, or to discard). */
+  scratch: Uint8Array;
+  postStatus(sid: number, status: PlayerStatus, reason?: string): void;
+  now(): number;
+}
+
+export class SessionPlayer implements Pacer {
+  wakeAt = Infinity;
+  heapIndex = -1;
+
+  readonly sid: number;
+  readonly sessionId: string;
+  private status: PlayerStatus = 'idle';
+  private readonly control: Int32Array;
+  private readonly maxPayload: number;
+  private readonly prebufferFrames: number;
+  private readonly noListener: NoListenerBehavior;
+  private listeners: number;
+  private seq: number;
+  private timestamp: number;
+  /** Deadline of the next frame while playing. */
+  private deadline = 0;
+  private bufferingSince = 0;
+  private held = false;
+  private endOfStream = false;
+  private crashRequested = false;
+  private readonly lateness = new Histogram(1000, 0.1);
+  readonly rtp: RtpSinks;
+
+  constructor(
+    init: SessionInit,
+    private readonly ring: Ring,
+    maxPayload: number,
+    private readonly host: PlayerHost,
+    /** Called once when the player finishes or fails. */
+    private readonly onEnded: () => void,
+  ) {
+    this.sid = init.sid;
+    this.sessionId = init.sessionId;
+    this.control = new Int32Array(init.control);
+    this.maxPayload = maxPayload;
+    this.prebufferFrames = init.prebufferFrames;
+    this.noListener = init.noListener;
+    this.listeners = init.listeners;
+    this.seq = init.nextSeq;
+    this.timestamp = init.nextTimestamp;
+    this.rtp = new RtpSinks(() => {
+      /* A vanished RTP receiver is not this session's failure; its packets just go nowhere. */
+    });
+  }
+
+  get current(): PlayerStatus {
+    return this.status;
+  }
+
+  get nextSeq(): number {
+    return this.seq;
+  }
+
+  get nextTimestamp(): number {
+    return this.timestamp;
+  }
+
+  /** Begins a track: buffering (or paused, holding the buffer, when asked). */
+  reset(paused: boolean): number {
+    this.endOfStream = false;
+    this.held = false;
+    if (paused) {
+      this.setStatus('paused');
+      return Infinity;
+    }
+    return this.enterBuffering(this.host.now());
+  }
+
+  pause(): number {
+    if (this.isActive()) this.setStatus('paused');
+    return Infinity;
+  }
+
+  resume(): number {
+    if (this.status !== 'paused' && this.status !== 'autopaused') return this.wakeAt;
+    return this.continuePlaying(this.host.now());
+  }
+
+  markEndOfStream(): number {
+    this.endOfStream = true;
+    return this.status === 'buffering' ? this.host.now() : this.wakeAt;
+  }
+
+  setListeners(count: number): number {
+    this.listeners = count;
+    return this.reconsider();
+  }
+
+  /** After listeners or RTP sinks changed: an autopaused player someone now hears plays on. */
+  reconsider(): number {
+    if (this.status === 'autopaused' && this.audible()) return this.continuePlaying(this.host.now());
+    return this.wakeAt;
+  }
+
+  requestCrash(): void {
+    this.crashRequested = true;
+  }
+
+  stats(): WorkerSessionStats {
+    const p = this.lateness.percentiles();
+    return {
+      status: this.status,
+      sent: Atomics.load(this.control, Control.Sent),
+      late: Atomics.load(this.control, Control.Late),
+      underruns: Atomics.load(this.control, Control.Underruns),
+      sendLatenessMs: { p50: p.p50, p99: p.p99, max: p.max, count: p.count },
+      rtp: this.rtp.info(),
+    };
+  }
+
+  /** Ends the player for good: no more wakes. */
+  end(status: 'finished' | 'error', reason?: string): void {
+    this.setStatus(status, reason);
+    this.rtp.close();
+    this.onEnded();
+  }
+
+  wake(now: number): number {
+    // An exception ends this session only, never the thread or the other sessions on it.
+    try {
+      if (this.crashRequested) {
+        this.crashRequested = false;
+        throw new Error('debug: session crash requested');
+      }
+      switch (this.status) {
+        case 'buffering':
+          return this.buffering(now);
+        case 'playing':
+          return this.playing(now);
+        default:
+          return Infinity;
+      }
+    } catch (err) {
+      this.end('error', `session worker failed: ${(err as Error).message}`);
+      return Infinity;
+    }
+  }
+
+  private isActive(): boolean {
+    return this.status === 'buffering' || this.status === 'playing' || this.status === 'autopaused';
+  }
+
+  private audible(): boolean {
+    return this.noListener === 'play' || this.listeners > 0 || this.rtp.count > 0;
+  }
+
+  private continuePlaying(now: number): number {
+    if (this.ring.records() === 0) return this.enterBuffering(now);
+    // Resume plays the buffered audio at once: the next frame is due now.
+    this.setStatus('playing');
+    this.held = false;
+    this.deadline = now;
+    return now;
+  }
+
+  private enterBuffering(now: number): number {
+    this.setStatus('buffering');
+    this.bufferingSince = now;
+    return now;
+  }
+
+  private buffering(now: number): number {
+    if (!this.audible()) {
+      this.setStatus('autopaused');
+      return Infinity;
+    }
+    const have = this.ring.records();
+    if (have >= this.prebufferFrames || (this.endOfStream && have > 0)) {
+      this.setStatus('playing');
+      this.deadline = now;
+      return this.playing(now);
+    }
+    if (this.endOfStream) {
+      this.end('finished');
+      return Infinity;
+    }
+    return now + (now - this.bufferingSince < BUFFER_FAST_FOR_MS ? BUFFER_POLL_FAST_MS : BUFFER_POLL_SLOW_MS);
+  }
+
+  private playing(now: number): number {
+    if (!this.audible()) {
+      this.setStatus('autopaused');
+      return Infinity;
+    }
+    if (Atomics.load(this.control, Control.EgressBlocked) !== 0) {
+      this.held = true;
+      Atomics.add(this.control, Control.HeldTicks, 1);
+      return now + HOLD_POLL_MS;
+    }
+    if (this.held) {
+      // A slow listener caught up: go on from now, the held frames all still to come.
+      this.held = false;
+      this.deadline = now;
+    }
+    let sent = 0;
+    while (this.deadline <= now && sent < MAX_FRAMES_PER_WAKE) {
+      if (!this.sendOne()) {
+        if (this.endOfStream) {
+          this.end('finished');
+          return Infinity;
+        }
+        Atomics.add(this.control, Control.Underruns, 1);
+        return this.enterBuffering(now);
+      }
+      const late = now - this.deadline;
+      this.lateness.record(late);
+      if (late > FRAME_MS) Atomics.add(this.control, Control.Late, 1);
+      this.deadline += FRAME_MS;
+      sent++;
+    }
+    if (now - this.deadline > CATCH_UP_LIMIT_MS) {
+      this.deadline = now + FRAME_MS;
+      Atomics.add(this.control, Control.Resyncs, 1);
+    }
+    return this.deadline;
+  }
+
+  /** Takes one frame from the ring and delivers it; false when the ring is empty. */
+  private sendOne(): boolean {
+    let payload: Uint8Array;
+    if (this.listeners > 0) {
+      const { bytes, offset } = this.host.batch.reserve(this.maxPayload);
+      const len = this.ring.readInto(bytes, offset);
+      if (len < 0) return false;
+      this.host.batch.commit(this.sid, this.seq, this.timestamp, len);
+      payload = bytes.subarray(offset, offset + len);
+    } else {
+      const len = this.ring.readInto(this.host.scratch, 0);
+      if (len < 0) return false;
+      payload = this.host.scratch.subarray(0, len);
+    }
+    if (this.rtp.count > 0) this.rtp.send(payload, this.timestamp);
+    this.seq = (this.seq + 1) >>> 0;
+    this.timestamp = (this.timestamp + FRAME_SAMPLES) >>> 0;
+    Atomics.add(this.control, Control.Sent, 1);
+    return true;
+  }
+
+  private setStatus(status: PlayerStatus, reason?: string): void {
+    if (this.status === status) return;
+    this.status = status;
+    Atomics.store(this.control, Control.Status, PLAYER_STATUSES.indexOf(status));
+    this.host.postStatus(this.sid, status, reason);
+  }
+}

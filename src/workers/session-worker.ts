@@ -1,0 +1,143 @@
+/**
+ * The gateway's session worker: a piscina task file. Each task is one session slot; up to
+ * CHORUS_SESSIONS_PER_THREAD slots share a thread, its scheduler and its egress port. A slot is
+ * started ahead of need (pre-warmed), waits for attach() over comlink, then paces its session
+ * until the session ends; the task's result says where seq and timestamp continue.
+ */
+import { MessageChannel, threadId, type MessagePort } from 'node:worker_threads';
+import { performance } from 'node:perf_hooks';
+import * as Comlink from 'comlink';
+import { Ring } from '../shared/ring.js';
+import { maxPayloadBytes, PCM_FRAME_BYTES } from '../shared/audio.js';
+import type {
+  AttachResult,
+  EgressMessage,
+  PlayerStatus,
+  SessionInit,
+  SlotApi,
+  SlotResult,
+  SlotTask,
+} from '../shared/worker-messages.js';
+import { EgressBatch } from './egress-batch.js';
+import { Scheduler } from './scheduler.js';
+import { SessionPlayer, type PlayerHost } from './session-player.js';
+
+/** What the slots of one thread share. Created with the thread's first attach. */
+class ThreadContext implements PlayerHost {
+  readonly batch: EgressBatch;
+  readonly scratch = new Uint8Array(PCM_FRAME_BYTES);
+  readonly scheduler: Scheduler;
+  /** Main's end of the egress channel, until the first attach hands it over. */
+  mainEnd: MessagePort | undefined;
+
+  constructor(private readonly port: MessagePort) {
+    this.batch = new EgressBatch(port);
+    this.scheduler = new Scheduler(() => this.batch.flush());
+  }
+
+  static create(): ThreadContext {
+    const { port1, port2 } = new MessageChannel();
+    const ctx = new ThreadContext(port1);
+    ctx.mainEnd = port2;
+    return ctx;
+  }
+
+  postStatus(sid: number, status: PlayerStatus, reason?: string): void {
+    // Frames gathered before this change go first, so listeners hear them before the event.
+    this.batch.flush();
+    const message: EgressMessage = reason === undefined ? { kind: 'state', sid, status } : { kind: 'state', sid, status, reason };
+    this.port.postMessage(message);
+  }
+
+  now(): number {
+    return performance.now();
+  }
+}
+
+let thread: ThreadContext | undefined;
+
+class Slot {
+  private player: SessionPlayer | undefined;
+  private finish!: (result: SlotResult) => void;
+  readonly ended = new Promise<SlotResult>((resolve) => {
+    this.finish = resolve;
+  });
+
+  readonly api: SlotApi = {
+    ready: () => true,
+    attach: (init) => this.attach(init),
+    reset: (paused) => this.run((p) => p.reset(paused)),
+    pause: () => this.run((p) => p.pause()),
+    resume: () => this.run((p) => p.resume()),
+    endOfStream: () => this.run((p) => p.markEndOfStream()),
+    setListeners: (count) => this.run((p) => p.setListeners(count)),
+    addRtpSink: (target) => {
+      const info = this.need().rtp.add(target);
+      this.run((p) => p.reconsider());
+      return info;
+    },
+    removeRtpSink: (target) => {
+      const removed = this.need().rtp.remove(target);
+      this.run((p) => p.reconsider());
+      return removed;
+    },
+    stats: () => this.need().stats(),
+    close: () => this.close(),
+    crash: (kind) => {
+      if (kind === 'thread') {
+        setTimeout(() => {
+          throw new Error('debug: worker thread crash requested');
+        });
+      } else {
+        const p = this.need();
+        p.requestCrash();
+        thread!.scheduler.schedule(p, performance.now());
+      }
+    },
+  };
+
+  private attach(init: SessionInit): AttachResult {
+    if (this.player) throw new Error('slot already attached');
+    thread ??= ThreadContext.create();
+    const ctx = thread;
+    this.player = new SessionPlayer(init, new Ring(init.ring), maxPayloadBytes(init.format), ctx, () => this.settle());
+    const egress = ctx.mainEnd;
+    ctx.mainEnd = undefined;
+    return egress ? Comlink.transfer({ threadId, egress }, [egress]) : { threadId };
+  }
+
+  private need(): SessionPlayer {
+    if (!this.player) throw new Error('slot has no session attached');
+    return this.player;
+  }
+
+  /** Applies a control and reschedules the player at the time it returns. */
+  private run(control: (p: SessionPlayer) => number): PlayerStatus {
+    const p = this.need();
+    thread!.scheduler.schedule(p, control(p));
+    return p.current;
+  }
+
+  private close(): void {
+    if (this.player) {
+      thread!.scheduler.schedule(this.player, Infinity);
+      this.player.rtp.close();
+    }
+    this.settle();
+  }
+
+  private settle(): void {
+    const p = this.player;
+    this.finish({ nextSeq: p?.nextSeq ?? 0, nextTimestamp: p?.nextTimestamp ?? 0 });
+  }
+}
+
+export default async function sessionSlot(task: SlotTask): Promise<SlotResult> {
+  const slot = new Slot();
+  Comlink.expose(slot.api, task.port as unknown as Comlink.Endpoint);
+  try {
+    return await slot.ended;
+  } finally {
+    task.port.close();
+  }
+}

@@ -3,8 +3,13 @@
  *
  *   SharedArrayBuffer: control (CONTROL_WORDS × i32) · data (capacity bytes, a multiple of 4)
  *   control[HEAD]     producer's write offset into data (only the producer stores it)
- *   control[TAIL]     consumer's read offset; advanced by compare-and-swap, because in
- *                     drop-oldest mode the producer may also advance it past the oldest record
+ *   control[TAIL]     consumer's read offset plus capacity × lap, where lap counts the times
+ *                     the tail went round, modulo the laps that fit below 2^31; advanced by
+ *                     compare-and-swap, because in drop-oldest mode the producer may also advance
+ *                     it past the oldest record. The lap makes the CAS fail for a consumer that
+ *                     read a record which the producer meanwhile dropped and, a lap later,
+ *                     replaced by another at the same offset (ABA): a tail value only comes back
+ *                     after ~2^31 bytes have gone through the ring.
  *   control[WRITTEN]  records written, control[READ] records read, control[DROPPED] records the
  *                     producer dropped to make room, control[FLUSHED] records discarded by
  *                     clear() (all wrap at 2^32)
@@ -16,6 +21,8 @@
  * are written before HEAD is published with Atomics.store, and read before TAIL is moved with
  * Atomics.compareExchange; sequentially consistent atomics order the plain accesses around them.
  * A reader whose CAS fails lost its record to a drop and simply reads the new tail.
+ * An empty ring whose offsets sit where a record fits neither before the end nor before the tail
+ * restarts both at 0 (a wrap marker at the old head covers a reader that sees HEAD move first).
  */
 
 const HEAD = 0;
@@ -54,6 +61,8 @@ export class Ring {
   private readonly control: Int32Array;
   private readonly data: Uint8Array;
   private readonly words: Uint32Array;
+  /** TAIL wraps to 0 at capacity × laps (≤ 2^31 - 1). */
+  private readonly tailSpan: number;
 
   /** A new ring with `capacityBytes` of record space (rounded up to 4). */
   static create(capacityBytes: number): Ring {
@@ -76,6 +85,20 @@ export class Ring {
     this.control = new Int32Array(buffer, 0, CONTROL_WORDS);
     this.data = new Uint8Array(buffer, CONTROL_BYTES, this.capacity);
     this.words = new Uint32Array(buffer, CONTROL_BYTES, this.capacity / 4);
+    this.tailSpan = this.capacity * Math.max(1, Math.floor(0x7fffffff / this.capacity));
+  }
+
+  /** The offset of a TAIL value. */
+  private tailOffset(tailWord: number): number {
+    return tailWord % this.capacity;
+  }
+
+  /** The TAIL value after the tail moves from `tailWord` to offset `to`; 0 or capacity start a new lap. */
+  private tailAt(tailWord: number, to: number): number {
+    const lapStart = tailWord - (tailWord % this.capacity);
+    if (to > 0 && to < this.capacity) return lapStart + to;
+    const next = lapStart + this.capacity;
+    return next === this.tailSpan ? 0 : next;
   }
 
   /** Largest payload that can ever fit. */
@@ -86,7 +109,7 @@ export class Ring {
   /** Bytes in use (records, padding and a pending wrap). */
   usedBytes(): number {
     const head = Atomics.load(this.control, HEAD);
-    const tail = Atomics.load(this.control, TAIL);
+    const tail = this.tailOffset(Atomics.load(this.control, TAIL));
     return head >= tail ? head - tail : this.capacity - tail + head;
   }
 
@@ -97,17 +120,15 @@ export class Ring {
 
   /** Records currently in the ring. */
   records(): number {
-    return (
-      (Atomics.load(this.control, WRITTEN) -
-        Atomics.load(this.control, READ) -
-        Atomics.load(this.control, DROPPED) -
-        Atomics.load(this.control, FLUSHED)) >>>
-      0
-    );
+    // Removals first, WRITTEN last: every removal is counted after its write, so a snapshot
+    // taken while both sides move may count one record too many but never goes below zero.
+    const removed =
+      Atomics.load(this.control, FLUSHED) + Atomics.load(this.control, DROPPED) + Atomics.load(this.control, READ);
+    return (Atomics.load(this.control, WRITTEN) - removed) >>> 0;
   }
 
   isEmpty(): boolean {
-    return Atomics.load(this.control, HEAD) === Atomics.load(this.control, TAIL);
+    return Atomics.load(this.control, HEAD) === this.tailOffset(Atomics.load(this.control, TAIL));
   }
 
   stats(): RingStats {
@@ -129,13 +150,22 @@ export class Ring {
     const len = end - start;
     if (len > this.maxPayload) throw new RangeError(`record of ${len} bytes exceeds the ring's ${this.maxPayload}`);
     const need = recordBytes(len);
-    const head = Atomics.load(this.control, HEAD);
-    const tail = Atomics.load(this.control, TAIL);
+    let head = Atomics.load(this.control, HEAD);
+    const tailWord = Atomics.load(this.control, TAIL);
+    const tail = this.tailOffset(tailWord);
     let at: number;
     if (head >= tail) {
       if (head + need < this.capacity || (head + need === this.capacity && tail !== 0)) at = head;
       else if (need < tail) at = 0;
-      else return false;
+      else if (head === tail) {
+        // Empty, yet the record fits neither before the end nor before the tail: restart at 0.
+        // Only the producer adds, so the ring stays empty until HEAD moves past the record.
+        this.words[head >> 2] = WRAP;
+        Atomics.store(this.control, HEAD, 0);
+        Atomics.compareExchange(this.control, TAIL, tailWord, this.tailAt(tailWord, 0)); // or the reader did
+        head = 0;
+        at = 0;
+      } else return false;
     } else if (head + need < tail) at = head;
     else return false;
     if (at !== head) this.words[head >> 2] = WRAP;
@@ -159,12 +189,13 @@ export class Ring {
   /** Drops the oldest record, counting it in `counter`; false when it was a wrap marker or none. */
   private dropOldest(counter: number): boolean {
     for (;;) {
-      const tail = Atomics.load(this.control, TAIL);
+      const tailWord = Atomics.load(this.control, TAIL);
+      const tail = this.tailOffset(tailWord);
       if (tail === Atomics.load(this.control, HEAD)) return false;
       const len = this.words[tail >> 2]!;
       const isWrap = len === WRAP;
       const next = isWrap ? 0 : tail + recordBytes(len);
-      if (Atomics.compareExchange(this.control, TAIL, tail, next === this.capacity ? 0 : next) !== tail) continue;
+      if (Atomics.compareExchange(this.control, TAIL, tailWord, this.tailAt(tailWord, next)) !== tailWord) continue;
       if (isWrap) return false;
       Atomics.add(this.control, counter, 1);
       return true;
@@ -181,11 +212,17 @@ export class Ring {
   /** Length of the next record's payload, or -1 when empty. */
   peekLength(): number {
     for (;;) {
-      const tail = Atomics.load(this.control, TAIL);
+      const tailWord = Atomics.load(this.control, TAIL);
+      const tail = this.tailOffset(tailWord);
       if (tail === Atomics.load(this.control, HEAD)) return -1;
       const len = this.words[tail >> 2]!;
-      if (len !== WRAP) return len;
-      Atomics.compareExchange(this.control, TAIL, tail, 0);
+      if (len === WRAP) {
+        Atomics.compareExchange(this.control, TAIL, tailWord, this.tailAt(tailWord, 0));
+        continue;
+      }
+      // The producer may have reused this offset since TAIL was read (a drop, or an empty ring
+      // restarting at 0): the length counts only if the tail is still where it was.
+      if (Atomics.load(this.control, TAIL) === tailWord) return len;
     }
   }
 
@@ -195,21 +232,22 @@ export class Ring {
    */
   readInto(dst: Uint8Array, offset = 0): number {
     for (;;) {
-      const tail = Atomics.load(this.control, TAIL);
+      const tailWord = Atomics.load(this.control, TAIL);
+      const tail = this.tailOffset(tailWord);
       if (tail === Atomics.load(this.control, HEAD)) return -1;
       const len = this.words[tail >> 2]!;
       if (len === WRAP) {
-        Atomics.compareExchange(this.control, TAIL, tail, 0);
+        Atomics.compareExchange(this.control, TAIL, tailWord, this.tailAt(tailWord, 0));
         continue;
       }
       const next = tail + recordBytes(len);
       // A length torn by a concurrent drop fails the bounds check or the CAS below; either way retry.
       if (next > this.capacity || offset + len > dst.length) {
-        if (Atomics.load(this.control, TAIL) !== tail) continue;
+        if (Atomics.load(this.control, TAIL) !== tailWord) continue;
         throw new RangeError(`record of ${len} bytes does not fit the destination (${dst.length - offset} bytes)`);
       }
       dst.set(this.data.subarray(tail + RECORD_HEADER_BYTES, tail + RECORD_HEADER_BYTES + len), offset);
-      if (Atomics.compareExchange(this.control, TAIL, tail, next === this.capacity ? 0 : next) !== tail) continue;
+      if (Atomics.compareExchange(this.control, TAIL, tailWord, this.tailAt(tailWord, next)) !== tailWord) continue;
       Atomics.add(this.control, READ, 1);
       return len;
     }
@@ -218,19 +256,20 @@ export class Ring {
   /** Consumes the next record without copying it. Returns false when empty. */
   skip(): boolean {
     for (;;) {
-      const tail = Atomics.load(this.control, TAIL);
+      const tailWord = Atomics.load(this.control, TAIL);
+      const tail = this.tailOffset(tailWord);
       if (tail === Atomics.load(this.control, HEAD)) return false;
       const len = this.words[tail >> 2]!;
       if (len === WRAP) {
-        Atomics.compareExchange(this.control, TAIL, tail, 0);
+        Atomics.compareExchange(this.control, TAIL, tailWord, this.tailAt(tailWord, 0));
         continue;
       }
       const next = tail + recordBytes(len);
       if (next > this.capacity) {
-        if (Atomics.load(this.control, TAIL) !== tail) continue;
+        if (Atomics.load(this.control, TAIL) !== tailWord) continue;
         throw new RangeError(`corrupt record length ${len} at offset ${tail}`);
       }
-      if (Atomics.compareExchange(this.control, TAIL, tail, next === this.capacity ? 0 : next) !== tail) continue;
+      if (Atomics.compareExchange(this.control, TAIL, tailWord, this.tailAt(tailWord, next)) !== tailWord) continue;
       Atomics.add(this.control, READ, 1);
       return true;
     }

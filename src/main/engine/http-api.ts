@@ -142,7 +142,7 @@ async function readBody(req: http.IncomingMessage): Promise<string> {
 }
 
 function tooLarge(): HttpError {
-  return new HttpError(413, `request body is larger than ${MAX_BODY_BYTES} bytes`);
+  return new HttpError(413, `request body is larger than ${MAX_BODY_BYTES / 1024} KiB`);
 }
 
 function parsePlay(body: string): PlayRequest {

@@ -5,6 +5,7 @@
  * The README's table is generated from this list (`chorus env --markdown`) and a test keeps the
  * two equal.
  */
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -69,6 +70,21 @@ function text(defaultValue: string, meaning: string, allowed = 'any text'): VarS
   return { defaultText: defaultValue, allowed, meaning, parse: (raw) => raw };
 }
 
+/** RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens. */
+const HOST_NAME = /^(?=.{1,253}\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
+
+function host(defaultValue: string, meaning: string): VarSpec<string> {
+  return {
+    defaultText: defaultValue,
+    allowed: 'an IP address or host name',
+    meaning,
+    parse(raw) {
+      const v = raw.trim();
+      return net.isIP(v) !== 0 || HOST_NAME.test(v) ? v : undefined;
+    },
+  };
+}
+
 function computed(defaultText: string, compute: () => string, meaning: string, allowed: string): VarSpec<string> {
   return {
     defaultText,
@@ -115,7 +131,7 @@ export const SCHEMA = {
   CHORUS_LOG_LEVEL: oneOf(['debug', 'info', 'warn', 'error'] as const, 'info', 'Least severe log line printed.'),
 
   // engine
-  CHORUS_ENGINE_HOST: text('127.0.0.1', "Address the engine's HTTP API binds to.", 'an IP address or host name'),
+  CHORUS_ENGINE_HOST: host('127.0.0.1', "Address the engine's HTTP API binds to."),
   CHORUS_ENGINE_PORT: PORT(8180, "Port of the engine's HTTP API (0 picks a free one)."),
   CHORUS_SOCKET: computed(
     '<tmpdir>/chorus.sock',
@@ -140,7 +156,7 @@ export const SCHEMA = {
   ),
 
   // gateway
-  CHORUS_HOST: text('127.0.0.1', "Address the gateway's HTTP/WebSocket server binds to.", 'an IP address or host name'),
+  CHORUS_HOST: host('127.0.0.1', "Address the gateway's HTTP/WebSocket server binds to."),
   CHORUS_PORT: PORT(8080, "Port of the gateway's HTTP/WebSocket server (0 picks a free one)."),
   CHORUS_ENGINE_URL: httpUrl('http://127.0.0.1:8180', "The engine's HTTP API, as the gateway calls it."),
   CHORUS_RECONNECT_MAX_MS: int(50, 600_000, 5000, 'Longest wait between the gateway\'s attempts to reconnect to the engine socket.'),

@@ -81,14 +81,14 @@ describe('wire protocol round trip', () => {
 
   it('decodes identically when split in three at every pair of offsets around each unit boundary', () => {
     // every offset × every offset is quadratic in the stream; near every unit boundary is where
-    // the states change, so take all pairs within 30 bytes of one.
+    // the states change (length, id, payload, event), so take all pairs within 12 bytes of one.
     const boundaries: number[] = [];
     let at = 0;
     for (const u of MIXED) {
       boundaries.push(at);
       at += u.kind === 'frame' ? FRAME_HEADER_BYTES + u.payload.length : encodeEvent(u.event).length;
     }
-    const near = [...new Set(boundaries.flatMap((b) => Array.from({ length: 61 }, (_, i) => b - 30 + i)))].filter(
+    const near = [...new Set(boundaries.flatMap((b) => Array.from({ length: 25 }, (_, i) => b - 12 + i)))].filter(
       (c) => c > 0 && c < bytes.length,
     );
     let runs = 0;

@@ -1,0 +1,120 @@
+/**
+ * `npm run fuzz`: the fast-check properties of the shared decoders (test/shared/properties.ts,
+ * which the normal test run checks with 10 000 cases each), run for minutes with fresh seeds.
+ *
+ *   npm run fuzz                              5 minutes over every property
+ *   npm run fuzz -- --minutes 30              longer
+ *   npm run fuzz -- --property decoder        only the properties whose name contains "decoder"
+ *   npm run fuzz -- --property "decoder: hostile input" --seed 42 --path "3:1:0"
+ *                                             replay one reported failure
+ *
+ * Prints a progress line per batch; on a failure prints the counterexample and the command that
+ * replays it, and exits 1.
+ */
+import fc from 'fast-check';
+import { PROPERTIES } from '../test/shared/properties.js';
+
+const BATCH_RUNS = 10_000;
+
+interface Options {
+  minutes: number;
+  property?: string;
+  seed?: number;
+  path?: string;
+}
+
+function parseArgs(argv: string[]): Options {
+  const opts: Options = { minutes: 5 };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const value = (): string => {
+      const v = argv[++i];
+      if (v === undefined) usage(`${arg} needs a value`);
+      return v;
+    };
+    if (arg === '--minutes') opts.minutes = Number(value());
+    else if (arg === '--property') opts.property = value();
+    else if (arg === '--seed') opts.seed = Number(value());
+    else if (arg === '--path') opts.path = value();
+    else if (arg === '-h' || arg === '--help') usage();
+    else usage(`unknown argument ${JSON.stringify(arg)}`);
+  }
+  if (!(opts.minutes > 0)) usage('--minutes must be a positive number');
+  if (opts.seed !== undefined && !Number.isInteger(opts.seed)) usage('--seed must be an integer');
+  return opts;
+}
+
+function usage(problem?: string): never {
+  if (problem) process.stderr.write(`fuzz: ${problem}\n`);
+  process.stderr.write(
+    'usage: npm run fuzz -- [--minutes N] [--property NAME] [--seed S --path P]\nproperties:\n' +
+      Object.keys(PROPERTIES)
+        .map((n) => `  ${n}\n`)
+        .join(''),
+  );
+  process.exit(problem ? 2 : 0);
+}
+
+function clock(ms: number): string {
+  const s = Math.floor(ms / 1000);
+  return `${String(Math.floor(s / 60)).padStart(2, '0')}:${String(s % 60).padStart(2, '0')}`;
+}
+
+function main(): void {
+  const opts = parseArgs(process.argv.slice(2));
+  const names = (Object.keys(PROPERTIES) as (keyof typeof PROPERTIES)[]).filter(
+    (n) => opts.property === undefined || n.includes(opts.property),
+  );
+  if (names.length === 0) usage(`no property matches ${JSON.stringify(opts.property)}`);
+
+  if (opts.seed !== undefined) {
+    // replay: one property, the reported seed and path
+    for (const name of names) {
+      const details = fc.check(PROPERTIES[name]() as unknown as fc.IProperty<unknown>, {
+        seed: opts.seed,
+        path: opts.path,
+        numRuns: BATCH_RUNS,
+      });
+      process.stdout.write(`${name}: ${details.failed ? 'FAILED' : 'passed'}\n`);
+      if (details.failed) {
+        process.stdout.write(fc.defaultReportMessage(details) + '\n');
+        process.exit(1);
+      }
+    }
+    return;
+  }
+
+  const started = Date.now();
+  const deadline = started + opts.minutes * 60_000;
+  const runs = new Map<string, number>(names.map((n) => [n, 0]));
+  let seed = Date.now() ^ (process.pid << 8);
+  process.stdout.write(`fuzz: ${names.length} properties for ${opts.minutes} min, ${BATCH_RUNS} cases per batch\n`);
+  while (Date.now() < deadline) {
+    for (const name of names) {
+      seed = (seed + 0x9e3779b9) | 0;
+      const batchStart = Date.now();
+      const details = fc.check(PROPERTIES[name]() as unknown as fc.IProperty<unknown>, { seed, numRuns: BATCH_RUNS });
+      const total = runs.get(name)! + details.numRuns;
+      runs.set(name, total);
+      if (details.failed) {
+        process.stdout.write(`\n[${clock(Date.now() - started)}] ${name}: FAILED after ${total} cases\n`);
+        process.stdout.write(fc.defaultReportMessage(details) + '\n');
+        process.stdout.write(
+          `replay: npm run fuzz -- --property ${JSON.stringify(name)} --seed ${details.seed}` +
+            (details.counterexamplePath ? ` --path ${JSON.stringify(details.counterexamplePath)}` : '') +
+            '\n',
+        );
+        process.exit(1);
+      }
+      const all = [...runs.values()].reduce((a, b) => a + b, 0);
+      process.stdout.write(
+        `[${clock(Date.now() - started)}] ${name.padEnd(34)} ${String(total).padStart(10)} cases ok ` +
+          `(batch ${Date.now() - batchStart} ms, seed ${seed}) · ${all} in all\n`,
+      );
+      if (Date.now() >= deadline) break;
+    }
+  }
+  process.stdout.write(`fuzz: done, ${[...runs.values()].reduce((a, b) => a + b, 0)} cases, no failure\n`);
+}
+
+main();

@@ -159,7 +159,13 @@ export class Pipeline {
     if (this.ended || !this.exit || this.inFlight > 0) return;
     const { code, signal } = this.exit;
     if (code === 0) return this.finish(undefined);
-    const last = this.stderrTail.trim().split('\n').pop()?.trim();
+    // ffmpeg's cause is usually a line or two above its final complaint: give the last three.
+    const last = this.stderrTail
+      .split('\n')
+      .map((line) => line.replace(/^\[[^\]]* @ 0x[0-9a-f]+\] /, '').trim())
+      .filter((line) => line !== '')
+      .slice(-3)
+      .join(' | ');
     const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
     this.finish(`ffmpeg ${how}${last ? `: ${last}` : ''}`);
   }

@@ -122,12 +122,13 @@ async function file(requested: string, shown: string, mediaRoot: string): Promis
 }
 
 async function remote(url: string, allow: AllowList, lookup: (host: string) => Promise<string[]>): Promise<FfmpegInput> {
-  let host: string;
+  let parsed: URL;
   try {
-    host = new URL(url).hostname.replace(/^\[(.*)\]$/, '$1');
+    parsed = new URL(url);
   } catch {
     throw new SourceError(`not a valid URL: ${url}`, 400);
   }
+  const host = parsed.hostname.replace(/^\[(.*)\]$/, '$1');
   if (host === '') throw new SourceError(`URL has no host: ${url}`, 400);
   const addresses = net.isIP(host) ? [host] : await lookupAll(host, lookup);
   if (!allow.names.has(host.toLowerCase())) {
@@ -139,7 +140,9 @@ async function remote(url: string, allow: AllowList, lookup: (host: string) => P
       );
     }
   }
-  return { kind: 'remote', args: ['-protocol_whitelist', 'http,https,tcp,tls', '-i', url] };
+  // ffmpeg gets the URL as parsed here, so it cannot read another host out of it
+  // (`http://a.example\@10.0.0.1/` is host a.example to a WHATWG parser, 10.0.0.1 to ffmpeg's).
+  return { kind: 'remote', args: ['-protocol_whitelist', 'http,https,tcp,tls', '-i', parsed.href] };
 }
 
 async function lookupAll(host: string, lookup: (host: string) => Promise<string[]>): Promise<string[]> {

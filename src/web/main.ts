@@ -397,7 +397,8 @@ function renderStats(s: PlayerStats): void {
   (el.bufferBar.firstElementChild as HTMLElement).style.width = `${Math.min(100, ratio * 50).toFixed(1)}%`;
   el.bufferBar.setAttribute('aria-valuenow', String(Math.round(ratio * 100)));
   const live = s.audio === 'running' && (s.buffer !== 'buffering' || s.bufferMs > 0);
-  setTone(el.bufferBar, !live ? undefined : s.buffer === 'holding' ? undefined : ratio < 0.4 ? 'bad' : ratio < 0.75 ? 'warn' : 'ok');
+  // It swings between target − 1 frame and the target as frames arrive: half the target is still fine.
+  setTone(el.bufferBar, !live || s.buffer === 'holding' ? undefined : ratio < 0.2 ? 'bad' : ratio < 0.5 ? 'warn' : 'ok');
   const mode = s.buffer === 'holding' ? 'held' : s.buffer;
   setText(el.bufferText, `${mode} · ${s.bufferMs.toFixed(0)} / ${s.targetMs.toFixed(0)} ms`);
 

@@ -258,9 +258,8 @@ export class Player extends EventTarget {
       this.openedAt = performance.now();
       this.stats.connection = 'open';
       this.stats.closeReason = undefined;
-      // Whatever came before the outage, the stream starts afresh from here.
-      this.seq.resync();
-      this.lastTs = undefined;
+      // The sequence carries on across a reconnect: frames sent while this page was away
+      // show as a gap. The arrival pattern does not: restart the jitter estimate.
       this.lastTransit = undefined;
       this.emitStats();
     };
@@ -289,6 +288,11 @@ export class Player extends EventTarget {
     if (this.sessionId === undefined || this.ws) return;
     this.backoff.reset();
     this.connect();
+  }
+
+  /** Closes the socket as a network failure would (tests): the player reconnects by itself. */
+  dropConnection(): void {
+    this.ws?.close(4000, 'dropped on purpose');
   }
 
   private disconnect(): void {

@@ -16,6 +16,8 @@ export interface ChorusHook {
   /** The session's state as the page shows it. */
   state(): SessionStateName;
   session(): string | undefined;
+  /** Closes the WebSocket as a network failure would; the player reconnects with back-off. */
+  dropConnection(): void;
 }
 
 declare global {
@@ -31,5 +33,6 @@ export function installHook(player: Player, state: () => SessionStateName): void
     stats: () => ({ ...player.stats }),
     state,
     session: () => player.session,
+    dropConnection: () => player.dropConnection(),
   };
 }

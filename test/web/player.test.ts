@@ -202,7 +202,7 @@ describe('web player (chromium, real engine and gateway)', () => {
     await expectTone(a, 440);
     await expectTone(b, 660);
     // And the other tone is not in there at all (Opus's noise floor is far below −40 dB).
-    const levels = async (page: Page) => page.evaluate(() => [window.chorus!.powerAt(440)!, window.chorus!.powerAt(660)!]);
+    const levels = (page: Page) => page.evaluate((): [number, number] => [window.chorus!.powerAt(440)!, window.chorus!.powerAt(660)!]);
     const [a440, a660] = await levels(a);
     const [b440, b660] = await levels(b);
     expect(a440 - a660, `page A: 440 Hz at ${a440.toFixed(1)} dB, 660 Hz at ${a660.toFixed(1)} dB`).toBeGreaterThan(40);

@@ -120,11 +120,19 @@ export class Ring {
 
   /** Records currently in the ring. */
   records(): number {
-    // Removals first, WRITTEN last: every removal is counted after its write, so a snapshot
-    // taken while both sides move may count one record too many but never goes below zero.
-    const removed =
-      Atomics.load(this.control, FLUSHED) + Atomics.load(this.control, DROPPED) + Atomics.load(this.control, READ);
-    return (Atomics.load(this.control, WRITTEN) - removed) >>> 0;
+    // Another thread may write and remove between these loads. A removal is counted after its
+    // write, so WRITTEN read after the removal counters is never below them; reading it on both
+    // sides and retrying while it moves keeps the count to one the ring had (not above capacity).
+    let written = Atomics.load(this.control, WRITTEN);
+    for (let tries = 0; ; tries++) {
+      const removed =
+        Atomics.load(this.control, FLUSHED) + Atomics.load(this.control, DROPPED) + Atomics.load(this.control, READ);
+      const again = Atomics.load(this.control, WRITTEN);
+      if (again === written || tries === 3) {
+        return Math.min((again - removed) >>> 0, this.capacity / RECORD_HEADER_BYTES);
+      }
+      written = again;
+    }
   }
 
   isEmpty(): boolean {

@@ -42,12 +42,16 @@ if (role === 'producer') {
     fill(buf, seq, len);
     if (mode === 'write') {
       if (zeroBefore(seq)) {
-        while (!ring.write(empty) && Atomics.load(flags, 2) === 0) fullSpins++;
+        while (!ring.write(empty) && Atomics.load(flags, 2) === 0) if (++fullSpins % 64 === 0) sleep(0.02);
         zeros++;
         written++;
       }
       while (!ring.write(buf, 0, len)) {
-        if (++fullSpins % 1024 === 0 && Atomics.load(flags, 2) === 1) break;
+        // spin a little, then give the core away: on a busy machine the consumer may need it
+        if (++fullSpins % 64 === 0) {
+          if (Atomics.load(flags, 2) === 1) break;
+          sleep(0.02);
+        }
       }
     } else {
       if (zeroBefore(seq)) {
@@ -74,7 +78,7 @@ if (role === 'producer') {
     const n = ring.readInto(dst);
     if (n < 0) {
       if (Atomics.load(flags, 0) === 1 && ring.isEmpty()) break;
-      emptySpins++;
+      if (++emptySpins % 64 === 0) sleep(0.02);
       continue;
     }
     read++;

@@ -283,6 +283,7 @@ describe('Ring, one thread', () => {
     expect(loads).toBeGreaterThan(1);
     // one record before, none after: a snapshot may say either, never 2^32 - 1
     expect([0, 1]).toContain(result);
+    expect(ring.records()).toBe(0);
   });
 
   it('peekLength() does not report a length from an offset the producer has just reused', () => {
@@ -412,26 +413,13 @@ async function stress(opts: { mode: 'write' | 'drop'; records: number; capacity:
     consumerNapEvery: opts.consumerNapEvery ?? 0,
   };
   const workers: Worker[] = [];
-  // Meanwhile, a third thread (this one) watches the counters as a monitoring endpoint would.
-  let samples = 0;
-  let worstRecords = 0;
-  let watching = true;
-  const watch = () => {
-    for (let i = 0; i < 2000; i++) {
-      worstRecords = Math.max(worstRecords, ring.records());
-      samples++;
-    }
-    if (watching) setTimeout(watch, 1);
-  };
-  watch();
   try {
     const [consumer, producer] = await Promise.all([
       runWorker<ConsumerResult>({ ...common, role: 'consumer' }, workers),
       runWorker<ProducerResult>({ ...common, role: 'producer' }, workers),
     ]);
-    return { ring, consumer, producer, samples, worstRecords };
+    return { ring, consumer, producer };
   } finally {
-    watching = false;
     await Promise.all(workers.map((w) => w.terminate()));
   }
 }
@@ -439,7 +427,7 @@ async function stress(opts: { mode: 'write' | 'drop'; records: number; capacity:
 describe('Ring, a producer thread and a consumer thread', () => {
   it('with write (back-pressure): millions of variable-length records, none lost, all intact, in order', async () => {
     const records = 1_500_000;
-    const { ring, consumer, producer, samples, worstRecords } = await stress({ mode: 'write', records, capacity: 8 * 1024 });
+    const { ring, consumer, producer } = await stress({ mode: 'write', records, capacity: 8 * 1024 });
     expect(consumer.error).toBeNull();
     expect(producer.written).toBe(records + producer.zeros);
     expect(consumer.read).toBe(producer.written);
@@ -449,14 +437,11 @@ describe('Ring, a producer thread and a consumer thread', () => {
     // the ring was both full and empty many times, so both sides really raced
     expect(producer.fullSpins).toBeGreaterThan(0);
     expect(consumer.emptySpins).toBeGreaterThan(0);
-    // records() read from a third thread never went negative (it wraps to ~2^32 when it does)
-    expect(samples).toBeGreaterThan(0);
-    expect(worstRecords).toBeLessThanOrEqual(ring.capacity / 4);
   });
 
   it('with writeDroppingOldest racing a slower consumer and clear(): what is read is intact and in order, and the counts add up', async () => {
     const records = 1_500_000;
-    const { ring, consumer, producer, worstRecords } = await stress({
+    const { ring, consumer, producer } = await stress({
       mode: 'drop',
       records,
       capacity: 4 * 1024,
@@ -475,6 +460,5 @@ describe('Ring, a producer thread and a consumer thread', () => {
     expect(s.dropped).toBeGreaterThan(0);
     expect(s.flushed).toBeGreaterThan(0);
     expect(consumer.read).toBeGreaterThan(records / 100);
-    expect(worstRecords).toBeLessThanOrEqual(ring.capacity / 4);
   });
 });

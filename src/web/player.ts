@@ -128,7 +128,7 @@ export class Player extends EventTarget {
 
   constructor(private readonly api: GatewayApi) {
     super();
-    addEventListener('online', () => this.reconnectNow());
+    window.addEventListener('online', () => this.reconnectNow());
   }
 
   override addEventListener<K extends keyof PlayerEventMap>(

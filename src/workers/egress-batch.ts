@@ -8,6 +8,11 @@ import { LISTENER_HEADER_BYTES, writeListenerHeader } from '../shared/listener-p
 
 const MIN_BYTES = 1024;
 
+/** Buffer sizes stay multiples of 4: entries are read as 32-bit words. */
+function words4(bytes: number): number {
+  return (bytes + 3) & ~3;
+}
+
 export class EgressBatch {
   private buffer: ArrayBuffer;
   private bytes: Uint8Array;
@@ -44,14 +49,14 @@ export class EgressBatch {
     if (this.used === 0) return;
     const message: EgressMessage = { kind: 'frames', batch: this.buffer, used: this.used };
     this.port.postMessage(message, [this.buffer]);
-    this.buffer = new ArrayBuffer(Math.max(MIN_BYTES, this.used + (this.used >> 1)));
+    this.buffer = new ArrayBuffer(words4(Math.max(MIN_BYTES, this.used + (this.used >> 1))));
     this.bytes = new Uint8Array(this.buffer);
     this.words = new Uint32Array(this.buffer);
     this.used = 0;
   }
 
   private grow(need: number): void {
-    const bigger = new ArrayBuffer(Math.max(need, this.buffer.byteLength * 2));
+    const bigger = new ArrayBuffer(words4(Math.max(need, this.buffer.byteLength * 2)));
     new Uint8Array(bigger).set(this.bytes.subarray(0, this.used));
     this.buffer = bigger;
     this.bytes = new Uint8Array(bigger);

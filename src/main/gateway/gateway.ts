@@ -21,8 +21,8 @@ import { SlotEndedError, SlotPool, type Slot } from './slot-pool.js';
 const log = logger('gateway');
 /** Credit is granted on this cadence (and at once when a play starts). */
 const CREDIT_EVERY_MS = 20;
-/** Sessions held by a slow listener are checked for drained listeners this often. */
-const DRAIN_CHECK_MS = 10;
+/** Listeners are pinged and checked for lag this often. */
+const LISTENER_CHECK_MS = 250;
 /** Housekeeping: idle timeouts, ended sessions nobody listens to. */
 const SWEEP_EVERY_MS = 5_000;
 /** An ended session with no listener is forgotten after this long. */
@@ -48,10 +48,8 @@ export class Gateway {
   private readonly link: EngineLink;
   private readonly engine: EngineApi;
   private readonly pool: SlotPool;
-  private readonly held = new Set<GatewaySession>();
   private readonly unknownLogged = new Set<string>();
   private readonly timers: NodeJS.Timeout[] = [];
-  private drainTimer: NodeJS.Timeout | undefined;
   private lostTimer: NodeJS.Timeout | undefined;
   readonly counters: GatewayCounters = { framesRouted: 0, framesUnknown: 0, framesStale: 0, framesOverrun: 0, framesDelivered: 0 };
 
@@ -78,11 +76,11 @@ export class Gateway {
     this.link.start();
     this.timers.push(setInterval(() => this.grantCredits(), CREDIT_EVERY_MS));
     this.timers.push(setInterval(() => this.sweep(), SWEEP_EVERY_MS));
+    this.timers.push(setInterval(() => this.checkListeners(), LISTENER_CHECK_MS));
   }
 
   async close(): Promise<void> {
     for (const t of this.timers) clearInterval(t);
-    if (this.drainTimer) clearInterval(this.drainTimer);
     if (this.lostTimer) clearTimeout(this.lostTimer);
     this.link.close();
     await Promise.allSettled(
@@ -237,8 +235,11 @@ export class Gateway {
 
   // ---- egress: paced frames from the workers to listeners ----
 
+  private egressNow = 0;
+
   private readonly onEgress = (message: EgressMessage): void => {
     if (message.kind === 'frames') {
+      this.egressNow = Date.now();
       forEachEgressEntry(message.batch, message.used, this.deliver);
       return;
     }
@@ -251,18 +252,12 @@ export class Gateway {
     const session = this.bySid.get(sid);
     if (!session) return;
     this.counters.framesDelivered++;
-    if (session.deliver(frame)) this.hold(session);
+    session.deliver(frame, this.egressNow);
   };
 
-  private hold(session: GatewaySession): void {
-    this.held.add(session);
-    this.drainTimer ??= setInterval(() => {
-      for (const s of this.held) if (s.releaseIfDrained()) this.held.delete(s);
-      if (this.held.size === 0) {
-        clearInterval(this.drainTimer);
-        this.drainTimer = undefined;
-      }
-    }, DRAIN_CHECK_MS);
+  private checkListeners(): void {
+    const now = Date.now();
+    for (const session of this.sessions.values()) session.checkListeners(now);
   }
 
   // ---- sessions ----
@@ -352,7 +347,8 @@ export class Gateway {
         throw new HttpError(429, `RTP sink limit reached (${maxSinks} per session)`);
       }
       const info = await slot.call((api) => api.addRtpSink(target));
-      if (!session.rtpSinks.some((t) => sameTarget(t, target))) session.rtpSinks.push(target);
+      // Kept with its stream, so the next track's worker slot continues SSRC, seq and timestamp.
+      if (!session.rtpSinks.some((t) => sameTarget(t, target))) session.rtpSinks.push({ host: target.host, port: target.port, stream: info.stream });
       return info;
     });
   }
@@ -388,7 +384,7 @@ export class Gateway {
 
   removeListener(session: GatewaySession, ws: WebSocket): void {
     session.removeListener(ws);
-    if (session.listeners.size === 0 && this.held.delete(session)) session.releaseIfDrained();
+    session.checkListeners(Date.now());
     this.tellListeners(session);
   }
 
@@ -502,7 +498,6 @@ export class Gateway {
     this.sessions.delete(session.id);
     this.byKey.delete(session.key);
     this.bySid.delete(session.sid);
-    this.held.delete(session);
   }
 }
 

@@ -32,29 +32,16 @@ const MAX_BODY_BYTES = 64 * 1024;
 const MAX_WS_MESSAGE_BYTES = 16 * 1024;
 const MAX_RTP_SINKS = 8;
 const MAX_URL_CHARS = 4096;
-/** WebSocket listeners are pinged this often; one that missed a pong is dropped. */
-const HEARTBEAT_MS = 30_000;
 
 const SESSION_ROUTE = /^\/sessions\/([^/]+)(?:\/(play|pause|resume|stop|seek|rtp|sdp))?$/;
 
 export function createGatewayServer(gateway: Gateway, config: Config): http.Server {
+  // Listeners are pinged (for lag and liveness) by their session: see listener.ts.
   const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_WS_MESSAGE_BYTES, perMessageDeflate: false });
-  const alive = new WeakSet<WebSocket>();
-  const heartbeat = setInterval(() => {
-    for (const ws of wss.clients) {
-      if (!alive.has(ws)) {
-        ws.terminate();
-        continue;
-      }
-      alive.delete(ws);
-      ws.ping();
-    }
-  }, HEARTBEAT_MS);
 
   const server = http.createServer((req, res) => {
     handle(gateway, config, req, res).catch((err: unknown) => sendError(res, err));
   });
-  server.on('close', () => clearInterval(heartbeat));
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     let sessionId: string;
     try {
@@ -67,11 +54,7 @@ export function createGatewayServer(gateway: Gateway, config: Config): http.Serv
       refuseUpgrade(socket, err);
       return;
     }
-    wss.handleUpgrade(req, socket, head, (ws) => {
-      alive.add(ws);
-      ws.on('pong', () => alive.add(ws));
-      attachListener(gateway, ws, sessionId);
-    });
+    wss.handleUpgrade(req, socket, head, (ws) => attachListener(gateway, ws, sessionId));
   });
   return server;
 }

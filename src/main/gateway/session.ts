@@ -10,7 +10,7 @@ import { paddedSessionId } from '../../shared/protocol.js';
 import type { ListenerEvent, SessionStateName } from '../../shared/listener-protocol.js';
 import type { SessionSummary } from '../../shared/gateway-api.js';
 import { CONTROL_WORDS, Control, type PlayerStatus, type RtpTarget } from '../../shared/worker-messages.js';
-import { HIGH_WATER_BYTES, LOW_WATER_BYTES, type SlowListenerPolicy } from './slow-listener.js';
+import { HIGH_WATER_BYTES, Listener, type SlowListenerPolicy } from './listener.js';
 import type { Slot } from './slot-pool.js';
 
 /** Formats a listener can be sent: Opus packets (PCM is for engine clients, not listeners). */
@@ -33,11 +33,6 @@ export type SessionState =
   | { status: 'error'; reason: string };
 
 const NOMINAL_BITRATE: Record<StreamFormat, number> = { opus: 128_000, web: 256_000 };
-
-interface Listener {
-  /** Behind under the `drop` policy: skipped until it drains below the low-water mark. */
-  behind: boolean;
-}
 
 export class GatewaySession {
   readonly key: string;
@@ -251,7 +246,7 @@ export class GatewaySession {
   // ---- listeners ----
 
   addListener(ws: WebSocket): void {
-    this.listeners.set(ws, { behind: false });
+    this.listeners.set(ws, new Listener(ws, Date.now()));
     this.lastActive = Date.now();
   }
 
@@ -260,31 +255,26 @@ export class GatewaySession {
     this.lastActive = Date.now();
   }
 
-  /** One paced frame from the worker to every listener. Returns true when a listener is now behind. */
-  deliver(frame: Buffer): boolean {
-    let behind = false;
+  /** One paced frame from the worker to every listener (the egress hot path). */
+  deliver(frame: Buffer, now: number): void {
     for (const [ws, listener] of this.listeners) {
-      if (this.slowPolicy === 'drop') {
-        const queued = ws.bufferedAmount;
-        if (listener.behind && queued < LOW_WATER_BYTES) listener.behind = false;
-        else if (!listener.behind && queued > HIGH_WATER_BYTES) listener.behind = true;
-        if (listener.behind) {
-          this.skipped++;
-          continue;
-        }
+      if (this.slowPolicy === 'drop' && listener.update(now)) {
+        this.skipped++;
+        continue;
       }
       ws.send(frame);
-      if (this.slowPolicy === 'wait' && ws.bufferedAmount > HIGH_WATER_BYTES) behind = true;
+      // Under `wait`, bytes piling up in user space hold the session at once (memory bound).
+      if (this.slowPolicy === 'wait' && ws.bufferedAmount > HIGH_WATER_BYTES) {
+        Atomics.store(this.control, Control.EgressBlocked, 1);
+      }
     }
-    if (behind) Atomics.store(this.control, Control.EgressBlocked, 1);
-    return behind;
   }
 
-  /** Under `wait`: lets the worker go on once every listener drained. True when it did. */
-  releaseIfDrained(): boolean {
-    for (const ws of this.listeners.keys()) if (ws.bufferedAmount > LOW_WATER_BYTES) return false;
-    Atomics.store(this.control, Control.EgressBlocked, 0);
-    return true;
+  /** Pings, lag and dead peers; under `wait`, holds or releases the worker. */
+  checkListeners(now: number): void {
+    let behind = false;
+    for (const listener of this.listeners.values()) if (listener.check(now)) behind = true;
+    if (this.slowPolicy === 'wait') Atomics.store(this.control, Control.EgressBlocked, behind ? 1 : 0);
   }
 
   broadcast(event: ListenerEvent): void {

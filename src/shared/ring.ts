@@ -113,7 +113,11 @@ export class Ring {
     return head >= tail ? head - tail : this.capacity - tail + head;
   }
 
-  /** Bytes a producer could still fill, conservatively (a wrap may waste up to one record). */
+  /**
+   * Bytes not in use, less the word that must stay free. Not a promise that one record that
+   * large fits: free space may lie on both sides of the end, and a wrap wastes up to one record.
+   * A record of n payload bytes surely fits when 2 × recordBytes(n) ≤ freeBytes().
+   */
   freeBytes(): number {
     return this.capacity - this.usedBytes() - RECORD_HEADER_BYTES;
   }

@@ -270,6 +270,44 @@ describe('slow listeners', () => {
   });
 });
 
+describe('shared threads (CHORUS_SESSIONS_PER_THREAD=4)', () => {
+  let stack: Stack | undefined;
+  const listeners: TestListener[] = [];
+  afterAll(async () => {
+    for (const l of listeners.splice(0)) l.close();
+    await stopStack(stack);
+  });
+
+  it('paces six sessions on two threads, each with its own clock, state and tone', async () => {
+    stack = await startStack({ CHORUS_SESSIONS_PER_THREAD: '4', CHORUS_PREWARM_THREADS: '1' });
+    const tones = [330, 440, 550, 660, 770, 880];
+    const ls = await Promise.all(tones.map((hz) => TestListener.connect(stack!.url, `shared-${hz}`)));
+    listeners.push(...ls);
+    // Started at different moments, so their 20 ms clocks have different phases on one thread.
+    for (const hz of tones) {
+      expect((await post(`${stack.url}/sessions/shared-${hz}/play`, { url: `tone:${hz}?seconds=2` })).status).toBe(200);
+      await sleep(7);
+    }
+    await ls[0]!.waitForFrames(20);
+    expect((await post(`${stack.url}/sessions/shared-330/pause`)).status).toBe(200);
+    const pausedAt = performance.now();
+    await sleep(500);
+    expect((await post(`${stack.url}/sessions/shared-330/resume`)).status).toBe(200);
+    await Promise.all(ls.map((l) => l.waitForEvent('finished', 15_000)));
+    for (const [i, hz] of tones.entries()) {
+      const l = ls[i]!;
+      expect(l.frames.length, `${hz} Hz frames`).toBe(100);
+      expect(l.seqBreaks()).toEqual([]);
+      expect(Math.abs(l.heardFrequency() - hz), `${hz} Hz heard`).toBeLessThan(3);
+      // the paused session's thread-mates kept their cadence
+      if (hz !== 330) expect(l.maxGap(pausedAt, pausedAt + 500)).toBeLessThan(250);
+    }
+    const summary = (await (await fetch(`${stack.url}/sessions`)).json()) as SessionsResponse;
+    expect(summary.sessionsPerThread).toBe(4);
+    expect(summary.threads).toBeLessThanOrEqual(3);
+  });
+});
+
 describe('engine restart', () => {
   let stack: Stack | undefined;
   afterAll(() => stopStack(stack));

@@ -150,6 +150,7 @@ export const SCHEMA = {
     defaultText: '<CPU cores>',
     defaultValue: () => os.availableParallelism(),
   },
+  CHORUS_OPUS_COMPLEXITY: int(0, 10, 6, 'Opus encoder complexity: 10 is slowest and best; 7 and up add an analysis pass that costs about 40 % more CPU for little gain at 128 kb/s and up.'),
   CHORUS_REMOTE_ALLOW: list(
     'Remote source hosts allowed even though they resolve to loopback, private, link-local or unique-local addresses.',
     'comma-separated host names, IP addresses or CIDR ranges',

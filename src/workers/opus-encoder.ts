@@ -36,6 +36,8 @@ interface Entry {
 const port = parentPort;
 if (port) {
   const encoders = new Map<number, Entry>();
+  /** Frames of one batch are assembled here at their worst-case size, then copied out exactly. */
+  let scratch = Buffer.allocUnsafeSlow(0);
   const reply = (message: EncoderReply, transfer: ArrayBuffer[] = []) => port.postMessage(message, transfer);
 
   port.on('message', (msg: EncoderRequest) => {
@@ -57,15 +59,19 @@ if (port) {
         if (!entry) return;
         try {
           const count = msg.pcm.byteLength / PCM_FRAME_BYTES;
-          const out = Buffer.allocUnsafeSlow(count * (FRAME_HEADER_BYTES + MAX_OPUS_PACKET_BYTES));
+          const worstCase = count * (FRAME_HEADER_BYTES + MAX_OPUS_PACKET_BYTES);
+          if (scratch.length < worstCase) scratch = Buffer.allocUnsafeSlow(worstCase);
           let bytes = 0;
           for (let i = 0; i < count; i++) {
             const packet = entry.encoder.encode(Buffer.from(msg.pcm, i * PCM_FRAME_BYTES, PCM_FRAME_BYTES));
-            writeFrameHeader(out, bytes, entry.paddedId, packet.length);
-            packet.copy(out, bytes + FRAME_HEADER_BYTES);
+            writeFrameHeader(scratch, bytes, entry.paddedId, packet.length);
+            packet.copy(scratch, bytes + FRAME_HEADER_BYTES);
             bytes += FRAME_HEADER_BYTES + packet.length;
           }
-          reply({ op: 'encoded', handle: msg.handle, frames: out.buffer, bytes, count }, [out.buffer]);
+          // An exact-size copy: the engine may hold these frames for seconds (paused, no gateway).
+          const frames = new ArrayBuffer(bytes);
+          scratch.copy(new Uint8Array(frames), 0, 0, bytes);
+          reply({ op: 'encoded', handle: msg.handle, frames, bytes, count }, [frames]);
         } catch (err) {
           encoders.delete(msg.handle);
           reply({ op: 'failed', handle: msg.handle, message: `Opus encoding failed: ${(err as Error).message}` });

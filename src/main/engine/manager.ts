@@ -19,9 +19,6 @@ import { SourceError, type FfmpegInput } from './source.js';
 
 const log = logger('engine.sessions');
 
-/** Opus complexity 0–10; 10 is libopus's default and the best quality. */
-const OPUS_COMPLEXITY = 10;
-
 export class LimitError extends Error {
   override name = 'LimitError';
 }
@@ -107,7 +104,7 @@ export class SessionManager {
           format: request.format,
           paddedId: session.paddedId,
           bitrate: this.opts.config.CHORUS_OPUS_BITRATE ?? (request.format === 'web' ? 256_000 : 128_000),
-          complexity: OPUS_COMPLEXITY,
+          complexity: this.opts.config.CHORUS_OPUS_COMPLEXITY,
           pool: this.opts.pool,
         },
         {

@@ -20,6 +20,9 @@ import { encodeEvent, paddedSessionId, type SessionEvent } from '../../shared/pr
 import { Outbox } from './outbox.js';
 import type { Pipeline } from './pipeline.js';
 
+/** About two ffmpeg reads (64 KiB, 17 frames each). */
+const MAX_IN_FLIGHT_FRAMES = 34;
+
 export type SessionState =
   | { status: 'idle' }
   | { status: 'starting'; pipeline?: Pipeline }
@@ -109,9 +112,13 @@ export class Session extends EventEmitter {
     return this.outbox.frames + (this.pipeline?.inFlight ?? 0);
   }
 
-  /** May the pipeline read more from ffmpeg? */
+  /**
+   * May the pipeline read more from ffmpeg? Not when the play holds its capacity, nor while two
+   * reads are still in the encoder thread: PCM waiting there is 10× the size of its Opus, and
+   * the thread only works through it so fast anyway.
+   */
   get canRead(): boolean {
-    return this.backlog < this.capacity;
+    return this.backlog < this.capacity && (this.pipeline?.inFlight ?? 0) < MAX_IN_FLIGHT_FRAMES;
   }
 
   /** May the scheduler take units from the outbox now? */

@@ -15,7 +15,6 @@ import { isAudioFormat } from '../../shared/audio.js';
 import { sessionIdError } from '../../shared/protocol.js';
 import { LimitError, NotFoundError, StateError, type SessionManager } from './manager.js';
 import type { PlayRequest, Session } from './session.js';
-import { SourceError } from './source.js';
 
 export const MAX_BODY_BYTES = 64 * 1024;
 const SESSION_ROUTE = /^\/session\/([^/]*)\/(play|stop|pause|resume|status)$/;
@@ -67,17 +66,8 @@ async function handle(parts: ApiParts, req: http.IncomingMessage, res: http.Serv
   const { manager } = parts;
   switch (action) {
     case 'play': {
-      const request = parsePlay(body);
-      let session: Session;
-      try {
-        session = await manager.play(id, request);
-      } catch (err) {
-        if (err instanceof SourceError) {
-          const session = manager.sessions.get(id);
-          throw new HttpError(err.status, err.message, session ? statusOf(session) : {});
-        }
-        throw err;
-      }
+      const { session, refused } = await manager.play(id, parsePlay(body));
+      if (refused) throw new HttpError(refused.status, refused.message, statusOf(session));
       return sendJson(res, 200, statusOf(session));
     }
     case 'stop':

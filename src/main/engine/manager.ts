@@ -67,10 +67,11 @@ export class SessionManager {
   }
 
   /**
-   * Starts a play, replacing the id's current one. Resolves once ffmpeg is started, or rejects
-   * with a SourceError (the session is then in `error` and its `error` event is queued).
+   * Starts a play, replacing the id's current one. Resolves once ffmpeg is started, or with
+   * `refused` when the source was not accepted (the session is then in `error`, its `error` event
+   * queued). Throws LimitError past CHORUS_MAX_SESSIONS.
    */
-  async play(id: string, request: PlayRequest): Promise<Session> {
+  async play(id: string, request: PlayRequest): Promise<{ session: Session; refused?: SourceError }> {
     const old = this.sessions.get(id);
     if (!old?.live && this.live >= this.opts.config.CHORUS_MAX_SESSIONS) {
       throw new LimitError(`session limit reached: ${this.opts.config.CHORUS_MAX_SESSIONS} live sessions (CHORUS_MAX_SESSIONS)`);
@@ -87,12 +88,12 @@ export class SessionManager {
     try {
       input = await this.opts.resolve(request.url);
     } catch (err) {
-      const message = err instanceof SourceError ? err.message : `cannot resolve source: ${(err as Error).message}`;
-      if (session.live) session.fail(message);
-      throw err instanceof SourceError ? err : new SourceError(message, 400);
+      const refused = err instanceof SourceError ? err : new SourceError(`cannot resolve source: ${(err as Error).message}`, 400);
+      if (session.live) session.fail(refused.message);
+      return { session, refused };
     }
     // Stopped or replaced while the source was being resolved: nothing to start.
-    if (!session.live) return session;
+    if (!session.live) return { session };
     session.sourceDuration = input.duration;
     try {
       const pipeline = new Pipeline(
@@ -118,7 +119,7 @@ export class SessionManager {
     } catch (err) {
       session.fail(`cannot start ffmpeg: ${(err as Error).message}`);
     }
-    return session;
+    return { session };
   }
 
   /** Stops a live session (a no-op for one that has ended). Throws if the id is unknown. */

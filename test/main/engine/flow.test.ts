@@ -208,6 +208,15 @@ describe('engine idle timeout', () => {
   });
 });
 
+describe('engine shutdown', () => {
+  it('on SIGTERM stops every ffmpeg and removes its socket', async () => {
+    const engine = await startEngineFixture();
+    for (const id of ['x1', 'x2', 'x3']) await api(engine.url, 'POST', `/session/${id}/play`, { url: 'tone:440?seconds=60' });
+    expect(engine.process.descendants().length).toBeGreaterThanOrEqual(3);
+    await engine.stop(); // throws if a child process or the socket is left behind
+  });
+});
+
 describe('the engine socket file', () => {
   it('is mode 0600 and is removed when the engine stops', async () => {
     const engine = await startEngineFixture();

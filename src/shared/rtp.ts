@@ -3,19 +3,22 @@
  * and by the tests and load scripts that receive it.
  *
  *   byte 0      V=2, P=0, X=0, CC=0            → 0x80
- *   byte 1      M=0, payload type              → OPUS_PAYLOAD_TYPE (111, dynamic)
+ *   byte 1      M, payload type                → M=1 on a talkspurt's first packet (a start, or
+ *                                                after a pause or stall); OPUS_PAYLOAD_TYPE (111)
  *   bytes 2–3   sequence number (u16be, +1 per packet)
  *   bytes 4–7   timestamp (u32be, 48 kHz clock: +960 per 20 ms packet, RFC 7587 §4.1)
- *   bytes 8–11  SSRC (u32be, one per session stream)
+ *   bytes 8–11  SSRC (u32be, one per stream: a session to one target)
  *   then        one Opus packet
  */
+import { FRAME_MS } from './audio.js';
+
 export const RTP_HEADER_BYTES = 12;
 export const OPUS_PAYLOAD_TYPE = 111;
 export const RTP_CLOCK_RATE = 48_000;
 
-export function writeRtpHeader(dst: Uint8Array, seq: number, timestamp: number, ssrc: number): void {
+export function writeRtpHeader(dst: Uint8Array, seq: number, timestamp: number, ssrc: number, marker = false): void {
   dst[0] = 0x80;
-  dst[1] = OPUS_PAYLOAD_TYPE;
+  dst[1] = (marker ? 0x80 : 0) | OPUS_PAYLOAD_TYPE;
   dst[2] = (seq >>> 8) & 0xff;
   dst[3] = seq & 0xff;
   dst[4] = timestamp >>> 24;
@@ -65,6 +68,7 @@ export function opusSdp(sessionId: string, address: string, port: number): strin
     `m=audio ${port} RTP/AVP ${OPUS_PAYLOAD_TYPE}`,
     `a=rtpmap:${OPUS_PAYLOAD_TYPE} opus/${RTP_CLOCK_RATE}/2`,
     `a=fmtp:${OPUS_PAYLOAD_TYPE} stereo=1; sprop-stereo=1`,
+    `a=ptime:${FRAME_MS}`,
     'a=recvonly',
     '',
   ].join('\r\n');

@@ -77,11 +77,26 @@ export interface AttachResult {
 export interface RtpTarget {
   host: string;
   port: number;
+  /**
+   * The stream this target already has, when the session re-adds it to a new worker slot (next
+   * track): SSRC, seq and timestamp then run on. Absent on a first add: the worker picks one.
+   */
+  stream?: RtpStream;
 }
 
-export interface RtpSinkInfo extends RtpTarget {
+/** One RTP stream's identity: RTP seq = session seq + seqOffset, RTP timestamp = session timestamp + timestampOffset. */
+export interface RtpStream {
+  ssrc: number;
+  seqOffset: number;
+  timestampOffset: number;
+}
+
+export interface RtpSinkInfo {
+  host: string;
+  port: number;
   ssrc: number;
   packets: number;
+  stream: RtpStream;
 }
 
 export interface WorkerSessionStats {

@@ -1,37 +1,59 @@
 /**
  * RTP senders of one session, owned by its worker thread so their cadence never depends on the
- * gateway's main thread. One UDP socket per session (per address family); one SSRC, sequence
- * and timestamp offset per target, sequence and timestamp continuous across pause/resume.
+ * gateway's main thread. One UDP socket per session (per address family); one RTP stream per
+ * target: its own SSRC and random seq and timestamp offsets (RFC 3550 §5.1), added to the
+ * session's own frame seq and 48 kHz media timestamp. Those advance only when a frame is sent,
+ * so the stream is continuous across pause/resume; and since the gateway hands a target's stream
+ * back when the session's next track gets a new worker slot, across tracks too.
  */
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { randomInt } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import { FRAME_MS } from '../shared/audio.js';
 import { RTP_HEADER_BYTES, writeRtpHeader } from '../shared/rtp.js';
-import type { RtpSinkInfo, RtpTarget } from '../shared/worker-messages.js';
+import type { RtpSinkInfo, RtpStream, RtpTarget } from '../shared/worker-messages.js';
+
+/**
+ * A packet sent more than this long after the previous one starts a talkspurt: the marker bit
+ * tells the receiver it may re-anchor its playout there (RFC 3550 §5.1), e.g. after a pause,
+ * whose timestamps run on without a jump.
+ */
+const TALKSPURT_GAP_MS = 3 * FRAME_MS;
+
+export function newRtpStream(): RtpStream {
+  return { ssrc: randomInt(1, 0xffffffff), seqOffset: randomInt(0, 0x10000), timestampOffset: randomInt(0, 0xffffffff) };
+}
 
 class RtpSink {
-  readonly ssrc = randomInt(1, 0xffffffff);
-  private seq = randomInt(0, 0x10000);
-  private readonly timestampOffset = randomInt(0, 0xffffffff);
   packets = 0;
+  private lastSentAt = -Infinity;
 
   constructor(
     readonly host: string,
     readonly port: number,
+    readonly stream: RtpStream,
     private readonly socket: dgram.Socket,
   ) {}
 
-  send(payload: Uint8Array, timestamp: number): void {
+  send(payload: Uint8Array, seq: number, timestamp: number, now: number): void {
+    // The payload is a view of a buffer the player reuses, and dgram sends later: copy it.
     const packet = Buffer.allocUnsafe(RTP_HEADER_BYTES + payload.length);
-    writeRtpHeader(packet, this.seq, (timestamp + this.timestampOffset) >>> 0, this.ssrc);
+    writeRtpHeader(
+      packet,
+      (seq + this.stream.seqOffset) & 0xffff,
+      (timestamp + this.stream.timestampOffset) >>> 0,
+      this.stream.ssrc,
+      now - this.lastSentAt > TALKSPURT_GAP_MS,
+    );
     packet.set(payload, RTP_HEADER_BYTES);
     this.socket.send(packet, this.port, this.host);
-    this.seq = (this.seq + 1) & 0xffff;
+    this.lastSentAt = now;
     this.packets++;
   }
 
   info(): RtpSinkInfo {
-    return { host: this.host, port: this.port, ssrc: this.ssrc, packets: this.packets };
+    return { host: this.host, port: this.port, ssrc: this.stream.ssrc, packets: this.packets, stream: { ...this.stream } };
   }
 }
 
@@ -39,16 +61,21 @@ export class RtpSinks {
   private readonly sinks: RtpSink[] = [];
   private readonly sockets = new Map<'udp4' | 'udp6', dgram.Socket>();
 
-  constructor(private readonly onError: (err: Error) => void) {}
+  constructor(
+    private readonly onError: (err: Error) => void,
+    private readonly now: () => number = () => performance.now(),
+  ) {}
 
   get count(): number {
     return this.sinks.length;
   }
 
+  /** Adds a target (with its stream, if it has one already); adding one twice changes nothing. */
   add(target: RtpTarget): RtpSinkInfo {
     const existing = this.sinks.find((s) => s.host === target.host && s.port === target.port);
     if (existing) return existing.info();
-    const sink = new RtpSink(target.host, target.port, this.socket(net.isIPv6(target.host) ? 'udp6' : 'udp4'));
+    const family = net.isIPv6(target.host) ? 'udp6' : 'udp4';
+    const sink = new RtpSink(target.host, target.port, target.stream ? { ...target.stream } : newRtpStream(), this.socket(family));
     this.sinks.push(sink);
     return sink.info();
   }
@@ -60,8 +87,11 @@ export class RtpSinks {
     return true;
   }
 
-  send(payload: Uint8Array, timestamp: number): void {
-    for (const sink of this.sinks) sink.send(payload, timestamp);
+  /** Sends one frame to every target: `seq` and `timestamp` are the session's own for this frame. */
+  send(payload: Uint8Array, seq: number, timestamp: number): void {
+    if (this.sinks.length === 0) return;
+    const now = this.now();
+    for (const sink of this.sinks) sink.send(payload, seq, timestamp, now);
   }
 
   info(): RtpSinkInfo[] {
@@ -78,7 +108,7 @@ export class RtpSinks {
     let socket = this.sockets.get(type);
     if (!socket) {
       socket = dgram.createSocket(type);
-      // A receiver that goes away makes the kernel report ICMP errors: count them, keep sending.
+      // A send can fail (no route, a receiver gone that the kernel heard of): the stream goes on.
       socket.on('error', this.onError);
       this.sockets.set(type, socket);
     }

@@ -266,7 +266,7 @@ export class SessionPlayer implements Pacer {
       if (len < 0) return false;
       payload = this.host.scratch.subarray(0, len);
     }
-    if (this.rtp.count > 0) this.rtp.send(payload, this.timestamp);
+    if (this.rtp.count > 0) this.rtp.send(payload, this.seq, this.timestamp);
     this.seq = (this.seq + 1) >>> 0;
     this.timestamp = (this.timestamp + FRAME_SAMPLES) >>> 0;
     Atomics.add(this.control, Control.Sent, 1);

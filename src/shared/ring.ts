@@ -182,9 +182,11 @@ export class Ring {
     else return false;
     if (at !== head) this.words[head >> 2] = WRAP;
     this.words[at >> 2] = len;
-    this.data.set(src.subarray(start, end), at + RECORD_HEADER_BYTES);
+    // A plain view, not src.subarray(): on a Buffer that builds a FastBuffer, ~40 ns a frame.
+    this.data.set(new Uint8Array(src.buffer, src.byteOffset + start, end - start), at + RECORD_HEADER_BYTES);
     const next = at + need;
-    Atomics.add(this.control, WRITTEN, 1);
+    // Only the producer writes WRITTEN: a plain store, published by the Atomics.store of HEAD.
+    this.control[WRITTEN] = (this.control[WRITTEN]! + 1) | 0;
     Atomics.store(this.control, HEAD, next === this.capacity ? 0 : next);
     return true;
   }

@@ -7,6 +7,7 @@ import {
   encodeFrame,
   FRAME_HEADER_BYTES,
   frameKey,
+  FrameIdTable,
   HELLO,
   LENGTH_BYTES,
   MAX_EVENT_BYTES,
@@ -445,6 +446,40 @@ describe('session ids', () => {
     writeFrameHeader(target, 0, paddedSessionId('ok'), 7);
     expect(target.readUInt32BE(0)).toBe(SESSION_ID_BYTES + 7);
     expect(frameKey(target, LENGTH_BYTES)).toBe('ok' + ' '.repeat(22));
+  });
+});
+
+describe('FrameIdTable', () => {
+  it('finds each session from a frame\'s id bytes, and nothing for an id it does not hold', () => {
+    const table = new FrameIdTable<number>();
+    const ids = ['a', 'guild-1', 'x'.repeat(24), 'with space', '~!@#$%^&*()'];
+    ids.forEach((id, i) => table.set(id, i));
+    for (const [i, id] of ids.entries()) {
+      const frame = encodeFrame(id, Buffer.from('payload'));
+      expect(table.get(frame, 4)).toBe(i);
+    }
+    expect(table.get(encodeFrame('guild-2', Buffer.alloc(1)), 4)).toBeUndefined();
+    // A prefix of a held id is another id.
+    expect(table.get(encodeFrame('guild-', Buffer.alloc(1)), 4)).toBeUndefined();
+    expect(table.size).toBe(ids.length);
+  });
+
+  it('keeps two ids whose hashes collide apart, through set, get and delete', () => {
+    // These two share an FNV-1a hash of their padded bytes (found by search), so they share a bucket.
+    const [a, b] = ['guild-515696', 'guild-1007693'];
+    const table = new FrameIdTable<string>();
+    table.set(a, 'A');
+    table.set(b, 'B');
+    expect(table.get(encodeFrame(a, Buffer.alloc(0)), 4)).toBe('A');
+    expect(table.get(encodeFrame(b, Buffer.alloc(0)), 4)).toBe('B');
+    table.set(a, 'A2');
+    expect(table.size).toBe(2);
+    expect(table.delete(a)).toBe(true);
+    expect(table.get(encodeFrame(a, Buffer.alloc(0)), 4)).toBeUndefined();
+    expect(table.get(encodeFrame(b, Buffer.alloc(0)), 4)).toBe('B');
+    expect(table.delete(a)).toBe(false);
+    expect(table.delete(b)).toBe(true);
+    expect(table.size).toBe(0);
   });
 });
 

@@ -6,7 +6,7 @@
  */
 import type { WebSocket } from 'ws';
 import type { Config } from '../../shared/config.js';
-import { frameKey, sessionIdError, sessionIdOfKey, type SessionEvent } from '../../shared/protocol.js';
+import { FrameIdTable, frameKey, sessionIdError, sessionIdOfKey, type SessionEvent } from '../../shared/protocol.js';
 import { framesIn } from '../../shared/audio.js';
 import type { SessionsResponse, SessionSummary } from '../../shared/gateway-api.js';
 import type { EgressMessage, RtpSinkInfo, RtpTarget, SessionInit, WorkerSessionStats } from '../../shared/worker-messages.js';
@@ -42,7 +42,8 @@ export interface GatewayCounters {
 
 export class Gateway {
   private readonly sessions = new Map<string, GatewaySession>();
-  private readonly byKey = new Map<string, GatewaySession>();
+  /** The demux's index: a frame's id bytes to its session, with no string per frame. */
+  private readonly byFrameId = new FrameIdTable<GatewaySession>();
   private readonly bySid = new Map<number, GatewaySession>();
   private nextSid = 1;
   private readonly link: EngineLink;
@@ -108,11 +109,12 @@ export class Gateway {
   // ---- the demux: engine frames into rings ----
 
   private readonly onFrame = (buf: Buffer, idStart: number, payloadStart: number, payloadEnd: number): void => {
-    const key = frameKey(buf, idStart);
-    const session = this.byKey.get(key);
+    const session = this.byFrameId.get(buf, idStart);
     if (!session) {
       this.counters.framesUnknown++;
-      if (!this.unknownLogged.has(key) && this.unknownLogged.size < UNKNOWN_IDS_LOGGED) {
+      if (this.unknownLogged.size >= UNKNOWN_IDS_LOGGED) return;
+      const key = frameKey(buf, idStart);
+      if (!this.unknownLogged.has(key)) {
         this.unknownLogged.add(key);
         log.warn('dropping frames for an unknown session', { session: sessionIdOfKey(key) });
       }
@@ -274,7 +276,7 @@ export class Gateway {
     }
     session = new GatewaySession(id, this.nextSid++, this.config.CHORUS_RING_MS, this.config.CHORUS_SLOW_LISTENER);
     this.sessions.set(id, session);
-    this.byKey.set(session.key, session);
+    this.byFrameId.set(id, session);
     this.bySid.set(session.sid, session);
     return session;
   }
@@ -496,7 +498,7 @@ export class Gateway {
   private forget(session: GatewaySession): void {
     this.releaseSlot(session);
     this.sessions.delete(session.id);
-    this.byKey.delete(session.key);
+    this.byFrameId.delete(session.id);
     this.bySid.delete(session.sid);
   }
 }

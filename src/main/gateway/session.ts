@@ -6,7 +6,6 @@
 import type { WebSocket } from 'ws';
 import { Ring, recordBytes } from '../../shared/ring.js';
 import { FRAME_MS, framesIn, maxPayloadBytes, type AudioFormat } from '../../shared/audio.js';
-import { paddedSessionId } from '../../shared/protocol.js';
 import type { ListenerEvent, SessionStateName } from '../../shared/listener-protocol.js';
 import type { SessionSummary } from '../../shared/gateway-api.js';
 import { CONTROL_WORDS, Control, type PlayerStatus, type RtpTarget } from '../../shared/worker-messages.js';
@@ -35,7 +34,6 @@ export type SessionState =
 const NOMINAL_BITRATE: Record<StreamFormat, number> = { opus: 128_000, web: 256_000 };
 
 export class GatewaySession {
-  readonly key: string;
   readonly control = new Int32Array(new SharedArrayBuffer(CONTROL_WORDS * 4));
   readonly listeners = new Map<WebSocket, Listener>();
   private current: SessionState = { status: 'idle' };
@@ -78,9 +76,7 @@ export class GatewaySession {
     readonly sid: number,
     private readonly ringMs: number,
     private readonly slowPolicy: SlowListenerPolicy,
-  ) {
-    this.key = paddedSessionId(id);
-  }
+  ) {}
 
   get state(): SessionState {
     return this.current;
@@ -201,7 +197,8 @@ export class GatewaySession {
     const format = this.ringFormat;
     if (!ring || !format || !this.creditOpen || !this.active) return 0;
     const maxRecord = recordBytes(maxPayloadBytes(format));
-    const byBytes = Math.floor(ring.freeBytes() / maxRecord);
+    // Free space may lie on both sides of the ring's end: one record's worth can be lost to the wrap.
+    const byBytes = Math.floor(ring.freeBytes() / maxRecord) - 1;
     const byFrames = framesIn(this.ringMs) - ring.records();
     const due = Math.min(byBytes, byFrames) - this.outstanding;
     const batch = Math.max(1, Math.min(10, Math.floor(framesIn(this.ringMs) / 8)));

@@ -1,0 +1,87 @@
+/**
+ * `npm run bench:gateway [-- --json file] [-- --only demux,egress,first-frame]`: the gateway's
+ * figures, each against its comparison in the same run. Prints tables; writes JSON.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { benchChorusDemux, benchSeedDemux, type DemuxResult } from './bench/demux.js';
+import { benchEgress, type EgressResult } from './bench/egress.js';
+
+function arg(name: string): string | undefined {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+}
+
+function table(rows: Record<string, string | number>[]): string {
+  const cols = Object.keys(rows[0] ?? {});
+  const cell = (v: string | number) => (typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toFixed(2)) : v);
+  const width = cols.map((c) => Math.max(c.length, ...rows.map((r) => cell(r[c]!).length)));
+  const line = (vals: string[]) => vals.map((v, i) => v.padStart(width[i]!)).join('  ');
+  return [line(cols), line(width.map((w) => '-'.repeat(w))), ...rows.map((r) => line(cols.map((c) => cell(r[c]!))))].join('\n');
+}
+
+async function main(): Promise<void> {
+  const only = new Set((arg('only') ?? 'demux,egress').split(','));
+  const out: Record<string, unknown> = { machine: { cpus: (await import('node:os')).cpus().length, node: process.version } };
+
+  if (only.has('demux')) {
+    const results: DemuxResult[] = [];
+    for (const sessions of [10, 100, 1000]) {
+      process.stderr.write(`demux: ${sessions} sessions…\n`);
+      results.push(await benchChorusDemux(sessions));
+      results.push(await benchSeedDemux(sessions));
+    }
+    const seedOf = (r: DemuxResult) => results.find((b) => b.reader === 'seed-baseline' && b.sessions === r.sessions)!;
+    console.log('\nDemux: frames routed from one Unix socket into per-session buffers (320-byte payloads)');
+    console.log('frames/busy s = frames per second of the reading thread\'s own busy time (writer and kernel excluded)\n');
+    console.log(
+      table(
+        results.map((r) => ({
+          reader: r.reader,
+          sessions: r.sessions,
+          'frames/s': Math.round(r.framesPerSecond),
+          'MB/s': r.mbPerSecond,
+          'reader busy': r.readerBusy,
+          'frames/busy s': Math.round(r.framesPerBusySecond),
+          'vs seed': r.framesPerBusySecond / seedOf(r).framesPerBusySecond,
+        })),
+      ),
+    );
+    out.demux = results;
+  }
+
+  if (only.has('egress')) {
+    const results: EgressResult[] = [];
+    for (const sessions of [50, 500, 2000]) {
+      for (const mode of ['port', 'ring'] as const) {
+        process.stderr.write(`egress: ${mode}, ${sessions} sessions on one worker…\n`);
+        results.push(await benchEgress(mode, sessions));
+      }
+    }
+    console.log('\nEgress: paced frames from one worker to the main thread (one frame per session per 20 ms)\n');
+    console.log(
+      table(
+        results.map((r) => ({
+          way: r.mode === 'port' ? 'MessagePort, transferred batch' : 'shared Ring + notify',
+          sessions: r.sessions,
+          frames: r.frames,
+          'main µs/frame': r.mainBusyPerFrameUs,
+          'p50 ms': r.latencyMs.p50,
+          'p99 ms': r.latencyMs.p99,
+          'max ms': r.latencyMs.max,
+        })),
+      ),
+    );
+    out.egress = results;
+  }
+
+  const json = arg('json') ?? 'artifacts/bench-gateway.json';
+  fs.mkdirSync(path.dirname(json), { recursive: true });
+  fs.writeFileSync(json, JSON.stringify(out, null, 2));
+  console.log(`\nJSON: ${json}`);
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});

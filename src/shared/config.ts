@@ -22,6 +22,8 @@ interface VarSpec<T> {
   parse(raw: string): T | undefined;
   /** Default computed at load time (paths that depend on the machine). */
   defaultValue?: () => T;
+  /** A secret: a bad value is not echoed in the error. */
+  secret?: boolean;
 }
 
 function int(min: number, max: number, defaultValue: number, meaning: string): VarSpec<number> {
@@ -124,11 +126,26 @@ function httpUrl(defaultValue: string, meaning: string): VarSpec<string> {
   };
 }
 
+/** A shared secret: printable ASCII without spaces (it goes in a header and a URL), long enough not to be guessed. */
+function token(meaning: string): VarSpec<string | undefined> {
+  return {
+    defaultText: '',
+    allowed: 'empty, or 16 to 512 printable ASCII characters without spaces',
+    meaning,
+    secret: true,
+    parse: (raw) => (/^[\x21-\x7e]{16,512}$/.test(raw.trim()) ? raw.trim() : undefined),
+    defaultValue: () => undefined,
+  };
+}
+
 const PORT = (defaultValue: number, meaning: string) => int(0, 65535, defaultValue, meaning);
 
 /** Every variable chorus reads, in the order of the README's table. */
 export const SCHEMA = {
   CHORUS_LOG_LEVEL: oneOf(['debug', 'info', 'warn', 'error'] as const, 'info', 'Least severe log line printed.'),
+  CHORUS_TOKEN: token(
+    'Access token. Set: every control request to the gateway and the engine needs it (`Authorization: Bearer` or `?token=`), and a play answers with a listen token for its session. Empty: no access control.',
+  ),
 
   // engine
   CHORUS_ENGINE_HOST: host('127.0.0.1', "Address the engine's HTTP API binds to."),
@@ -168,6 +185,11 @@ export const SCHEMA = {
   CHORUS_SLOW_LISTENER: oneOf(['wait', 'drop'] as const, 'wait', 'A listener that falls behind: wait for it (lose nothing) or drop frames for it (live).'),
   CHORUS_NO_LISTENER: oneOf(['pause', 'play'] as const, 'pause', 'A session nobody listens to: hold its place (pause) or play on unheard, like a radio (play).'),
   CHORUS_RTP_ALLOW: list('RTP targets allowed besides loopback.', 'comma-separated hosts or IP addresses'),
+  CHORUS_MAX_LISTENERS: int(1, 100_000, 64, 'WebSocket listeners one session may have; one more gets 429 on the upgrade.'),
+  CHORUS_MAX_RTP_SINKS: int(1, 1024, 8, 'RTP targets one session may send to; one more gets 429.'),
+  CHORUS_PLAY_RATE: int(1, 1000, 5, 'Plays (play or seek) one session may start per second, in bursts of as many; past it 429 with Retry-After.'),
+  CHORUS_MAX_BODY_BYTES: int(1024, 16 * 1024 * 1024, 64 * 1024, "Largest HTTP request body the gateway reads; a larger one gets 413."),
+  CHORUS_MAX_WS_MESSAGE_BYTES: int(256, 16 * 1024 * 1024, 16 * 1024, 'Largest WebSocket message the gateway takes from a listener; a larger one closes it with 1009.'),
   CHORUS_DEBUG_ENDPOINTS: flag('Serves /debug/* (block the main thread, crash a worker) for fault tests. Never in production.'),
 } as const;
 
@@ -186,7 +208,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     }
     const value = spec.parse(raw);
     if (value === undefined) {
-      throw new ConfigError(`${name}=${JSON.stringify(raw)} is not allowed: expected ${spec.allowed}`);
+      throw new ConfigError(`${name}=${spec.secret ? '<hidden>' : JSON.stringify(raw)} is not allowed: expected ${spec.allowed}`);
     }
     out[name] = value;
   }

@@ -36,6 +36,13 @@ export interface SessionsResponse {
   engineConnected: boolean;
 }
 
+/** The answer to POST /sessions/:id/play. */
+export interface PlayResponse {
+  session: SessionSummary;
+  /** With CHORUS_TOKEN set: lets a WebSocket listen to this session (and no other). */
+  listenToken?: string;
+}
+
 export interface ErrorResponse {
   error: string;
 }

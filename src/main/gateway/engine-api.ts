@@ -1,6 +1,7 @@
 /**
  * The engine's HTTP control API (seed-compatible), as the gateway calls it. An engine that
  * answers with an error passes its status and reason on; one that cannot be reached is a 502.
+ * With CHORUS_TOKEN set, every call carries it (the engine then requires it too).
  */
 import { HttpError } from './errors.js';
 
@@ -18,7 +19,10 @@ export interface EnginePlayAnswer {
 }
 
 export class EngineApi {
-  constructor(private readonly baseUrl: string) {}
+  constructor(
+    private readonly baseUrl: string,
+    private readonly token?: string,
+  ) {}
 
   async play(sessionId: string, body: EnginePlayBody): Promise<EnginePlayAnswer> {
     const answer = await this.post(`/session/${encodeURIComponent(sessionId)}/play`, body);
@@ -50,11 +54,13 @@ export class EngineApi {
   }
 
   private async request(method: string, path: string, body?: unknown): Promise<Record<string, unknown>> {
+    const headers: Record<string, string> = body === undefined ? {} : { 'content-type': 'application/json' };
+    if (this.token !== undefined) headers.authorization = `Bearer ${this.token}`;
     let res: Response;
     try {
       res = await fetch(this.baseUrl + path, {
         method,
-        headers: body === undefined ? {} : { 'content-type': 'application/json' },
+        headers,
         body: body === undefined ? undefined : JSON.stringify(body),
         signal: AbortSignal.timeout(TIMEOUT_MS),
       });
@@ -72,6 +78,8 @@ export class EngineApi {
     }
     if (!res.ok) {
       const reason = typeof answer.error === 'string' ? answer.error : text.slice(0, 200) || res.statusText;
+      // A 401 is not the client's doing but a gateway and an engine with different tokens.
+      if (res.status === 401) throw new HttpError(502, `engine refused the gateway (${reason}): give both the same CHORUS_TOKEN`);
       // The engine's 4xx is the client's fault and passes through; its 5xx is ours: 502.
       throw new HttpError(res.status >= 400 && res.status < 500 ? res.status : 502, `engine: ${reason}`);
     }

@@ -4,6 +4,8 @@ export class HttpError extends Error {
   constructor(
     readonly status: number,
     message: string,
+    /** Extra response headers (Retry-After, WWW-Authenticate, Connection: close). */
+    readonly headers: Readonly<Record<string, string>> = {},
   ) {
     super(message);
   }

@@ -15,6 +15,7 @@ import { forEachEgressEntry } from '../../workers/egress-batch.js';
 import { EngineApi } from './engine-api.js';
 import { EngineLink } from './engine-link.js';
 import { HttpError } from './errors.js';
+import { PlayRate, RefusedError, Refusals } from './limits.js';
 import { GatewaySession, type StreamFormat, type Track } from './session.js';
 import { SlotEndedError, SlotPool, type Slot } from './slot-pool.js';
 
@@ -53,9 +54,13 @@ export class Gateway {
   private readonly timers: NodeJS.Timeout[] = [];
   private lostTimer: NodeJS.Timeout | undefined;
   readonly counters: GatewayCounters = { framesRouted: 0, framesUnknown: 0, framesStale: 0, framesOverrun: 0, framesDelivered: 0 };
+  /** Requests refused by access control or a limit, by kind (limits.ts). */
+  readonly refusals = new Refusals();
+  private readonly playRate: PlayRate;
 
   constructor(private readonly config: Config) {
-    this.engine = new EngineApi(config.CHORUS_ENGINE_URL);
+    this.playRate = new PlayRate(config.CHORUS_PLAY_RATE);
+    this.engine = new EngineApi(config.CHORUS_ENGINE_URL, config.CHORUS_TOKEN);
     this.pool = new SlotPool(
       {
         sessionsPerThread: config.CHORUS_SESSIONS_PER_THREAD,
@@ -272,7 +277,7 @@ export class Gateway {
     if (session) return session;
     if (!create) throw new HttpError(404, `no session ${JSON.stringify(id)}`);
     if (this.sessions.size >= this.config.CHORUS_MAX_SESSIONS) {
-      throw new HttpError(429, `session limit reached (CHORUS_MAX_SESSIONS=${this.config.CHORUS_MAX_SESSIONS})`);
+      throw new RefusedError('sessions', 429, `session limit reached (CHORUS_MAX_SESSIONS=${this.config.CHORUS_MAX_SESSIONS})`);
     }
     session = new GatewaySession(id, this.nextSid++, this.config.CHORUS_RING_MS, this.config.CHORUS_SLOW_LISTENER);
     this.sessions.set(id, session);
@@ -283,6 +288,8 @@ export class Gateway {
 
   async play(id: string, url: string, format: StreamFormat, startAt = 0, keepPaused = false): Promise<SessionSummary> {
     const session = this.session(id, true);
+    // Every play (and seek) starts an ffmpeg: CHORUS_PLAY_RATE per session, checked on arrival.
+    this.playRate.take(session, id);
     return session.exclusive(async () => {
       const track: Track = { url, format, startAt };
       const { ringChanged } = session.beginTrack(track);

@@ -10,7 +10,8 @@
  *   GET    /ws?session=id         WebSocket listener (src/shared/listener-protocol.ts)
  *   POST   /debug/block?ms=n  /debug/crash?session=id&kind=session|thread   (CHORUS_DEBUG_ENDPOINTS=1)
  *
- * Every error is a 4xx/5xx with a JSON body {"error": reason}.
+ * Every error is a 4xx/5xx with a JSON body {"error": reason}. Access (CHORUS_TOKEN) is auth.ts;
+ * the limits (bodies, WebSocket messages, listeners, RTP sinks, plays per second) are limits.ts.
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import net from 'node:net';
@@ -18,53 +19,88 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Config } from '../../shared/config.js';
 import { parseListenerAction, type ListenerAction } from '../../shared/listener-protocol.js';
-import type { ErrorResponse } from '../../shared/gateway-api.js';
+import type { ErrorResponse, PlayResponse } from '../../shared/gateway-api.js';
 import { opusSdp } from '../../shared/rtp.js';
 import type { RtpTarget } from '../../shared/worker-messages.js';
 import { logger } from '../../shared/log.js';
+import { GatewayAccess, listenOnly, type Grant } from './auth.js';
 import { HttpError } from './errors.js';
 import { isStreamFormat, type Gateway } from './gateway.js';
+import type { GatewaySession } from './session.js';
+import { RefusedError } from './limits.js';
 import { renderMetrics } from './metrics.js';
 import { serveStatic } from './static.js';
 
 const log = logger('gateway');
-const MAX_BODY_BYTES = 64 * 1024;
-const MAX_WS_MESSAGE_BYTES = 16 * 1024;
-const MAX_RTP_SINKS = 8;
 const MAX_URL_CHARS = 4096;
+/** What the WebSocket close of a listener over CHORUS_MAX_LISTENERS says (1013: try again later). */
+const CLOSE_TRY_AGAIN = 1013;
 
 const SESSION_ROUTE = /^\/sessions\/([^/]+)(?:\/(play|pause|resume|stop|seek|rtp|sdp))?$/;
 
+/** What every request handler needs: the gateway, its config and its access policy. */
+interface Ctx {
+  gateway: Gateway;
+  config: Config;
+  access: GatewayAccess;
+}
+
 export function createGatewayServer(gateway: Gateway, config: Config): http.Server {
+  const ctx: Ctx = { gateway, config, access: new GatewayAccess(config.CHORUS_TOKEN) };
   // Listeners are pinged (for lag and liveness) by their session: see listener.ts.
-  const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_WS_MESSAGE_BYTES, perMessageDeflate: false });
+  const wss = new WebSocketServer({ noServer: true, maxPayload: config.CHORUS_MAX_WS_MESSAGE_BYTES, perMessageDeflate: false });
 
   const server = http.createServer((req, res) => {
-    handle(gateway, config, req, res).catch((err: unknown) => sendError(res, err));
+    handle(ctx, req, res).catch((err: unknown) => sendError(ctx, req, res, err));
+  });
+  // A request Node's parser refuses (bad request line, header too large) gets a JSON reason too.
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+    if (err.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+    const body = JSON.stringify({ error: `bad request: ${err.code ?? err.message}` } satisfies ErrorResponse);
+    socket.end(
+      `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/json\r\n` +
+        `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    );
   });
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     let sessionId: string;
+    let grant: Grant;
     try {
-      const url = new URL(req.url ?? '/', 'http://gateway');
-      if (url.pathname !== '/ws') throw new HttpError(404, 'WebSocket endpoint is /ws?session=<id>');
+      const url = requestUrl(req);
       sessionId = url.searchParams.get('session') ?? '';
+      grant = ctx.access.authorize(req.headers, url, url.pathname === '/ws' && sessionId ? sessionId : undefined);
+      if (url.pathname !== '/ws') throw new HttpError(404, 'WebSocket endpoint is /ws?session=<id>');
       if (!sessionId) throw new HttpError(400, 'missing ?session=<id>');
-      gateway.session(sessionId, true);
+      checkListenerRoom(gateway.session(sessionId, true), config.CHORUS_MAX_LISTENERS);
     } catch (err) {
-      refuseUpgrade(socket, err);
+      refuseUpgrade(ctx, req, socket, err);
       return;
     }
-    wss.handleUpgrade(req, socket, head, (ws) => attachListener(gateway, ws, sessionId));
+    // handleUpgrade completes at once (no verifyClient): nothing can take the room checked above.
+    wss.handleUpgrade(req, socket, head, (ws) => attachListener(ctx, ws, sessionId, grant));
   });
   return server;
 }
 
-function attachListener(gateway: Gateway, ws: WebSocket, sessionId: string): void {
-  let session;
+function checkListenerRoom(session: GatewaySession, max: number): void {
+  if (session.listeners.size >= max) {
+    throw new RefusedError('listeners', 429, `listener limit reached for session ${JSON.stringify(session.id)} (CHORUS_MAX_LISTENERS=${max})`);
+  }
+}
+
+function attachListener(ctx: Ctx, ws: WebSocket, sessionId: string, grant: Grant): void {
+  const { gateway } = ctx;
+  let session: GatewaySession;
   try {
     session = gateway.session(sessionId, true);
+    checkListenerRoom(session, ctx.config.CHORUS_MAX_LISTENERS);
   } catch (err) {
-    ws.close(1008, err instanceof Error ? err.message.slice(0, 120) : 'refused');
+    if (err instanceof RefusedError) gateway.refusals.note(err, { session: sessionId });
+    ws.close(err instanceof RefusedError && err.kind === 'listeners' ? CLOSE_TRY_AGAIN : 1008, errorMessage(err).slice(0, 120));
     return;
   }
   gateway.addListener(session, ws);
@@ -79,10 +115,29 @@ function attachListener(gateway: Gateway, ws: WebSocket, sessionId: string): voi
       sendWsError(ws, session.id, action);
       return;
     }
-    runAction(gateway, session.id, action).catch((err: unknown) => sendWsError(ws, session.id, errorMessage(err)));
+    if (grant.kind !== 'all') {
+      const err = listenOnly();
+      gateway.refusals.note(err, { session: session.id, action: action.action });
+      sendWsError(ws, session.id, err.message);
+      return;
+    }
+    runAction(gateway, session.id, action).catch((err: unknown) => {
+      if (err instanceof RefusedError) gateway.refusals.note(err, { session: session.id, action: action.action });
+      sendWsError(ws, session.id, errorMessage(err));
+    });
   });
   ws.on('close', () => gateway.removeListener(session, ws));
-  ws.on('error', (err) => log.debug('listener socket error', { session: session.id, message: err.message }));
+  ws.on('error', (err) => {
+    // ws closes a socket whose message is over maxPayload with 1009 and says so here.
+    if ((err as { code?: string }).code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {
+      gateway.refusals.note(
+        new RefusedError('ws_message', 1009, `WebSocket message larger than ${ctx.config.CHORUS_MAX_WS_MESSAGE_BYTES} bytes (CHORUS_MAX_WS_MESSAGE_BYTES)`),
+        { session: session.id },
+      );
+      return;
+    }
+    log.debug('listener socket error', { session: session.id, message: err.message });
+  });
 }
 
 async function runAction(gateway: Gateway, id: string, action: ListenerAction): Promise<unknown> {
@@ -100,11 +155,22 @@ async function runAction(gateway: Gateway, id: string, action: ListenerAction): 
   }
 }
 
-async function handle(gateway: Gateway, config: Config, req: IncomingMessage, res: ServerResponse): Promise<void> {
-  const url = new URL(req.url ?? '/', 'http://gateway');
+/** The request's target as a URL; one that is none (`//`, `http://[`) is a 400, not a throw. */
+function requestUrl(req: IncomingMessage): URL {
+  try {
+    return new URL(req.url ?? '/', 'http://gateway');
+  } catch {
+    throw new HttpError(400, 'the request target is not a valid path');
+  }
+}
+
+async function handle(ctx: Ctx, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const { gateway, config } = ctx;
+  const url = requestUrl(req);
   const path = url.pathname;
   const method = req.method ?? 'GET';
 
+  // Open to all: the health check and the web player's files (see auth.ts).
   if (path === '/health' && method === 'GET') {
     return sendJson(res, 200, {
       ok: true,
@@ -113,6 +179,22 @@ async function handle(gateway: Gateway, config: Config, req: IncomingMessage, re
       threads: gateway.threads,
     });
   }
+  if ((method === 'GET' || method === 'HEAD') && serveStatic(req, res)) return;
+
+  // Everything else needs the token. A session's listen token is known on its own routes, where
+  // it reads GET /sessions/:id and is refused (403, not 401) for control.
+  const match = SESSION_ROUTE.exec(path);
+  let id: string | undefined;
+  if (match) {
+    try {
+      id = decodeURIComponent(match[1]!);
+    } catch {
+      id = undefined;
+    }
+  }
+  const grant = ctx.access.authorize(req.headers, url, id);
+  if (grant.kind === 'listen' && !(match?.[2] === undefined && method === 'GET')) throw listenOnly();
+
   if (path === '/metrics' && method === 'GET') {
     res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
     res.end(renderMetrics(gateway));
@@ -124,25 +206,15 @@ async function handle(gateway: Gateway, config: Config, req: IncomingMessage, re
     return debug(gateway, url, method, res);
   }
 
-  const match = SESSION_ROUTE.exec(path);
   if (match) {
-    let id: string;
-    try {
-      id = decodeURIComponent(match[1]!);
-    } catch {
-      throw new HttpError(400, 'session id is not valid percent-encoding');
-    }
-    return sessionRoute(gateway, config.CHORUS_RTP_ALLOW, id, match[2], method, url, req, res);
-  }
-  if (method === 'GET' || method === 'HEAD') {
-    if (serveStatic(req, res)) return;
+    if (id === undefined) throw new HttpError(400, 'session id is not valid percent-encoding');
+    return sessionRoute(ctx, id, match[2], method, url, req, res);
   }
   throw new HttpError(404, `no route for ${method} ${path}`);
 }
 
 async function sessionRoute(
-  gateway: Gateway,
-  rtpAllow: readonly string[],
+  ctx: Ctx,
   id: string,
   action: string | undefined,
   method: string,
@@ -150,6 +222,8 @@ async function sessionRoute(
   req: IncomingMessage,
   res: ServerResponse,
 ): Promise<void> {
+  const { gateway, config } = ctx;
+  const maxBody = config.CHORUS_MAX_BODY_BYTES;
   if (action === undefined) {
     if (method !== 'GET') throw methodNotAllowed(method, 'GET');
     const summary = gateway.session(id, false).summary();
@@ -168,16 +242,16 @@ async function sessionRoute(
   }
   if (action === 'rtp') {
     if (method !== 'POST' && method !== 'DELETE') throw methodNotAllowed(method, 'POST, DELETE');
-    const target = checkRtpTarget(await readJson(req), rtpAllow);
+    const target = checkRtpTarget(await readJson(req, maxBody), config.CHORUS_RTP_ALLOW);
     if (method === 'DELETE') {
       const removed = await gateway.removeRtpSink(id, target);
       if (!removed) throw new HttpError(404, 'no such RTP sink');
       return sendJson(res, 200, { removed: target });
     }
-    return sendJson(res, 200, { rtp: await gateway.addRtpSink(id, target, MAX_RTP_SINKS) });
+    return sendJson(res, 200, { rtp: await gateway.addRtpSink(id, target, config.CHORUS_MAX_RTP_SINKS) });
   }
   if (method !== 'POST') throw methodNotAllowed(method, 'POST');
-  const body = action === 'play' || action === 'seek' ? await readJson(req) : (await readBody(req), {});
+  const body = action === 'play' || action === 'seek' ? await readJson(req, maxBody) : (await readBody(req, maxBody), {});
   let session;
   switch (action) {
     case 'play':
@@ -203,7 +277,9 @@ async function sessionRoute(
     default:
       throw new HttpError(404, `no route for ${method} ${url.pathname}`);
   }
-  return sendJson(res, 200, { session });
+  // With a token set, a play hands out the token that lets a listener in on this session only.
+  const token = action === 'play' ? ctx.access.listenTokenFor(id) : undefined;
+  return sendJson(res, 200, token === undefined ? { session } : ({ session, listenToken: token } satisfies PlayResponse));
 }
 
 async function debug(gateway: Gateway, url: URL, method: string, res: ServerResponse): Promise<void> {
@@ -262,15 +338,27 @@ function methodNotAllowed(method: string, allowed: string): HttpError {
   return new HttpError(405, `${method} is not allowed here; use ${allowed}`);
 }
 
-function readBody(req: IncomingMessage): Promise<Buffer> {
+/**
+ * The request body, up to `max` bytes. Past it (declared or streamed): a 413 that closes the
+ * connection once answered, so the rest is never read, and nothing more is kept meanwhile.
+ */
+function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
+  const tooLarge = () =>
+    new RefusedError('body', 413, `request body is larger than ${max} bytes (CHORUS_MAX_BODY_BYTES)`, { connection: 'close' });
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > max) return Promise.reject(tooLarge());
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
+    let over = false;
     req.on('data', (chunk: Buffer) => {
+      if (over) return;
       size += chunk.length;
-      if (size > MAX_BODY_BYTES) {
-        reject(new HttpError(413, `body is larger than ${MAX_BODY_BYTES} bytes`));
-        req.destroy();
+      if (size > max) {
+        over = true;
+        chunks.length = 0;
+        req.pause();
+        reject(tooLarge());
         return;
       }
       chunks.push(chunk);
@@ -280,8 +368,8 @@ function readBody(req: IncomingMessage): Promise<Buffer> {
   });
 }
 
-async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
-  const body = await readBody(req);
+async function readJson(req: IncomingMessage, max: number): Promise<Record<string, unknown>> {
+  const body = await readBody(req, max);
   if (body.length === 0) throw new HttpError(400, 'body must be a JSON object');
   let value: unknown;
   try {
@@ -303,26 +391,44 @@ function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-function sendError(res: ServerResponse, err: unknown): void {
+function sendError(ctx: Ctx, req: IncomingMessage, res: ServerResponse, err: unknown): void {
   const status = err instanceof HttpError ? err.status : 500;
   if (status >= 500) log.error('request failed', { status, message: errorMessage(err) });
+  if (err instanceof RefusedError) ctx.gateway.refusals.note(err, { method: req.method, path: pathOf(req) });
   if (res.headersSent) {
     res.destroy();
     return;
   }
   const body: ErrorResponse = { error: errorMessage(err) };
-  sendJson(res, status, body);
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    ...(err instanceof HttpError ? err.headers : {}),
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+  });
+  res.end(text);
+}
+
+/** The request's path for a log line (no query: it may hold a token), cut short. */
+function pathOf(req: IncomingMessage): string {
+  const raw = req.url ?? '/';
+  const q = raw.indexOf('?');
+  return (q < 0 ? raw : raw.slice(0, q)).slice(0, 200);
 }
 
 function sendWsError(ws: WebSocket, session: string, message: string): void {
   ws.send(JSON.stringify({ type: 'error', session, message }));
 }
 
-function refuseUpgrade(socket: Duplex, err: unknown): void {
+function refuseUpgrade(ctx: Ctx, req: IncomingMessage, socket: Duplex, err: unknown): void {
   const status = err instanceof HttpError ? err.status : 500;
+  if (status >= 500) log.error('WebSocket upgrade failed', { status, message: errorMessage(err) });
+  if (err instanceof RefusedError) ctx.gateway.refusals.note(err, { path: pathOf(req), upgrade: true });
   const body = JSON.stringify({ error: errorMessage(err) } satisfies ErrorResponse);
+  const extra = err instanceof HttpError ? Object.entries(err.headers).filter(([k]) => k !== 'connection') : [];
   socket.end(
     `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? 'Error'}\r\n` +
+      extra.map(([k, v]) => `${k}: ${v}\r\n`).join('') +
       `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
   );
 }

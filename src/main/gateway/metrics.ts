@@ -36,6 +36,9 @@ export function renderMetrics(gateway: Gateway): string {
     metric('chorus_gateway_engine_reconnects_total', 'counter', 'Attempts to reconnect to the engine socket.', link.reconnects),
     metric('chorus_gateway_protocol_errors_total', 'counter', 'Engine streams dropped for a protocol error.', link.protocolErrors),
     metric('chorus_gateway_bad_events_total', 'counter', 'Engine events ignored as malformed or unknown.', link.badEvents),
+    '# HELP chorus_gateway_refused_total Requests refused by access control (auth) or a limit, by kind.',
+    '# TYPE chorus_gateway_refused_total counter',
+    ...Object.entries(gateway.refusals.counts).map(([kind, n]) => `chorus_gateway_refused_total{kind="${kind}"} ${n}`),
   ];
   return lines.join('\n') + '\n';
 }

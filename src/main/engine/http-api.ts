@@ -8,10 +8,12 @@
  *
  * Every answer is JSON (but /metrics); every error is `{"error": "..."}` with a 4xx: 400 bad id
  * or body, 403 source refused, 404 unknown id / route / file, 405 wrong method, 409 not in a
- * state for that, 413 body over 64 KiB, 429 CHORUS_MAX_SESSIONS reached.
+ * state for that, 413 body over 64 KiB, 429 CHORUS_MAX_SESSIONS reached. With CHORUS_TOKEN set,
+ * every route but /health needs it (`Authorization: Bearer`, as the gateway sends it): 401.
  */
 import http from 'node:http';
 import { isAudioFormat } from '../../shared/audio.js';
+import { credentialOf, sameSecret, unauthorizedReason, UNAUTHORIZED_HEADERS } from '../../shared/access.js';
 import { sessionIdError } from '../../shared/protocol.js';
 import { LimitError, NotFoundError, StateError, type SessionManager } from './manager.js';
 import type { PlayRequest, Session } from './session.js';
@@ -24,6 +26,7 @@ class HttpError extends Error {
     readonly status: number,
     message: string,
     readonly extra: Record<string, unknown> = {},
+    readonly headers: http.OutgoingHttpHeaders = {},
   ) {
     super(message);
   }
@@ -33,13 +36,15 @@ export interface ApiParts {
   manager: SessionManager;
   health(): Record<string, unknown>;
   metrics(): string;
+  /** CHORUS_TOKEN: when set, required on every route but /health. */
+  token?: string;
 }
 
 export function createHttpApi(parts: ApiParts): http.Server {
   return http.createServer((req, res) => {
     handle(parts, req, res).catch((err: unknown) => {
       const e = err instanceof HttpError ? err : asHttpError(err);
-      sendJson(res, e.status, { error: e.message, ...e.extra });
+      sendJson(res, e.status, { error: e.message, ...e.extra }, e.headers);
     });
   });
 }
@@ -50,6 +55,12 @@ async function handle(parts: ApiParts, req: http.IncomingMessage, res: http.Serv
   if (url.pathname === '/health') {
     requireMethod(method, 'GET');
     return sendJson(res, 200, parts.health());
+  }
+  if (parts.token !== undefined) {
+    const credential = credentialOf(req.headers, url);
+    if (credential.kind !== 'token' || !sameSecret(credential.token, parts.token)) {
+      throw new HttpError(401, unauthorizedReason(credential), {}, UNAUTHORIZED_HEADERS);
+    }
   }
   if (url.pathname === '/metrics') {
     requireMethod(method, 'GET');
@@ -166,10 +177,10 @@ function asHttpError(err: unknown): HttpError {
   return new HttpError(500, `internal error: ${err instanceof Error ? err.message : String(err)}`);
 }
 
-function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
+function sendJson(res: http.ServerResponse, status: number, body: unknown, extra: http.OutgoingHttpHeaders = {}): void {
   if (res.headersSent) return;
   const text = JSON.stringify(body);
-  const headers: http.OutgoingHttpHeaders = { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) };
+  const headers: http.OutgoingHttpHeaders = { ...extra, 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) };
   // The rest of an oversized body is not read: close the connection after the answer.
   if (status === 413) headers.connection = 'close';
   res.writeHead(status, headers);

@@ -55,6 +55,7 @@ export async function startEngine(config: Config): Promise<RunningEngine> {
       uptime_s: Math.round((performance.now() - started) / 1000),
     }),
     metrics: () => renderMetrics({ manager, scheduler, socket, pool }),
+    token: config.CHORUS_TOKEN,
   });
 
   const closeAll = async () => {

@@ -66,6 +66,10 @@ async function main(argv: string[]): Promise<void> {
 }
 
 main(process.argv.slice(2)).catch((err: unknown) => {
-  process.stderr.write(`chorus: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  // One line for what a user can act on (a port in use, a socket path that cannot be bound);
+  // the stack only when asked for with CHORUS_LOG_LEVEL=debug.
+  const debug = process.env.CHORUS_LOG_LEVEL === 'debug';
+  const text = err instanceof Error ? (debug ? (err.stack ?? err.message) : err.message) : String(err);
+  process.stderr.write(`chorus ${process.argv[2] ?? ''}: ${text}\n`);
   process.exit(1);
 });

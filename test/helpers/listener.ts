@@ -40,8 +40,10 @@ export class TestListener {
     });
   }
 
-  static async connect(gatewayUrl: string, sessionId: string): Promise<TestListener> {
-    const ws = new WebSocket(`${gatewayUrl.replace(/^http/, 'ws')}/ws?session=${encodeURIComponent(sessionId)}`);
+  /** `token`: CHORUS_TOKEN or the session's listen token, sent as ?token= (as the web page does). */
+  static async connect(gatewayUrl: string, sessionId: string, token?: string): Promise<TestListener> {
+    const query = token === undefined ? '' : `&token=${encodeURIComponent(token)}`;
+    const ws = new WebSocket(`${gatewayUrl.replace(/^http/, 'ws')}/ws?session=${encodeURIComponent(sessionId)}${query}`);
     await new Promise<void>((resolve, reject) => {
       ws.once('open', () => resolve());
       ws.once('error', reject);

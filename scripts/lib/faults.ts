@@ -1,0 +1,147 @@
+/**
+ * Fault scenarios: what each one does, and the criterion it must meet, judged against a control
+ * run — the same sessions, mode and duration without the fault.
+ *
+ * Common to all (CHORUS_SLOW_LISTENER=wait):
+ *   - nothing lost: no sequence gap and no frame missing from any session's content, at any
+ *     listener, touched or not;
+ *   - nothing misrouted: every frame is from the session's own loop (byte check), and every
+ *     decoded sample carries its own tone;
+ *   - the compared sessions' p99 lateness within 1 ms of the control run, session by session
+ *     (by default the sessions the fault did not touch, over the whole window);
+ *   - the gateway still serving afterwards: /health answers with the engine connected, and a
+ *     new session played after the window gets its frames.
+ */
+import type { FaultName, RunResult } from './run.js';
+
+export const FAULT_TEXT: Record<FaultName, { does: string; passes: string }> = {
+  'engine-restart': {
+    does: 'kill -9 the engine a third into the window, start it again 0.5 s later; once every interrupted session has ended, play every session again',
+    passes:
+      'every session ends with an error event that says why; every session plays again; nothing lost or misrouted; each session\'s p99 after the restart within 1 ms of its p99 in the control run; gateway serving',
+  },
+  garbage: {
+    does: 'the synthetic engine writes an invalid JSON event (¼ in), an oversized length (½ in), a truncated id (¾ in)',
+    passes:
+      'the bad event is ignored and counted; each fatal one makes the gateway drop the connection and reconnect (2 protocol errors); sessions play on from their rings: nothing lost or misrouted, every session\'s p99 within 1 ms of the control run; gateway serving',
+  },
+  'worker-crash': {
+    does: "one session's worker throws, a third into the window (POST /debug/crash?kind=session)",
+    passes:
+      'that session ends in error and its listener is told; every other session: nothing lost or misrouted, p99 within 1 ms of the control run; gateway serving',
+  },
+  'main-block': {
+    does: "the gateway's main thread busy-waits 300 ms, a third into the window (POST /debug/block?ms=300)",
+    passes:
+      'nothing lost or misrouted; outside the block (from 50 ms before it to 1 s after it) every session\'s p99 within 1 ms of the control run (WebSocket delivery is the main thread\'s, so frames during the block are late by it: reported, not judged); gateway serving',
+  },
+  'stall-10': {
+    does: '10 % of the listeners stop reading for 5 s, a third into the window, then read again',
+    passes:
+      'the stalled listeners get every frame in order once they read again (no gap, no duplicate); every other session: p99 within 1 ms of the control run; nothing misrouted; gateway serving',
+  },
+  'pause-10': {
+    does: '10 % of the sessions are paused for 3 s, a third into the window, then resumed',
+    passes:
+      'after resume the first frame comes within 40 ms, with no gap or duplicate; every other session: p99 within 1 ms of the control run; nothing lost or misrouted; gateway serving',
+  },
+};
+
+export interface Criterion {
+  name: string;
+  pass: boolean;
+  detail: string;
+}
+
+export interface FaultVerdict {
+  fault: FaultName;
+  pass: boolean;
+  criteria: Criterion[];
+}
+
+/** Per-session p99 tolerance against the control run. */
+export const P99_TOLERANCE_MS = 1;
+export const RESUME_GAP_LIMIT_MS = 40;
+
+export function judgeFault(run: RunResult, control: RunResult): FaultVerdict {
+  const fault = run.fault!;
+  const criteria: Criterion[] = [];
+  const c = (name: string, pass: boolean, detail: string) => criteria.push({ name, pass, detail });
+
+  c('nothing lost', run.lost.total === 0 && run.seqDupes === 0, `${run.lost.total} frames missing (seq gaps ${run.lost.seqGaps}, content ${run.lost.contentMissing}), ${run.seqDupes} duplicates`);
+  c(
+    'nothing misrouted',
+    run.misrouted === 0 && run.decoded.failures === 0,
+    `${run.misrouted} frames from another session's loop; ${run.decoded.failures}/${run.decoded.checks} decoded samples off their tone`,
+  );
+
+  let over = 0;
+  let worst = -Infinity;
+  let worstId = '';
+  let compared = 0;
+  for (const id of run.headlineIds) {
+    const f = run.perSession[id]?.[run.headlineWindow];
+    const k = control.perSession[id]?.main;
+    if (!f || !k || f.count === 0) continue;
+    compared++;
+    const d = f.p99 - k.p99;
+    if (d > worst) {
+      worst = d;
+      worstId = id;
+    }
+    if (d > P99_TOLERANCE_MS) over++;
+  }
+  c(
+    `p99 within ${P99_TOLERANCE_MS} ms of the control run`,
+    compared > 0 && over === 0,
+    compared === 0
+      ? 'no session to compare'
+      : `${compared} sessions compared (window ${run.headlineWindow}); ${over} over; worst ${worstId} ${worst >= 0 ? '+' : ''}${worst.toFixed(2)} ms ` +
+          `(pooled p99 ${run.lateness.p99.toFixed(2)} ms vs control ${control.lateness.p99.toFixed(2)} ms)`,
+  );
+  c('gateway serving afterwards', run.servingAfter, run.servingAfter ? '/health ok, engine connected, a new session got frames' : `not serving: ${run.errors.join('; ')}`);
+
+  const sessions = (fault.details.sessions as { id: string; errors: string[]; lastState: string }[] | undefined) ?? [];
+  switch (fault.name) {
+    case 'engine-restart': {
+      const seen = Number(fault.details.errorsSeen ?? 0);
+      c('every session told why it ended', seen === run.sessions, `${seen}/${run.sessions} sessions got an error event; e.g. "${sessions[0]?.errors[0] ?? '-'}"`);
+      c('every session played again', Number(fault.details.replayFailures ?? 1) === 0, `${String(fault.details.replayFailures)} replays failed`);
+      break;
+    }
+    case 'garbage': {
+      const perr = run.gatewayCounters.protocol_errors_total ?? 0;
+      const bad = run.gatewayCounters.bad_events_total ?? 0;
+      const conns = run.engineCounters.connections ?? 0;
+      const notDropped = run.engineCounters.garbageNotDropped ?? 0;
+      c('bad event ignored and counted', bad >= 1, `gateway bad_events_total ${bad}`);
+      c('fatal garbage: connection dropped and re-made', perr >= 2 && conns >= 3 && notDropped === 0, `gateway protocol_errors_total ${perr}, engine saw ${conns} connections, ${notDropped} fatal units left unanswered`);
+      break;
+    }
+    case 'worker-crash': {
+      const v = sessions[0];
+      c('the crashed session ends in error, its listener told', !!v && v.lastState === 'error' && v.errors.length > 0, v ? `${v.id}: state ${v.lastState}, "${v.errors[0] ?? 'no error event'}"` : 'victim not found');
+      break;
+    }
+    case 'main-block': {
+      const during = run.windows['during-block'];
+      criteria.push({
+        name: 'lateness during the block (reported, not judged)',
+        pass: true,
+        detail: during ? `p99 ${during.p99.toFixed(1)} ms, max ${during.max.toFixed(1)} ms; blocked for ${Number(fault.details.blockMs ?? 0).toFixed(0)} ms` : '-',
+      });
+      break;
+    }
+    case 'stall-10': {
+      const t = run.latenessTouched;
+      criteria.push({ name: 'stalled listeners\' lateness (reported, not judged)', pass: true, detail: t ? `p99 ${t.p99.toFixed(0)} ms, max ${t.max.toFixed(0)} ms` : '-' });
+      break;
+    }
+    case 'pause-10': {
+      const g = run.resumeGapMs;
+      c(`first frame within ${RESUME_GAP_LIMIT_MS} ms of resume`, !!g && g.count > 0 && g.max <= RESUME_GAP_LIMIT_MS, g ? `${g.count} resumes: p50 ${g.p50.toFixed(1)} ms, max ${g.max.toFixed(1)} ms` : 'no resume measured');
+      break;
+    }
+  }
+  return { fault: fault.name, pass: criteria.every((x) => x.pass), criteria };
+}

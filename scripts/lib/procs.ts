@@ -1,0 +1,165 @@
+/**
+ * Processes of a load test: spawning a role and waiting for its ready line, stopping it (and
+ * only it: by pid), and reading its RSS, CPU time and thread count from /proc (Linux).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+
+let clkTck = 100;
+try {
+  clkTck = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+} catch {
+  // 100 on every Linux this runs on.
+}
+const PAGE_BYTES = 4096;
+
+export interface ProcSample {
+  /** ms, the test's clock. */
+  at: number;
+  rssBytes: number;
+  /** CPU seconds (user + system) since the process began. */
+  cpuSeconds: number;
+  threads: number;
+}
+
+/** One /proc reading of `pid`, or undefined when it is gone. */
+export function readProc(pid: number, at: number): ProcSample | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // Fields after the command: state(3) … utime(14) stime(15) … num_threads(20) … rss(24).
+    const utime = Number(f[14 - 3]);
+    const stime = Number(f[15 - 3]);
+    const threads = Number(f[20 - 3]);
+    const rssPages = Number(f[24 - 3]);
+    return { at, rssBytes: rssPages * PAGE_BYTES, cpuSeconds: (utime + stime) / clkTck, threads };
+  } catch {
+    return undefined;
+  }
+}
+
+/** CPU seconds of a process's main thread (tid = pid) and of all its other threads. */
+export function readThreadsCpu(pid: number): { main: number; others: number } | undefined {
+  try {
+    let main = 0;
+    let others = 0;
+    for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+      try {
+        const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+        const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        const cpu = (Number(f[14 - 3]) + Number(f[15 - 3])) / clkTck;
+        if (Number(tid) === pid) main += cpu;
+        else others += cpu;
+      } catch {
+        // The thread ended meanwhile.
+      }
+    }
+    return { main, others };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Busy and total jiffies of the whole machine (/proc/stat), for "how busy were the cores". */
+export function readMachineCpu(): { busy: number; total: number } {
+  const line = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!;
+  const v = line.trim().split(/\s+/).slice(1).map(Number);
+  const idle = (v[3] ?? 0) + (v[4] ?? 0);
+  const total = v.reduce((a, b) => a + b, 0);
+  return { busy: total - idle, total };
+}
+
+export interface Spawned {
+  name: string;
+  child: ChildProcess;
+  pid: number;
+  logs: string[];
+  /** The first match of `pattern` in its output (past or future). */
+  waitFor(pattern: RegExp, timeoutMs: number): Promise<RegExpExecArray>;
+  exited: Promise<number | null>;
+  /** SIGTERM, then SIGKILL after `graceMs`. */
+  stop(graceMs?: number): Promise<void>;
+  kill9(): Promise<void>;
+}
+
+const MAX_LOG_LINES = 2000;
+
+export function spawnRole(
+  name: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  opts: { nodeArgs?: string[]; ipc?: boolean; echo?: boolean } = {},
+): Spawned {
+  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), ...args], {
+    env,
+    stdio: opts.ipc ? ['ignore', 'pipe', 'pipe', 'ipc'] : ['ignore', 'pipe', 'pipe'],
+  });
+  const logs: string[] = [];
+  const watchers = new Set<(line: string) => void>();
+  const onLines = (stream: NodeJS.ReadableStream | null) => {
+    if (!stream) return;
+    let rest = '';
+    stream.setEncoding('utf8');
+    stream.on('data', (text: string) => {
+      const lines = (rest + text).split('\n');
+      rest = lines.pop() ?? '';
+      for (const line of lines) {
+        if (logs.length < MAX_LOG_LINES) logs.push(line);
+        if (opts.echo) process.stderr.write(`  [${name}] ${line}\n`);
+        for (const w of watchers) w(line);
+      }
+    });
+  };
+  onLines(child.stdout);
+  onLines(child.stderr);
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const waitFor = (pattern: RegExp, timeoutMs: number) =>
+    new Promise<RegExpExecArray>((resolve, reject) => {
+      for (const l of logs) {
+        const m = pattern.exec(l);
+        if (m) return resolve(m);
+      }
+      const timer = setTimeout(() => {
+        watchers.delete(watch);
+        reject(new Error(`${name}: no line matching ${pattern} within ${timeoutMs} ms; last lines:\n${logs.slice(-20).join('\n')}`));
+      }, timeoutMs);
+      const watch = (line: string) => {
+        const m = pattern.exec(line);
+        if (!m) return;
+        clearTimeout(timer);
+        watchers.delete(watch);
+        resolve(m);
+      };
+      watchers.add(watch);
+      void exited.then((code) => {
+        if (!watchers.has(watch)) return;
+        clearTimeout(timer);
+        watchers.delete(watch);
+        reject(new Error(`${name} exited (code ${code}) before ${pattern}; last lines:\n${logs.slice(-20).join('\n')}`));
+      });
+    });
+  const alive = () => child.exitCode === null && child.signalCode === null;
+  return {
+    name,
+    child,
+    pid: child.pid!,
+    logs,
+    waitFor,
+    exited,
+    async stop(graceMs = 5000) {
+      if (!alive()) return;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => {
+        if (alive()) child.kill('SIGKILL');
+      }, graceMs);
+      await exited;
+      clearTimeout(timer);
+    },
+    async kill9() {
+      if (!alive()) return;
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}

@@ -1,6 +1,8 @@
 /**
- * `npm run fuzz`: the fast-check properties of the shared decoders (test/shared/properties.ts,
- * which the normal test run checks with 10 000 cases each), run for minutes with fresh seeds.
+ * `npm run fuzz`: the fast-check properties of the shared decoders (test/shared/properties.ts)
+ * and of the gateway's HTTP and WebSocket inputs (test/main/gateway/properties.ts, against a
+ * gateway in this process and a stand-in engine, a fresh pair per batch), which the normal test
+ * run checks with 10 000 cases each, run for minutes with fresh seeds.
  *
  *   npm run fuzz                              5 minutes over every property
  *   npm run fuzz -- --minutes 30              longer
@@ -12,9 +14,42 @@
  * replays it, and exits 1.
  */
 import fc from 'fast-check';
-import { PROPERTIES } from '../test/shared/properties.js';
+import { startGateway } from '../src/main/gateway/index.js';
+import { setLogLevel } from '../src/shared/log.js';
+import { checkServing, httpInputProperty, startFuzzTarget, WsFuzzClients, wsInputProperty, type FuzzTarget } from '../test/main/gateway/properties.js';
+import { PROPERTIES as SHARED_PROPERTIES } from '../test/shared/properties.js';
 
 const BATCH_RUNS = 10_000;
+
+type Check = (params: fc.Parameters<unknown>) => Promise<fc.RunDetails<unknown>>;
+
+/** A batch of a gateway property: a fresh gateway, the cases, a check that it still serves. */
+function gatewayCheck<T extends [unknown]>(make: (target: FuzzTarget) => { property: fc.IAsyncPropertyWithHooks<T>; done(): void }): Check {
+  return async (params) => {
+    const target = await startFuzzTarget(startGateway);
+    const { property, done } = make(target);
+    try {
+      const details = await fc.check(property, params as fc.Parameters<T>);
+      if (!details.failed) await checkServing(target);
+      return details as fc.RunDetails<unknown>;
+    } finally {
+      done();
+      await target.close();
+    }
+  };
+}
+
+/** Every property, by name. */
+const PROPERTIES: Record<string, Check> = {
+  ...Object.fromEntries(
+    Object.entries(SHARED_PROPERTIES).map(([name, make]) => [name, async (params: fc.Parameters<unknown>) => fc.check(make() as unknown as fc.IProperty<unknown>, params)]),
+  ),
+  'gateway: HTTP inputs': gatewayCheck((t) => ({ property: httpInputProperty(t), done: () => undefined })),
+  'gateway: WebSocket messages': gatewayCheck((t) => {
+    const clients = new WsFuzzClients(t);
+    return { property: wsInputProperty(clients), done: () => clients.close() };
+  }),
+};
 
 interface Options {
   minutes: number;
@@ -60,9 +95,11 @@ function clock(ms: number): string {
   return `${String(Math.floor(s / 60)).padStart(2, '0')}:${String(s % 60).padStart(2, '0')}`;
 }
 
-function main(): void {
+async function main(): Promise<void> {
   const opts = parseArgs(process.argv.slice(2));
-  const names = (Object.keys(PROPERTIES) as (keyof typeof PROPERTIES)[]).filter(
+  // The gateway under fuzz logs every refusal: only its errors (a 5xx, a crash) are news here.
+  setLogLevel('error');
+  const names = Object.keys(PROPERTIES).filter(
     (n) => opts.property === undefined || n.includes(opts.property),
   );
   if (names.length === 0) usage(`no property matches ${JSON.stringify(opts.property)}`);
@@ -70,7 +107,7 @@ function main(): void {
   if (opts.seed !== undefined) {
     // replay: one property, the reported seed and path
     for (const name of names) {
-      const details = fc.check(PROPERTIES[name]() as unknown as fc.IProperty<unknown>, {
+      const details = await PROPERTIES[name]!({
         seed: opts.seed,
         path: opts.path,
         numRuns: BATCH_RUNS,
@@ -78,6 +115,7 @@ function main(): void {
       process.stdout.write(`${name}: ${details.failed ? 'FAILED' : 'passed'}\n`);
       if (details.failed) {
         process.stdout.write(fc.defaultReportMessage(details) + '\n');
+        if (details.errorInstance !== undefined) process.stdout.write(`cause: ${String((details.errorInstance as Error)?.message ?? details.errorInstance)}\n`);
         process.exit(1);
       }
     }
@@ -93,12 +131,13 @@ function main(): void {
     for (const name of names) {
       seed = (seed + 0x9e3779b9) | 0;
       const batchStart = Date.now();
-      const details = fc.check(PROPERTIES[name]() as unknown as fc.IProperty<unknown>, { seed, numRuns: BATCH_RUNS });
+      const details = await PROPERTIES[name]!({ seed, numRuns: BATCH_RUNS });
       const total = runs.get(name)! + details.numRuns;
       runs.set(name, total);
       if (details.failed) {
         process.stdout.write(`\n[${clock(Date.now() - started)}] ${name}: FAILED after ${total} cases\n`);
         process.stdout.write(fc.defaultReportMessage(details) + '\n');
+        if (details.errorInstance !== undefined) process.stdout.write(`cause: ${String((details.errorInstance as Error)?.message ?? details.errorInstance)}\n`);
         process.stdout.write(
           `replay: npm run fuzz -- --property ${JSON.stringify(name)} --seed ${details.seed}` +
             (details.counterexamplePath ? ` --path ${JSON.stringify(details.counterexamplePath)}` : '') +
@@ -117,4 +156,10 @@ function main(): void {
   process.stdout.write(`fuzz: done, ${[...runs.values()].reduce((a, b) => a + b, 0)} cases, no failure\n`);
 }
 
-main();
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    process.stderr.write(`fuzz: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  },
+);

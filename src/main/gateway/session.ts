@@ -254,6 +254,10 @@ export class GatewaySession {
 
   /** One paced frame from the worker to every listener (the egress hot path). */
   deliver(frame: Buffer, now: number): void {
+    // A batch the worker posted just before a stop, an error or a new play can land after it:
+    // its frames belong to a track the listeners were told has ended.
+    const s = this.current.status;
+    if (s !== 'buffering' && s !== 'playing' && s !== 'paused' && s !== 'autopaused') return;
     for (const [ws, listener] of this.listeners) {
       if (this.slowPolicy === 'drop' && listener.update(now)) {
         this.skipped++;

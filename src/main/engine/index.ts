@@ -69,7 +69,7 @@ export async function startEngine(config: Config): Promise<RunningEngine> {
     ]);
   };
   try {
-    await socket.listen();
+    // HTTP first: a gateway that can connect to the socket may call the API at once.
     await new Promise<void>((resolve, reject) => {
       http.once('error', reject);
       http.listen(config.CHORUS_ENGINE_PORT, config.CHORUS_ENGINE_HOST, () => {
@@ -77,6 +77,7 @@ export async function startEngine(config: Config): Promise<RunningEngine> {
         resolve();
       });
     });
+    await socket.listen();
   } catch (err) {
     await closeAll();
     throw err;

@@ -30,6 +30,8 @@ const SWEEP_EVERY_MS = 5_000;
 const LINGER_MS = 30_000;
 /** Interrupted tracks whose engine does not come back within this long end with an error. */
 const ENGINE_LOST_GRACE_MS = 10_000;
+/** After a reconnect, the engine's HTTP API may lag its socket by a moment: ask this often. */
+const STATUS_TRIES = 5;
 /** Unknown ids logged at most once each, and no more than this many. */
 const UNKNOWN_IDS_LOGGED = 1000;
 
@@ -219,7 +221,7 @@ export class Gateway {
     }
     for (const session of this.sessions.values()) {
       if (!session.engineLost) continue;
-      this.engine.status(session.id).then(
+      retry(() => this.engine.status(session.id), STATUS_TRIES).then(
         (state) => {
           if (!session.engineLost) return;
           if (state === undefined || state === 'finished' || state === 'stopped' || state === 'error') {
@@ -507,6 +509,18 @@ export class Gateway {
     this.sessions.delete(session.id);
     this.byFrameId.delete(session.id);
     this.bySid.delete(session.sid);
+  }
+}
+
+/** Tries `op` up to `tries` times, 100 ms apart, while it fails with a 502 (engine unreachable). */
+async function retry<T>(op: () => Promise<T>, tries: number): Promise<T> {
+  for (let i = 1; ; i++) {
+    try {
+      return await op();
+    } catch (err) {
+      if (i >= tries || !(err instanceof HttpError && err.status === 502)) throw err;
+      await new Promise((r) => setTimeout(r, 100));
+    }
   }
 }
 

@@ -54,6 +54,7 @@ export async function runStart(config: Config): Promise<void> {
   engine.stderr.pipe(process.stderr);
 
   const gateway = await startGateway({ ...config, CHORUS_SOCKET: socket, CHORUS_ENGINE_URL: engineUrl });
+  log.info(`start ready http=${gateway.url} engine=${engineUrl} socket=${socket}`);
   process.stdout.write(`\nchorus is running: open ${gateway.url}/ in a browser\n\n`);
 
   const stopEngine = () =>

@@ -256,8 +256,10 @@ describe('with CHORUS_TOKEN set: access, limits, and another session playing thr
     await post('/sessions/tok-b/stop');
   });
 
-  it("the engine's API needs the token too (but /health); the gateway sends it", async () => {
+  it("the engine's API needs the token too (but /health); the gateway sends it; both bind loopback by default", async () => {
     const engine = stack.engine.httpUrl;
+    expect(engine).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    expect(stack.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
     const bare = await call(`${engine}/session/engine-direct/play`, 'POST', { url: 'tone:440' });
     expect(bare.status).toBe(401);
     expect(bare.json.error).toMatch(/a token is required/);

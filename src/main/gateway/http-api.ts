@@ -208,13 +208,14 @@ async function handle(ctx: Ctx, req: IncomingMessage, res: ServerResponse): Prom
 
   if (match) {
     if (id === undefined) throw new HttpError(400, 'session id is not valid percent-encoding');
-    return sessionRoute(ctx, id, match[2], method, url, req, res);
+    return sessionRoute(ctx, grant, id, match[2], method, url, req, res);
   }
   throw new HttpError(404, `no route for ${method} ${path}`);
 }
 
 async function sessionRoute(
   ctx: Ctx,
+  grant: Grant,
   id: string,
   action: string | undefined,
   method: string,
@@ -227,6 +228,8 @@ async function sessionRoute(
   if (action === undefined) {
     if (method !== 'GET') throw methodNotAllowed(method, 'GET');
     const summary = gateway.session(id, false).summary();
+    // A listener learns how its session plays, not its source (a URL may carry credentials).
+    if (grant.kind === 'listen') delete summary.url;
     const worker = await gateway.workerStats(id);
     return sendJson(res, 200, { session: summary, ...(worker ? { worker } : {}) });
   }

@@ -239,7 +239,11 @@ describe('with CHORUS_TOKEN set: access, limits, and another session playing thr
     await b.waitForFrames(10);
 
     // Its session's status, but nothing else, and no control.
-    expect((await call(`${stack.url}/sessions/tok-a`, 'GET', undefined, bearer(tokenA))).status).toBe(200);
+    const own = await call(`${stack.url}/sessions/tok-a`, 'GET', undefined, bearer(tokenA));
+    expect(own.status).toBe(200);
+    expect(own.json.session).toMatchObject({ id: 'tok-a', state: 'playing' });
+    expect(own.json.session).not.toHaveProperty('url'); // the source is the controller's business
+    expect((await call(`${stack.url}/sessions/tok-a`, 'GET', undefined, bearer(TOKEN))).json.session).toMatchObject({ url: 'tone:440?seconds=30' });
     expect((await call(`${stack.url}/sessions/tok-b`, 'GET', undefined, bearer(tokenA))).status).toBe(401);
     expect((await call(`${stack.url}/sessions`, 'GET', undefined, bearer(tokenA))).status).toBe(401);
     const pause = await call(`${stack.url}/sessions/tok-a/pause`, 'POST', undefined, bearer(tokenA));

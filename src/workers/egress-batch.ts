@@ -6,7 +6,12 @@ import type { MessagePort } from 'node:worker_threads';
 import { EGRESS_ENTRY_HEADER_BYTES, type EgressMessage } from '../shared/worker-messages.js';
 import { LISTENER_HEADER_BYTES, writeListenerHeader } from '../shared/listener-protocol.js';
 
-const MIN_BYTES = 1024;
+/**
+ * Room for three entries of the largest Opus packet (8 + 8 + 1276 bytes each, padded). Smaller,
+ * a wake that delivers one frame would outgrow every new buffer: two ArrayBuffers allocated and
+ * one copy per wake instead of one allocation, ~10 % of a thread-per-session worker's CPU.
+ */
+const MIN_BYTES = 4096;
 
 /** Buffer sizes stay multiples of 4: entries are read as 32-bit words. */
 function words4(bytes: number): number {

@@ -45,8 +45,17 @@ interface Ctx {
   access: GatewayAccess;
 }
 
-export function createGatewayServer(gateway: Gateway, config: Config): http.Server {
-  const ctx: Ctx = { gateway, config, access: new GatewayAccess(config.CHORUS_TOKEN) };
+/** How long listeners get to answer a 1001 "going away" before they are cut off. */
+const CLOSE_GRACE_MS = 500;
+
+export interface GatewayServer {
+  server: http.Server;
+  /** Tells every WebSocket listener the gateway is going away; resolves once all are gone. */
+  closeListeners(): Promise<void>;
+}
+
+export function createGatewayServer(gateway: Gateway, config: Config): GatewayServer {
+  const ctx: Ctx = { gateway, config, access: new GatewayAccess(config.CHORUS_TOKEN, config.CHORUS_HOST) };
   // Listeners are pinged (for lag and liveness) by their session: see listener.ts.
   const wss = new WebSocketServer({ noServer: true, maxPayload: config.CHORUS_MAX_WS_MESSAGE_BYTES, perMessageDeflate: false });
 
@@ -72,6 +81,7 @@ export function createGatewayServer(gateway: Gateway, config: Config): http.Serv
     try {
       const url = requestUrl(req);
       sessionId = url.searchParams.get('session') ?? '';
+      ctx.access.checkOrigin(req.headers);
       grant = ctx.access.authorize(req.headers, url, url.pathname === '/ws' && sessionId ? sessionId : undefined);
       if (url.pathname !== '/ws') throw new HttpError(404, 'WebSocket endpoint is /ws?session=<id>');
       if (!sessionId) throw new HttpError(400, 'missing ?session=<id>');
@@ -83,7 +93,14 @@ export function createGatewayServer(gateway: Gateway, config: Config): http.Serv
     // handleUpgrade completes at once (no verifyClient): nothing can take the room checked above.
     wss.handleUpgrade(req, socket, head, (ws) => attachListener(ctx, ws, sessionId, grant));
   });
-  return server;
+  // Upgraded sockets are no longer the HTTP server's: server.close() would wait on them for ever.
+  const closeListeners = async () => {
+    for (const ws of wss.clients) ws.close(1001, 'gateway shutting down');
+    const deadline = Date.now() + CLOSE_GRACE_MS;
+    while (wss.clients.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    for (const ws of wss.clients) ws.terminate();
+  };
+  return { server, closeListeners };
 }
 
 function checkListenerRoom(session: GatewaySession, max: number): void {
@@ -192,6 +209,7 @@ async function handle(ctx: Ctx, req: IncomingMessage, res: ServerResponse): Prom
       id = undefined;
     }
   }
+  ctx.access.checkOrigin(req.headers);
   const grant = ctx.access.authorize(req.headers, url, id);
   if (grant.kind === 'listen' && !(match?.[2] === undefined && method === 'GET')) throw listenOnly();
 

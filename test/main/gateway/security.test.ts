@@ -215,6 +215,22 @@ describe('with CHORUS_TOKEN set: access, limits, and another session playing thr
     expect(page.headers.get('content-type')).toMatch(/text\/html/);
   });
 
+  it('behind a reverse proxy (a Host that is no loopback name) the token is what counts', async () => {
+    const { port } = new URL(stack.url);
+    const status = (headers: Record<string, string>) =>
+      new Promise<number>((resolve, reject) => {
+        const req = http.request({ host: '127.0.0.1', port, path: '/sessions', headers }, (res) => {
+          res.resume();
+          resolve(res.statusCode!);
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    expect(await status({ host: 'chorus.example', origin: 'https://chorus.example', authorization: `Bearer ${TOKEN}` })).toBe(200);
+    expect(await status({ host: 'chorus.example', origin: 'https://elsewhere.example', authorization: `Bearer ${TOKEN}` })).toBe(403);
+    expect(await status({ host: 'chorus.example' })).toBe(401);
+  });
+
   it('takes the token as a Bearer header or as ?token=; a play answers with the listen token of its session', async () => {
     const byHeader = await post('/sessions/tok-a/play', { url: 'tone:440?seconds=30' });
     expect(byHeader.status).toBe(200);
@@ -512,6 +528,39 @@ describe('without CHORUS_TOKEN, with loopback sources allowed: smuggled protocol
       await sleep(250); // the play rate
     }
     expect(l.frames).toHaveLength(0);
+  });
+
+  it("a browser page of another site may not drive it, nor a DNS-rebound name reach it; clients without Origin may", async () => {
+    const { port } = new URL(stack.url);
+    const raw = (headers: Record<string, string>) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = http.request(
+          { host: '127.0.0.1', port, method: 'POST', path: '/sessions/origin-check/pause', headers },
+          (res) => {
+            let body = '';
+            res.on('data', (c: Buffer) => (body += c));
+            res.on('end', () => resolve({ status: res.statusCode!, body }));
+          },
+        );
+        req.on('error', reject);
+        req.end();
+      });
+    const crossSite = await raw({ origin: 'http://evil.example' });
+    expect(crossSite.status).toBe(403);
+    expect(JSON.parse(crossSite.body).error).toMatch(/cross-origin/);
+    const rebound = await raw({ host: `rebound.example:${port}`, origin: `http://rebound.example:${port}` });
+    expect(rebound.status).toBe(403);
+    expect(JSON.parse(rebound.body).error).toMatch(/loopback names only/);
+    // Its own page's origin, and no Origin at all (curl, bots), get through to the route itself.
+    expect((await raw({ origin: `http://127.0.0.1:${port}` })).status).toBe(404);
+    expect((await raw({})).status).toBe(404);
+    // The same for a WebSocket.
+    const ws = new WebSocket(`${stack.url.replace('http', 'ws')}/ws?session=origin-check`, { origin: 'http://evil.example' });
+    const status = await new Promise<number>((resolve) => {
+      ws.on('unexpected-response', (_req, res) => resolve(res.statusCode!));
+      ws.on('open', () => resolve(101));
+    });
+    expect(status).toBe(403);
   });
 
   it('CHORUS_MAX_SESSIONS: the next session, by play or by WebSocket, is 429; the sessions there play and obey on', async () => {

@@ -26,10 +26,14 @@ describe('chorus start', () => {
     const running = chorus.descendants();
     expect(running.length).toBeGreaterThanOrEqual(2); // the engine and its ffmpeg at least
 
-    listener.close();
-    // stop() sends SIGTERM and fails if any process the command started is still running.
+    // The listener stays connected: stopping must not wait on it. stop() sends SIGTERM, kills
+    // after 5 s, and fails if any process the command started is still running.
+    const closed = new Promise<number>((resolve) => listener.ws.once('close', (code) => resolve(code)));
+    const stopping = Date.now();
     await chorus.stop();
+    expect(Date.now() - stopping).toBeLessThan(4000);
     expect(chorus.child.exitCode).toBe(0);
+    expect(await closed).toBe(1001);
     expect(fs.existsSync(path.dirname(socket))).toBe(false);
   });
 });

@@ -55,6 +55,8 @@ export class Gateway {
   private readonly unknownLogged = new Set<string>();
   private readonly timers: NodeJS.Timeout[] = [];
   private lostTimer: NodeJS.Timeout | undefined;
+  /** Shutting down: the threads it stops are not failures to report. */
+  private closing = false;
   readonly counters: GatewayCounters = { framesRouted: 0, framesUnknown: 0, framesStale: 0, framesOverrun: 0, framesDelivered: 0 };
   /** Requests refused by access control or a limit, by kind (limits.ts). */
   readonly refusals = new Refusals();
@@ -88,6 +90,7 @@ export class Gateway {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     for (const t of this.timers) clearInterval(t);
     if (this.lostTimer) clearTimeout(this.lostTimer);
     this.link.close();
@@ -452,7 +455,7 @@ export class Gateway {
         if (session.slot === slot) session.slot = undefined;
       },
       (err: Error) => {
-        if (session.slot !== slot) return;
+        if (session.slot !== slot || this.closing) return;
         session.slot = undefined;
         session.slotClosing = Promise.resolve();
         log.error('session worker thread died', { session: session.id, message: err.message });

@@ -21,7 +21,7 @@ export interface RunningGateway {
 
 export async function startGateway(config: Config): Promise<RunningGateway> {
   const gateway = new Gateway(config);
-  const server = createGatewayServer(gateway, config);
+  const { server, closeListeners } = createGatewayServer(gateway, config);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(config.CHORUS_PORT, config.CHORUS_HOST, () => {
@@ -42,8 +42,10 @@ export async function startGateway(config: Config): Promise<RunningGateway> {
   );
   let closing: Promise<void> | undefined;
   const close = async () => {
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     server.closeAllConnections();
-    await Promise.all([new Promise<void>((resolve) => server.close(() => resolve())), gateway.close()]);
+    await closeListeners();
+    await Promise.all([closed, gateway.close()]);
   };
   return { url, port, gateway, close: () => (closing ??= close()) };
 }

@@ -110,6 +110,18 @@ function list(meaning: string, allowed: string): VarSpec<string[]> {
   };
 }
 
+/** Comma-separated IP addresses; any entry that is not one makes the whole value bad. */
+function addressList(meaning: string): VarSpec<string[]> {
+  const base = list(meaning, 'comma-separated IPv4 or IPv6 addresses');
+  return {
+    ...base,
+    parse(raw) {
+      const entries = base.parse(raw);
+      return entries && entries.every((e) => net.isIP(e) !== 0) ? entries : undefined;
+    },
+  };
+}
+
 function httpUrl(defaultValue: string, meaning: string): VarSpec<string> {
   return {
     defaultText: defaultValue,
@@ -184,7 +196,7 @@ export const SCHEMA = {
   CHORUS_PREBUFFER_MS: int(0, 10_000, 60, 'Audio a session waits for before its first frame.'),
   CHORUS_SLOW_LISTENER: oneOf(['wait', 'drop'] as const, 'wait', 'A listener that falls behind: wait for it (lose nothing) or drop frames for it (live).'),
   CHORUS_NO_LISTENER: oneOf(['pause', 'play'] as const, 'pause', 'A session nobody listens to: hold its place (pause) or play on unheard, like a radio (play).'),
-  CHORUS_RTP_ALLOW: list('RTP targets allowed besides loopback.', 'comma-separated hosts or IP addresses'),
+  CHORUS_RTP_ALLOW: addressList('IP addresses RTP may be sent to besides loopback.'),
   CHORUS_MAX_LISTENERS: int(1, 100_000, 64, 'WebSocket listeners one session may have; one more gets 429 on the upgrade.'),
   CHORUS_MAX_RTP_SINKS: int(1, 1024, 8, 'RTP targets one session may send to; one more gets 429.'),
   CHORUS_PLAY_RATE: int(1, 1000, 5, 'Plays (play or seek) one session may start per second, in bursts of as many; past it 429 with Retry-After.'),

@@ -68,7 +68,7 @@ describe('config', () => {
       CHORUS_LOG_LEVEL: 'debug ',
       CHORUS_SLOW_LISTENER: 'drop',
       CHORUS_DEBUG_ENDPOINTS: '1',
-      CHORUS_RTP_ALLOW: ' 10.0.0.2, host.example ,,',
+      CHORUS_RTP_ALLOW: ' 10.0.0.2, fd00::7 ,,',
       CHORUS_ENGINE_URL: 'http://engine.internal:9000/',
       CHORUS_ENGINE_HOST: '0.0.0.0',
       CHORUS_HOST: 'localhost',
@@ -81,7 +81,7 @@ describe('config', () => {
       CHORUS_LOG_LEVEL: 'debug',
       CHORUS_SLOW_LISTENER: 'drop',
       CHORUS_DEBUG_ENDPOINTS: true,
-      CHORUS_RTP_ALLOW: ['10.0.0.2', 'host.example'],
+      CHORUS_RTP_ALLOW: ['10.0.0.2', 'fd00::7'],
       CHORUS_ENGINE_URL: 'http://engine.internal:9000',
       CHORUS_ENGINE_HOST: '0.0.0.0',
       CHORUS_HOST: 'localhost',
@@ -109,6 +109,7 @@ describe('config', () => {
     ['a host that is a URL', 'CHORUS_ENGINE_HOST', 'http://0.0.0.0', 'an IP address or host name'],
     ['a host with a space', 'CHORUS_HOST', 'my host', 'an IP address or host name'],
     ['a value with a newline', 'CHORUS_ENGINE_PORT', '80\n81', 'an integer from 0 to 65535'],
+    ['a host name where addresses are required', 'CHORUS_RTP_ALLOW', '10.0.0.2,host.example', 'comma-separated IPv4 or IPv6 addresses'],
   ])('refuses %s with one line naming the variable, the value and what is allowed', (_kind, name, value, allowed) => {
     const err = configError({ [name]: value });
     expect(err.name).toBe('ConfigError');

@@ -43,6 +43,7 @@ interface Ctx {
   gateway: Gateway;
   config: Config;
   access: GatewayAccess;
+  rtpAllow: net.BlockList;
 }
 
 /** How long listeners get to answer a 1001 "going away" before they are cut off. */
@@ -55,7 +56,9 @@ export interface GatewayServer {
 }
 
 export function createGatewayServer(gateway: Gateway, config: Config): GatewayServer {
-  const ctx: Ctx = { gateway, config, access: new GatewayAccess(config.CHORUS_TOKEN, config.CHORUS_HOST) };
+  const ctx: Ctx = { gateway, config, access: new GatewayAccess(config.CHORUS_TOKEN, config.CHORUS_HOST),
+    rtpAllow: addressSet(config.CHORUS_RTP_ALLOW),
+  };
   // Listeners are pinged (for lag and liveness) by their session: see listener.ts.
   const wss = new WebSocketServer({ noServer: true, maxPayload: config.CHORUS_MAX_WS_MESSAGE_BYTES, perMessageDeflate: false });
 
@@ -263,7 +266,7 @@ async function sessionRoute(
   }
   if (action === 'rtp') {
     if (method !== 'POST' && method !== 'DELETE') throw methodNotAllowed(method, 'POST, DELETE');
-    const target = checkRtpTarget(await readJson(req, maxBody), config.CHORUS_RTP_ALLOW);
+    const target = checkRtpTarget(await readJson(req, maxBody), ctx.rtpAllow);
     if (method === 'DELETE') {
       const removed = await gateway.removeRtpSink(id, target);
       if (!removed) throw new HttpError(404, 'no such RTP sink');
@@ -341,15 +344,22 @@ LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
 LOOPBACK.addAddress('::1', 'ipv6');
 LOOPBACK.addSubnet('::ffff:127.0.0.0', 104, 'ipv6');
 
-/** RTP goes to loopback, or to hosts CHORUS_RTP_ALLOW lists: never anywhere a caller names. */
-function checkRtpTarget(body: Record<string, unknown>, allow: readonly string[]): RtpTarget {
+/** CHORUS_RTP_ALLOW as a BlockList, so that one address written two ways (::1, 0:0::1) matches. */
+function addressSet(addresses: readonly string[]): net.BlockList {
+  const set = new net.BlockList();
+  for (const a of addresses) set.addAddress(a, net.isIPv6(a) ? 'ipv6' : 'ipv4');
+  return set;
+}
+
+/** RTP goes to loopback, or to addresses CHORUS_RTP_ALLOW lists: never anywhere a caller names. */
+function checkRtpTarget(body: Record<string, unknown>, allow: net.BlockList): RtpTarget {
   const { host, port } = body;
   if (typeof host !== 'string' || net.isIP(host) === 0) throw new HttpError(400, '"host" must be an IPv4 or IPv6 address');
   if (!Number.isInteger(port) || (port as number) < 1 || (port as number) > 65535) {
     throw new HttpError(400, '"port" must be an integer from 1 to 65535');
   }
   const family = net.isIPv6(host) ? 'ipv6' : 'ipv4';
-  if (!LOOPBACK.check(host, family) && !allow.includes(host)) {
+  if (!LOOPBACK.check(host, family) && !allow.check(host, family)) {
     throw new HttpError(403, `RTP target ${host} is not allowed: only loopback and CHORUS_RTP_ALLOW`);
   }
   return { host, port: port as number };

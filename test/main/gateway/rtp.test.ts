@@ -434,8 +434,9 @@ describe('CHORUS_RTP_ALLOW', () => {
   let api: ReturnType<typeof client>;
 
   beforeAll(async () => {
-    // 0.0.0.0 is outside loopback for the policy, yet a datagram to it stays on this host.
-    stack = await startStack({ CHORUS_RTP_ALLOW: '0.0.0.0' });
+    // 0.0.0.0 and :: are outside loopback for the policy, yet a datagram to them stays on this
+    // host. The IPv6 one is listed in its long spelling: addresses match whatever the spelling.
+    stack = await startStack({ CHORUS_RTP_ALLOW: '0.0.0.0,0:0:0:0:0:0:0:0' });
     api = client(stack.gateway.httpUrl);
   });
 
@@ -447,12 +448,12 @@ describe('CHORUS_RTP_ALLOW', () => {
     await stack?.stop();
   });
 
-  it('allows a listed host; others still get 403, and until the first allowed sink the gateway has no UDP socket at all', async () => {
+  it('allows a listed address however it is written; others still get 403, and until the first allowed sink the gateway has no UDP socket at all', async () => {
     const [v4, v6] = [await receiver(), await receiver('udp6')];
     const id = newId('allow');
     expect((await api('POST', `/sessions/${id}/play`, { url: 'tone:440' })).status).toBe(200);
-    for (const host of ['::', '203.0.113.7']) {
-      const r = await api('POST', `/sessions/${id}/rtp`, { host, port: host === '::' ? v6.port : v4.port });
+    for (const host of ['::2', '203.0.113.7']) {
+      const r = await api('POST', `/sessions/${id}/rtp`, { host, port: host === '::2' ? v6.port : v4.port });
       expect(r.status, `${host}: ${r.text}`).toBe(403);
     }
     // Nothing could have been sent: no thread of the gateway's process holds a UDP socket.
@@ -464,6 +465,9 @@ describe('CHORUS_RTP_ALLOW', () => {
     expect(continuity(v4.packets, FRAME_SAMPLES).seqBreaks).toEqual([]);
     expect(udpSocketsOf(stack.gateway.pid)).toBe(1);
     expect(v6.packets).toHaveLength(0);
+    const short = await api('POST', `/sessions/${id}/rtp`, { host: '::', port: v6.port });
+    expect(short.status, short.text).toBe(200);
+    await v6.waitForPackets(10);
     await api('POST', `/sessions/${id}/stop`);
   });
 });

@@ -15,7 +15,8 @@
  *   --pause F               fraction of sessions paused for --pause-ms (3000), then resumed
  *   --fault NAME            engine-restart | garbage | worker-crash | main-block | stall-10 |
  *                           pause-10: a control run, then the same run with the fault; prints
- *                           the pass criterion and the verdict
+ *                           the pass criterion and the verdict; none: two control runs (how
+ *                           far two runs differ on this machine without any fault)
  *   --json FILE             results (artifacts/loadtest-<time>.json)
  *   --chart FILE            SVG of p99 lateness and gateway RSS against N, a line per mode
  *   --sweep                 the issue's sweep (npm run loadtest:sweep): thread 50…400, shared:64
@@ -36,7 +37,7 @@ import { writeChart } from './lib/chart.js';
 import { FAULT_TEXT, judgeFault, type FaultVerdict } from './lib/faults.js';
 import { summarizeProfile } from './lib/profile.js';
 import { holds, rssSlope, runsTable, table, P99_TARGET_MS } from './lib/report.js';
-import { DISTURBED_PERCENT, FAULTS, modeName, parseMode, REPO_ROOT, runOnce, type FaultName, type Mode, type RunOptions, type RunResult } from './lib/run.js';
+import { DISTURBED_PERCENT, FAULTS, headlineSessions, ids, modeName, parseMode, REPO_ROOT, runOnce, type FaultName, type Mode, type RunOptions, type RunResult } from './lib/run.js';
 
 interface Args {
   sessions?: number;
@@ -48,7 +49,7 @@ interface Args {
   stallMs: number;
   pause: number;
   pauseMs: number;
-  fault?: FaultName;
+  fault?: FaultName | 'none';
   json?: string;
   chart?: string;
   sweep: boolean;
@@ -109,8 +110,8 @@ function parseArgs(argv: string[]): Args {
         a.pauseMs = num(0, 600_000);
         break;
       case '--fault': {
-        const v = value() as FaultName;
-        if (!FAULTS.includes(v)) throw new Error(`--fault: one of ${FAULTS.join(', ')}`);
+        const v = value() as FaultName | 'none';
+        if (v !== 'none' && !FAULTS.includes(v)) throw new Error(`--fault: one of ${FAULTS.join(', ')}, or none (two control runs: the noise floor)`);
         a.fault = v;
         break;
       }
@@ -310,17 +311,21 @@ async function main(): Promise<void> {
     const mode = a.modes?.[0] ?? { kind: 'thread' };
     const n = a.sessions ?? 100;
     const duration = a.duration ?? 30;
-    const text = FAULT_TEXT[a.fault];
+    const fault = a.fault === 'none' ? undefined : a.fault;
+    const text = fault
+      ? FAULT_TEXT[fault]
+      : { does: 'nothing: a second control run', passes: 'the common criteria, to show how far two runs without a fault differ on this machine' };
     log(`fault ${a.fault} at ${n} sessions, ${modeName(mode)}, ${duration} s windows`);
     log(`  does:   ${text.does}`);
     log(`  passes: ${text.passes}`);
     log('control run (no fault):');
-    const control = await measured(options(a, mode, n, duration, base, { label: `control ${modeName(mode)} N=${n}` }), a.retries);
+    const compared = headlineSessions(ids(n), fault, a.stall, a.pause);
+    const control = await measured(options(a, mode, n, duration, base, { label: `control ${modeName(mode)} N=${n}`, headlineIds: compared }), a.retries);
     runs.push(control);
     printRun(control);
     save();
     log(`run with ${a.fault}:`);
-    const faulted = await measured(options(a, mode, n, duration, base, { fault: a.fault, label: `${a.fault} ${modeName(mode)} N=${n}` }), a.retries);
+    const faulted = await measured(options(a, mode, n, duration, base, { ...(fault ? { fault } : {}), label: `${a.fault} ${modeName(mode)} N=${n}` }), a.retries);
     runs.push(faulted);
     printRun(faulted);
     for (const e of faulted.fault?.events ?? []) log(`  t=${((e.at - (faulted.fault!.events[0]?.at ?? e.at)) / 1000).toFixed(2)} s  ${e.what}`);

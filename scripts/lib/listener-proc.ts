@@ -66,6 +66,8 @@ export interface SessionReport {
   id: string;
   frames: number;
   seqGaps: number;
+  /** Seq jumps between one play and the next (frames of an ended track numbered, then not sent). */
+  boundaryJumps: number;
   seqDupes: number;
   contentGaps: number;
   contentMissing: number;
@@ -105,11 +107,17 @@ export type FromListener =
   | { ev: 'fatal'; message: string };
 
 let base = 0n;
-const now = (): number => Number(process.hrtime.bigint() - base) / 1e6;
+/** performance.now() and hrtime share CLOCK_MONOTONIC; this puts the first on the test's clock. */
+let clockOffset = 0;
+/** ms on the test's clock (shared by every process of the run), without a BigInt per call. */
+const now = (): number => performance.now() + clockOffset;
 
 class Track {
   lastSeq = -1;
   seqGaps = 0;
+  /** The next frame starts a new play (after `ready` or `error`): a seq jump there is not a loss within a play. */
+  atBoundary = false;
+  boundaryJumps = 0;
   seqDupes = 0;
   loop: Buffer[] | undefined;
   loopPos = -1;
@@ -145,8 +153,10 @@ class Track {
     if (this.lastSeq >= 0) {
       const d = (seq - this.lastSeq + seqMod) % seqMod;
       if (d === 0 || d > seqMod / 2) this.seqDupes++;
+      else if (d > 1 && this.atBoundary) this.boundaryJumps += d - 1;
       else if (d > 1) this.seqGaps += d - 1;
     }
+    this.atBoundary = false;
     this.lastSeq = seq;
     const loop = this.loop;
     if (loop) this.checkContent(loop, buf, start, end);
@@ -222,8 +232,10 @@ class Track {
     } else if (e.type === 'ready') {
       this.newSegment = true;
       this.loopPos = -1;
+      this.atBoundary = true;
     } else if (e.type === 'error') {
       this.newSegment = true;
+      this.atBoundary = true;
       if (this.errors.length < 8) this.errors.push(String(e.message));
     }
   }
@@ -303,6 +315,7 @@ async function post(path: string, body?: unknown): Promise<{ status: number; tex
 
 async function init(msg: Extract<ToListener, { cmd: 'init' }>): Promise<void> {
   base = BigInt(msg.base);
+  clockOffset = Number(process.hrtime.bigint() - base) / 1e6 - performance.now();
   gatewayUrl = msg.gatewayUrl;
   kind = msg.kind;
   let fetched = 0;
@@ -508,6 +521,7 @@ function report(windows: WindowSpec[]): void {
       id: t.spec.id,
       frames: t.frames,
       seqGaps: t.seqGaps,
+      boundaryJumps: t.boundaryJumps,
       seqDupes: t.seqDupes,
       contentGaps: t.contentGaps,
       contentMissing: t.contentMissing,

@@ -56,7 +56,8 @@ function addProfile(root: Tree, flat: Map<string, number>, p: CpuProfile): void 
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
   const walk = (id: number, parent: Tree) => {
     const n = byId.get(id);
-    if (!n) return 0;
+    // Idle time is not where the time goes: left out, so the graph's width is busy time.
+    if (!n || n.callFrame.functionName === '(idle)') return 0;
     const name = frameName(n);
     let t = parent.children.get(name);
     if (!t) {

@@ -72,6 +72,8 @@ export interface RunOptions {
   /** Plays a second, all listener processes together. */
   playRate: number;
   decodeChecksPerSec: number;
+  /** Sessions the headline lateness covers (a control run gets its fault run's); default: the untouched. */
+  headlineIds?: string[];
   /** Extra CHORUS_* variables for the gateway (only those this build knows are passed). */
   env: Record<string, string>;
   /** node --cpu-prof on the gateway, profiles into this directory. */
@@ -128,6 +130,8 @@ export interface RunResult {
   underruns: number;
   underrunEvents: number;
   lost: { seqGaps: number; contentMissing: number; total: number };
+  /** Seq jumps where one play ends and the next begins (not counted as lost; see listener-proc.ts). */
+  boundaryJumps: number;
   seqDupes: number;
   misrouted: number;
   decoded: { checks: number; failures: number; sessionsChecked: number };
@@ -174,6 +178,29 @@ interface Ctx {
   listeners: { proc: Spawned; ids: string[]; waiting: ((m: FromListener) => boolean)[]; progress?: ProgressReport }[];
   tmp: string;
   socketPath: string;
+}
+
+/** `fraction` of the sessions, spread over them (and so over listener processes and threads). */
+export function pickSessions(sessionIds: string[], fraction: number, offset: number): string[] {
+  const n = sessionIds.length;
+  const count = Math.max(1, Math.round(fraction * n));
+  return Array.from({ length: count }, (_, i) => sessionIds[(offset + Math.floor((i * n) / count)) % n]!);
+}
+
+/**
+ * The sessions a run's headline lateness covers: those no stall, pause or fault touches — or
+ * all of them for a fault that touches every session at one known moment (main-block,
+ * engine-restart: the window leaves that moment out). A control run is given the same list.
+ */
+export function headlineSessions(sessionIds: string[], fault: FaultName | undefined, stall: number, pause: number): string[] {
+  if (fault === 'main-block' || fault === 'engine-restart') return sessionIds;
+  const touched = new Set<string>();
+  const stallFraction = fault === 'stall-10' ? 0.1 : stall;
+  const pauseFraction = fault === 'pause-10' ? 0.1 : pause;
+  if (stallFraction > 0) for (const id of pickSessions(sessionIds, stallFraction, 0)) touched.add(id);
+  if (pauseFraction > 0) for (const id of pickSessions(sessionIds, pauseFraction, 1)) touched.add(id);
+  if (fault === 'worker-crash') touched.add(sessionIds[0]!);
+  return sessionIds.filter((id) => !touched.has(id));
 }
 
 export function ids(n: number): string[] {
@@ -394,7 +421,12 @@ export async function runOnce(opts: RunOptions): Promise<RunResult> {
     const procs = Math.max(1, Math.min(opts.listenerProcs, opts.sessions));
     for (let p = 0; p < procs; p++) {
       const share = specs.filter((_, i) => i % procs === p);
-      const proc = spawnRole(`listeners-${p}`, [LISTENER_MAIN], envFor({}), { ipc: true });
+      // LOADTEST_LISTENER_PROFILE=dir profiles the load generator's own listeners (to keep them cheap).
+      const profile = process.env.LOADTEST_LISTENER_PROFILE;
+      const proc = spawnRole(`listeners-${p}`, [LISTENER_MAIN], envFor({}), {
+        ipc: true,
+        ...(profile ? { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', profile] } : {}),
+      });
       const entry = { proc, ids: share.map((s) => s.id), waiting: [] as ((m: FromListener) => boolean)[], progress: undefined as ProgressReport | undefined };
       proc.child.on('message', (m: FromListener) => {
         if (m.ev === 'progress') entry.progress = m.progress;
@@ -465,11 +497,7 @@ export async function runOnce(opts: RunOptions): Promise<RunResult> {
     const windows: WindowSpec[] = [];
     const actions: Promise<void>[] = [];
     const third = windowStart + durationMs / 3;
-    const pick = (fraction: number, offset: number) => {
-      const count = Math.max(1, Math.round(fraction * opts.sessions));
-      // Spread over the sessions (and so over the listener processes and threads).
-      return Array.from({ length: count }, (_, i) => sessionIds[(offset + Math.floor((i * opts.sessions) / count)) % opts.sessions]!);
-    };
+    const pick = (fraction: number, offset: number) => pickSessions(sessionIds, fraction, offset);
     const stallFraction = opts.fault === 'stall-10' ? 0.1 : opts.stall;
     const pauseFraction = opts.fault === 'pause-10' ? 0.1 : opts.pause;
     let resumeGaps: number[] | undefined;
@@ -606,10 +634,10 @@ export async function runOnce(opts: RunOptions): Promise<RunResult> {
     // fault touched), in the window the run compares; touched sessions are reported apart.
     const touchedAll = new Set([...touched, ...(fault?.touched ?? [])]);
     const headlineWindow = fault?.compareWindow ?? 'main';
-    const headlineIds = fault?.compareAll ? sessionIds : sessionIds.filter((id) => !touchedAll.has(id));
+    const headlineIds = opts.headlineIds ?? (fault?.compareAll ? sessionIds : sessionIds.filter((id) => !touchedAll.has(id)));
     const untouchedHist = new LatencyHistogram();
     const touchedHist = new LatencyHistogram();
-    if (touchedAll.size > 0 || headlineWindow !== 'main') {
+    if (touchedAll.size > 0 || headlineWindow !== 'main' || headlineIds.length !== sessionIds.length) {
       const base = windows.find((w) => w.name === headlineWindow) ?? windows[0]!;
       const groups: WindowSpec[] = [{ ...base, name: 'headline', ids: headlineIds }];
       if (touchedAll.size > 0) groups.push({ ...windows[0]!, name: 'touched', ids: [...touchedAll] });
@@ -645,11 +673,12 @@ export async function runOnce(opts: RunOptions): Promise<RunResult> {
     const resumes = all.filter((s) => touchedAll.has(s.id)).flatMap((s) => s.resumeGapsMs);
     if (resumeGaps) resumeGaps.push(...resumes);
     const anomalies = all
-      .filter((s) => s.seqGaps || s.contentMissing || s.misrouted || s.seqDupes || s.decodedFailures || s.errors.length || s.playErrors.length)
+      .filter((s) => s.seqGaps || s.boundaryJumps || s.contentMissing || s.misrouted || s.seqDupes || s.decodedFailures || s.errors.length || s.playErrors.length)
       .slice(0, 50)
       .map((s) => ({
         id: s.id,
         seqGaps: s.seqGaps,
+        boundaryJumps: s.boundaryJumps,
         contentMissing: s.contentMissing,
         misrouted: s.misrouted,
         seqDupes: s.seqDupes,
@@ -695,6 +724,7 @@ export async function runOnce(opts: RunOptions): Promise<RunResult> {
       underruns,
       underrunEvents: sum((s) => s.underrunEvents),
       lost,
+      boundaryJumps: sum((s) => s.boundaryJumps),
       seqDupes: sum((s) => s.seqDupes),
       misrouted: sum((s) => s.misrouted),
       decoded: {
@@ -744,7 +774,8 @@ export async function runOnce(opts: RunOptions): Promise<RunResult> {
         // Already gone.
       }
     }
-    await Promise.all(ctx.listeners.map((l) => l.proc.stop(3000)));
+    // They exit by themselves on 'close' (a profile, if any, is written then); SIGTERM only if not.
+    await Promise.all(ctx.listeners.map((l) => Promise.race([l.proc.exited, sleep(3000)]).then(() => l.proc.stop(3000))));
     await ctx.gateway?.stop(10_000);
     await ctx.engine?.stop(5000);
     fs.rmSync(tmp, { recursive: true, force: true });

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { benchChorusDemux, benchSeedDemux, type DemuxResult } from './bench/demux.js';
 import { benchEgress, type EgressResult } from './bench/egress.js';
+import { benchFirstFrame } from './bench/first-frame.js';
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
@@ -21,7 +22,7 @@ function table(rows: Record<string, string | number>[]): string {
 }
 
 async function main(): Promise<void> {
-  const only = new Set((arg('only') ?? 'demux,egress').split(','));
+  const only = new Set((arg('only') ?? 'demux,egress,first-frame').split(','));
   const out: Record<string, unknown> = { machine: { cpus: (await import('node:os')).cpus().length, node: process.version } };
 
   if (only.has('demux')) {
@@ -73,6 +74,13 @@ async function main(): Promise<void> {
       ),
     );
     out.egress = results;
+  }
+
+  if (only.has('first-frame')) {
+    const r = await benchFirstFrame(50);
+    console.log('\nPlay → first frame at a WebSocket listener (real engine, tone: source, pre-warmed threads)\n');
+    console.log(table([{ plays: r.plays, 'p50 ms': r.p50Ms, 'p99 ms': r.p99Ms, 'max ms': r.maxMs, 'first (cold) ms': r.coldMs }]));
+    out.firstFrame = r;
   }
 
   const json = arg('json') ?? 'artifacts/bench-gateway.json';

@@ -32,6 +32,8 @@ const LINGER_MS = 30_000;
 const ENGINE_LOST_GRACE_MS = 10_000;
 /** After a reconnect, the engine's HTTP API may lag its socket by a moment: ask this often. */
 const STATUS_TRIES = 5;
+/** Status requests under way at once after a reconnect. */
+const STATUS_CONCURRENCY = 4;
 /** Unknown ids logged at most once each, and no more than this many. */
 const UNKNOWN_IDS_LOGGED = 1000;
 
@@ -222,20 +224,28 @@ export class Gateway {
       clearTimeout(this.lostTimer);
       this.lostTimer = undefined;
     }
-    for (const session of this.sessions.values()) {
-      if (!session.engineLost) continue;
-      retry(() => this.engine.status(session.id), STATUS_TRIES).then(
-        (state) => {
-          if (!session.engineLost) return;
-          if (state === undefined || state === 'finished' || state === 'stopped' || state === 'error') {
-            this.endLost(session, 'engine restarted; the track was lost');
-          } else {
-            session.engineLost = false;
-          }
-        },
-        (err: Error) => this.endLost(session, `engine unreachable after reconnect: ${err.message}`),
-      );
-    }
+    // A few requests at a time: a hundred at once keep the main thread busy for ~25 ms, and
+    // every session's frames wait that long (seen in the load test's garbage fault).
+    const queue = [...this.sessions.values()].filter((s) => s.engineLost);
+    const next = (): void => {
+      const session = queue.shift();
+      if (!session) return;
+      if (!session.engineLost) return next();
+      retry(() => this.engine.status(session.id), STATUS_TRIES)
+        .then(
+          (state) => {
+            if (!session.engineLost) return;
+            if (state === undefined || state === 'finished' || state === 'stopped' || state === 'error') {
+              this.endLost(session, 'engine restarted; the track was lost');
+            } else {
+              session.engineLost = false;
+            }
+          },
+          (err: Error) => this.endLost(session, `engine unreachable after reconnect: ${err.message}`),
+        )
+        .finally(next);
+    };
+    for (let i = 0; i < STATUS_CONCURRENCY; i++) next();
   }
 
   private endLost(session: GatewaySession, reason: string): void {

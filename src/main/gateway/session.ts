@@ -202,7 +202,9 @@ export class GatewaySession {
     const byFrames = framesIn(this.ringMs) - ring.records();
     const due = Math.min(byBytes, byFrames) - this.outstanding;
     const batch = Math.max(1, Math.min(10, Math.floor(framesIn(this.ringMs) / 8)));
-    return due >= batch || (due > 0 && this.outstanding === 0) ? due : 0;
+    // Less than a batch only when the ring runs low with nothing in flight: with a full ring a
+    // frame-sized grant every tick would be a credit line per frame (the load test saw one per frame).
+    return due >= batch || (due > 0 && this.outstanding === 0 && ring.records() < batch) ? due : 0;
   }
 
   // ---- the worker's view ----

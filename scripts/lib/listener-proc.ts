@@ -103,7 +103,7 @@ export type FromListener =
   | { ev: 'played'; ok: number; failed: number; firstError?: string }
   | { ev: 'done'; cmd: string; ok: number; failed: number; firstError?: string }
   | { ev: 'progress'; progress: ProgressReport }
-  | { ev: 'report'; windows: Record<string, HistogramJson>; sessions: SessionReport[] }
+  | { ev: 'report'; windows: Record<string, HistogramJson>; timeline?: (HistogramJson | null)[]; sessions: SessionReport[] }
   | { ev: 'fatal'; message: string };
 
 let base = 0n;
@@ -233,16 +233,20 @@ class Track {
       this.newSegment = true;
       this.loopPos = -1;
       this.atBoundary = true;
+      // A decoded sample must not straddle two plays (the tone restarts at phase 0).
+      this.capture = undefined;
     } else if (e.type === 'error') {
       this.newSegment = true;
       this.atBoundary = true;
+      this.capture = undefined;
       if (this.errors.length < 8) this.errors.push(String(e.message));
     }
   }
 
   /** Lateness of this session's frames in a window, into `into`; returns its percentiles. */
-  lateness(w: WindowSpec, into: LatencyHistogram): Percentiles {
+  lateness(w: WindowSpec, into: LatencyHistogram, timeline?: LatencyHistogram[]): Percentiles {
     const values: number[] = [];
+    const times: number[] = [];
     for (const seg of this.segments) {
       let anchor = Infinity;
       const first = values.length;
@@ -252,13 +256,24 @@ class Track {
         const r = t - FRAME_MS * k;
         if (r < anchor) anchor = r;
         values.push(r);
+        times.push(t);
       }
       for (let i = first; i < values.length; i++) values[i] = values[i]! - anchor;
     }
-    for (const v of values) into.record(v);
+    for (let i = 0; i < values.length; i++) {
+      into.record(values[i]!);
+      if (timeline) {
+        const second = Math.floor((times[i]! - w.from) / 1000);
+        (timeline[second] ??= new LatencyHistogram(TIMELINE_RESOLUTION_MS, TIMELINE_LIMIT_MS)).record(values[i]!);
+      }
+    }
     return percentilesOf(values);
   }
 }
+
+/** The per-second lateness of the 'main' window (where in the run the late frames were). */
+export const TIMELINE_RESOLUTION_MS = 0.25;
+export const TIMELINE_LIMIT_MS = 1000;
 
 function inWindow(t: number, w: WindowSpec): boolean {
   if (t < w.from || t > w.to) return false;
@@ -510,12 +525,13 @@ function sendProgress(): void {
 
 function report(windows: WindowSpec[]): void {
   const hists = new Map(windows.map((w) => [w.name, new LatencyHistogram()]));
+  const timeline: LatencyHistogram[] = [];
   const sessions: SessionReport[] = [];
   for (const t of tracks.values()) {
     const lateness: Record<string, Percentiles> = {};
     for (const w of windows) {
       if (w.ids && !w.ids.includes(t.spec.id)) continue;
-      lateness[w.name] = t.lateness(w, hists.get(w.name)!);
+      lateness[w.name] = t.lateness(w, hists.get(w.name)!, w.name === 'main' ? timeline : undefined);
     }
     sessions.push({
       id: t.spec.id,
@@ -538,7 +554,12 @@ function report(windows: WindowSpec[]): void {
       lateness,
     });
   }
-  send({ ev: 'report', windows: Object.fromEntries([...hists].map(([k, h]) => [k, h.toJSON()])), sessions });
+  send({
+    ev: 'report',
+    windows: Object.fromEntries([...hists].map(([k, h]) => [k, h.toJSON()])),
+    timeline: Array.from({ length: timeline.length }, (_, i) => timeline[i]?.toJSON() ?? null),
+    sessions,
+  });
 }
 
 function close(): void {

@@ -39,6 +39,39 @@ export function readProc(pid: number, at: number): ProcSample | undefined {
   }
 }
 
+/** A process and all its descendants (ffmpeg under the real engine), summed: CPU and RSS. */
+export function readTree(pid: number, at: number): ProcSample | undefined {
+  const root = readProc(pid, at);
+  if (!root) return undefined;
+  const children = new Map<number, number[]>();
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${e}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      const list = children.get(ppid) ?? [];
+      list.push(Number(e));
+      children.set(ppid, list);
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  const sum = { ...root };
+  const walk = (p: number) => {
+    for (const c of children.get(p) ?? []) {
+      const s = readProc(c, at);
+      if (s) {
+        sum.cpuSeconds += s.cpuSeconds;
+        sum.rssBytes += s.rssBytes;
+        sum.threads += s.threads;
+      }
+      walk(c);
+    }
+  };
+  walk(pid);
+  return sum;
+}
+
 /** CPU seconds of a process's main thread (tid = pid) and of all its other threads. */
 export function readThreadsCpu(pid: number): { main: number; others: number } | undefined {
   try {

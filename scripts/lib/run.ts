@@ -22,7 +22,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SCHEMA } from '../../src/shared/config.js';
 import type { FromListener, ListenerSessionSpec, ProgressReport, SessionReport, ToListener, WindowSpec } from './listener-proc.js';
-import { readMachineCpu, readProc, readThreadsCpu, spawnRole, type ProcSample, type Spawned } from './procs.js';
+import { readMachineCpu, readProc, readThreadsCpu, readTree, spawnRole, type ProcSample, type Spawned } from './procs.js';
 import { LatencyHistogram, percentilesOf, type Percentiles } from './stats.js';
 import { toneHz, toneUrl } from './tones.js';
 import { WsClient } from './ws-client.js';
@@ -161,6 +161,8 @@ export interface RunResult {
   /** Every session's counters that are not zero (lost, misrouted, errors). */
   anomalies: Partial<SessionReport>[];
   windows: Record<string, Percentiles>;
+  /** Second by second over the main window (every session): lateness p50/p99/max. */
+  timeline: { s: number; frames: number; p50: number; p99: number; max: number }[];
   /** Directory of the gateway's .cpuprofile files (written as it exits). */
   profile?: string;
 }
@@ -451,7 +453,8 @@ export async function runOnce(opts: RunOptions): Promise<RunResult> {
       const at = now();
       const gw = ctx.gateway && readProc(ctx.gateway.pid, at);
       if (gw) samples.gw.push(gw);
-      const en = ctx.engine && readProc(ctx.engine.pid, at);
+      // The real engine's ffmpeg processes are its children: counted with it.
+      const en = ctx.engine && (opts.engine === 'real' ? readTree(ctx.engine.pid, at) : readProc(ctx.engine.pid, at));
       if (en) samples.engine.push(en);
       samples.listeners.push(ctx.listeners.map((l) => readProc(l.proc.pid, at)).filter((s): s is ProcSample => !!s));
       samples.machine.push({ at, ...readMachineCpu() });
@@ -567,6 +570,9 @@ export async function runOnce(opts: RunOptions): Promise<RunResult> {
     const windowClose = now();
     const mainCpuEnd = readThreadsCpu(ctx.gateway.pid)?.main ?? 0;
     windows.unshift({ name: 'main', from: windowStart, to: windowClose });
+    // Every window ends with the main one: what comes after (collecting figures, the serving
+    // probe) is not measured.
+    for (const w of windows) w.to = Math.min(w.to, windowClose);
 
     // 6. report
     const reportAnswers = fromListeners(ctx, (m): m is Extract<FromListener, { ev: 'report' }> => m.ev === 'report', 120_000);
@@ -624,6 +630,17 @@ export async function runOnce(opts: RunOptions): Promise<RunResult> {
     for (const s of all) {
       perSession[s.id] = Object.fromEntries(Object.entries(s.lateness).map(([w, p]) => [w, { p50: p.p50, p99: p.p99, max: p.max, count: p.count }]));
     }
+    // Lateness second by second over the main window (where in the run the late frames were).
+    const timelineHists: LatencyHistogram[] = [];
+    for (const r of reports) {
+      (r.timeline ?? []).forEach((json, i) => {
+        if (json) (timelineHists[i] ??= new LatencyHistogram(json.resolution, json.limit)).merge(json);
+      });
+    }
+    const timeline = Array.from({ length: timelineHists.length }, (_, i) => {
+      const p = timelineHists[i]?.percentiles();
+      return { s: i, frames: p?.count ?? 0, p50: p?.p50 ?? 0, p99: p?.p99 ?? 0, max: p?.max ?? 0 };
+    });
     const windowHists: Record<string, LatencyHistogram> = {};
     for (const r of reports) {
       for (const [name, json] of Object.entries(r.windows)) {
@@ -762,6 +779,7 @@ export async function runOnce(opts: RunOptions): Promise<RunResult> {
       perSession,
       anomalies,
       windows: Object.fromEntries(Object.entries(windowHists).map(([k, h]) => [k, h.percentiles()])),
+      timeline,
       ...(profileFile ? { profile: profileFile } : {}),
     };
     return result;

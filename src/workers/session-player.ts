@@ -7,7 +7,7 @@
  * once and in order — nothing is skipped for lateness, so `wait` loses nothing — and counted as
  * late when it goes out more than one frame time after its deadline. After a stall the player
  * catches up at most MAX_FRAMES_PER_WAKE frames per wake; if it is still more than
- * CATCH_UP_LIMIT_MS behind, it re-anchors its clock at now (counted as a resync) rather than
+ * CATCH_UP_LIMIT_MS behind, it re-anchors its clock (counted as a resync) rather than
  * bursting seconds of audio at listeners.
  */
 import type { Ring } from '../shared/ring.js';
@@ -33,6 +33,12 @@ export interface PlayerHost {
   scratch: Uint8Array;
   postStatus(sid: number, status: PlayerStatus, reason?: string): void;
   now(): number;
+  /**
+   * When a clock (re)started at `now` has its first deadline: the thread's next grid point, so
+   * that the sessions of one thread share a few phases and are served in a few wakes, one
+   * message each, instead of one wake and one message per session per frame.
+   */
+  clockStart(now: number): number;
 }
 
 export class SessionPlayer implements Pacer {
@@ -183,11 +189,11 @@ export class SessionPlayer implements Pacer {
 
   private continuePlaying(now: number): number {
     if (this.ring.records() === 0) return this.enterBuffering(now);
-    // Resume plays the buffered audio at once: the next frame is due now.
+    // Resume plays the buffered audio at once: the next frame is due at the next grid point.
     this.setStatus('playing');
     this.held = false;
-    this.deadline = now;
-    return now;
+    this.deadline = this.host.clockStart(now);
+    return this.deadline;
   }
 
   private enterBuffering(now: number): number {
@@ -204,7 +210,7 @@ export class SessionPlayer implements Pacer {
     const have = this.ring.records();
     if (have >= this.prebufferFrames || (this.endOfStream && have > 0)) {
       this.setStatus('playing');
-      this.deadline = now;
+      this.deadline = this.host.clockStart(now);
       return this.playing(now);
     }
     if (this.endOfStream) {
@@ -225,9 +231,9 @@ export class SessionPlayer implements Pacer {
       return now + HOLD_POLL_MS;
     }
     if (this.held) {
-      // A slow listener caught up: go on from now, the held frames all still to come.
+      // A slow listener caught up: go on from here, the held frames all still to come.
       this.held = false;
-      this.deadline = now;
+      this.deadline = this.host.clockStart(now);
     }
     let sent = 0;
     while (this.deadline <= now && sent < MAX_FRAMES_PER_WAKE) {
@@ -246,7 +252,7 @@ export class SessionPlayer implements Pacer {
       sent++;
     }
     if (now - this.deadline > CATCH_UP_LIMIT_MS) {
-      this.deadline = now + FRAME_MS;
+      this.deadline = this.host.clockStart(now + FRAME_MS);
       Atomics.add(this.control, Control.Resyncs, 1);
     }
     return this.deadline;

@@ -22,11 +22,19 @@ import { EgressBatch } from './egress-batch.js';
 import { Scheduler } from './scheduler.js';
 import { SessionPlayer, type PlayerHost } from './session-player.js';
 
+/**
+ * Session clocks on one thread start on this grid (see PlayerHost.clockStart): a start or a
+ * resume waits at most this long, and the thread wakes at most FRAME_MS / CLOCK_GRID_MS times
+ * a frame whatever its number of sessions.
+ */
+const CLOCK_GRID_MS = 5;
+
 /** What the slots of one thread share. Created with the thread's first attach. */
 class ThreadContext implements PlayerHost {
   readonly batch: EgressBatch;
   readonly scratch = new Uint8Array(PCM_FRAME_BYTES);
   readonly scheduler: Scheduler;
+  private readonly epoch = performance.now();
   /** Main's end of the egress channel, until the first attach hands it over. */
   mainEnd: MessagePort | undefined;
 
@@ -51,6 +59,10 @@ class ThreadContext implements PlayerHost {
 
   now(): number {
     return performance.now();
+  }
+
+  clockStart(now: number): number {
+    return this.epoch + Math.ceil((now - this.epoch) / CLOCK_GRID_MS) * CLOCK_GRID_MS;
   }
 }
 

@@ -7,6 +7,8 @@ import path from 'node:path';
 import { benchChorusDemux, benchSeedDemux, type DemuxResult } from './bench/demux.js';
 import { benchEgress, type EgressResult } from './bench/egress.js';
 import { benchFirstFrame } from './bench/first-frame.js';
+import { runOnce, type Mode } from './lib/run.js';
+import { runsTable } from './lib/report.js';
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
@@ -22,7 +24,7 @@ function table(rows: Record<string, string | number>[]): string {
 }
 
 async function main(): Promise<void> {
-  const only = new Set((arg('only') ?? 'demux,egress,first-frame').split(','));
+  const only = new Set((arg('only') ?? 'demux,egress,first-frame,lateness').split(','));
   const out: Record<string, unknown> = { machine: { cpus: (await import('node:os')).cpus().length, node: process.version } };
 
   if (only.has('demux')) {
@@ -81,6 +83,38 @@ async function main(): Promise<void> {
     console.log('\nPlay → first frame at a WebSocket listener (real engine, tone: source, pre-warmed threads)\n');
     console.log(table([{ plays: r.plays, 'p50 ms': r.p50Ms, 'p99 ms': r.p99Ms, 'max ms': r.maxMs, 'first (cold) ms': r.coldMs }]));
     out.firstFrame = r;
+  }
+
+  if (only.has('lateness')) {
+    // The load test's own run (scripts/lib/run.ts): synthetic engine, listeners in their own process.
+    const runs = [];
+    for (const mode of [{ kind: 'thread' }, { kind: 'shared', k: 64 }] as Mode[]) {
+      for (const sessions of [10, 50, 100]) {
+        runs.push(
+          await runOnce({
+            mode,
+            sessions,
+            durationS: 10,
+            engine: 'synthetic',
+            listeners: 'ws',
+            stall: 0,
+            stallMs: 0,
+            pause: 0,
+            pauseMs: 0,
+            listenerProcs: 1,
+            playRate: 100,
+            decodeChecksPerSec: 4,
+            env: {},
+            base: process.hrtime.bigint(),
+            log: (line) => process.stderr.write(line + '\n'),
+            progress: (line) => process.stderr.write(`\r${line}   `),
+          }),
+        );
+      }
+    }
+    console.log('\nPer-frame lateness at WebSocket listeners (synthetic engine; load test harness)\n');
+    console.log(runsTable(runs));
+    out.lateness = runs.map((r) => ({ mode: r.mode, sessions: r.sessions, lateness: r.lateness, lost: r.lost.total, misrouted: r.misrouted }));
   }
 
   const json = arg('json') ?? 'artifacts/bench-gateway.json';

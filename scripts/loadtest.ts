@@ -26,6 +26,7 @@
  *   --decode-rate R         decoded samples a second per listener process (4)
  *   --env K=V               extra CHORUS_* variable for the gateway (repeatable)
  *   --profile               node --cpu-prof on the gateway (artifacts/profiles/), summary printed
+ *   --judge FILE            judge a fault run's JSON again, without running anything
  *   --retries K             run a point again (up to K times, 2) when other processes took more
  *                           than 25 % of a core during its window; the least disturbed is kept
  */
@@ -36,7 +37,7 @@ import { execFileSync } from 'node:child_process';
 import { writeChart } from './lib/chart.js';
 import { FAULT_TEXT, judgeFault, type FaultVerdict } from './lib/faults.js';
 import { summarizeProfile } from './lib/profile.js';
-import { holds, rssSlope, runsTable, table, P99_TARGET_MS } from './lib/report.js';
+import { holds, rssSlope, runsMarkdown, runsTable, table, P99_TARGET_MS } from './lib/report.js';
 import { DISTURBED_PERCENT, FAULTS, headlineSessions, ids, modeName, parseMode, REPO_ROOT, runOnce, type FaultName, type Mode, type RunOptions, type RunResult } from './lib/run.js';
 
 interface Args {
@@ -59,6 +60,7 @@ interface Args {
   env: Record<string, string>;
   profile: boolean;
   retries: number;
+  judge?: string;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -141,6 +143,9 @@ function parseArgs(argv: string[]): Args {
       }
       case '--profile':
         a.profile = true;
+        break;
+      case '--judge':
+        a.judge = value();
         break;
       case '--retries':
         a.retries = Math.round(num(0, 10));
@@ -307,6 +312,18 @@ async function main(): Promise<void> {
     fs.writeFileSync(jsonFile, JSON.stringify({ ...out, runs }, null, 1));
   };
 
+  if (a.judge) {
+    // Judges a fault run's JSON again (after a change of criterion), without running anything.
+    const saved = JSON.parse(fs.readFileSync(a.judge, 'utf8')) as { runs: RunResult[] };
+    const [control, faulted] = saved.runs;
+    if (!control || !faulted) throw new Error(`${a.judge}: not a fault run's JSON (a control run and a fault run)`);
+    const verdict = judgeFault(faulted, control);
+    console.log(`${faulted.label}: ${verdict.pass ? 'PASS' : 'FAIL'}`);
+    console.log(table(verdict.criteria.map((c) => ({ criterion: c.name, result: c.pass ? 'pass' : 'FAIL', detail: c.detail }))));
+    process.exitCode = verdict.pass ? 0 : 1;
+    return;
+  }
+
   if (a.fault) {
     const mode = a.modes?.[0] ?? { kind: 'thread' };
     const n = a.sessions ?? 100;
@@ -414,6 +431,9 @@ async function main(): Promise<void> {
     writeChart(path.resolve(chartFile), runs, `chorus load test, ${a.engine} engine, ${a.listeners} listeners, ${os.cpus().length} cores, ${duration} s per point`);
     console.log(`chart: ${path.relative(process.cwd(), path.resolve(chartFile))}`);
   }
+  const md = jsonFile.replace(/\.json$/, '.md');
+  fs.writeFileSync(md, `${runsMarkdown(runs)}\n\n${v.lines.map((l) => `- ${l.trim()}`).join('\n')}\n`);
+  console.log(`markdown table: ${path.relative(process.cwd(), md)}`);
   console.log(`JSON: ${path.relative(process.cwd(), jsonFile)}`);
 }
 

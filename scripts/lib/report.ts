@@ -61,3 +61,34 @@ export function rssSlope(series: { atS: number; rssMB: number }[], warmupS: numb
   }
   return { mbPerMin: den === 0 ? 0 : num / den, points: pts.length };
 }
+
+/** The runs as a markdown table (the README's measured table is made with this). */
+export function runsMarkdown(runs: RunResult[]): string {
+  const f = (v: number) => (v >= 100 ? v.toFixed(0) : v.toFixed(1));
+  const head =
+    '| mode | N | p50 | p99 | p99.9 | max | underruns | lost | misrouted | play→1st p50 / p99 | gateway RSS MB (per session) | gateway CPU % of a core (per session) | main thread % | threads | load generator CPU % | p99 ≤ 5 ms, 0 lost |';
+  const rule = '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: |';
+  const rows = runs.map((r) => {
+    const p = r.lateness;
+    const g = r.gateway;
+    return `| ${[
+      r.mode,
+      r.sessions,
+      f(p.p50),
+      f(p.p99),
+      f(p.p999),
+      f(p.max),
+      r.underruns,
+      r.lost.total,
+      r.misrouted + r.decoded.failures,
+      `${f(r.playToFirstMs.p50)} / ${f(r.playToFirstMs.p99)}`,
+      `${g.rssEndMB.toFixed(0)} (${g.rssPerSessionMB.toFixed(2)})`,
+      `${g.cpuPercent.toFixed(0)} (${g.cpuPerSessionPercent.toFixed(2)})`,
+      g.mainThreadCpuPercent.toFixed(0),
+      g.threads,
+      (r.loadgen.listenerCpuPercent + r.loadgen.engineCpuPercent).toFixed(0),
+      holds(r) ? 'yes' : 'no',
+    ].join(' | ')} |`;
+  });
+  return [head, rule, ...rows].join('\n');
+}

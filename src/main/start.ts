@@ -12,12 +12,14 @@ import { fileURLToPath } from 'node:url';
 import type { Config } from '../shared/config.js';
 import { logger } from '../shared/log.js';
 import { startGateway } from './gateway/index.js';
+import { nextStopSignal } from './signals.js';
 
 const log = logger('start');
 const CLI = fileURLToPath(new URL('./cli.js', import.meta.url));
 const ENGINE_START_TIMEOUT_MS = 30_000;
 
 export async function runStart(config: Config): Promise<void> {
+  const stopSignal = nextStopSignal();
   const dir = mkdtempSync(path.join(os.tmpdir(), 'chorus-'));
   const socket = process.env.CHORUS_SOCKET ? config.CHORUS_SOCKET : path.join(dir, 'engine.sock');
   const engineEnv: NodeJS.ProcessEnv = { ...process.env, CHORUS_SOCKET: socket };
@@ -66,8 +68,7 @@ export async function runStart(config: Config): Promise<void> {
     });
 
   const reason = await new Promise<string>((resolve) => {
-    process.once('SIGINT', () => resolve('SIGINT'));
-    process.once('SIGTERM', () => resolve('SIGTERM'));
+    void stopSignal.then(resolve);
     engine.once('exit', (code, signal) => {
       engineExited = true;
       resolve(`the engine exited (code ${code}, signal ${signal})`);

@@ -15,6 +15,7 @@ import { Scheduler } from './scheduler.js';
 import type { Session } from './session.js';
 import { SocketServer } from './socket-server.js';
 import { sourceResolver } from './source.js';
+import { nextStopSignal } from '../signals.js';
 
 const log = logger('engine');
 
@@ -98,11 +99,9 @@ export async function startEngine(config: Config): Promise<RunningEngine> {
 }
 
 export async function runEngine(config: Config): Promise<void> {
+  const stopSignal = nextStopSignal();
   const engine = await startEngine(config);
-  const signal = await new Promise<NodeJS.Signals>((resolve) => {
-    process.once('SIGINT', resolve);
-    process.once('SIGTERM', resolve);
-  });
+  const signal = await stopSignal;
   log.info('stopping', { signal });
   await engine.close();
   log.info('stopped');

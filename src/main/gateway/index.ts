@@ -8,6 +8,7 @@ import type { Config } from '../../shared/config.js';
 import { logger } from '../../shared/log.js';
 import { Gateway } from './gateway.js';
 import { createGatewayServer } from './http-api.js';
+import { nextStopSignal } from '../signals.js';
 
 const log = logger('gateway');
 
@@ -51,11 +52,9 @@ export async function startGateway(config: Config): Promise<RunningGateway> {
 }
 
 export async function runGateway(config: Config): Promise<void> {
+  const stopSignal = nextStopSignal();
   const running = await startGateway(config);
-  const signal = await new Promise<NodeJS.Signals>((resolve) => {
-    process.once('SIGINT', resolve);
-    process.once('SIGTERM', resolve);
-  });
+  const signal = await stopSignal;
   log.info('stopping', { signal });
   await running.close();
   log.info('stopped');

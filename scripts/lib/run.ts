@@ -672,9 +672,13 @@ export async function runOnce(opts: RunOptions): Promise<RunResult> {
     const gwWin = windowSamples(samples.gw);
     const cpuOf = (list: ProcSample[]) => {
       if (list.length < 2) return 0;
-      const a = list[0]!;
-      const b = list.at(-1)!;
-      return ((b.cpuSeconds - a.cpuSeconds) / ((b.at - a.at) / 1000)) * 100;
+      let cpuSeconds = 0;
+      for (let i = 1; i < list.length; i++) {
+        const d = list[i]!.cpuSeconds - list[i - 1]!.cpuSeconds;
+        // A drop is a process started again (engine-restart): the new one counts from zero.
+        cpuSeconds += d >= 0 ? d : list[i]!.cpuSeconds;
+      }
+      return (cpuSeconds / ((list.at(-1)!.at - list[0]!.at) / 1000)) * 100;
     };
     const gwEnd = gwWin.at(-1) ?? idle;
     const gwCpu = cpuOf(gwWin);

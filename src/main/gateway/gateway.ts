@@ -431,7 +431,8 @@ export class Gateway {
     const current = session.slot;
     if (current?.alive && !ringChanged) {
       try {
-        await current.call((api) => api.reset(paused));
+        // The answer is the worker's status: a slot already paused posts no change for it.
+        session.onPlayerStatus(await current.call((api) => api.reset(paused)));
         return;
       } catch (err) {
         // It finished by itself a moment ago: take a fresh one below.
@@ -479,7 +480,7 @@ export class Gateway {
       },
     );
     for (const target of session.rtpSinks) await slot.call((api) => api.addRtpSink(target));
-    await slot.call((api) => api.reset(paused));
+    session.onPlayerStatus(await slot.call((api) => api.reset(paused)));
   }
 
   /** Lets go of the session's slot; session.slotClosing settles when it has ended. */

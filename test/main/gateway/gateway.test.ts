@@ -154,6 +154,28 @@ describe('gateway with the real engine', () => {
     expect(a!.events.filter((e) => e.type === 'state').map((e) => (e as { state: string }).state)).toContain('paused');
   });
 
+  it('a seek while paused stays paused at the new position, and resume plays from there', async () => {
+    const l = await listen('seek-paused');
+    await post(`${stack.url}/sessions/seek-paused/play`, { url: 'tone:440?seconds=30' });
+    await l.waitForFrames(10);
+    expect((await post(`${stack.url}/sessions/seek-paused/pause`)).status).toBe(200);
+    const seek = await post(`${stack.url}/sessions/seek-paused/seek`, { seconds: 15 });
+    expect(seek.status).toBe(200);
+    await l.waitForEvent('ready', 5000);
+    await sleep(500);
+    const held = l.frames.length;
+    await sleep(500);
+    expect((await sessions(stack.url)).get('seek-paused')?.state).toBe('paused');
+    expect(l.frames.length - held).toBe(0);
+    const engineStatus = (await (await fetch(`${stack.engine.httpUrl}/session/seek-paused/status`)).json()) as { start_at: number };
+    expect(engineStatus.start_at).toBe(15);
+
+    expect((await post(`${stack.url}/sessions/seek-paused/resume`)).status).toBe(200);
+    await l.waitForFrames(held + 25, 3000);
+    expect((await sessions(stack.url)).get('seek-paused')?.state).toBe('playing');
+    await post(`${stack.url}/sessions/seek-paused/stop`);
+  });
+
   it('a worker that throws takes down its session only', async () => {
     const [victim, bystander] = await Promise.all(['crash-v', 'crash-b'].map(listen));
     await post(`${stack.url}/sessions/crash-v/play`, { url: 'tone:440?seconds=5' });

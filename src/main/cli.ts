@@ -26,6 +26,11 @@ function config(): Config {
   }
 }
 
+// A reader that goes away early (`chorus env | head`) is no error: the rest of the output is dropped.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code !== 'EPIPE' && err.code !== 'ERR_STREAM_DESTROYED') throw err;
+});
+
 async function main(argv: string[]): Promise<void> {
   const command = argv[0];
   switch (command) {

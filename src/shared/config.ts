@@ -172,7 +172,12 @@ export const SCHEMA = {
   CHORUS_IDLE_TIMEOUT_S: int(1, 31_536_000, 1800, 'A session paused or idle this long is stopped.'),
   CHORUS_OPUS_BITRATE: optionalInt(6000, 510_000, 'Opus bitrate in b/s for every format; empty: 128000 for opus, 256000 for web.'),
   CHORUS_FFMPEG: text('', 'ffmpeg binary; empty: ffmpeg-static, then @ffmpeg-installer/ffmpeg, then ffmpeg on PATH.', 'empty or a file path'),
-  CHORUS_MEDIA_ROOT: computed('<cwd>', () => process.cwd(), 'Only local files under this directory may be played.', 'a directory path'),
+  CHORUS_MEDIA_ROOT: computed(
+    '<cwd>/media',
+    () => path.join(process.cwd(), 'media'),
+    'Only local files under this directory may be played; checked at start (the default is created if missing).',
+    'a readable directory',
+  ),
   CHORUS_ENGINE_BUFFER_MS: int(100, 600_000, 5000, 'Audio a session buffers in the engine with no gateway (or no credit) before its ffmpeg waits.'),
   CHORUS_ENCODER_THREADS: {
     ...int(1, 256, 1, 'Opus encoder threads in the engine; each session stays on one.'),

@@ -34,7 +34,7 @@ describe('config', () => {
       CHORUS_DEBUG_ENDPOINTS: false,
       CHORUS_RTP_ALLOW: [],
       CHORUS_SOCKET: path.join(os.tmpdir(), 'chorus.sock'),
-      CHORUS_MEDIA_ROOT: process.cwd(),
+      CHORUS_MEDIA_ROOT: path.join(process.cwd(), 'media'),
       CHORUS_ENCODER_THREADS: os.availableParallelism(),
     });
     expect(cfg.CHORUS_OPUS_BITRATE).toBeUndefined();

@@ -14,10 +14,17 @@ import { renderMetrics } from './metrics.js';
 import { Scheduler } from './scheduler.js';
 import type { Session } from './session.js';
 import { SocketServer } from './socket-server.js';
-import { sourceResolver } from './source.js';
+import { prepareMediaRoot, sourceResolver } from './source.js';
+import { listen } from '../listen.js';
 import { nextStopSignal } from '../signals.js';
 
 const log = logger('engine');
+
+/** What `chorus engine` sends its parent over IPC once it serves (see start.ts). */
+export interface EngineReadyMessage {
+  type: 'engine-ready';
+  httpUrl: string;
+}
 
 export interface RunningEngine {
   httpUrl: string;
@@ -29,6 +36,7 @@ export interface RunningEngine {
 }
 
 export async function startEngine(config: Config): Promise<RunningEngine> {
+  const mediaRoot = prepareMediaRoot(config.CHORUS_MEDIA_ROOT);
   const ffmpeg = resolveFfmpeg(config.CHORUS_FFMPEG);
   log.info('using ffmpeg', { source: ffmpeg.source, path: ffmpeg.path });
   const sessions = new Map<string, Session>();
@@ -39,7 +47,7 @@ export async function startEngine(config: Config): Promise<RunningEngine> {
     ffmpegPath: ffmpeg.path,
     pool,
     scheduler,
-    resolve: sourceResolver({ mediaRoot: config.CHORUS_MEDIA_ROOT, remoteAllow: config.CHORUS_REMOTE_ALLOW }),
+    resolve: sourceResolver({ mediaRoot, remoteAllow: config.CHORUS_REMOTE_ALLOW }),
   });
   const socket = new SocketServer(config.CHORUS_SOCKET, scheduler);
   const started = performance.now();
@@ -71,13 +79,7 @@ export async function startEngine(config: Config): Promise<RunningEngine> {
   };
   try {
     // HTTP first: a gateway that can connect to the socket may call the API at once.
-    await new Promise<void>((resolve, reject) => {
-      http.once('error', reject);
-      http.listen(config.CHORUS_ENGINE_PORT, config.CHORUS_ENGINE_HOST, () => {
-        http.off('error', reject);
-        resolve();
-      });
-    });
+    await listen(http, config.CHORUS_ENGINE_HOST, config.CHORUS_ENGINE_PORT, 'CHORUS_ENGINE_PORT', 'CHORUS_ENGINE_HOST');
     await socket.listen();
   } catch (err) {
     await closeAll();
@@ -87,7 +89,7 @@ export async function startEngine(config: Config): Promise<RunningEngine> {
   const { port } = http.address() as AddressInfo;
   const host = config.CHORUS_ENGINE_HOST.includes(':') ? `[${config.CHORUS_ENGINE_HOST}]` : config.CHORUS_ENGINE_HOST;
   const httpUrl = `http://${host}:${port}`;
-  log.info(`engine ready http=${httpUrl} socket=${config.CHORUS_SOCKET} ffmpeg=${ffmpeg.source}`);
+  log.info(`engine ready http=${httpUrl} socket=${config.CHORUS_SOCKET} ffmpeg=${ffmpeg.source} media_root=${mediaRoot}`);
   let closing: Promise<void> | undefined;
   return {
     httpUrl,
@@ -101,8 +103,10 @@ export async function startEngine(config: Config): Promise<RunningEngine> {
 export async function runEngine(config: Config): Promise<void> {
   const stopSignal = nextStopSignal();
   const engine = await startEngine(config);
-  const signal = await stopSignal;
-  log.info('stopping', { signal });
+  // Under `chorus start`, which learns the engine's URL from this message, not from the log.
+  process.send?.({ type: 'engine-ready', httpUrl: engine.httpUrl } satisfies EngineReadyMessage);
+  const reason = await stopSignal;
+  log.info('stopping', { reason });
   await engine.close();
   log.info('stopped');
 }

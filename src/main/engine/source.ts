@@ -13,9 +13,11 @@
  * this check and ffmpeg's own lookup, and HTTP redirects ffmpeg follows to another host.
  */
 import dns from 'node:dns/promises';
+import { accessSync, constants, mkdirSync, statSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
+import { SCHEMA } from '../../shared/config.js';
 
 export class SourceError extends Error {
   override name = 'SourceError';
@@ -44,6 +46,29 @@ export interface SourcePolicy {
 }
 
 export const DEFAULT_TONE_SECONDS = 30;
+
+/**
+ * Checks the media root before anything starts, so a wrong CHORUS_MEDIA_ROOT is one line at start
+ * rather than a 404 on the first play. chorus's own default (`media/` in the working directory)
+ * is made when missing; a root the user chose must exist. Returns the root as an absolute path.
+ */
+export function prepareMediaRoot(root: string): string {
+  const absolute = path.resolve(root);
+  if (root === SCHEMA.CHORUS_MEDIA_ROOT.defaultValue?.()) mkdirSync(absolute, { recursive: true });
+  let isDir: boolean;
+  try {
+    isDir = statSync(absolute).isDirectory();
+  } catch {
+    throw new Error(`CHORUS_MEDIA_ROOT ${absolute} does not exist: create it, or point CHORUS_MEDIA_ROOT at your media folder`);
+  }
+  if (!isDir) throw new Error(`CHORUS_MEDIA_ROOT ${absolute} is not a directory`);
+  try {
+    accessSync(absolute, constants.R_OK | constants.X_OK);
+  } catch {
+    throw new Error(`CHORUS_MEDIA_ROOT ${absolute} cannot be read by this user`);
+  }
+  return absolute;
+}
 const MAX_TONE_SECONDS = 86_400;
 const LOOKUP_TIMEOUT_MS = 5000;
 const SCHEME = /^([a-z][a-z0-9+.-]*):/i;

@@ -8,6 +8,7 @@ import type { Config } from '../../shared/config.js';
 import { logger } from '../../shared/log.js';
 import { Gateway } from './gateway.js';
 import { createGatewayServer } from './http-api.js';
+import { listen } from '../listen.js';
 import { nextStopSignal } from '../signals.js';
 
 const log = logger('gateway');
@@ -23,13 +24,7 @@ export interface RunningGateway {
 export async function startGateway(config: Config): Promise<RunningGateway> {
   const gateway = new Gateway(config);
   const { server, closeListeners } = createGatewayServer(gateway, config);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(config.CHORUS_PORT, config.CHORUS_HOST, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  }).catch(async (err: Error) => {
+  await listen(server, config.CHORUS_HOST, config.CHORUS_PORT, 'CHORUS_PORT', 'CHORUS_HOST').catch(async (err: Error) => {
     await gateway.close();
     throw err;
   });
@@ -54,8 +49,8 @@ export async function startGateway(config: Config): Promise<RunningGateway> {
 export async function runGateway(config: Config): Promise<void> {
   const stopSignal = nextStopSignal();
   const running = await startGateway(config);
-  const signal = await stopSignal;
-  log.info('stopping', { signal });
+  const reason = await stopSignal;
+  log.info('stopping', { reason });
   await running.close();
   log.info('stopped');
 }

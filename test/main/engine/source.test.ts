@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isPublic, sourceResolver, SourceError } from '../../../src/main/engine/source.js';
+import { isPublic, prepareMediaRoot, sourceResolver, SourceError } from '../../../src/main/engine/source.js';
 import { tempDir } from '../../helpers/chorus-process.js';
 
 let dir: string;
@@ -147,5 +147,14 @@ describe('remote sources', () => {
     expect(isPublic('100.64.0.1')).toBe(false);
     expect(isPublic('::ffff:7f00:1')).toBe(false);
     expect(isPublic('::ffff:8.8.8.8')).toBe(true);
+  });
+});
+
+describe('the media root, checked at start', () => {
+  it('a root the user chose must be an existing directory: one clear reason otherwise', () => {
+    expect(prepareMediaRoot(root)).toBe(root);
+    expect(() => prepareMediaRoot(path.join(dir, 'nowhere'))).toThrow(`CHORUS_MEDIA_ROOT ${path.join(dir, 'nowhere')} does not exist`);
+    expect(fs.existsSync(path.join(dir, 'nowhere'))).toBe(false); // not made: only the default is
+    expect(() => prepareMediaRoot(path.join(dir, 'secret.wav'))).toThrow('is not a directory');
   });
 });

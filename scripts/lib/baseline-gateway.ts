@@ -24,6 +24,7 @@ import net from 'node:net';
 import { PassThrough } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { FRAME_SAMPLES } from '../../src/shared/audio.js';
+import { healthHttpStatus, type GatewayHealth } from '../../src/shared/health.js';
 import { writeListenerHeader } from '../../src/shared/listener-protocol.js';
 
 /** The seed's socket client: Buffer.concat per read, brace counting for events. */
@@ -196,7 +197,18 @@ export async function startBaselineGateway(opts: BaselineOptions): Promise<Runni
     void (async () => {
       const url = new URL(req.url ?? '/', 'http://baseline');
       const body = await readBody(req);
-      if (url.pathname === '/health') return json(res, 200, { ok: true, engineConnected: client.connected, sessions: sessions.size, threads: 1 });
+      if (url.pathname === '/health') {
+        // No session limit here, so no max_sessions.
+        const health: Omit<GatewayHealth, 'max_sessions'> = {
+          status: client.connected ? 'ok' : 'unavailable',
+          ...(client.connected ? {} : { reason: 'engine socket not connected' }),
+          sessions: sessions.size,
+          engine_connected: client.connected,
+          threads: 1,
+          uptime_s: Math.round(process.uptime()),
+        };
+        return json(res, healthHttpStatus(health), health);
+      }
       if (url.pathname === '/sessions') {
         return json(res, 200, {
           sessions: [...sessions.values()].map((s) => ({ id: s.id, state: s.state, listeners: s.listeners.size, sent: s.sent, underruns: 0, late: 0, dropped: 0, skipped: 0 })),

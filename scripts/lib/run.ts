@@ -21,6 +21,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SCHEMA } from '../../src/shared/config.js';
+import type { GatewayHealth } from '../../src/shared/health.js';
 import type { FromListener, ListenerSessionSpec, ProgressReport, SessionReport, ToListener, WindowSpec } from './listener-proc.js';
 import { readMachineCpu, readProc, readThreadsCpu, readTree, spawnRole, type ProcSample, type Spawned } from './procs.js';
 import { LatencyHistogram, percentilesOf, type Percentiles } from './stats.js';
@@ -252,6 +253,12 @@ async function getJson(url: string, timeoutMs = 10_000): Promise<Record<string, 
   return JSON.parse(text) as Record<string, unknown>;
 }
 
+/** GET /health, whose 503 (engine not connected) is an answer too, not a failure to answer. */
+async function gatewayHealth(gatewayUrl: string): Promise<Partial<GatewayHealth>> {
+  const res = await fetch(`${gatewayUrl}/health`, { signal: AbortSignal.timeout(10_000) });
+  return (await res.json()) as Partial<GatewayHealth>;
+}
+
 async function post(url: string, timeoutMs = 15_000): Promise<{ status: number; text: string }> {
   const res = await fetch(url, { method: 'POST', signal: AbortSignal.timeout(timeoutMs) });
   return { status: res.status, text: await res.text() };
@@ -414,7 +421,7 @@ export async function runOnce(opts: RunOptions): Promise<RunResult> {
       ctx.gateway = spawnRole('gateway', [CLI, 'gateway'], env, { nodeArgs });
       ctx.gatewayUrl = (await ctx.gateway.waitFor(/gateway ready http=(\S+)/, 30_000))[1]!;
     }
-    await waitFor('the gateway to connect to the engine', async () => (await getJson(`${ctx.gatewayUrl}/health`)).engineConnected === true, 20_000);
+    await waitFor('the gateway to connect to the engine', async () => (await gatewayHealth(ctx.gatewayUrl)).engine_connected === true, 20_000);
     await sleep(1500); // pre-warmed threads boot
     const idle = readProc(ctx.gateway.pid, now());
     if (!idle) throw new Error('gateway exited');
@@ -585,9 +592,9 @@ export async function runOnce(opts: RunOptions): Promise<RunResult> {
     let gatewayCounters: Record<string, number> = {};
     let underruns = 0;
     try {
-      const health = await getJson(`${ctx.gatewayUrl}/health`);
+      const health = await gatewayHealth(ctx.gatewayUrl);
       const summary = await getJson(`${ctx.gatewayUrl}/sessions`);
-      servingAfter = health.engineConnected === true && (await probe(ctx.gatewayUrl, toneUrl(toneHz(opts.sessions), 5), errors));
+      servingAfter = health.engine_connected === true && (await probe(ctx.gatewayUrl, toneUrl(toneHz(opts.sessions), 5), errors));
       const sessions = (summary.sessions as { underruns?: number; late?: number; dropped?: number; skipped?: number }[]) ?? [];
       for (const s of sessions) underruns += s.underruns ?? 0;
       gatewayCounters = {
@@ -932,7 +939,7 @@ async function scheduleFault(ctx: Ctx, fault: FaultOutcome, name: FaultName, too
         await sleep(500);
         await startEngine(ctx);
         note('engine restarted');
-        await waitFor('the gateway to reconnect to the new engine', async () => (await getJson(`${gw}/health`)).engineConnected === true, 30_000, 50);
+        await waitFor('the gateway to reconnect to the new engine', async () => (await gatewayHealth(gw)).engine_connected === true, 30_000, 50);
         note('gateway reconnected');
         // The new engine knows none of the tracks: the gateway must end every one of them.
         await waitFor(

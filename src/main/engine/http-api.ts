@@ -14,6 +14,7 @@
 import http from 'node:http';
 import { isAudioFormat } from '../../shared/audio.js';
 import { credentialOf, sameSecret, unauthorizedReason, UNAUTHORIZED_HEADERS } from '../../shared/access.js';
+import { healthHttpStatus, type EngineHealth } from '../../shared/health.js';
 import { sessionIdError } from '../../shared/protocol.js';
 import { LimitError, NotFoundError, StateError, type SessionManager } from './manager.js';
 import type { PlayRequest, Session } from './session.js';
@@ -34,7 +35,7 @@ class HttpError extends Error {
 
 export interface ApiParts {
   manager: SessionManager;
-  health(): Record<string, unknown>;
+  health(): EngineHealth;
   metrics(): string;
   /** CHORUS_TOKEN: when set, required on every route but /health. */
   token?: string;
@@ -54,7 +55,8 @@ async function handle(parts: ApiParts, req: http.IncomingMessage, res: http.Serv
   const method = req.method ?? 'GET';
   if (url.pathname === '/health') {
     requireMethod(method, 'GET');
-    return sendJson(res, 200, parts.health());
+    const health = parts.health();
+    return sendJson(res, healthHttpStatus(health), health);
   }
   if (parts.token !== undefined) {
     const credential = credentialOf(req.headers, url);

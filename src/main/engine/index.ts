@@ -54,6 +54,7 @@ export async function startEngine(config: Config): Promise<RunningEngine> {
   const http = createHttpApi({
     manager,
     health: () => ({
+      // Without a gateway the engine still takes plays (and buffers them): that is not a fault.
       status: 'ok',
       sessions: manager.live,
       max_sessions: config.CHORUS_MAX_SESSIONS,

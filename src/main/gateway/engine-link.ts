@@ -41,6 +41,8 @@ export class EngineLink {
   private closed = false;
   private credit = false;
   private connectedOnce = false;
+  /** Why the last connection attempt failed, or the last connection ended. */
+  private lastError = 'not connected yet';
   readonly counters: LinkCounters = { reconnects: 0, protocolErrors: 0, badEvents: 0 };
 
   constructor(
@@ -67,6 +69,11 @@ export class EngineLink {
 
   get connected(): boolean {
     return this.socket !== undefined && !this.socket.connecting;
+  }
+
+  /** Why the engine cannot be reached now; undefined while connected. */
+  get downReason(): string | undefined {
+    return this.connected ? undefined : `${this.lastError}; retrying`;
   }
 
   /** Credit lines may be written: the engine on this connection asked for them. */
@@ -110,6 +117,7 @@ export class EngineLink {
       this.decoder.push(chunk);
     });
     socket.on('error', (err: NodeJS.ErrnoException) => {
+      this.lastError = whyUnreachable(err);
       if (this.attempt === 0 || this.attempt % 20 === 0) {
         log.warn('engine socket error', { code: err.code, message: err.message });
       }
@@ -118,7 +126,10 @@ export class EngineLink {
       if (this.socket !== socket) return;
       this.socket = undefined;
       this.credit = false;
-      if (opened) this.handlers.disconnected('engine connection lost');
+      if (opened) {
+        this.lastError = 'the engine closed the connection';
+        this.handlers.disconnected('engine connection lost');
+      }
       this.scheduleRetry();
     });
   }
@@ -144,4 +155,12 @@ export class EngineLink {
       }
     }
   }
+}
+
+/** A connection error in words, without the socket's path (GET /health, which tells it, is open to all). */
+function whyUnreachable(err: NodeJS.ErrnoException): string {
+  if (err.code === 'ENOENT') return 'the engine socket does not exist (is the engine running?)';
+  if (err.code === 'ECONNREFUSED') return 'nothing accepts connections on the engine socket';
+  if (err.code === 'EACCES') return 'no permission to open the engine socket';
+  return `engine socket error ${err.code ?? err.message}`;
 }

@@ -9,6 +9,7 @@ import type { Config } from '../../shared/config.js';
 import { FrameIdTable, frameKey, sessionIdError, sessionIdOfKey, type SessionEvent } from '../../shared/protocol.js';
 import { framesIn } from '../../shared/audio.js';
 import type { SessionsResponse, SessionSummary } from '../../shared/gateway-api.js';
+import type { GatewayHealth } from '../../shared/health.js';
 import type { EgressMessage, RtpSinkInfo, RtpTarget, SessionInit, WorkerSessionStats } from '../../shared/worker-messages.js';
 import { logger } from '../../shared/log.js';
 import { forEachEgressEntry } from '../../workers/egress-batch.js';
@@ -63,6 +64,7 @@ export class Gateway {
   /** Requests refused by access control or a limit, by kind (limits.ts). */
   readonly refusals = new Refusals();
   private readonly playRate: PlayRate;
+  private readonly started = performance.now();
 
   constructor(private readonly config: Config) {
     this.playRate = new PlayRate(config.CHORUS_PLAY_RATE);
@@ -108,6 +110,22 @@ export class Gateway {
 
   get threads(): number {
     return this.pool.threads;
+  }
+
+  /** Unavailable while the engine cannot be reached: plays would fail with 502. */
+  health(): GatewayHealth {
+    const down = this.link.downReason;
+    let live = 0;
+    for (const session of this.sessions.values()) if (session.active) live++;
+    return {
+      status: down === undefined ? 'ok' : 'unavailable',
+      ...(down === undefined ? {} : { reason: `not connected to the engine: ${down}` }),
+      sessions: live,
+      max_sessions: this.config.CHORUS_MAX_SESSIONS,
+      engine_connected: down === undefined,
+      threads: this.pool.threads,
+      uptime_s: Math.round((performance.now() - this.started) / 1000),
+    };
   }
 
   get linkCounters() {
@@ -291,6 +309,8 @@ export class Gateway {
     let session = this.sessions.get(id);
     if (session) return session;
     if (!create) throw new HttpError(404, `no session ${JSON.stringify(id)}`);
+    // Ended sessions are kept a while only to show how they ended: they give way to new ones.
+    if (this.sessions.size >= this.config.CHORUS_MAX_SESSIONS) this.forgetEnded();
     if (this.sessions.size >= this.config.CHORUS_MAX_SESSIONS) {
       throw new RefusedError('sessions', 429, `session limit reached (CHORUS_MAX_SESSIONS=${this.config.CHORUS_MAX_SESSIONS})`);
     }
@@ -302,9 +322,23 @@ export class Gateway {
   }
 
   async play(id: string, url: string, format: StreamFormat, startAt = 0, keepPaused = false): Promise<SessionSummary> {
+    const created = !this.sessions.has(id);
     const session = this.session(id, true);
-    // Every play (and seek) starts an ffmpeg: CHORUS_PLAY_RATE per session, checked on arrival.
-    this.playRate.take(session, id);
+    try {
+      // Every play (and seek) starts an ffmpeg: CHORUS_PLAY_RATE per session, checked on arrival.
+      this.playRate.take(session, id);
+      return await this.startTrack(session, url, format, startAt, keepPaused);
+    } catch (err) {
+      // A session this play made and nobody listens to has nothing to keep: the answer said why.
+      if (created && session.listeners.size === 0 && session.rtpSinks.length === 0 && this.sessions.get(id) === session) {
+        this.forget(session);
+      }
+      throw err;
+    }
+  }
+
+  private startTrack(session: GatewaySession, url: string, format: StreamFormat, startAt: number, keepPaused: boolean): Promise<SessionSummary> {
+    const id = session.id;
     return session.exclusive(async () => {
       const track: Track = { url, format, startAt };
       const { ringChanged } = session.beginTrack(track);
@@ -327,7 +361,7 @@ export class Gateway {
   async pause(id: string): Promise<SessionSummary> {
     const session = this.session(id, false);
     return session.exclusive(async () => {
-      if (!session.active) throw new HttpError(409, `session is ${session.state.status}, not playing`);
+      if (!session.active) throw notUnderWay(session, 'pause');
       await this.control(session, 'pause');
       return session.summary();
     });
@@ -336,7 +370,7 @@ export class Gateway {
   async resume(id: string): Promise<SessionSummary> {
     const session = this.session(id, false);
     return session.exclusive(async () => {
-      if (!session.active) throw new HttpError(409, `session is ${session.state.status}, not paused`);
+      if (!session.active) throw notUnderWay(session, 'resume');
       await this.control(session, 'resume');
       return session.summary();
     });
@@ -521,11 +555,34 @@ export class Gateway {
     }
   }
 
+  private forgetEnded(): void {
+    for (const session of this.sessions.values()) {
+      const s = session.state.status;
+      if ((s === 'finished' || s === 'stopped' || s === 'error') && session.listeners.size === 0) this.forget(session);
+    }
+  }
+
   private forget(session: GatewaySession): void {
     this.releaseSlot(session);
     this.sessions.delete(session.id);
     this.byFrameId.delete(session.id);
     this.bySid.delete(session.sid);
+  }
+}
+
+/** The 409 for a pause or resume of a session with no track under way, saying what to do. */
+function notUnderWay(session: GatewaySession, action: 'pause' | 'resume'): HttpError {
+  const id = JSON.stringify(session.id);
+  const state = session.state;
+  switch (state.status) {
+    case 'error':
+      return new HttpError(409, `session ${id} failed (${state.reason}): there is nothing to ${action}; play it again`);
+    case 'finished':
+      return new HttpError(409, `session ${id} has finished its track: there is nothing to ${action}; play another`);
+    case 'stopped':
+      return new HttpError(409, `session ${id} was stopped: there is nothing to ${action}; play something first`);
+    default:
+      return new HttpError(409, `session ${id} has no track: there is nothing to ${action}; play something first`);
   }
 }
 

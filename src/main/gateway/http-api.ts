@@ -18,6 +18,7 @@ import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Config } from '../../shared/config.js';
+import { healthHttpStatus } from '../../shared/health.js';
 import { parseListenerAction, type ListenerAction } from '../../shared/listener-protocol.js';
 import type { ErrorResponse, PlayResponse } from '../../shared/gateway-api.js';
 import { opusSdp } from '../../shared/rtp.js';
@@ -192,12 +193,8 @@ async function handle(ctx: Ctx, req: IncomingMessage, res: ServerResponse): Prom
 
   // Open to all: the health check and the web player's files (see auth.ts).
   if (path === '/health' && method === 'GET') {
-    return sendJson(res, 200, {
-      ok: true,
-      engineConnected: gateway.engineConnected,
-      sessions: gateway.summary().sessions.length,
-      threads: gateway.threads,
-    });
+    const health = gateway.health();
+    return sendJson(res, healthHttpStatus(health), health);
   }
   if ((method === 'GET' || method === 'HEAD') && serveStatic(req, res)) return;
 

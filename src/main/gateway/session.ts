@@ -31,6 +31,9 @@ export type SessionState =
   | { status: 'stopped'; reason?: string }
   | { status: 'error'; reason: string };
 
+/** Why a session is autopaused, for whoever played it and wonders why nothing is heard. */
+const NOBODY_LISTENS = 'nobody is listening (CHORUS_NO_LISTENER=pause): it plays as soon as a listener connects to /ws?session=<id> or an RTP sink is added';
+
 const NOMINAL_BITRATE: Record<StreamFormat, number> = { opus: 128_000, web: 256_000 };
 
 export class GatewaySession {
@@ -304,7 +307,7 @@ export class GatewaySession {
       dropped: stats?.dropped ?? 0,
       skipped: this.skipped,
     };
-    const reason = reasonOf(state);
+    const reason = state.status === 'autopaused' ? NOBODY_LISTENS : reasonOf(state);
     if (reason !== undefined) out.reason = reason;
     const track = this.track;
     if (track) out.url = track.url;

@@ -342,6 +342,19 @@ describe('engine restart', () => {
     const port = new URL(stack.engine.httpUrl).port;
     stack.engine.child.kill('SIGKILL');
     await stack.gateway.waitForLog(/engine connection lost/, 5000);
+
+    // While the engine is away: /health says so (503, with why), and a play that fails leaves
+    // no session behind.
+    const down = await fetch(`${stack.url}/health`);
+    expect(down.status).toBe(503);
+    const downBody = (await down.json()) as { status: string; reason: string; engine_connected: boolean };
+    expect(downBody).toMatchObject({ status: 'unavailable', engine_connected: false });
+    expect(downBody.reason).toMatch(/^not connected to the engine: .*; retrying$/);
+    expect(downBody.reason).not.toContain(stack.engineEnv.CHORUS_SOCKET); // an open route: no paths
+    const failed = await post(`${stack.url}/sessions/while-down/play`, { url: 'tone:440' });
+    expect(failed.status).toBe(502);
+    expect((await fetch(`${stack.url}/sessions/while-down`)).status).toBe(404);
+
     stack.engine = await startChorus('engine', { ...stack.engineEnv, CHORUS_ENGINE_PORT: port });
     await stack.gateway.waitForLog(/reconnected to engine/, 10_000);
     const error = await l.waitForEvent('error', 10_000);
@@ -352,6 +365,45 @@ describe('engine restart', () => {
     expect(again.status).toBe(200);
     await l.waitForEvent('finished', 10_000);
     expect(l.frames.length - framesBefore).toBe(50);
-    expect((await fetch(`${stack.url}/health`)).status).toBe(200);
+    const up = await fetch(`${stack.url}/health`);
+    expect(up.status).toBe(200);
+    expect(await up.json()).toMatchObject({ status: 'ok', engine_connected: true, sessions: 0 });
+  });
+});
+
+describe('sessions that ended', () => {
+  let stack: Stack | undefined;
+  afterAll(() => stopStack(stack));
+
+  it('give way to new ones under CHORUS_MAX_SESSIONS; a failed one says so on resume; an unheard one says why it waits', async () => {
+    stack = await startStack({ CHORUS_MAX_SESSIONS: '2' });
+    const url = stack.url;
+    // Nobody listens: the play waits, and says why.
+    const unheard = await post(`${url}/sessions/end-a/play`, { url: 'tone:440?seconds=30' });
+    expect(unheard.json.session).toMatchObject({ state: 'autopaused' });
+    expect((unheard.json.session as { reason: string }).reason).toMatch(/nobody is listening/);
+
+    // A failed play on a session someone listens to: the session stays, in error, and a resume
+    // says what happened and what to do.
+    const l = await TestListener.connect(url, 'end-b');
+    try {
+      const bad = await post(`${url}/sessions/end-b/play`, { url: 'no-such-file.wav' });
+      expect(bad.status).toBe(404);
+      const resume = await post(`${url}/sessions/end-b/resume`);
+      expect(resume.status).toBe(409);
+      expect(resume.json.error).toMatch(/^session "end-b" failed \(.*no such file.*\): there is nothing to resume; play it again$/);
+
+      // Two sessions: the limit. A third is refused while both hold a track or a listener…
+      expect((await post(`${url}/sessions/end-c/play`, { url: 'tone:440' })).status).toBe(429);
+      // …and let in once one of them has ended: an ended session does not hold a place.
+      expect((await post(`${url}/sessions/end-a/stop`)).status).toBe(200);
+      const third = await post(`${url}/sessions/end-c/play`, { url: 'tone:440' });
+      expect(third.status).toBe(200);
+      const now = await sessions(url);
+      expect(now.has('end-a')).toBe(false);
+      expect(now.get('end-b')?.state).toBe('error'); // ended too, but someone listens
+    } finally {
+      l.close();
+    }
   });
 });

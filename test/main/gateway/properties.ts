@@ -95,18 +95,26 @@ export async function startFuzzTarget(startGateway: StartGateway, limits: Partia
   await new Promise<void>((resolve) => engine.listen(0, '127.0.0.1', resolve));
   const enginePort = (engine.address() as net.AddressInfo).port;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'chorus-fuzz-'));
+  // An engine socket that takes the connection and never sends: the gateway is connected (so
+  // healthy), frames never come, plays stay `starting`; the control paths all run.
+  const silentSocket = net.createServer(() => undefined);
+  await new Promise<void>((resolve) => silentSocket.listen(path.join(dir, 'silent-engine.sock'), resolve));
   const vars: Record<string, string> = {
     CHORUS_PORT: '0',
     CHORUS_TOKEN: token,
     CHORUS_ENGINE_URL: `http://127.0.0.1:${enginePort}`,
-    // No engine socket: frames never come, plays stay `starting`; the control paths all run.
-    CHORUS_SOCKET: path.join(dir, 'no-engine.sock'),
+    CHORUS_SOCKET: path.join(dir, 'silent-engine.sock'),
     CHORUS_RECONNECT_MAX_MS: '60000',
     CHORUS_SESSIONS_PER_THREAD: '1024',
     CHORUS_PREWARM_THREADS: '1',
   };
   for (const [k, v] of Object.entries({ ...FUZZ_LIMITS, ...limits })) vars[k] = String(v);
   const gateway = await startGateway(loadConfig(vars));
+  // Healthy once it has connected to the silent socket: only then is every answer below 500.
+  for (let i = 0; (await fetch(`${gateway.url}/health`)).status !== 200; i++) {
+    if (i >= 100) throw new Error('the gateway did not connect to the silent engine socket');
+    await new Promise((r) => setTimeout(r, 50));
+  }
   const target: FuzzTarget = {
     url: gateway.url,
     port: gateway.port,
@@ -121,6 +129,7 @@ export async function startFuzzTarget(startGateway: StartGateway, limits: Partia
       await gateway.close();
       engine.closeAllConnections();
       await new Promise((resolve) => engine.close(resolve));
+      await new Promise((resolve) => silentSocket.close(resolve));
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
@@ -396,7 +405,7 @@ export function httpAnswerProblem(c: HttpCase, a: Answer, cred: { main: boolean 
     if (a.status < 400) return `upgrade answered ${a.status}`;
   }
   const isJson = /^application\/json/.test(String(a.headers['content-type'] ?? ''));
-  const healthy = a.status === 200 && isJson && a.body.toString().startsWith('{"ok":true');
+  const healthy = a.status === 200 && isJson && a.body.toString().startsWith('{"status":"ok"');
   const page = a.headers.etag !== undefined || pageNotBuilt;
   // (A HEAD answer has no body to say why.)
   if (a.status >= 400 && c.method !== 'HEAD' && !pageNotBuilt && jsonError(a) === undefined) return `a ${a.status} without a JSON {"error"}: ${JSON.stringify(a.body.toString('latin1').slice(0, 200))}`;

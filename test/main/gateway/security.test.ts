@@ -209,7 +209,7 @@ describe('with CHORUS_TOKEN set: access, limits, and another session playing thr
 
     const health = await call(`${stack.url}/health`, 'GET');
     expect(health.status).toBe(200);
-    expect(health.json.ok).toBe(true);
+    expect(health.json.status).toBe('ok');
     const page = await fetch(`${stack.url}/?session=x&token=whatever`);
     expect(page.status).toBe(200);
     expect(page.headers.get('content-type')).toMatch(/text\/html/);

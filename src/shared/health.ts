@@ -1,0 +1,33 @@
+/**
+ * The one `GET /health` shape of the engine and the gateway (browser-safe: no Node imports).
+ *
+ * `status` is `ok` when the process can take plays, `unavailable` (with `reason`) when it cannot;
+ * the HTTP status says the same for probes: 200 or 503. A process that answers at all is alive,
+ * so a liveness probe takes any answer and a readiness probe (or a load balancer) wants 200.
+ */
+export interface Health {
+  status: 'ok' | 'unavailable';
+  /** Why it is unavailable (absent when ok). */
+  reason?: string;
+  /** Sessions with a track under way. */
+  sessions: number;
+  max_sessions: number;
+  uptime_s: number;
+}
+
+export interface EngineHealth extends Health {
+  gateway_connected: boolean;
+  flow: 'paced' | 'credit';
+  encoder_threads: number;
+  ffmpeg: string;
+}
+
+export interface GatewayHealth extends Health {
+  engine_connected: boolean;
+  /** Worker threads alive now. */
+  threads: number;
+}
+
+export function healthHttpStatus(health: Pick<Health, 'status'>): 200 | 503 {
+  return health.status === 'ok' ? 200 : 503;
+}

@@ -127,7 +127,7 @@ export function protocolErrorProblem(e: unknown): string | undefined {
         ? undefined
         : `length ${String(err.length)}`;
     case 'event-too-long':
-      if (keys !== 'bytes,fatal,kind' || err.fatal !== true) return `bad shape ${keys}`;
+      if (keys !== 'bytes,fatal,kind' || err.fatal !== false) return `bad shape ${keys}`;
       return Number.isInteger(err.bytes) && (err.bytes as number) > MAX_EVENT_BYTES ? undefined : `bytes ${String(err.bytes)}`;
     case 'bad-json':
     case 'bad-event':

@@ -36,6 +36,7 @@ import {
   type Decoded,
   type Unit,
 } from './wire-helpers.js';
+import { NatashiReader } from '../helpers/natashi-engine.js';
 import { decoderChunkingProperty, decoderHostileInputProperty, FUZZ_RUNS } from './properties.js';
 
 function payload(n: number, seed: number): Uint8Array {
@@ -508,43 +509,12 @@ describe('wire protocol properties (fast-check)', () => {
   });
 });
 
-/**
- * natashi's reader, written from its description: bytes are gathered; newlines between units are
- * skipped; at `{` an event runs to where the count of `{` minus `}` bytes first returns to zero
- * (strings are not looked at), then JSON.parse; anything else is a u32be length, then the id and
- * payload.
- */
+/** Events and frames as natashi's brace-counting reader sees them. */
 function braceCountingRead(bytes: Buffer): { events: unknown[]; frames: { id: string; length: number }[] } {
-  const events: unknown[] = [];
-  const frames: { id: string; length: number }[] = [];
-  let at = 0;
-  while (at < bytes.length) {
-    if (bytes[at] === 0x0a) {
-      at++;
-      continue;
-    }
-    if (bytes[at] === 0x7b) {
-      let depth = 0;
-      let end = -1;
-      for (let i = at; i < bytes.length; i++) {
-        if (bytes[i] === 0x7b) depth++;
-        if (bytes[i] === 0x7d) depth--;
-        if (depth === 0) {
-          end = i + 1;
-          break;
-        }
-      }
-      if (end < 0) throw new Error('event never closes');
-      events.push(JSON.parse(bytes.toString('utf8', at, end)));
-      at = end;
-      continue;
-    }
-    const length = bytes.readUInt32BE(at);
-    if (length > MAX_FRAME_BYTES) throw new Error(`read a frame of ${length} bytes: lost sync`);
-    frames.push({ id: bytes.toString('latin1', at + 4, at + 28).trimEnd(), length });
-    at += 4 + length;
-  }
-  return { events, frames };
+  const reader = new NatashiReader();
+  reader.push(bytes);
+  const frames = [...reader.read.payloads].flatMap(([id, list]) => list.map((p) => ({ id, length: 24 + p.length })));
+  return { events: reader.read.events, frames };
 }
 
 describe('events a brace-counting reader survives', () => {
@@ -597,4 +567,10 @@ describe('events a brace-counting reader survives', () => {
     const short = 'x'.repeat(MAX_EVENT_MESSAGE_CHARS);
     expect(JSON.parse(encodeEvent({ type: 'error', session_id: 'a', message: short }).toString()).message).toBe(short);
   });
+});
+
+it("a ready's duration of 0 (natashi's unknown) or absent is unknown; a positive one is kept", () => {
+  expect(checkWireEvent({ type: 'ready', session_id: 'a', duration: 0 })).toEqual({ type: 'ready', session_id: 'a' });
+  expect(checkWireEvent({ type: 'ready', session_id: 'a' })).toEqual({ type: 'ready', session_id: 'a' });
+  expect(checkWireEvent({ type: 'ready', session_id: 'a', duration: 12.5 })).toEqual({ type: 'ready', session_id: 'a', duration: 12.5 });
 });

@@ -36,8 +36,15 @@ export function expectedOf(units: readonly Unit[]): Decoded[] {
   return units.map((u) =>
     u.kind === 'frame'
       ? { kind: 'frame', id: u.id, payload: Buffer.from(u.payload).toString('hex') }
-      : { kind: 'event', event: u.event },
+      : { kind: 'event', event: knownDuration(u.event) },
   );
+}
+
+/** A ready's duration of 0 or less means unknown: it decodes without one. */
+function knownDuration(event: WireEvent): WireEvent {
+  if (event.type !== 'ready' || event.duration === undefined || event.duration > 0) return event;
+  const { duration: _unknown, ...rest } = event;
+  return rest;
 }
 
 /** Largest number of bytes the decoder may ever hold: one whole frame, length field included. */

@@ -163,6 +163,24 @@ describe('engine sessions', () => {
     await gw.close();
   });
 
+  it('duration 0 or absent means unknown (accepted), and a duration is a hint, not a limit', async () => {
+    const gw = await FakeGateway.connect(engine.socketPath);
+    const zero = await api(engine.url, 'POST', '/session/dur-zero/play', { url: 'tone:500?seconds=1', duration: 0 });
+    expect(zero.status).toBe(200);
+    const hint = await api(engine.url, 'POST', '/session/dur-hint/play', { url: 'tone:500?seconds=1', duration: 0.4 });
+    expect(hint.status).toBe(200);
+    await gw.waitForEvent('dur-zero', 'finished', 5000);
+    await gw.waitForEvent('dur-hint', 'finished', 5000);
+    for (const id of ['dur-zero', 'dur-hint']) {
+      const log = gw.log(id);
+      expectOnePlay(log);
+      // The source's own length wins; a 0.4 s hint does not cut a 1 s track to 20 frames.
+      expect(log.events[0]).toMatchObject({ type: 'ready', duration: 1 });
+      expect(Math.abs(log.frames.length - 50)).toBeLessThanOrEqual(1);
+    }
+    await gw.close();
+  });
+
   it('pcm sessions carry raw 20 ms frames of 3840 bytes', async () => {
     const gw = await FakeGateway.connect(engine.socketPath);
     await api(engine.url, 'POST', '/session/raw/play', { url: 'tone:1000?seconds=1', format: 'pcm' });

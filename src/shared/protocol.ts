@@ -497,7 +497,8 @@ export function checkWireEvent(value: unknown): WireEvent | string {
         return { type: 'error', session_id: id, message, ...play };
       }
       const ready: ReadyEvent = { type: 'ready', session_id: id, ...play };
-      if (typeof v.duration === 'number' && Number.isFinite(v.duration)) ready.duration = v.duration;
+      // 0 (natashi's word for unknown) and absent both mean unknown.
+      if (typeof v.duration === 'number' && Number.isFinite(v.duration) && v.duration > 0) ready.duration = v.duration;
       return ready;
     }
     default:

@@ -195,6 +195,7 @@ async function handle(ctx: Ctx, req: IncomingMessage, res: ServerResponse): Prom
     return sendJson(res, 200, {
       ok: true,
       engineConnected: gateway.engineConnected,
+      engineStarved: gateway.engineStarved,
       sessions: gateway.summary().sessions.length,
       threads: gateway.threads,
     });

@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { channel, dominantFrequency, goertzel, maxStep, peak, sineMaxStep } from '../../helpers/audio-analysis.js';
+import { MAX_EVENT_MESSAGE_CHARS } from '../../../src/shared/protocol.js';
 import { startEngineFixture, type EngineFixture } from './engine-fixture.js';
 import { api, decodeOpus, FakeGateway, sleep, type SessionLog, type Unit } from './fake-gateway.js';
 
@@ -178,6 +179,22 @@ describe('engine sessions', () => {
       expect(log.events[0]).toMatchObject({ type: 'ready', duration: 1 });
       expect(Math.abs(log.frames.length - 50)).toBeLessThanOrEqual(1);
     }
+    await gw.close();
+  });
+
+  it('an error echoing a huge URL goes out cut and marked, under the line cap: the connection stays', async () => {
+    const gw = await FakeGateway.connect(engine.socketPath);
+    // The body just fits the engine's 64 KiB; the URL echoed in the error would pass the line cap.
+    const url = 'http://[' + 'x'.repeat(65_470);
+    const res = await api(engine.url, 'POST', '/session/huge-url/play', { url });
+    expect(res.status).toBeGreaterThanOrEqual(400);
+    const event = (await gw.waitForEvent('huge-url', 'error', 5000)) as { message: string };
+    expect(event.message).toMatch(/… \[cut: \d+ more characters\]$/);
+    expect(event.message.length).toBeLessThanOrEqual(MAX_EVENT_MESSAGE_CHARS);
+    // The same connection carries the next play.
+    await api(engine.url, 'POST', '/session/after-huge/play', { url: 'tone:500?seconds=0.2' });
+    await gw.waitForEvent('after-huge', 'finished', 5000);
+    expect(gw.protocolErrors).toBe(0);
     await gw.close();
   });
 

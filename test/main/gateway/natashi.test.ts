@@ -4,10 +4,12 @@
  * `state`, no `hello`, the newest socket client takes everything). Listeners decode what they
  * hear with @discordjs/opus.
  */
+import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { SessionsResponse, SessionSummary } from '../../../src/shared/gateway-api.js';
-import { startChorus, type ChorusProcess } from '../../helpers/chorus-process.js';
+import { startChorus, tempDir, type ChorusProcess } from '../../helpers/chorus-process.js';
 import { TestListener } from '../../helpers/listener.js';
 import { startNatashiEngine, type NatashiEngine } from '../../helpers/natashi-engine.js';
 
@@ -174,6 +176,30 @@ describe('gateway in front of natashi', () => {
       expect(gateway.logs.some((line) => /sending nothing while sessions play/.test(line))).toBe(true);
     } finally {
       thief.destroy();
+    }
+  });
+});
+
+describe('gateway in front of a chorus engine speaking natashi (CHORUS_ENGINE_DIALECT=natashi)', () => {
+  it('tells the Ogg stream from its first payload and plays it: the right tone, every frame in order', async () => {
+    const dir = tempDir();
+    const socket = path.join(dir, 'engine.sock');
+    const engine = await startChorus('engine', { CHORUS_ENGINE_PORT: '0', CHORUS_SOCKET: socket, CHORUS_MEDIA_ROOT: dir, CHORUS_ENGINE_DIALECT: 'natashi' });
+    const gw = await startChorus('gateway', { CHORUS_PORT: '0', CHORUS_SOCKET: socket, CHORUS_ENGINE_URL: engine.httpUrl });
+    try {
+      await gw.waitForLog(/connected to engine/);
+      const l = await TestListener.connect(gw.httpUrl, 'ogg-chorus');
+      listeners.push(l);
+      const res = await fetch(`${gw.httpUrl}/sessions/ogg-chorus/play`, { method: 'POST', body: JSON.stringify({ url: 'tone:770?seconds=2', format: 'web' }) });
+      expect(res.status).toBe(200);
+      await l.waitForEvent('finished', 10_000);
+      expect(l.frames).toHaveLength(100);
+      expect(l.seqBreaks()).toEqual([]);
+      expect(Math.abs(l.heardFrequency() - 770)).toBeLessThanOrEqual(2);
+      expect(gw.logs.some((line) => /engine said hello/.test(line))).toBe(false);
+    } finally {
+      await Promise.allSettled([gw.stop(), engine.stop()]);
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -56,8 +56,6 @@ export class Gateway {
   private readonly unknownLogged = new Set<string>();
   private readonly timers: NodeJS.Timeout[] = [];
   private lostTimer: NodeJS.Timeout | undefined;
-  /** performance.now() of the last frame or event from the engine. */
-  private lastEngineInput = 0;
   /** performance.now() since when some session waits for the engine's frames (0: none does). */
   private waitingSince = 0;
   private starved = false;
@@ -134,7 +132,6 @@ export class Gateway {
   // ---- the demux: engine frames into rings ----
 
   private readonly onFrame = (buf: Buffer, idStart: number, payloadStart: number, payloadEnd: number): void => {
-    this.lastEngineInput = performance.now();
     const session = this.byFrameId.get(buf, idStart);
     if (!session) {
       this.counters.framesUnknown++;
@@ -150,7 +147,6 @@ export class Gateway {
   };
 
   private onEngineEvent(event: SessionEvent): void {
-    this.lastEngineInput = performance.now();
     const session = this.sessions.get(event.session_id);
     if (!session || !session.active) return;
     switch (event.type) {
@@ -308,12 +304,13 @@ export class Gateway {
     } else if (this.waitingSince === 0) {
       this.waitingSince = now;
     }
-    const starved = waiting && now - Math.max(this.lastEngineInput, this.waitingSince) > this.config.CHORUS_ENGINE_STALL_MS;
+    const lastInput = this.link.lastInputAt;
+    const starved = waiting && now - Math.max(lastInput, this.waitingSince) > this.config.CHORUS_ENGINE_STALL_MS;
     if (starved !== this.starved) {
       this.starved = starved;
       if (starved) {
         log.error('engine connected but sending nothing while sessions play; has another client taken its socket?', {
-          silentMs: Math.round(now - this.lastEngineInput),
+          silentMs: Math.round(now - lastInput),
         });
       } else {
         log.info('engine input flows again');

@@ -5,6 +5,8 @@
  *                `length` counts the id plus the payload, so it is 24 + payload bytes and at most
  *                MAX_FRAME_BYTES (64 KiB). The id is ASCII, right-padded with spaces to 24 bytes.
  *                Payload: one Opus packet (formats `opus`, `web`) or 20 ms of s16le PCM (`pcm`).
+ *                natashi's dialect (no `hello`) sends `opus`/`web` as an Ogg Opus byte stream cut
+ *                into payloads anywhere (src/shared/ogg.ts); a gateway tells it by its "OggS".
  *   Event        one JSON object followed by "\n":
  *                {"type":"ready"|"finished"|"error","session_id":…,"duration"?:s,"message"?:text}
  *                It is real JSON, so strings may hold `{`, `}` or an escaped newline. chorus

@@ -185,6 +185,11 @@ export const SCHEMA = {
     defaultValue: () => os.availableParallelism(),
   },
   CHORUS_OPUS_COMPLEXITY: int(0, 10, 6, 'Opus encoder complexity: 10 is slowest and best; 7 and up add an analysis pass that costs about 40 % more CPU for little gain at 128 kb/s and up.'),
+  CHORUS_ENGINE_DIALECT: oneOf(
+    ['chorus', 'natashi'] as const,
+    'chorus',
+    "What the engine's socket speaks. chorus: `hello` first, credit flow control, one Opus packet per frame. natashi: for natashi's Node layer unchanged, no `hello`, and `opus`/`web` payloads are an Ogg Opus stream (OpusHead and OpusTags pages, then a page per 20 ms packet); `pcm` is the same in both.",
+  ),
   CHORUS_REMOTE_ALLOW: list(
     'Remote source hosts allowed even though they resolve to loopback, private, link-local or unique-local addresses.',
     'comma-separated host names, IP addresses or CIDR ranges',
@@ -196,6 +201,8 @@ export const SCHEMA = {
   CHORUS_ENGINE_URL: httpUrl('http://127.0.0.1:8180', "The engine's HTTP API, as the gateway calls it."),
   CHORUS_RECONNECT_MAX_MS: int(50, 600_000, 5000, 'Longest wait between the gateway\'s attempts to reconnect to the engine socket.'),
   CHORUS_RING_MS: int(100, 60_000, 3000, "Audio each session's ring holds."),
+  CHORUS_READY_TIMEOUT_MS: int(100, 600_000, 20_000, "A play whose `ready` does not come from the engine this long (its socket down, its event lost) ends in `error`."),
+  CHORUS_ENGINE_STALL_MS: int(100, 600_000, 5000, 'Sessions playing and no frame and no event from the engine this long: /health says `engine_starved` and 503 (another client took the engine\'s socket, as natashi allows).'),
   CHORUS_SESSIONS_PER_THREAD: int(1, 1024, 1, 'Sessions one worker thread paces: 1 is a thread per session.'),
   CHORUS_PREWARM_THREADS: int(0, 1024, 2, 'Worker threads booted ahead so a new session need not wait for one.'),
   CHORUS_PREBUFFER_MS: int(0, 10_000, 60, 'Audio a session waits for before its first frame.'),

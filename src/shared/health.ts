@@ -24,6 +24,8 @@ export interface EngineHealth extends Health {
 
 export interface GatewayHealth extends Health {
   engine_connected: boolean;
+  /** Connected, sessions play, and nothing has come from the engine for CHORUS_ENGINE_STALL_MS. */
+  engine_starved: boolean;
   /** Worker threads alive now. */
   threads: number;
 }

@@ -5,9 +5,16 @@
  *                `length` counts the id plus the payload, so it is 24 + payload bytes and at most
  *                MAX_FRAME_BYTES (64 KiB). The id is ASCII, right-padded with spaces to 24 bytes.
  *                Payload: one Opus packet (formats `opus`, `web`) or 20 ms of s16le PCM (`pcm`).
+ *                natashi's dialect (no `hello`) sends `opus`/`web` as an Ogg Opus byte stream cut
+ *                into payloads anywhere (src/shared/ogg.ts); a gateway tells it by its "OggS".
  *   Event        one JSON object followed by "\n":
  *                {"type":"ready"|"finished"|"error","session_id":…,"duration"?:s,"message"?:text}
- *                It is real JSON, so strings may hold `{`, `}` or an escaped newline.
+ *                It is real JSON, so strings may hold `{`, `}` or an escaped newline. chorus
+ *                writes `{` and `}` inside strings as \u007b and \u007d, so a reader that finds
+ *                an event's end by counting braces (natashi's) still finds it, and cuts an
+ *                `error` message to MAX_EVENT_MESSAGE_CHARS (marked as cut), so no event it writes
+ *                passes the line cap. A reader skips a line over the cap (to its newline) as one
+ *                bad event.
  *   Extension    an engine that supports it first sends
  *                {"type":"hello","protocol":2,"features":["credit"]}
  *                and only then may the gateway write back
@@ -19,7 +26,7 @@
  * A reader tells a frame from an event by the first byte: `{` (0x7b) starts an event, anything
  * else is the first byte of a length. The 64 KiB cap keeps every valid length far below
  * 0x7b000000, so the rule is unambiguous; a longer length is a protocol error, never a reason to
- * buffer.
+ * buffer. An event line over its cap is not: its newline still ends it, so it is skipped unread.
  */
 
 export const SESSION_ID_BYTES = 24;
@@ -30,6 +37,11 @@ export const MAX_FRAME_BYTES = 64 * 1024;
 export const MAX_PAYLOAD_BYTES = MAX_FRAME_BYTES - SESSION_ID_BYTES;
 /** Longest event line, newline excluded. */
 export const MAX_EVENT_BYTES = 64 * 1024;
+/**
+ * Longest `error` message the engine writes, in UTF-16 units: even escaped at 6 bytes a unit it
+ * keeps the line far under MAX_EVENT_BYTES.
+ */
+export const MAX_EVENT_MESSAGE_CHARS = 2000;
 export const PROTOCOL_VERSION = 2;
 export const FEATURE_CREDIT = 'credit';
 
@@ -200,7 +212,40 @@ export type SessionEvent = ReadyEvent | FinishedEvent | ErrorEvent;
 export type WireEvent = SessionEvent | HelloEvent | CreditEvent;
 
 export function encodeEvent(event: WireEvent): Buffer {
-  return Buffer.from(JSON.stringify(event) + '\n', 'utf8');
+  const fitted = event.type === 'error' ? { ...event, message: cutMessage(event.message) } : event;
+  return Buffer.from(escapeBracesInStrings(JSON.stringify(fitted)) + '\n', 'utf8');
+}
+
+/** A message cut to MAX_EVENT_MESSAGE_CHARS, saying how much was cut. */
+export function cutMessage(message: string): string {
+  if (message.length <= MAX_EVENT_MESSAGE_CHARS) return message;
+  let keep = MAX_EVENT_MESSAGE_CHARS - 40;
+  // Never split a surrogate pair.
+  const c = message.charCodeAt(keep - 1);
+  if (c >= 0xd800 && c <= 0xdbff) keep--;
+  return `${message.slice(0, keep)}… [cut: ${message.length - keep} more characters]`;
+}
+
+/**
+ * JSON text with every `{` and `}` inside a string written as \u007b and \u007d: the same
+ * value to a JSON parser, and braces only where the structure has them.
+ */
+export function escapeBracesInStrings(json: string): string {
+  let out = '';
+  let inString = false;
+  let from = 0;
+  for (let i = 0; i < json.length; i++) {
+    const c = json.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++;
+      else if (c === 0x22) inString = false;
+      else if (c === OPEN_BRACE || c === 0x7d) {
+        out += json.slice(from, i) + (c === OPEN_BRACE ? '\\u007b' : '\\u007d');
+        from = i + 1;
+      }
+    } else if (c === 0x22) inString = true;
+  }
+  return out + json.slice(from);
 }
 
 export const HELLO: HelloEvent = { type: 'hello', protocol: PROTOCOL_VERSION, features: [FEATURE_CREDIT] };
@@ -212,7 +257,7 @@ export const HELLO: HelloEvent = { type: 'hello', protocol: PROTOCOL_VERSION, fe
 export type ProtocolError =
   | { kind: 'frame-too-large'; fatal: true; length: number }
   | { kind: 'frame-too-short'; fatal: true; length: number }
-  | { kind: 'event-too-long'; fatal: true; bytes: number }
+  | { kind: 'event-too-long'; fatal: false; bytes: number }
   | { kind: 'bad-json'; fatal: false; reason: string }
   | { kind: 'bad-event'; fatal: false; reason: string };
 
@@ -223,7 +268,7 @@ export function describeProtocolError(err: ProtocolError): string {
     case 'frame-too-short':
       return `frame length ${err.length} is shorter than the ${SESSION_ID_BYTES}-byte session id`;
     case 'event-too-long':
-      return `event line longer than ${MAX_EVENT_BYTES} bytes without a newline`;
+      return `event line longer than ${MAX_EVENT_BYTES} bytes (${err.bytes} seen): skipped to its newline`;
     case 'bad-json':
       return `event is not valid JSON: ${err.reason}`;
     case 'bad-event':
@@ -245,6 +290,8 @@ const enum Pending {
   None,
   Frame,
   Event,
+  /** Inside an event line over the cap: dropped up to its newline. */
+  SkipLine,
 }
 
 /**
@@ -283,7 +330,12 @@ export class WireDecoder {
     if (this.failed) return;
     let off = 0;
     if (this.pending !== Pending.None) {
-      off = this.pending === Pending.Event ? this.continueEvent(chunk) : this.continueFrame(chunk);
+      off =
+        this.pending === Pending.Event
+          ? this.continueEvent(chunk)
+          : this.pending === Pending.SkipLine
+            ? this.continueSkip(chunk)
+            : this.continueFrame(chunk);
       if (this.failed || (this.pending as Pending) !== Pending.None) return;
     }
     const end = chunk.length;
@@ -291,11 +343,12 @@ export class WireDecoder {
       if (chunk[off] === OPEN_BRACE) {
         const nl = chunk.indexOf(NEWLINE, off);
         if (nl < 0) {
+          if (end - off > MAX_EVENT_BYTES) return this.skipLine(end - off);
           this.stash(Pending.Event, chunk, off, end);
           return;
         }
-        if (nl - off > MAX_EVENT_BYTES) return this.fail({ kind: 'event-too-long', fatal: true, bytes: nl - off });
-        this.emitEvent(chunk, off, nl);
+        if (nl - off > MAX_EVENT_BYTES) this.handlers.error({ kind: 'event-too-long', fatal: false, bytes: nl - off });
+        else this.emitEvent(chunk, off, nl);
         off = nl + 1;
         continue;
       }
@@ -328,11 +381,21 @@ export class WireDecoder {
     return true;
   }
 
+  /** The event line under way passed the cap with `seen` bytes: report it once, drop the rest. */
+  private skipLine(seen: number): void {
+    this.pending = Pending.SkipLine;
+    this.pendingBytes = 0;
+    this.handlers.error({ kind: 'event-too-long', fatal: false, bytes: seen });
+  }
+
+  private continueSkip(chunk: Buffer): number {
+    const nl = chunk.indexOf(NEWLINE);
+    if (nl < 0) return chunk.length;
+    this.pending = Pending.None;
+    return nl + 1;
+  }
+
   private stash(kind: Pending, chunk: Buffer, from: number, to: number): void {
-    if (kind === Pending.Event && to - from > MAX_EVENT_BYTES) {
-      this.fail({ kind: 'event-too-long', fatal: true, bytes: to - from });
-      return;
-    }
     if (kind === Pending.Frame && to - from < LENGTH_BYTES) this.frameTotal = 0;
     chunk.copy(this.scratch, 0, from, to);
     this.pending = kind;
@@ -344,8 +407,10 @@ export class WireDecoder {
     const nl = chunk.indexOf(NEWLINE);
     const take = nl < 0 ? chunk.length : nl;
     if (this.pendingBytes + take > MAX_EVENT_BYTES) {
-      this.fail({ kind: 'event-too-long', fatal: true, bytes: this.pendingBytes + take });
-      return chunk.length;
+      this.skipLine(this.pendingBytes + take);
+      if (nl < 0) return chunk.length;
+      this.pending = Pending.None;
+      return nl + 1;
     }
     chunk.copy(this.scratch, this.pendingBytes, 0, take);
     this.pendingBytes += take;
@@ -434,7 +499,8 @@ export function checkWireEvent(value: unknown): WireEvent | string {
         return { type: 'error', session_id: id, message, ...play };
       }
       const ready: ReadyEvent = { type: 'ready', session_id: id, ...play };
-      if (typeof v.duration === 'number' && Number.isFinite(v.duration)) ready.duration = v.duration;
+      // 0 (natashi's word for unknown) and absent both mean unknown.
+      if (typeof v.duration === 'number' && Number.isFinite(v.duration) && v.duration > 0) ready.duration = v.duration;
       return ready;
     }
     default:

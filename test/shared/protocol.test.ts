@@ -11,6 +11,7 @@ import {
   HELLO,
   LENGTH_BYTES,
   MAX_EVENT_BYTES,
+  MAX_EVENT_MESSAGE_CHARS,
   MAX_FRAME_BYTES,
   MAX_PAYLOAD_BYTES,
   paddedSessionId,
@@ -35,6 +36,7 @@ import {
   type Decoded,
   type Unit,
 } from './wire-helpers.js';
+import { NatashiReader } from '../helpers/natashi-engine.js';
 import { decoderChunkingProperty, decoderHostileInputProperty, FUZZ_RUNS } from './properties.js';
 
 function payload(n: number, seed: number): Uint8Array {
@@ -295,32 +297,46 @@ describe('wire protocol errors', () => {
     expect(checkWireEvent({})).toBe('unknown event type undefined');
   });
 
-  it('an event line of exactly 64 KiB is parsed; one byte more is fatal', () => {
+  it('an event line of exactly 64 KiB is parsed; one byte more is one skipped bad event, and decoding goes on', () => {
     const head = '{"type":"finished","session_id":"pad"';
     const exact = head + ' '.repeat(MAX_EVENT_BYTES - head.length - 1) + '}';
     expect(exact.length).toBe(MAX_EVENT_BYTES);
+    const after = encodeEvent({ type: 'finished', session_id: 'next' });
     for (const cuts of [[], [1], [MAX_EVENT_BYTES - 1], [MAX_EVENT_BYTES], [40_000, 50_000]]) {
       const ok = decodeChunks(splitAt(Buffer.from(exact + '\n'), cuts));
       expect(ok.out).toEqual([{ kind: 'event', event: { type: 'finished', session_id: 'pad' } }]);
-      const tooLong = decodeChunks(splitAt(Buffer.from(exact + ' \n'), cuts));
+      const tooLong = decodeChunks(splitAt(Buffer.concat([Buffer.from(exact + ' \n'), after]), cuts));
       expect(tooLong.out).toEqual([
-        { kind: 'error', error: { kind: 'event-too-long', fatal: true, bytes: MAX_EVENT_BYTES + 1 } },
+        { kind: 'error', error: { kind: 'event-too-long', fatal: false, bytes: MAX_EVENT_BYTES + 1 } },
+        { kind: 'event', event: { type: 'finished', session_id: 'next' } },
       ]);
+      expect(tooLong.decoder.broken).toBe(false);
     }
   });
 
-  it('an event longer than 64 KiB without a newline is fatal, in one chunk or in many, holding at most the cap', () => {
-    const long = Buffer.from('{"type":"error","session_id":"a","message":"' + 'z'.repeat(200_000));
-    for (const chunks of [[long], splitAt(long, [10, 30_000, 65_000, 65_536, 65_537, 100_000]), [...bytewise(long.subarray(0, 70_000))]]) {
+  it('an event far over 64 KiB is skipped to its newline, in one chunk or in many, holding at most the cap', () => {
+    const long = Buffer.from('{"type":"error","session_id":"a","message":"' + 'z'.repeat(200_000) + '"}\n');
+    const next = Buffer.concat([encodeEvent({ type: 'ready', session_id: 'b' }), encodeFrame('b', payload(10, 9))]);
+    const bytes = Buffer.concat([long, next]);
+    for (const chunks of [[bytes], splitAt(bytes, [10, 30_000, 65_000, 65_536, 65_537, 100_000, 200_040]), [...bytewise(bytes)]]) {
       const run = decodeChunks(chunks);
-      expect(run.out).toHaveLength(1);
+      expect(run.out).toHaveLength(3);
       const d = run.out[0]!;
       expect(d.kind === 'error' && d.error.kind).toBe('event-too-long');
-      expect(d.kind === 'error' && d.error.fatal).toBe(true);
+      expect(d.kind === 'error' && d.error.fatal).toBe(false);
+      expect(run.out[1]).toEqual({ kind: 'event', event: { type: 'ready', session_id: 'b' } });
+      expect(run.out[2]).toMatchObject({ kind: 'frame', id: 'b' });
       expect(run.maxBuffered).toBeLessThanOrEqual(MAX_EVENT_BYTES);
-      expect(run.decoder.broken).toBe(true);
+      expect(run.decoder.broken).toBe(false);
       expect(run.decoder.bufferedBytes).toBe(0);
     }
+  });
+
+  it('an over-long line with no newline yet holds nothing while it is skipped', () => {
+    const run = decodeChunks([Buffer.from('{"type":"error","message":"'), ...Array.from({ length: 40 }, () => Buffer.alloc(16_384, 0x41))]);
+    expect(run.out).toHaveLength(1);
+    expect(run.decoder.bufferedBytes).toBe(0);
+    expect(run.maxBuffered).toBeLessThanOrEqual(MAX_EVENT_BYTES);
   });
 
   it('after a fatal error input is ignored until reset(), then decoding starts afresh', () => {
@@ -363,7 +379,7 @@ describe('wire protocol errors', () => {
     const errors: ProtocolError[] = [
       { kind: 'frame-too-large', fatal: true, length: 70_000 },
       { kind: 'frame-too-short', fatal: true, length: 3 },
-      { kind: 'event-too-long', fatal: true, bytes: 70_000 },
+      { kind: 'event-too-long', fatal: false, bytes: 70_000 },
       { kind: 'bad-json', fatal: false, reason: 'Unexpected token' },
       { kind: 'bad-event', fatal: false, reason: 'unknown event type "x"' },
     ];
@@ -491,4 +507,70 @@ describe('wire protocol properties (fast-check)', () => {
   it(`hostile input never throws, holds at most the frame cap and reports typed errors (${FUZZ_RUNS} cases)`, () => {
     fc.assert(decoderHostileInputProperty(), { numRuns: FUZZ_RUNS });
   });
+});
+
+/** Events and frames as natashi's brace-counting reader sees them. */
+function braceCountingRead(bytes: Buffer): { events: unknown[]; frames: { id: string; length: number }[] } {
+  const reader = new NatashiReader();
+  reader.push(bytes);
+  const frames = [...reader.read.payloads].flatMap(([id, list]) => list.map((p) => ({ id, length: 24 + p.length })));
+  return { events: reader.read.events, frames };
+}
+
+describe('events a brace-counting reader survives', () => {
+  const messages = [
+    'cannot open no}such.wav',
+    '{"nested": {"json": [1, {}]}} }}}} {{{',
+    'quote " backslash \\ newline \n brace } end',
+    '}',
+    '{',
+  ];
+
+  it('writes `{` and `}` inside strings as \\u007b / \\u007d: the JSON is the same, the brace count right', () => {
+    const units = messages.flatMap((message, i) => [
+      encodeEvent({ type: 'error', session_id: `s${i}`, message }),
+      encodeFrame(`s${i}`, payload(100 + i, i)),
+    ]);
+    const bytes = Buffer.concat([encodeEvent(HELLO), ...units]);
+    const read = braceCountingRead(bytes);
+    expect(read.events).toEqual([HELLO, ...messages.map((message, i) => ({ type: 'error', session_id: `s${i}`, message }))]);
+    expect(read.frames).toEqual(messages.map((_, i) => ({ id: `s${i}`, length: 24 + 100 + i })));
+    for (const unit of units.filter((u) => u[0] === 0x7b)) {
+      const line = unit.toString('utf8');
+      expect(line.split('{').length - 1).toBe(1);
+      expect(line.split('}').length - 1).toBe(1);
+    }
+    // The reader is strict enough to matter: plain JSON text loses it the stream.
+    const plain = Buffer.concat([Buffer.from(JSON.stringify({ type: 'error', session_id: 's', message: 'no}such.wav' }) + '\n'), encodeFrame('s', payload(10, 1))]);
+    expect(() => braceCountingRead(plain)).toThrow();
+  });
+
+  it('the shared decoder reads the escaped events back to the same values', () => {
+    const out: Decoded[] = [];
+    const { decoder } = newDecoder(out);
+    for (const [i, message] of messages.entries()) decoder.push(encodeEvent({ type: 'error', session_id: `s${i}`, message }));
+    expect(out).toEqual(messages.map((message, i) => ({ kind: 'event', event: { type: 'error', session_id: `s${i}`, message } })));
+  });
+
+  it('cuts a long error message, says so, and keeps the line far under the cap whatever the characters', () => {
+    for (const unit of ['u', '\u0001', '日', '🎵', '{']) {
+      const message = unit.repeat(70_000);
+      const line = encodeEvent({ type: 'error', session_id: 'long', message });
+      expect(line.length).toBeLessThan(MAX_EVENT_BYTES);
+      const out: Decoded[] = [];
+      newDecoder(out).decoder.push(line);
+      const event = out[0]!.kind === 'event' ? (out[0]!.event as { message: string }) : undefined;
+      expect(event?.message.length).toBeLessThanOrEqual(MAX_EVENT_MESSAGE_CHARS);
+      expect(event?.message).toMatch(/… \[cut: \d+ more characters\]$/);
+      expect(message.startsWith(event!.message.replace(/… \[cut: \d+ more characters\]$/, ''))).toBe(true);
+    }
+    const short = 'x'.repeat(MAX_EVENT_MESSAGE_CHARS);
+    expect(JSON.parse(encodeEvent({ type: 'error', session_id: 'a', message: short }).toString()).message).toBe(short);
+  });
+});
+
+it("a ready's duration of 0 (natashi's unknown) or absent is unknown; a positive one is kept", () => {
+  expect(checkWireEvent({ type: 'ready', session_id: 'a', duration: 0 })).toEqual({ type: 'ready', session_id: 'a' });
+  expect(checkWireEvent({ type: 'ready', session_id: 'a' })).toEqual({ type: 'ready', session_id: 'a' });
+  expect(checkWireEvent({ type: 'ready', session_id: 'a', duration: 12.5 })).toEqual({ type: 'ready', session_id: 'a', duration: 12.5 });
 });

@@ -36,8 +36,15 @@ export function expectedOf(units: readonly Unit[]): Decoded[] {
   return units.map((u) =>
     u.kind === 'frame'
       ? { kind: 'frame', id: u.id, payload: Buffer.from(u.payload).toString('hex') }
-      : { kind: 'event', event: u.event },
+      : { kind: 'event', event: knownDuration(u.event) },
   );
+}
+
+/** A ready's duration of 0 or less means unknown: it decodes without one. */
+function knownDuration(event: WireEvent): WireEvent {
+  if (event.type !== 'ready' || event.duration === undefined || event.duration > 0) return event;
+  const { duration: _unknown, ...rest } = event;
+  return rest;
 }
 
 /** Largest number of bytes the decoder may ever hold: one whole frame, length field included. */
@@ -127,7 +134,7 @@ export function protocolErrorProblem(e: unknown): string | undefined {
         ? undefined
         : `length ${String(err.length)}`;
     case 'event-too-long':
-      if (keys !== 'bytes,fatal,kind' || err.fatal !== true) return `bad shape ${keys}`;
+      if (keys !== 'bytes,fatal,kind' || err.fatal !== false) return `bad shape ${keys}`;
       return Number.isInteger(err.bytes) && (err.bytes as number) > MAX_EVENT_BYTES ? undefined : `bytes ${String(err.bytes)}`;
     case 'bad-json':
     case 'bad-event':

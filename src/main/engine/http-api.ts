@@ -165,9 +165,10 @@ function parsePlay(body: string): PlayRequest {
     if (typeof v.start_at !== 'number' || !Number.isFinite(v.start_at) || v.start_at < 0) throw new HttpError(400, '"start_at" must be a number of seconds >= 0');
     request.startAt = v.start_at;
   }
+  // A hint of the track's length, as natashi's Node layer sends it: 0 or absent means unknown.
   if (v.duration !== undefined && v.duration !== null) {
-    if (typeof v.duration !== 'number' || !Number.isFinite(v.duration) || v.duration <= 0) throw new HttpError(400, '"duration" must be a number of seconds > 0');
-    request.duration = v.duration;
+    if (typeof v.duration !== 'number' || !Number.isFinite(v.duration) || v.duration < 0) throw new HttpError(400, '"duration" must be a number of seconds >= 0 (0: unknown)');
+    if (v.duration > 0) request.duration = v.duration;
   }
   return request;
 }

@@ -49,7 +49,8 @@ export async function startEngine(config: Config): Promise<RunningEngine> {
     scheduler,
     resolve: sourceResolver({ mediaRoot, remoteAllow: config.CHORUS_REMOTE_ALLOW }),
   });
-  const socket = new SocketServer(config.CHORUS_SOCKET, scheduler);
+  const socket = new SocketServer(config.CHORUS_SOCKET, scheduler, config.CHORUS_ENGINE_DIALECT === 'chorus');
+  log.info('engine socket dialect', { dialect: config.CHORUS_ENGINE_DIALECT });
   const started = performance.now();
   const http = createHttpApi({
     manager,

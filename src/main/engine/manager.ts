@@ -8,6 +8,7 @@
  * `error` event (not `finished`: the track did not play to its end). An ended session's record
  * is kept for status for the same time, then forgotten (and its play counter restarts at 1).
  */
+import { randomInt } from 'node:crypto';
 import type { Config } from '../../shared/config.js';
 import { framesIn } from '../../shared/audio.js';
 import { logger } from '../../shared/log.js';
@@ -81,6 +82,9 @@ export class SessionManager {
     this.sessions.delete(id); // re-inserted last: the map stays in order of last play
     this.sessions.set(id, session);
     this.plays++;
+    if (this.opts.config.CHORUS_ENGINE_DIALECT === 'natashi' && request.format !== 'pcm') {
+      session.useOgg(randomInt(2 ** 32));
+    }
     this.observe(session);
     session.state = { status: 'starting' };
 
@@ -101,7 +105,6 @@ export class SessionManager {
           ffmpegPath: this.opts.ffmpegPath,
           input,
           startAt: request.startAt,
-          duration: request.duration,
           format: request.format,
           paddedId: session.paddedId,
           bitrate: this.opts.config.CHORUS_OPUS_BITRATE ?? (request.format === 'web' ? 256_000 : 128_000),

@@ -19,8 +19,6 @@ export interface PipelineOptions {
   input: FfmpegInput;
   /** Seconds to skip at the start (`-ss` before the input). */
   startAt?: number;
-  /** Seconds to play at most (`-t`). */
-  duration?: number;
   format: AudioFormat;
   paddedId: string;
   bitrate: number;
@@ -61,7 +59,6 @@ export class Pipeline {
     const args = ['-hide_banner', '-nostdin', '-nostats', '-loglevel', 'info'];
     if (opts.startAt) args.push('-ss', String(opts.startAt));
     args.push(...opts.input.args);
-    if (opts.duration !== undefined) args.push('-t', String(opts.duration));
     args.push('-vn', '-sn', '-dn', '-ac', '2', '-ar', '48000', '-f', 's16le', 'pipe:1');
 
     if (opts.format !== 'pcm') {

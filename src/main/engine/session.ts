@@ -16,7 +16,8 @@
  */
 import { EventEmitter } from 'node:events';
 import type { AudioFormat } from '../../shared/audio.js';
-import { encodeEvent, paddedSessionId, type SessionEvent } from '../../shared/protocol.js';
+import { OggOpusWriter } from '../../shared/ogg.js';
+import { encodeEvent, encodeFrame, FRAME_HEADER_BYTES, paddedSessionId, type SessionEvent } from '../../shared/protocol.js';
 import { Outbox } from './outbox.js';
 import type { Pipeline } from './pipeline.js';
 
@@ -67,6 +68,11 @@ export class Session extends EventEmitter {
   sourceDuration: number | undefined;
   /** Seconds of audio this play gives, once known (sent with `ready`, shown in status). */
   duration: number | undefined;
+  /**
+   * Set for a peer that reads Ogg Opus (CHORUS_ENGINE_DIALECT=natashi): each packet goes out as
+   * one Ogg page, after the stream's two header pages.
+   */
+  private ogg: { writer: OggOpusWriter; headersSent: boolean } | undefined;
 
   /**
    * @param capacity frames this play may hold (outbox plus encoder) before its ffmpeg is held:
@@ -126,6 +132,11 @@ export class Session extends EventEmitter {
     return this.outbox.length > 0 && this._state.status !== 'paused';
   }
 
+  /** Frames of this play go out as one Ogg Opus stream, `serial` its serial number. */
+  useOgg(serial: number): void {
+    this.ogg = { writer: new OggOpusWriter(serial), headersSent: false };
+  }
+
   /** The play's pipeline is running (a pause may have come while its source was resolved). */
   attach(pipeline: Pipeline): void {
     this.duration = this.playDuration(undefined);
@@ -145,9 +156,15 @@ export class Session extends EventEmitter {
       this.queueReady(s.pipeline);
       this.state = { ...s, resumeTo: 'streaming' };
     }
+    const ogg = this.ogg;
+    if (ogg && !ogg.headersSent) {
+      ogg.headersSent = true;
+      for (const page of ogg.writer.headers()) this.outbox.push(encodeFrame(this.id, page), false);
+    }
     for (let off = 0, i = 0; i < count; i++) {
       const end = off + 4 + frames.readUInt32BE(off);
-      this.outbox.push(frames.subarray(off, end), false);
+      const frame = frames.subarray(off, end);
+      this.outbox.push(ogg ? encodeFrame(this.id, ogg.writer.packet(frame.subarray(FRAME_HEADER_BYTES))) : frame, false);
       off = end;
     }
     this.framesMade += count;
@@ -187,12 +204,13 @@ export class Session extends EventEmitter {
     if (this.endQueued && this.outbox.length === 0 && s.status === 'streaming') this.state = { status: 'finished' };
   }
 
-  /** Seconds that will play: the source less `start_at`, at most `duration`; undefined if unknown. */
+  /**
+   * Seconds that will play: the source less `start_at`; undefined if unknown. The play's
+   * `duration` is only a hint of the source's length, for when ffmpeg cannot tell.
+   */
   private playDuration(reported: number | undefined): number | undefined {
-    const source = this.sourceDuration ?? reported;
-    const { startAt = 0, duration: limit } = this.request;
-    const remaining = source === undefined ? undefined : Math.max(0, source - startAt);
-    return remaining === undefined ? limit : limit === undefined ? remaining : Math.min(remaining, limit);
+    const source = this.sourceDuration ?? reported ?? this.request.duration;
+    return source === undefined ? undefined : Math.max(0, source - (this.request.startAt ?? 0));
   }
 
   private queueReady(pipeline: Pipeline): void {

@@ -22,6 +22,8 @@ export class SocketServer {
   constructor(
     readonly path: string,
     private readonly scheduler: Scheduler,
+    /** A natashi peer gets no `hello`: it takes no credit and expects none. */
+    private readonly sayHello = true,
   ) {}
 
   async listen(): Promise<void> {
@@ -79,7 +81,7 @@ export class SocketServer {
       }
       this.scheduler.detach(socket);
     });
-    socket.write(encodeEvent(HELLO));
+    if (this.sayHello) socket.write(encodeEvent(HELLO));
     this.scheduler.attach(socket);
   }
 }

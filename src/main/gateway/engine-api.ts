@@ -42,7 +42,9 @@ export class EngineApi {
   async status(sessionId: string): Promise<string | undefined> {
     try {
       const answer = await this.request('GET', `/session/${encodeURIComponent(sessionId)}/status`);
-      return typeof answer.state === 'string' ? answer.state : 'unknown';
+      // chorus answers `state`, natashi `status`.
+      const state = answer.state ?? answer.status;
+      return typeof state === 'string' ? state : 'unknown';
     } catch (err) {
       if (err instanceof HttpError && err.status === 404) return undefined;
       throw err;

@@ -44,6 +44,8 @@ export class EngineLink {
   /** Why the last connection attempt failed, or the last connection ended. */
   private lastError = 'not connected yet';
   readonly counters: LinkCounters = { reconnects: 0, protocolErrors: 0, badEvents: 0 };
+  /** performance.now() when the engine last sent anything (frames or events). */
+  lastInputAt = 0;
 
   constructor(
     private readonly socketPath: string,
@@ -114,6 +116,7 @@ export class EngineLink {
     });
     socket.on('data', (chunk: Buffer) => {
       this.attempt = 0;
+      this.lastInputAt = performance.now();
       this.decoder.push(chunk);
     });
     socket.on('error', (err: NodeJS.ErrnoException) => {

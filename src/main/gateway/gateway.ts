@@ -17,7 +17,7 @@ import { EngineApi } from './engine-api.js';
 import { EngineLink } from './engine-link.js';
 import { HttpError } from './errors.js';
 import { PlayRate, RefusedError, Refusals } from './limits.js';
-import { GatewaySession, type StreamFormat, type Track } from './session.js';
+import { GatewaySession, type DemuxCounters, type StreamFormat, type Track } from './session.js';
 import { SlotEndedError, SlotPool, type Slot } from './slot-pool.js';
 
 const log = logger('gateway');
@@ -38,12 +38,11 @@ const STATUS_CONCURRENCY = 4;
 /** Unknown ids logged at most once each, and no more than this many. */
 const UNKNOWN_IDS_LOGGED = 1000;
 
-export interface GatewayCounters {
-  framesRouted: number;
+export interface GatewayCounters extends DemuxCounters {
   framesUnknown: number;
-  framesStale: number;
-  framesOverrun: number;
   framesDelivered: number;
+  /** Plays ended because their `ready` did not come within CHORUS_READY_TIMEOUT_MS. */
+  readyTimeouts: number;
 }
 
 export class Gateway {
@@ -58,9 +57,20 @@ export class Gateway {
   private readonly unknownLogged = new Set<string>();
   private readonly timers: NodeJS.Timeout[] = [];
   private lostTimer: NodeJS.Timeout | undefined;
+  /** performance.now() since when some session waits for the engine's frames (0: none does). */
+  private waitingSince = 0;
+  private starved = false;
   /** Shutting down: the threads it stops are not failures to report. */
   private closing = false;
-  readonly counters: GatewayCounters = { framesRouted: 0, framesUnknown: 0, framesStale: 0, framesOverrun: 0, framesDelivered: 0 };
+  readonly counters: GatewayCounters = {
+    framesRouted: 0,
+    framesUnknown: 0,
+    framesStale: 0,
+    framesOverrun: 0,
+    framesOversize: 0,
+    framesDelivered: 0,
+    readyTimeouts: 0,
+  };
   /** Requests refused by access control or a limit, by kind (limits.ts). */
   readonly refusals = new Refusals();
   private readonly playRate: PlayRate;
@@ -97,6 +107,7 @@ export class Gateway {
     this.closing = true;
     for (const t of this.timers) clearInterval(t);
     if (this.lostTimer) clearTimeout(this.lostTimer);
+    for (const session of this.sessions.values()) session.clearReadyTimer();
     this.link.close();
     await Promise.allSettled(
       [...this.sessions.values()].filter((s) => s.active).map((s) => this.engine.control(s.id, 'stop')),
@@ -117,12 +128,19 @@ export class Gateway {
     const down = this.link.downReason;
     let live = 0;
     for (const session of this.sessions.values()) if (session.active) live++;
+    const reason =
+      down !== undefined
+        ? `not connected to the engine: ${down}`
+        : this.starved
+          ? `the engine has sent nothing for ${this.config.CHORUS_ENGINE_STALL_MS} ms while sessions play (has another client taken its socket?)`
+          : undefined;
     return {
-      status: down === undefined ? 'ok' : 'unavailable',
-      ...(down === undefined ? {} : { reason: `not connected to the engine: ${down}` }),
+      status: reason === undefined ? 'ok' : 'unavailable',
+      ...(reason === undefined ? {} : { reason }),
       sessions: live,
       max_sessions: this.config.CHORUS_MAX_SESSIONS,
       engine_connected: down === undefined,
+      engine_starved: this.starved,
       threads: this.pool.threads,
       uptime_s: Math.round((performance.now() - this.started) / 1000),
     };
@@ -150,20 +168,7 @@ export class Gateway {
       }
       return;
     }
-    switch (session.acceptFrame(buf, payloadStart, payloadEnd, this.link.creditEnabled)) {
-      case 'taken':
-        this.counters.framesRouted++;
-        break;
-      case 'dropped':
-        this.counters.framesRouted++;
-        break;
-      case 'stale':
-        this.counters.framesStale++;
-        break;
-      case 'overrun':
-        this.counters.framesOverrun++;
-        break;
-    }
+    session.acceptFrame(buf, payloadStart, payloadEnd, this.link.creditEnabled);
   };
 
   private onEngineEvent(event: SessionEvent): void {
@@ -175,6 +180,7 @@ export class Gateway {
         return;
       case 'finished':
         if (session.isStale(event.play)) return;
+        session.inputEnded = true;
         if (session.slot?.alive) void session.slot.call((api) => api.endOfStream()).catch(() => undefined);
         else session.state = { status: 'finished', track: session.track! };
         return;
@@ -298,6 +304,48 @@ export class Gateway {
   private checkListeners(): void {
     const now = Date.now();
     for (const session of this.sessions.values()) session.checkListeners(now);
+    this.checkStarvation();
+  }
+
+  /**
+   * Sessions play but nothing comes from a connected engine: natashi's engine, for one, sends
+   * everything to the newest client of its socket, and an older one is left open and silent.
+   */
+  private checkStarvation(): void {
+    const credit = this.link.creditEnabled;
+    let waiting = false;
+    if (this.link.connected) {
+      for (const s of this.sessions.values()) {
+        const status = s.state.status;
+        if ((status === 'buffering' || status === 'playing') && s.ready && !s.inputEnded && (!credit || s.outstanding > 0)) {
+          waiting = true;
+          break;
+        }
+      }
+    }
+    const now = performance.now();
+    if (!waiting) {
+      this.waitingSince = 0;
+    } else if (this.waitingSince === 0) {
+      this.waitingSince = now;
+    }
+    const lastInput = this.link.lastInputAt;
+    const starved = waiting && now - Math.max(lastInput, this.waitingSince) > this.config.CHORUS_ENGINE_STALL_MS;
+    if (starved !== this.starved) {
+      this.starved = starved;
+      if (starved) {
+        log.error('engine connected but sending nothing while sessions play; has another client taken its socket?', {
+          silentMs: Math.round(now - lastInput),
+        });
+      } else {
+        log.info('engine input flows again');
+      }
+    }
+  }
+
+  /** Sessions play, the engine is connected, and nothing has come from it for CHORUS_ENGINE_STALL_MS. */
+  get engineStarved(): boolean {
+    return this.starved;
   }
 
   // ---- sessions ----
@@ -314,7 +362,7 @@ export class Gateway {
     if (this.sessions.size >= this.config.CHORUS_MAX_SESSIONS) {
       throw new RefusedError('sessions', 429, `session limit reached (CHORUS_MAX_SESSIONS=${this.config.CHORUS_MAX_SESSIONS})`);
     }
-    session = new GatewaySession(id, this.nextSid++, this.config.CHORUS_RING_MS, this.config.CHORUS_SLOW_LISTENER);
+    session = new GatewaySession(id, this.nextSid++, this.config.CHORUS_RING_MS, this.config.CHORUS_SLOW_LISTENER, this.counters);
     this.sessions.set(id, session);
     this.byFrameId.set(id, session);
     this.bySid.set(session.sid, session);
@@ -353,9 +401,26 @@ export class Gateway {
         throw err;
       }
       session.playAccepted(answer.play);
+      this.awaitReady(session, track);
       this.grantNow(session);
       return session.summary();
     });
+  }
+
+  /** Ends the track in error if its `ready` has not come within CHORUS_READY_TIMEOUT_MS. */
+  private awaitReady(session: GatewaySession, track: Track): void {
+    const ms = this.config.CHORUS_READY_TIMEOUT_MS;
+    session.clearReadyTimer();
+    session.readyTimer = setTimeout(() => {
+      session.readyTimer = undefined;
+      if (session.track !== track || !session.active || session.ready) return;
+      this.counters.readyTimeouts++;
+      const why = this.link.connected ? 'its event may have been lost' : 'the engine socket is not connected';
+      log.warn('no ready from the engine; ending the play', { session: session.id, waitedMs: ms, connected: this.link.connected });
+      session.fail(`the engine sent no ready within ${ms / 1000} s (${why})`);
+      this.releaseSlot(session);
+      void this.engine.control(session.id, 'stop').catch(() => undefined);
+    }, ms);
   }
 
   async pause(id: string): Promise<SessionSummary> {

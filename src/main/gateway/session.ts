@@ -5,6 +5,8 @@
  */
 import type { WebSocket } from 'ws';
 import { Ring, recordBytes } from '../../shared/ring.js';
+import { OggPacketReader, startsWithOggCapture } from '../../shared/ogg.js';
+import { logger } from '../../shared/log.js';
 import { FRAME_MS, framesIn, maxPayloadBytes, type AudioFormat } from '../../shared/audio.js';
 import type { ListenerEvent, SessionStateName } from '../../shared/listener-protocol.js';
 import type { SessionSummary } from '../../shared/gateway-api.js';
@@ -35,6 +37,22 @@ export type SessionState =
 const NOBODY_LISTENS = 'nobody is listening (CHORUS_NO_LISTENER=pause): it plays as soon as a listener connects to /ws?session=<id> or an RTP sink is added';
 
 const NOMINAL_BITRATE: Record<StreamFormat, number> = { opus: 128_000, web: 256_000 };
+const log = logger('gateway');
+
+/** What the demux counts, over all sessions (the gateway's /metrics). */
+export interface DemuxCounters {
+  framesRouted: number;
+  framesStale: number;
+  framesOverrun: number;
+  /** Payloads larger than one Opus packet, refused before they reach a ring. */
+  framesOversize: number;
+}
+
+/**
+ * How a track's payloads come: one Opus packet a frame (chorus, the seed), or an Ogg Opus byte
+ * stream cut anywhere (natashi's engine), told apart by its first payload.
+ */
+type PayloadKind = 'unknown' | 'packets' | 'ogg';
 
 export class GatewaySession {
   readonly control = new Int32Array(new SharedArrayBuffer(CONTROL_WORDS * 4));
@@ -59,6 +77,15 @@ export class GatewaySession {
   private readySeen = false;
   /** The engine connection dropped while this track played; it is being checked. */
   engineLost = false;
+  /** The engine said `finished`: no more frames are to come for this track. */
+  inputEnded = false;
+  /** Ends the track in error if its `ready` does not come in time (the gateway sets it). */
+  readyTimer: NodeJS.Timeout | undefined;
+  private payloadKind: PayloadKind = 'unknown';
+  private ogg: OggPacketReader | undefined;
+  /** The credit flag of the frame being demuxed, for the Ogg reader's packets. */
+  private oggCredit = false;
+  private oversizeLogged = false;
   /** The last status the worker reported for the current track. */
   private playerStatus: PlayerStatus = 'idle';
 
@@ -79,6 +106,7 @@ export class GatewaySession {
     readonly sid: number,
     private readonly ringMs: number,
     private readonly slowPolicy: SlowListenerPolicy,
+    private readonly counters: DemuxCounters,
   ) {}
 
   get state(): SessionState {
@@ -134,6 +162,11 @@ export class GatewaySession {
     this.readyPlay = undefined;
     this.readySeen = false;
     this.engineLost = false;
+    this.inputEnded = false;
+    this.clearReadyTimer();
+    this.payloadKind = 'unknown';
+    this.ogg?.reset();
+    this.oversizeLogged = false;
     this.playerStatus = 'buffering';
     this.state = { status: 'starting', track };
     return { ringChanged };
@@ -154,6 +187,16 @@ export class GatewaySession {
     this.ring?.clear();
   }
 
+  clearReadyTimer(): void {
+    if (this.readyTimer) clearTimeout(this.readyTimer);
+    this.readyTimer = undefined;
+  }
+
+  /** The current track's `ready` has come. */
+  get ready(): boolean {
+    return this.readySeen;
+  }
+
   /** An engine event is for an earlier play of this id than the current one. */
   isStale(play: number | undefined): boolean {
     if (play !== undefined && this.expectPlay !== undefined) return play < this.expectPlay;
@@ -167,6 +210,7 @@ export class GatewaySession {
       this.readyPlay = play;
     }
     this.readySeen = true;
+    this.clearReadyTimer();
     this.updateAccepting();
     const track = this.track;
     if (track && duration !== undefined) track.duration = duration;
@@ -183,15 +227,39 @@ export class GatewaySession {
   }
 
   /** One frame from the engine for this session (the demux's hot path). */
-  acceptFrame(buf: Buffer, start: number, end: number, credit: boolean): 'taken' | 'stale' | 'overrun' | 'dropped' {
-    const ring = this.ring;
-    if (!this.accepting || !ring) return 'stale';
-    if (end - start > ring.maxPayload) return 'overrun';
+  acceptFrame(buf: Buffer, start: number, end: number, credit: boolean): void {
+    if (!this.accepting || !this.ring) {
+      this.counters.framesStale++;
+      return;
+    }
+    // Only an engine without credit (no `hello`) may be natashi's, sending Ogg.
+    if (this.payloadKind === 'unknown') this.payloadKind = !credit && startsWithOggCapture(buf, start) ? 'ogg' : 'packets';
+    if (this.payloadKind === 'packets') return this.acceptPacket(buf, start, end, credit);
+    this.ogg ??= new OggPacketReader((bytes, s, e) => this.acceptPacket(bytes, s, e, this.oggCredit));
+    this.oggCredit = credit;
+    this.ogg.push(buf.subarray(start, end));
+  }
+
+  /** One Opus packet into the ring; one larger than an Opus packet can be is refused. */
+  private acceptPacket(buf: Uint8Array, start: number, end: number, credit: boolean): void {
+    const ring = this.ring!;
+    const format = this.ringFormat!;
+    if (end - start > maxPayloadBytes(format)) {
+      // The worker takes records of up to one packet: a larger one would kill it.
+      this.counters.framesOversize++;
+      if (!this.oversizeLogged) {
+        this.oversizeLogged = true;
+        log.warn('refused an engine payload larger than an Opus packet', { session: this.id, bytes: end - start, limit: maxPayloadBytes(format) });
+      }
+      return;
+    }
+    this.counters.framesRouted++;
     if (credit) {
       if (this.outstanding > 0) this.outstanding--;
-      return ring.write(buf, start, end) ? 'taken' : 'overrun';
+      if (!ring.write(buf, start, end)) this.counters.framesOverrun++;
+      return;
     }
-    return ring.writeDroppingOldest(buf, start, end) > 0 ? 'dropped' : 'taken';
+    ring.writeDroppingOldest(buf, start, end);
   }
 
   /** Frames to grant now so that ring + in flight never exceed the ring (0: not worth a line). */
@@ -240,6 +308,7 @@ export class GatewaySession {
   }
 
   fail(reason: string): void {
+    this.clearReadyTimer();
     this.endTrack();
     this.state = { status: 'error', reason };
     this.broadcast({ type: 'error', session: this.id, message: reason });

@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { channel, dominantFrequency, goertzel, maxStep, peak, sineMaxStep } from '../../helpers/audio-analysis.js';
+import { MAX_EVENT_MESSAGE_CHARS } from '../../../src/shared/protocol.js';
 import { startEngineFixture, type EngineFixture } from './engine-fixture.js';
 import { api, decodeOpus, FakeGateway, sleep, type SessionLog, type Unit } from './fake-gateway.js';
 
@@ -160,6 +161,40 @@ describe('engine sessions', () => {
     const amplitude = peak(audio);
     expect(amplitude).toBeGreaterThan(2000);
     expect(maxStep(audio)).toBeLessThan(sineMaxStep(amplitude, 440) * 1.2 + 40);
+    await gw.close();
+  });
+
+  it('duration 0 or absent means unknown (accepted), and a duration is a hint, not a limit', async () => {
+    const gw = await FakeGateway.connect(engine.socketPath);
+    const zero = await api(engine.url, 'POST', '/session/dur-zero/play', { url: 'tone:500?seconds=1', duration: 0 });
+    expect(zero.status).toBe(200);
+    const hint = await api(engine.url, 'POST', '/session/dur-hint/play', { url: 'tone:500?seconds=1', duration: 0.4 });
+    expect(hint.status).toBe(200);
+    await gw.waitForEvent('dur-zero', 'finished', 5000);
+    await gw.waitForEvent('dur-hint', 'finished', 5000);
+    for (const id of ['dur-zero', 'dur-hint']) {
+      const log = gw.log(id);
+      expectOnePlay(log);
+      // The source's own length wins; a 0.4 s hint does not cut a 1 s track to 20 frames.
+      expect(log.events[0]).toMatchObject({ type: 'ready', duration: 1 });
+      expect(Math.abs(log.frames.length - 50)).toBeLessThanOrEqual(1);
+    }
+    await gw.close();
+  });
+
+  it('an error echoing a huge URL goes out cut and marked, under the line cap: the connection stays', async () => {
+    const gw = await FakeGateway.connect(engine.socketPath);
+    // The body just fits the engine's 64 KiB; the URL echoed in the error would pass the line cap.
+    const url = 'http://[' + 'x'.repeat(65_470);
+    const res = await api(engine.url, 'POST', '/session/huge-url/play', { url });
+    expect(res.status).toBeGreaterThanOrEqual(400);
+    const event = (await gw.waitForEvent('huge-url', 'error', 5000)) as { message: string };
+    expect(event.message).toMatch(/… \[cut: \d+ more characters\]$/);
+    expect(event.message.length).toBeLessThanOrEqual(MAX_EVENT_MESSAGE_CHARS);
+    // The same connection carries the next play.
+    await api(engine.url, 'POST', '/session/after-huge/play', { url: 'tone:500?seconds=0.2' });
+    await gw.waitForEvent('after-huge', 'finished', 5000);
+    expect(gw.protocolErrors).toBe(0);
     await gw.close();
   });
 

@@ -173,4 +173,22 @@ describe('engine link with a seed engine (no hello, no credits)', () => {
     expect(metrics).toMatch(/chorus_gateway_protocol_errors_total 1\b/);
     expect(metrics).toMatch(/chorus_gateway_bad_events_total 1\b/);
   });
+
+  it('skips an event line over 64 KiB as one bad event: the connection and the tracks on it carry on', async () => {
+    const { url, seed } = await start();
+    const l = await TestListener.connect(url, 'long-line');
+    listeners.push(l);
+    seed.onPlay = (id) =>
+      seed.stream(id, 40, () => seed.write(seedEvent({ type: 'finished', session_id: id })));
+    await fetch(`${url}/sessions/long-line/play`, { method: 'POST', body: JSON.stringify({ url: 'seed://track' }) });
+    await l.waitForFrames(5, 5000);
+    seed.write(seedEvent({ type: 'error', session_id: 'long-line', message: 'x'.repeat(200_000) }));
+    await l.waitForEvent('finished', 5000);
+    expect(l.frames).toHaveLength(40);
+    expect(l.events.some((e) => e.type === 'error')).toBe(false);
+    expect(seed.connections).toBe(1);
+    const metrics = await (await fetch(`${url}/metrics`)).text();
+    expect(metrics).toMatch(/chorus_gateway_protocol_errors_total 0\b/);
+    expect(metrics).toMatch(/chorus_gateway_bad_events_total 1\b/);
+  });
 });

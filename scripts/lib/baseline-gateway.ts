@@ -204,6 +204,7 @@ export async function startBaselineGateway(opts: BaselineOptions): Promise<Runni
           ...(client.connected ? {} : { reason: 'engine socket not connected' }),
           sessions: sessions.size,
           engine_connected: client.connected,
+          engine_starved: false,
           threads: 1,
           uptime_s: Math.round(process.uptime()),
         };

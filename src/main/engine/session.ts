@@ -16,7 +16,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { AudioFormat } from '../../shared/audio.js';
-import { encodeEvent, paddedSessionId, type SessionEvent } from '../../shared/protocol.js';
+import { encodeEvent, paddedSessionId, type ReadyEvent, type SessionEvent } from '../../shared/protocol.js';
 import { Outbox } from './outbox.js';
 import type { Pipeline } from './pipeline.js';
 
@@ -67,6 +67,8 @@ export class Session extends EventEmitter {
   sourceDuration: number | undefined;
   /** Seconds of audio this play gives, once known (sent with `ready`, shown in status). */
   duration: number | undefined;
+  /** Seconds of the whole source, once known (sent with `ready` as `track_duration`). */
+  trackDuration: number | undefined;
 
   /**
    * @param capacity frames this play may hold (outbox plus encoder) before its ffmpeg is held:
@@ -195,10 +197,16 @@ export class Session extends EventEmitter {
     return remaining === undefined ? limit : limit === undefined ? remaining : Math.min(remaining, limit);
   }
 
+  /**
+   * `duration` stays what the seed sends (seconds this play gives); `start_at` and
+   * `track_duration` let a listener show position / length after a seek.
+   */
   private queueReady(pipeline: Pipeline): void {
     this.duration = this.playDuration(pipeline.sourceDuration);
-    const event: SessionEvent = { type: 'ready', session_id: this.id, play: this.play };
-    if (this.duration !== undefined) event.duration = Math.round(this.duration * 1000) / 1000;
+    this.trackDuration = this.sourceDuration ?? pipeline.sourceDuration;
+    const event: ReadyEvent = { type: 'ready', session_id: this.id, play: this.play, start_at: this.request.startAt ?? 0 };
+    if (this.duration !== undefined) event.duration = millis(this.duration);
+    if (this.trackDuration !== undefined) event.track_duration = millis(this.trackDuration);
     this.queueEvent(event);
   }
 
@@ -206,4 +214,9 @@ export class Session extends EventEmitter {
     this.outbox.push(encodeEvent(event), true);
     this.emit('outbox');
   }
+}
+
+/** Seconds rounded to the millisecond, as events and status carry them. */
+export function millis(seconds: number): number {
+  return Math.round(seconds * 1000) / 1000;
 }

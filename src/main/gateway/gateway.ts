@@ -153,7 +153,7 @@ export class Gateway {
     if (!session || !session.active) return;
     switch (event.type) {
       case 'ready':
-        session.onReady(event.play, event.duration);
+        session.onReady(event);
         return;
       case 'finished':
         if (session.isStale(event.play)) return;

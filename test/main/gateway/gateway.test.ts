@@ -154,6 +154,16 @@ describe('gateway with the real engine', () => {
     expect(a!.events.filter((e) => e.type === 'state').map((e) => (e as { state: string }).state)).toContain('paused');
   });
 
+  it('after a seek, ready and the summary give the start position and the whole length', async () => {
+    const l = await listen('seek-len');
+    expect((await post(`${stack.url}/sessions/seek-len/play`, { url: 'tone:440?seconds=30' })).status).toBe(200);
+    expect(await l.waitForEvent('ready', 10_000)).toMatchObject({ startAt: 0, duration: 30 });
+    expect((await post(`${stack.url}/sessions/seek-len/seek`, { seconds: 15 })).status).toBe(200);
+    expect(await l.waitForEvent('ready', 10_000, (e) => (e as { startAt?: number }).startAt === 15)).toMatchObject({ duration: 30 });
+    expect((await sessions(stack.url)).get('seek-len')).toMatchObject({ startAt: 15, duration: 30 });
+    await post(`${stack.url}/sessions/seek-len/stop`);
+  });
+
   it('a worker that throws takes down its session only', async () => {
     const [victim, bystander] = await Promise.all(['crash-v', 'crash-b'].map(listen));
     await post(`${stack.url}/sessions/crash-v/play`, { url: 'tone:440?seconds=5' });

@@ -479,6 +479,9 @@ export class Gateway {
       },
     );
     for (const target of session.rtpSinks) await slot.call((api) => api.addRtpSink(target));
+    // A listener that came while the slot was booting was told to no slot: under
+    // CHORUS_NO_LISTENER=pause the track would stay autopaused with someone listening.
+    if (session.listeners.size !== init.listeners) await slot.call((api) => api.setListeners(session.listeners.size));
     await slot.call((api) => api.reset(paused));
   }
 

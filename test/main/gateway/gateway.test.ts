@@ -343,3 +343,33 @@ describe('engine restart', () => {
     expect((await fetch(`${stack.url}/health`)).status).toBe(200);
   });
 });
+
+describe('gateway: a listener joining while a play boots its worker', () => {
+  let stack: Stack | undefined;
+  afterAll(() => stopStack(stack));
+
+  it('is heard: the track does not stay autopaused', async () => {
+    // No pre-warmed threads: each play boots one (tens of ms), and the listeners come in
+    // meanwhile, as the web page's does when its play button opens the socket and plays at once.
+    // (Sooner than ~15 ms they beat the play itself, which is no race: the session is idle then.)
+    stack = await startStack({ CHORUS_PREWARM_THREADS: '0' });
+    const url = stack.url;
+    const ids = Array.from({ length: 6 }, (_, i) => `join-${i}`);
+    const listeners: TestListener[] = [];
+    try {
+      await Promise.all(
+        ids.map(async (id, i) => {
+          const play = post(`${url}/sessions/${id}/play`, { url: `tone:${440 + 55 * i}?seconds=3` });
+          await sleep(15 + 10 * i);
+          listeners.push(await TestListener.connect(url, id));
+          expect((await play).status).toBe(200);
+        }),
+      );
+      await Promise.all(listeners.map((l) => l.waitForFrames(25, 5000)));
+      const states = await sessions(url);
+      for (const id of ids) expect(states.get(id)?.state, id).not.toBe('autopaused');
+    } finally {
+      for (const l of listeners) l.close();
+    }
+  });
+});

@@ -379,10 +379,11 @@ player.addEventListener('stats', (ev) => {
   const s = ev.detail;
   if (s.connection !== lastConnection) {
     if (s.connection === 'open') log.add('socket connected', 'ok');
-    else if (s.connection === 'waiting' && lastConnection !== 'waiting') {
-      log.add(`socket closed: ${s.closeReason ?? 'unknown'}; reconnecting`, lastConnection === 'open' ? 'bad' : undefined);
+    else if (s.connection === 'waiting' && lastConnection === 'open') {
+      // Once per loss: the retries that fail show in the socket pill, not as a line each.
+      log.add(`socket closed: ${s.closeReason ?? 'unknown'}; reconnecting`, 'bad');
       // Is the gateway gone? Ask now rather than at the next poll.
-      if (lastConnection === 'open') void poll();
+      void poll();
     }
     lastConnection = s.connection;
   }
@@ -502,7 +503,11 @@ function setReach(next: GatewayReach, why?: string): void {
     setText(el.enginePill, next === 'down' ? 'gateway unreachable' : 'token needed');
     setTone(el.enginePill, 'bad');
     setText(el.sessionsMeta, next === 'down' ? 'gateway unreachable' : 'token needed');
+    // What the table showed is no longer known: no stale rows with live stop buttons.
+    lastSessions = undefined;
+    table.update([], player.session, showEnded);
     byId('sessions-empty').hidden = true;
+    el.sessionsEnded.hidden = true;
     // The socket would only be refused too; it comes back with the gateway.
     if (next === 'token') player.listen(false);
   } else {

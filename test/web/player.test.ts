@@ -421,6 +421,8 @@ describe('web player against a gateway that wants a token, or has gone', () => {
       for (const button of ['#play', '#pause', '#resume', '#stop', '#seek', 'button.chip[data-url="tone:440"]']) {
         expect(await page.locator(button).isDisabled(), button).toBe(true);
       }
+      // No stale rows, with stop buttons, of a table it can no longer know.
+      expect(await page.locator('#sessions tbody tr').count()).toBe(0);
       await page.close();
     } finally {
       await doomed.stop(); // the gateway's stop is a no-op the second time

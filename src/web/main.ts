@@ -369,8 +369,7 @@ player.addEventListener('event', (ev) => {
       playedAtBase = player.stats.playedSeconds;
       positionValid = true;
     }
-  }
-  else if (e.type === 'finished') setState('finished');
+  } else if (e.type === 'finished') setState('finished');
   else if (e.type === 'error') setState('error', e.message);
 });
 

@@ -139,7 +139,7 @@ export async function benchChorusDemux(sessions: number, seconds = 3): Promise<D
     const session = new GatewaySession(`bench-${s}`, s + 1, 3000, 'wait', counters);
     session.beginTrack({ url: 'tone:440', format: 'opus', startAt: 0 });
     session.playAccepted(undefined);
-    session.onReady(undefined, undefined);
+    session.onReady({ type: 'ready', session_id: session.id });
     byId.set(session.id, session);
     rings.push(session.ring!.buffer);
   }

@@ -10,6 +10,9 @@ export interface SessionSummary {
   /** Why the session is in its state, when it says (error message, 'idle timeout', …). */
   reason?: string;
   url?: string;
+  /** The track's start in seconds (a seek's target) and its whole length, once known. */
+  startAt?: number;
+  duration?: number;
   format: string;
   /** Frames in the ring now, and how many it holds. */
   ringFrames: number;

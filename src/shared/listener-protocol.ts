@@ -59,7 +59,8 @@ export type SessionStateName = (typeof SESSION_STATES)[number];
 
 export type ListenerEvent =
   | { type: 'state'; session: string; state: SessionStateName; reason?: string }
-  | { type: 'ready'; session: string; duration?: number }
+  /** `duration`: the whole track's seconds; `startAt`: where in it this play starts (a seek's target). */
+  | { type: 'ready'; session: string; duration?: number; startAt?: number }
   | { type: 'finished'; session: string }
   | { type: 'error'; session: string; message: string };
 

@@ -15,6 +15,10 @@
  *                `error` message to MAX_EVENT_MESSAGE_CHARS (marked as cut), so no event it writes
  *                passes the line cap. A reader skips a line over the cap (to its newline) as one
  *                bad event.
+ *                `duration` (as the seed) is the seconds this play gives, from its start to its end.
+ *                A `ready` may also carry "start_at" (where in the source the play starts) and
+ *                "track_duration" (the whole source's length): a seek to 15 s into a 30 s track
+ *                is start_at 15, duration 15, track_duration 30. Both optional (a seed omits them).
  *   Extension    an engine that supports it first sends
  *                {"type":"hello","protocol":2,"features":["credit"]}
  *                and only then may the gateway write back
@@ -184,7 +188,12 @@ export function encodeFrame(sessionId: string, payload: Uint8Array): Buffer {
 export interface ReadyEvent {
   type: 'ready';
   session_id: string;
+  /** Seconds this play gives (start_at to its end). */
   duration?: number;
+  /** Seconds into the source where this play starts. */
+  start_at?: number;
+  /** Seconds of the whole source. */
+  track_duration?: number;
   play?: number;
 }
 export interface FinishedEvent {
@@ -501,6 +510,8 @@ export function checkWireEvent(value: unknown): WireEvent | string {
       const ready: ReadyEvent = { type: 'ready', session_id: id, ...play };
       // 0 (natashi's word for unknown) and absent both mean unknown.
       if (typeof v.duration === 'number' && Number.isFinite(v.duration) && v.duration > 0) ready.duration = v.duration;
+      if (isSeconds(v.start_at)) ready.start_at = v.start_at;
+      if (isSeconds(v.track_duration)) ready.track_duration = v.track_duration;
       return ready;
     }
     default:
@@ -508,4 +519,9 @@ export function checkWireEvent(value: unknown): WireEvent | string {
       // in one 64 KiB line) can overflow the stack and throw out of the decoder.
       return `unknown event type ${typeof v.type === 'string' ? JSON.stringify(v.type.slice(0, 40)) : typeof v.type}`;
   }
+}
+
+/** A number of seconds an event may carry: finite and not negative (anything else is left out). */
+function isSeconds(value: unknown): value is number {
+  return typeof value === 'number' && Number.isFinite(value) && value >= 0;
 }

@@ -1,8 +1,9 @@
 /**
  * The gateway's HTTP API and WebSocket address, as the page uses them. URLs are relative to the
  * page, so the player also works behind a reverse proxy that mounts the gateway under a path.
- * A token in the page's own URL (?token=…) is passed on: as `Authorization: Bearer` on HTTP and
- * as `?token=` on the WebSocket (a browser cannot set headers there). Without one, nothing is sent.
+ * The token (CHORUS_TOKEN, as the page got it: see token.ts) is passed on as `Authorization:
+ * Bearer` on HTTP and as `?token=` on the WebSocket (a browser cannot set headers there; the
+ * gateway logs paths without their query). Without one, nothing is sent.
  */
 import type { SessionSummary, SessionsResponse } from '../shared/gateway-api.js';
 
@@ -19,8 +20,12 @@ export class ApiError extends Error {
 export class GatewayApi {
   constructor(
     private readonly base: URL,
-    private readonly token?: string,
+    private token?: string,
   ) {}
+
+  setToken(token: string | undefined): void {
+    this.token = token;
+  }
 
   private url(path: string): URL {
     return new URL(path, this.base);
@@ -80,6 +85,11 @@ export class GatewayApi {
 
   resume(id: string): Promise<SessionSummary | undefined> {
     return this.action(id, 'resume');
+  }
+
+  /** 401: the gateway wants a token (CHORUS_TOKEN is set) and had none or a wrong one. */
+  static isAuthError(err: unknown): boolean {
+    return err instanceof ApiError && err.status === 401;
   }
 
   stop(id: string): Promise<SessionSummary | undefined> {

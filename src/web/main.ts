@@ -2,16 +2,21 @@
  * The web player page: wires the controls to the gateway's HTTP API, the Player (WebSocket →
  * decoder → jitter buffer → speakers) to the meters, and polls GET /sessions for the table.
  *
- * URL parameters: `session` (kept up to date as the id changes), `token` (passed on to the
- * gateway when present). The jitter-buffer target and the volume are remembered in localStorage.
+ * URL parameters: `session` (kept up to date as the id changes), `token` (taken, then removed
+ * from the address bar: token.ts). Without a token where the gateway wants one, the page asks for
+ * it. The jitter-buffer target and the volume are remembered in localStorage.
+ *
+ * The page opens no WebSocket to a session the gateway does not have (that would create it, an
+ * idle session every page load): it listens once the user plays, or once the session exists.
  */
 import type { SessionSummary, SessionsResponse } from '../shared/gateway-api.js';
 import type { ListenerEvent, SessionStateName } from '../shared/listener-protocol.js';
 import { ApiError, GatewayApi } from './api.js';
 import { Player, type PlayerStats } from './player.js';
 import { Scope } from './scope.js';
-import { SessionsTable } from './sessions-table.js';
-import { installHook } from './test-hook.js';
+import { isUnderWay, SessionsTable } from './sessions-table.js';
+import { installHook, type GatewayReach } from './test-hook.js';
+import { saveToken, takeToken } from './token.js';
 import {
   byId,
   EventLog,
@@ -30,8 +35,7 @@ const POLL_MS = 1000;
 const FRESH_MS = 1500;
 
 const params = new URLSearchParams(location.search);
-const token = params.get('token') ?? undefined;
-const api = new GatewayApi(new URL('./', location.href), token);
+const api = new GatewayApi(new URL('./', location.href), takeToken());
 const player = new Player(api);
 
 const el = {
@@ -69,6 +73,11 @@ const el = {
   audioPill: byId('audio-pill'),
   notice: byId('notice'),
   sessionsMeta: byId('sessions-meta'),
+  sessionsEnded: byId<HTMLButtonElement>('sessions-ended'),
+  tokenForm: byId<HTMLFormElement>('token-form'),
+  tokenInput: byId<HTMLInputElement>('token-input'),
+  tokenRemember: byId<HTMLInputElement>('token-remember'),
+  tokenError: byId('token-error'),
   streamMeta: byId('stream-meta'),
   events: byId<HTMLOListElement>('events'),
 };
@@ -87,26 +96,37 @@ let duration: number | undefined;
 let positionBase = 0;
 let playedAtBase = 0;
 let positionValid = false;
+/** Whether the page can reach the gateway: `token` when it answers 401 (CHORUS_TOKEN). */
+let reach: GatewayReach = 'unknown';
+const cutOff = () => reach === 'down' || reach === 'token';
 
 function setState(next: SessionStateName, reason?: string, fresh = true): void {
   state = next;
   stateReason = reason;
   if (fresh) stateAt = performance.now();
-  el.state.dataset.state = next;
-  setText(el.state, next);
+  if (next === 'stopped' || next === 'idle') positionValid = false;
+  renderState();
+}
+
+/** The badge says what the session does, or that the gateway is out of reach. */
+function renderState(): void {
+  el.state.dataset.state = cutOff() ? 'offline' : state;
+  setText(el.state, reach === 'down' ? 'gateway unreachable' : reach === 'token' ? 'token needed' : state);
+  const reason = cutOff() ? undefined : stateReason;
   el.stateReason.hidden = !reason;
   setText(el.stateReason, reason ?? '');
-  if (next === 'stopped' || next === 'idle') positionValid = false;
   updateButtons();
 }
 
 function applySummary(s: SessionSummary, fresh: boolean): void {
   if (s.url) nowUrl = s.url;
+  if (s.duration !== undefined) duration = s.duration;
   setState(s.state, s.reason, fresh);
 }
 
 function updateButtons(): void {
-  const validId = isValidSessionId(el.sessionId.value);
+  // Nothing works without the gateway: no button may pretend otherwise.
+  const validId = isValidSessionId(el.sessionId.value) && !cutOff();
   const active = state === 'starting' || state === 'buffering' || state === 'playing';
   el.play.disabled = !validId || el.source.value.trim() === '';
   el.pause.disabled = !validId || !active;
@@ -116,6 +136,7 @@ function updateButtons(): void {
   el.seek.disabled = !validId || !(active || paused);
   for (const chip of document.querySelectorAll<HTMLButtonElement>('.chip')) {
     chip.setAttribute('aria-pressed', String(chip.dataset.url === el.source.value.trim()));
+    chip.disabled = cutOff();
   }
 }
 
@@ -182,7 +203,7 @@ async function act(label: string, run: () => Promise<SessionSummary | undefined>
   const t0 = performance.now();
   try {
     const summary = await run();
-    if (summary) applySummary(summary, true);
+    if (summary && summary.id === player.session) applySummary(summary, true);
     log.add(`${label} → ${summary?.state ?? 'ok'} (${Math.round(performance.now() - t0)} ms)`, undefined, code);
     return true;
   } catch (err) {
@@ -204,6 +225,7 @@ el.play.addEventListener('click', async () => {
   player.flush();
   player.hold(false);
   player.markPlayRequested();
+  player.listen(true);
   player.reconnectNow();
   nowUrl = url;
   duration = undefined;
@@ -339,8 +361,15 @@ player.addEventListener('event', (ev) => {
   const [text, tone] = describe(e);
   log.add(text, tone);
   if (e.type === 'state') setState(e.state, e.reason);
-  else if (e.type === 'ready') duration = e.duration;
-  else if (e.type === 'finished') setState('finished');
+  else if (e.type === 'ready') {
+    duration = e.duration;
+    // The play's first frame is at startAt (a seek's target): the position counts on from there.
+    if (e.startAt !== undefined) {
+      positionBase = e.startAt;
+      playedAtBase = player.stats.playedSeconds;
+      positionValid = true;
+    }
+  } else if (e.type === 'finished') setState('finished');
   else if (e.type === 'error') setState('error', e.message);
 });
 
@@ -349,8 +378,11 @@ player.addEventListener('stats', (ev) => {
   const s = ev.detail;
   if (s.connection !== lastConnection) {
     if (s.connection === 'open') log.add('socket connected', 'ok');
-    else if (s.connection === 'waiting' && lastConnection !== 'waiting') {
-      log.add(`socket closed: ${s.closeReason ?? 'unknown'}; reconnecting`, lastConnection === 'open' ? 'bad' : undefined);
+    else if (s.connection === 'waiting' && lastConnection === 'open') {
+      // Once per loss: the retries that fail show in the socket pill, not as a line each.
+      log.add(`socket closed: ${s.closeReason ?? 'unknown'}; reconnecting`, 'bad');
+      // Is the gateway gone? Ask now rather than at the next poll.
+      void poll();
     }
     lastConnection = s.connection;
   }
@@ -382,10 +414,14 @@ function renderStats(s: PlayerStats): void {
         ? ['connecting…', 'warn']
         : s.connection === 'waiting'
           ? [`retry in ${retry.toFixed(1)} s`, 'bad']
-          : ['socket closed', undefined];
+          : ['not listening', undefined];
   setText(el.socketPill, socket[0]);
   setTone(el.socketPill, socket[1]);
-  el.socketPill.title = s.closeReason ? `Last close: ${s.closeReason}; ${s.reconnects} reconnects` : "This page's WebSocket to the gateway";
+  el.socketPill.title = s.closeReason
+    ? `Last close: ${s.closeReason}; ${s.reconnects} reconnects`
+    : s.connection === 'closed'
+      ? 'No WebSocket yet: the page listens once you play, or once the session exists'
+      : "This page's WebSocket to the gateway";
 
   const audio: [string, Tone] =
     s.audio === 'running' ? ['audio on', 'ok'] : s.audio === 'suspended' ? ['audio blocked', 'warn'] : s.audio === 'unsupported' ? ['no WebCodecs', 'bad'] : ['audio off', undefined];
@@ -428,10 +464,56 @@ function renderStats(s: PlayerStats): void {
 
 // ── the sessions table ───────────────────────────────────────────────────────────────────────
 
-const table = new SessionsTable(byId<HTMLTableElement>('sessions').tBodies[0]!, byId('sessions-empty'), (id) => useSession(id, 'edit'));
+const table = new SessionsTable(byId<HTMLTableElement>('sessions').tBodies[0]!, byId('sessions-empty'), {
+  select: (id) => useSession(id, 'edit'),
+  stop: (id) => {
+    if (id === player.session) player.flush();
+    void act(`stop ${id}`, () => api.stop(id)).then(() => poll());
+  },
+});
 let pollTimer: ReturnType<typeof setTimeout> | undefined;
 let polling = false;
-let gatewayDown = false;
+let showEnded = false;
+let lastSessions: SessionsResponse | undefined;
+
+el.sessionsEnded.addEventListener('click', () => {
+  showEnded = !showEnded;
+  if (lastSessions) renderTable(lastSessions);
+});
+
+function renderTable(r: SessionsResponse): void {
+  const hidden = table.update(r.sessions, player.session, showEnded);
+  const ended = r.sessions.filter((s) => s.id !== player.session && !isUnderWay(s.state)).length;
+  el.sessionsEnded.hidden = ended === 0;
+  el.sessionsEnded.setAttribute('aria-expanded', String(showEnded));
+  setText(el.sessionsEnded, showEnded ? `Hide ${ended} ended` : `Show ${hidden} ended`);
+}
+
+function setReach(next: GatewayReach, why?: string): void {
+  if (next === reach) return;
+  const was = reach;
+  reach = next;
+  if (next === 'down') log.add(`gateway unreachable: ${why ?? 'no answer'}`, 'bad');
+  else if (next === 'token') log.add('the gateway wants its token (CHORUS_TOKEN)', 'bad');
+  else if (was === 'down' || was === 'token') log.add('gateway reachable again', 'ok');
+  if (next === 'token') showTokenForm();
+  else el.tokenForm.hidden = true;
+  if (next === 'down' || next === 'token') {
+    setText(el.enginePill, next === 'down' ? 'gateway unreachable' : 'token needed');
+    setTone(el.enginePill, 'bad');
+    setText(el.sessionsMeta, next === 'down' ? 'gateway unreachable' : 'token needed');
+    // What the table showed is no longer known: no stale rows with live stop buttons.
+    lastSessions = undefined;
+    table.update([], player.session, showEnded);
+    byId('sessions-empty').hidden = true;
+    el.sessionsEnded.hidden = true;
+    // The socket would only be refused too; it comes back with the gateway.
+    if (next === 'token') player.listen(false);
+  } else {
+    player.reconnectNow();
+  }
+  renderState();
+}
 
 async function poll(): Promise<void> {
   if (polling) return;
@@ -439,9 +521,9 @@ async function poll(): Promise<void> {
   clearTimeout(pollTimer);
   try {
     const r: SessionsResponse = await api.sessions();
-    if (gatewayDown) log.add('gateway reachable again', 'ok');
-    gatewayDown = false;
-    table.update(r.sessions, player.session);
+    setReach('ok');
+    lastSessions = r;
+    renderTable(r);
     setText(
       el.sessionsMeta,
       `${r.sessions.length} session${r.sessions.length === 1 ? '' : 's'} · ${r.threads} thread${r.threads === 1 ? '' : 's'} · ${r.sessionsPerThread} per thread`,
@@ -449,6 +531,8 @@ async function poll(): Promise<void> {
     setText(el.enginePill, r.engineConnected ? 'engine connected' : 'engine down');
     setTone(el.enginePill, r.engineConnected ? 'ok' : 'bad');
     const mine = r.sessions.find((s) => s.id === player.session);
+    // The session exists (someone played it): listening to it creates nothing.
+    if (mine) player.listen(true);
     if (performance.now() - stateAt > FRESH_MS) {
       if (mine) applySummary(mine, false);
       else if (state !== 'idle') setState('idle', undefined, false);
@@ -456,11 +540,7 @@ async function poll(): Promise<void> {
       nowUrl = mine.url;
     }
   } catch (err) {
-    if (!gatewayDown) log.add(`gateway unreachable: ${(err as Error).message}`, 'bad');
-    gatewayDown = true;
-    setText(el.enginePill, 'gateway unreachable');
-    setTone(el.enginePill, 'bad');
-    setText(el.sessionsMeta, 'gateway unreachable');
+    setReach(GatewayApi.isAuthError(err) ? 'token' : 'down', (err as Error).message);
   } finally {
     polling = false;
     if (!document.hidden) pollTimer = setTimeout(() => void poll(), POLL_MS);
@@ -471,9 +551,37 @@ document.addEventListener('visibilitychange', () => {
   if (!document.hidden) void poll();
 });
 
+// ── the token form ───────────────────────────────────────────────────────────────────────────
+
+function showTokenForm(): void {
+  if (!el.tokenForm.hidden) return;
+  el.tokenForm.hidden = false;
+  el.tokenInput.value = '';
+  el.tokenInput.focus();
+}
+
+el.tokenForm.addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const candidate = el.tokenInput.value.trim();
+  if (!candidate) return;
+  api.setToken(candidate);
+  try {
+    await api.sessions();
+  } catch (err) {
+    el.tokenError.hidden = false;
+    setText(el.tokenError, GatewayApi.isAuthError(err) ? 'The gateway refused that token.' : `The gateway did not answer: ${(err as Error).message}`);
+    el.tokenInput.select();
+    return;
+  }
+  el.tokenError.hidden = true;
+  el.tokenInput.value = '';
+  saveToken(candidate, el.tokenRemember.checked);
+  await poll();
+});
+
 // ── start ────────────────────────────────────────────────────────────────────────────────────
 
-installHook(player, () => state);
+installHook(player, () => state, () => reach);
 const initial = params.get('session')?.trim();
 useSession(initial && isValidSessionId(initial) ? initial : randomSessionId(), 'load');
 if (initial && !isValidSessionId(initial)) {

@@ -77,6 +77,7 @@ export class Player extends EventTarget {
   private openedAt = 0;
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
   private readonly backoff = new Backoff();
+  private wantSocket = false;
 
   private ctx: AudioContext | undefined;
   private node: AudioWorkletNode | undefined;
@@ -145,14 +146,31 @@ export class Player extends EventTarget {
     return this.sessionId;
   }
 
-  /** Listens to another session: the old socket closes, the buffer empties, counters start over. */
+  /** Is the player connected, or trying to be, to its session? */
+  get listening(): boolean {
+    return this.wantSocket;
+  }
+
+  /**
+   * Follows another session: the old socket closes, the buffer empties, counters start over. It
+   * connects only once told to listen(): a WebSocket to an id the gateway does not know creates
+   * that session, so a page that only looks must not open one.
+   */
   setSession(id: string): void {
     if (id === this.sessionId) return;
     this.sessionId = id;
+    this.wantSocket = false;
     this.disconnect();
     this.flush();
     this.resetCounters();
-    this.connect();
+  }
+
+  /** Connects to the session (and keeps reconnecting), or closes and stays closed. */
+  listen(on: boolean): void {
+    if (on === this.wantSocket) return;
+    this.wantSocket = on;
+    if (on) this.reconnectNow();
+    else this.disconnect();
   }
 
   /** Starts Web Audio (call it from a click: browsers start audio only after a user gesture). */
@@ -285,7 +303,7 @@ export class Player extends EventTarget {
 
   /** Tries again now (after a play, or when the network comes back), if the socket is down. */
   reconnectNow(): void {
-    if (this.sessionId === undefined || this.ws) return;
+    if (this.sessionId === undefined || this.ws || !this.wantSocket) return;
     this.backoff.reset();
     this.connect();
   }
@@ -302,7 +320,9 @@ export class Player extends EventTarget {
     this.ws = undefined;
     if (ws) ws.close(1000, 'session changed');
     this.stats.connection = 'closed';
+    this.stats.reconnectAt = undefined;
     this.backoff.reset();
+    this.emitStats();
   }
 
   private onText(text: string): void {

@@ -118,7 +118,11 @@ export class Scope {
       ctx.moveTo(x, 0);
       ctx.lineTo(x, h);
       ctx.stroke();
-      ctx.fillText(f >= 1000 ? `${f / 1000} kHz` : `${f} Hz`, x + 4 * dpr, h - 4 * dpr);
+      const text = f >= 1000 ? `${f / 1000} kHz` : `${f} Hz`;
+      // On a narrow canvas the last label would run off the edge: put it left of its line.
+      const fits = x + 4 * dpr + ctx.measureText(text).width <= w;
+      ctx.textAlign = fits ? 'left' : 'right';
+      ctx.fillText(text, fits ? x + 4 * dpr : x - 4 * dpr, h - 4 * dpr);
     }
   }
 }

@@ -13,12 +13,16 @@ export interface ChorusHook {
   /** Level in dBFS near `hz` (±15 Hz). */
   powerAt(hz: number): number | undefined;
   stats(): PlayerStats;
-  /** The session's state as the page shows it. */
+  /** The session's state as the page knows it. */
   state(): SessionStateName;
+  /** Whether the page reaches the gateway (`token`: it answered 401 and the page asks for one). */
+  reach(): GatewayReach;
   session(): string | undefined;
   /** Closes the WebSocket as a network failure would; the player reconnects with back-off. */
   dropConnection(): void;
 }
+
+export type GatewayReach = 'unknown' | 'ok' | 'down' | 'token';
 
 declare global {
   interface Window {
@@ -26,12 +30,13 @@ declare global {
   }
 }
 
-export function installHook(player: Player, state: () => SessionStateName): void {
+export function installHook(player: Player, state: () => SessionStateName, reach: () => GatewayReach): void {
   window.chorus = {
     analyse: () => (player.analyser ? analyse(player.analyser) : undefined),
     powerAt: (hz) => (player.analyser ? powerAt(player.analyser, hz) : undefined),
     stats: () => ({ ...player.stats }),
     state,
+    reach,
     session: () => player.session,
     dropConnection: () => player.dropConnection(),
   };

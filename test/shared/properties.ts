@@ -62,12 +62,20 @@ const textArb = fc.oneof(
   fc.string({ unit: fc.constantFrom('{', '}', '\n', '"', '\\', '\r', 'é', '🎵', ' ', 'a'), maxLength: 40 }),
 );
 const finiteArb = fc.double({ noNaN: true, noDefaultInfinity: true }).map((d) => (d === 0 ? 0 : d));
+const secondsArb = fc.double({ min: 0, noNaN: true, noDefaultInfinity: true }).map((d) => (d === 0 ? 0 : d));
 
 const eventArb: fc.Arbitrary<WireEvent> = fc.oneof(
   fc.record({ type: fc.constant('hello' as const), protocol: fc.integer({ min: 1, max: PROTOCOL_VERSION + 3 }), features: fc.array(textArb, { maxLength: 3 }) }),
   fc.record({ type: fc.constant('credit' as const), session_id: sessionIdArb, frames: fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }) }),
   fc.record(
-    { type: fc.constant('ready' as const), session_id: fc.oneof(sessionIdArb, textArb), duration: finiteArb, play: fc.nat() },
+    {
+      type: fc.constant('ready' as const),
+      session_id: fc.oneof(sessionIdArb, textArb),
+      duration: finiteArb,
+      start_at: secondsArb,
+      track_duration: secondsArb,
+      play: fc.nat(),
+    },
     { requiredKeys: ['type', 'session_id'] },
   ),
   fc.record({ type: fc.constant('finished' as const), session_id: fc.oneof(sessionIdArb, textArb), play: fc.nat() }, { requiredKeys: ['type', 'session_id'] }),

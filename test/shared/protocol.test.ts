@@ -50,6 +50,7 @@ const MIXED: Unit[] = [
   { kind: 'event', event: HELLO },
   { kind: 'frame', id: 'guild-1', payload: payload(40, 1) },
   { kind: 'event', event: { type: 'ready', session_id: 'guild-1', duration: 2.5, play: 3 } },
+  { kind: 'event', event: { type: 'ready', session_id: 'guild-2', duration: 15, start_at: 15, track_duration: 30 } },
   { kind: 'frame', id: 'x'.repeat(24), payload: new Uint8Array([0x7b, 0x0a, 0x7b, 0x7d, 0x0a, 0x00]) },
   { kind: 'frame', id: 'a', payload: new Uint8Array(0) },
   {
@@ -286,6 +287,18 @@ describe('wire protocol errors', () => {
       }
       expect(run.decoder.broken).toBe(false);
     }
+  });
+
+  it('ready keeps start_at and track_duration when they are seconds; a seed ready with duration only stays as it was', () => {
+    expect(checkWireEvent({ type: 'ready', session_id: 's', duration: 15, start_at: 15, track_duration: 30 })).toEqual({
+      type: 'ready',
+      session_id: 's',
+      duration: 15,
+      start_at: 15,
+      track_duration: 30,
+    });
+    expect(checkWireEvent({ type: 'ready', session_id: 's', duration: 15 })).toEqual({ type: 'ready', session_id: 's', duration: 15 });
+    expect(checkWireEvent({ type: 'ready', session_id: 's', start_at: -1, track_duration: 'long' })).toEqual({ type: 'ready', session_id: 's' });
   });
 
   it('an unknown event type is described briefly, whatever the type holds', () => {

@@ -17,7 +17,7 @@ import { credentialOf, sameSecret, unauthorizedReason, UNAUTHORIZED_HEADERS } fr
 import { healthHttpStatus, type EngineHealth } from '../../shared/health.js';
 import { sessionIdError } from '../../shared/protocol.js';
 import { LimitError, NotFoundError, StateError, type SessionManager } from './manager.js';
-import type { PlayRequest, Session } from './session.js';
+import { millis, type PlayRequest, type Session } from './session.js';
 
 export const MAX_BODY_BYTES = 64 * 1024;
 const SESSION_ROUTE = /^\/session\/([^/]*)\/(play|stop|pause|resume|status)$/;
@@ -106,7 +106,8 @@ export function statusOf(s: Session): Record<string, unknown> {
     format: s.request.format,
     start_at: s.request.startAt ?? 0,
     duration: s.duration ?? null,
-    position: Math.round(((s.request.startAt ?? 0) + s.framesSent * 0.02) * 1000) / 1000,
+    track_duration: s.trackDuration ?? null,
+    position: millis((s.request.startAt ?? 0) + s.framesSent * 0.02),
     frames_made: s.framesMade,
     frames_sent: s.framesSent,
     frames_queued: s.outbox.frames,

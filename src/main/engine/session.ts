@@ -17,7 +17,7 @@
 import { EventEmitter } from 'node:events';
 import type { AudioFormat } from '../../shared/audio.js';
 import { OggOpusWriter } from '../../shared/ogg.js';
-import { encodeEvent, encodeFrame, FRAME_HEADER_BYTES, paddedSessionId, type SessionEvent } from '../../shared/protocol.js';
+import { encodeEvent, encodeFrame, FRAME_HEADER_BYTES, paddedSessionId, type ReadyEvent, type SessionEvent } from '../../shared/protocol.js';
 import { Outbox } from './outbox.js';
 import type { Pipeline } from './pipeline.js';
 
@@ -68,6 +68,8 @@ export class Session extends EventEmitter {
   sourceDuration: number | undefined;
   /** Seconds of audio this play gives, once known (sent with `ready`, shown in status). */
   duration: number | undefined;
+  /** Seconds of the whole source, once known (sent with `ready` as `track_duration`). */
+  trackDuration: number | undefined;
   /**
    * Set for a peer that reads Ogg Opus (CHORUS_ENGINE_DIALECT=natashi): each packet goes out as
    * one Ogg page, after the stream's two header pages.
@@ -213,10 +215,16 @@ export class Session extends EventEmitter {
     return source === undefined ? undefined : Math.max(0, source - (this.request.startAt ?? 0));
   }
 
+  /**
+   * `duration` stays what the seed sends (seconds this play gives); `start_at` and
+   * `track_duration` let a listener show position / length after a seek.
+   */
   private queueReady(pipeline: Pipeline): void {
     this.duration = this.playDuration(pipeline.sourceDuration);
-    const event: SessionEvent = { type: 'ready', session_id: this.id, play: this.play };
-    if (this.duration !== undefined) event.duration = Math.round(this.duration * 1000) / 1000;
+    this.trackDuration = this.sourceDuration ?? pipeline.sourceDuration ?? this.request.duration;
+    const event: ReadyEvent = { type: 'ready', session_id: this.id, play: this.play, start_at: this.request.startAt ?? 0 };
+    if (this.duration !== undefined) event.duration = millis(this.duration);
+    if (this.trackDuration !== undefined) event.track_duration = millis(this.trackDuration);
     this.queueEvent(event);
   }
 
@@ -224,4 +232,9 @@ export class Session extends EventEmitter {
     this.outbox.push(encodeEvent(event), true);
     this.emit('outbox');
   }
+}
+
+/** Seconds rounded to the millisecond, as events and status carry them. */
+export function millis(seconds: number): number {
+  return Math.round(seconds * 1000) / 1000;
 }

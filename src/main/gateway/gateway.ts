@@ -176,7 +176,7 @@ export class Gateway {
     if (!session || !session.active) return;
     switch (event.type) {
       case 'ready':
-        session.onReady(event.play, event.duration);
+        session.onReady(event);
         return;
       case 'finished':
         if (session.isStale(event.play)) return;
@@ -579,6 +579,9 @@ export class Gateway {
       },
     );
     for (const target of session.rtpSinks) await slot.call((api) => api.addRtpSink(target));
+    // A listener that came while the slot was booting was told to no slot: under
+    // CHORUS_NO_LISTENER=pause the track would stay autopaused with someone listening.
+    if (session.listeners.size !== init.listeners) await slot.call((api) => api.setListeners(session.listeners.size));
     session.onPlayerStatus(await slot.call((api) => api.reset(paused)));
   }
 

@@ -10,6 +10,7 @@ import { logger } from '../../shared/log.js';
 import { FRAME_MS, framesIn, maxPayloadBytes, type AudioFormat } from '../../shared/audio.js';
 import type { ListenerEvent, SessionStateName } from '../../shared/listener-protocol.js';
 import type { SessionSummary } from '../../shared/gateway-api.js';
+import type { ReadyEvent } from '../../shared/protocol.js';
 import { CONTROL_WORDS, Control, type PlayerStatus, type RtpTarget } from '../../shared/worker-messages.js';
 import { HIGH_WATER_BYTES, Listener, type SlowListenerPolicy } from './listener.js';
 import type { Slot } from './slot-pool.js';
@@ -20,7 +21,9 @@ export type StreamFormat = Extract<AudioFormat, 'opus' | 'web'>;
 export interface Track {
   url: string;
   format: StreamFormat;
+  /** Seconds into the source where the play starts (a seek's target). */
   startAt: number;
+  /** Seconds of the whole source, once the engine said. */
   duration?: number;
 }
 
@@ -204,7 +207,8 @@ export class GatewaySession {
     return !this.readySeen;
   }
 
-  onReady(play: number | undefined, duration: number | undefined): void {
+  onReady(ready: ReadyEvent): void {
+    const { play } = ready;
     if (play !== undefined) {
       if (this.expectPlay !== undefined && play < this.expectPlay) return;
       this.readyPlay = play;
@@ -212,10 +216,16 @@ export class GatewaySession {
     this.readySeen = true;
     this.clearReadyTimer();
     this.updateAccepting();
-    const track = this.track;
-    if (track && duration !== undefined) track.duration = duration;
     const event: ListenerEvent = { type: 'ready', session: this.id };
-    if (duration !== undefined) event.duration = duration;
+    const track = this.track;
+    if (track) {
+      track.startAt = ready.start_at ?? track.startAt;
+      // A seed engine sends only `duration`, the seconds this play gives from where it starts.
+      const length = ready.track_duration ?? (ready.duration === undefined ? undefined : track.startAt + ready.duration);
+      if (length !== undefined) track.duration = length;
+      event.startAt = track.startAt;
+      if (track.duration !== undefined) event.duration = track.duration;
+    }
     this.broadcast(event);
     this.refresh();
   }
@@ -379,7 +389,11 @@ export class GatewaySession {
     const reason = state.status === 'autopaused' ? NOBODY_LISTENS : reasonOf(state);
     if (reason !== undefined) out.reason = reason;
     const track = this.track;
-    if (track) out.url = track.url;
+    if (track) {
+      out.url = track.url;
+      out.startAt = track.startAt;
+      if (track.duration !== undefined) out.duration = track.duration;
+    }
     return out;
   }
 }

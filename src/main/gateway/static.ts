@@ -34,6 +34,7 @@ export const ASSETS: readonly string[] = [
     'web/backoff',
     'web/jitter-worklet',
     'web/test-hook',
+    'web/token',
     'shared/listener-protocol',
     'shared/audio',
   ].flatMap((m) => [`${m}.js`, `${m}.js.map`]),

@@ -134,6 +134,17 @@ describe('engine sessions', () => {
     await gw.close();
   });
 
+  it('a play from start_at says where it starts and how long the whole source is', async () => {
+    const gw = await FakeGateway.connect(engine.socketPath);
+    await api(engine.url, 'POST', '/session/mid/play', { url: 'tone:440?seconds=30', start_at: 15 });
+    const ready = await gw.waitForEvent('mid', 'ready', 5000);
+    expect(ready).toMatchObject({ type: 'ready', start_at: 15, duration: 15, track_duration: 30 });
+    const status = await api(engine.url, 'GET', '/session/mid/status');
+    expect(status.body).toMatchObject({ start_at: 15, duration: 15, track_duration: 30 });
+    await api(engine.url, 'POST', '/session/mid/stop');
+    await gw.close();
+  });
+
   it('a 2-second tone gives 100 ± 1 frames and exactly one finished', async () => {
     const gw = await FakeGateway.connect(engine.socketPath);
     await api(engine.url, 'POST', '/session/two/play', { url: 'tone:500?seconds=2' });

@@ -176,6 +176,16 @@ describe('gateway with the real engine', () => {
     await post(`${stack.url}/sessions/seek-paused/stop`);
   });
 
+  it('after a seek, ready and the summary give the start position and the whole length', async () => {
+    const l = await listen('seek-len');
+    expect((await post(`${stack.url}/sessions/seek-len/play`, { url: 'tone:440?seconds=30' })).status).toBe(200);
+    expect(await l.waitForEvent('ready', 10_000)).toMatchObject({ startAt: 0, duration: 30 });
+    expect((await post(`${stack.url}/sessions/seek-len/seek`, { seconds: 15 })).status).toBe(200);
+    expect(await l.waitForEvent('ready', 10_000, (e) => (e as { startAt?: number }).startAt === 15)).toMatchObject({ duration: 30 });
+    expect((await sessions(stack.url)).get('seek-len')).toMatchObject({ startAt: 15, duration: 30 });
+    await post(`${stack.url}/sessions/seek-len/stop`);
+  });
+
   it('a worker that throws takes down its session only', async () => {
     const [victim, bystander] = await Promise.all(['crash-v', 'crash-b'].map(listen));
     await post(`${stack.url}/sessions/crash-v/play`, { url: 'tone:440?seconds=5' });
@@ -404,6 +414,36 @@ describe('sessions that ended', () => {
       expect(now.get('end-b')?.state).toBe('error'); // ended too, but someone listens
     } finally {
       l.close();
+    }
+  });
+});
+
+describe('gateway: a listener joining while a play boots its worker', () => {
+  let stack: Stack | undefined;
+  afterAll(() => stopStack(stack));
+
+  it('is heard: the track does not stay autopaused', async () => {
+    // No pre-warmed threads: each play boots one (tens of ms), and the listeners come in
+    // meanwhile, as the web page's does when its play button opens the socket and plays at once.
+    // (Sooner than ~15 ms they beat the play itself, which is no race: the session is idle then.)
+    stack = await startStack({ CHORUS_PREWARM_THREADS: '0' });
+    const url = stack.url;
+    const ids = Array.from({ length: 6 }, (_, i) => `join-${i}`);
+    const listeners: TestListener[] = [];
+    try {
+      await Promise.all(
+        ids.map(async (id, i) => {
+          const play = post(`${url}/sessions/${id}/play`, { url: `tone:${440 + 55 * i}?seconds=3` });
+          await sleep(15 + 10 * i);
+          listeners.push(await TestListener.connect(url, id));
+          expect((await play).status).toBe(200);
+        }),
+      );
+      await Promise.all(listeners.map((l) => l.waitForFrames(25, 5000)));
+      const states = await sessions(url);
+      for (const id of ids) expect(states.get(id)?.state, id).not.toBe('autopaused');
+    } finally {
+      for (const l of listeners) l.close();
     }
   });
 });

@@ -11,6 +11,7 @@ import type { SessionSummary } from '../../shared/gateway-api.js';
 import { CONTROL_WORDS, Control, type PlayerStatus, type RtpTarget } from '../../shared/worker-messages.js';
 import { HIGH_WATER_BYTES, Listener, type SlowListenerPolicy } from './listener.js';
 import type { Slot } from './slot-pool.js';
+import type { Redactor } from '../../shared/redact.js';
 
 /** Formats a listener can be sent: Opus packets (PCM is for engine clients, not listeners). */
 export type StreamFormat = Extract<AudioFormat, 'opus' | 'web'>;
@@ -76,6 +77,10 @@ export class GatewaySession {
     readonly sid: number,
     private readonly ringMs: number,
     private readonly slowPolicy: SlowListenerPolicy,
+    /** Every reason a listener can read passes through it (credentials, server paths). */
+    private readonly redactor: Redactor,
+    /** CHORUS_WS_MESSAGE_RATE, for each listener. */
+    private readonly messageRate: number,
   ) {}
 
   get state(): SessionState {
@@ -83,6 +88,7 @@ export class GatewaySession {
   }
 
   set state(next: SessionState) {
+    if ('reason' in next && next.reason !== undefined) next = { ...next, reason: this.redactor.redact(next.reason) };
     const old = this.current;
     this.current = next;
     this.lastActive = Date.now();
@@ -239,14 +245,16 @@ export class GatewaySession {
   fail(reason: string): void {
     this.endTrack();
     this.state = { status: 'error', reason };
-    this.broadcast({ type: 'error', session: this.id, message: reason });
+    this.broadcast({ type: 'error', session: this.id, message: reasonOf(this.current)! });
   }
 
   // ---- listeners ----
 
-  addListener(ws: WebSocket): void {
-    this.listeners.set(ws, new Listener(ws, Date.now()));
+  addListener(ws: WebSocket): Listener {
+    const listener = new Listener(ws, Date.now(), this.messageRate);
+    this.listeners.set(ws, listener);
     this.lastActive = Date.now();
+    return listener;
   }
 
   removeListener(ws: WebSocket): void {
@@ -265,7 +273,7 @@ export class GatewaySession {
         this.skipped++;
         continue;
       }
-      ws.send(frame);
+      listener.send(frame);
       // Under `wait`, bytes piling up in user space hold the session at once (memory bound).
       if (this.slowPolicy === 'wait' && ws.bufferedAmount > HIGH_WATER_BYTES) {
         Atomics.store(this.control, Control.EgressBlocked, 1);
@@ -283,7 +291,7 @@ export class GatewaySession {
   broadcast(event: ListenerEvent): void {
     if (this.listeners.size === 0) return;
     const text = JSON.stringify(event);
-    for (const ws of this.listeners.keys()) ws.send(text);
+    for (const listener of this.listeners.values()) listener.send(text);
   }
 
   summary(): SessionSummary {

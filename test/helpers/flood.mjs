@@ -63,7 +63,7 @@ if (mode === 'idle-tcp') {
       if (ws.readyState === WebSocket.CLOSING) {
         // The gateway's close frame came: wait a moment for the close to complete, to report its code.
         ws.once('close', done);
-        setTimeout(done, 2000);
+        setTimeout(done, 5000);
         return;
       }
       if (performance.now() - start > seconds * 1000 || closedAt !== null || ws.readyState !== WebSocket.OPEN) return done();

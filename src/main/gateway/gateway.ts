@@ -6,6 +6,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
 import type { Config } from '../../shared/config.js';
 import { FrameIdTable, frameKey, sessionIdError, sessionIdOfKey, type SessionEvent } from '../../shared/protocol.js';
@@ -420,8 +421,8 @@ export class Gateway {
     });
   }
 
-  addListener(session: GatewaySession, ws: WebSocket): Listener {
-    const listener = session.addListener(ws);
+  addListener(session: GatewaySession, ws: WebSocket, socket: Duplex): Listener {
+    const listener = session.addListener(ws, socket);
     this.tellListeners(session);
     return listener;
   }

@@ -130,7 +130,7 @@ export function createGatewayServer(gateway: Gateway, config: Config): GatewaySe
       return;
     }
     // handleUpgrade completes at once (no verifyClient): nothing can take the room checked above.
-    wss.handleUpgrade(req, socket, head, (ws) => attachListener(ctx, ws, sessionId, grant));
+    wss.handleUpgrade(req, socket, head, (ws) => attachListener(ctx, ws, socket, sessionId, grant));
   });
   // Upgraded sockets are no longer the HTTP server's: server.close() would wait on them for ever.
   const closeListeners = async () => {
@@ -148,7 +148,7 @@ function checkListenerRoom(session: GatewaySession, max: number): void {
   }
 }
 
-function attachListener(ctx: Ctx, ws: WebSocket, sessionId: string, grant: Grant): void {
+function attachListener(ctx: Ctx, ws: WebSocket, socket: Duplex, sessionId: string, grant: Grant): void {
   const { gateway } = ctx;
   let session: GatewaySession;
   try {
@@ -159,7 +159,7 @@ function attachListener(ctx: Ctx, ws: WebSocket, sessionId: string, grant: Grant
     ws.close(err instanceof RefusedError && err.kind === 'listeners' ? CLOSE_TRY_AGAIN : 1008, errorMessage(err).slice(0, 120));
     return;
   }
-  const listener = gateway.addListener(session, ws);
+  const listener = gateway.addListener(session, ws, socket);
   const reply = (message: string) => listener.send(JSON.stringify({ type: 'error', session: session.id, message: gateway.redactor.redact(message) }));
   listener.send(JSON.stringify({ type: 'state', session: session.id, state: session.state.status }));
   ws.on('message', (data, isBinary) => {

@@ -22,6 +22,7 @@
  *         seq shows it); the skips are counted. The session plays on for the others.
  */
 import { randomBytes } from 'node:crypto';
+import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
 import { TokenBucket } from './limits.js';
 
@@ -38,8 +39,8 @@ export const HIGH_WATER_BYTES = 256 * 1024;
 export const LOW_WATER_BYTES = 64 * 1024;
 /** More than this queued for one listener closes it (1008): the bound on what a client can make us keep. */
 export const MAX_QUEUED_BYTES = 1024 * 1024;
-/** A listener closed by us is cut off this long after, answered or not. */
-export const CLOSE_GRACE_MS = 1000;
+/** A listener closed by us is cut off this long after, answered or not (time for its close frame to reach it). */
+export const CLOSE_GRACE_MS = 3000;
 /** WebSocket close code: policy violation (RFC 6455). */
 export const CLOSE_POLICY = 1008;
 
@@ -56,6 +57,8 @@ export class Listener {
 
   constructor(
     readonly ws: WebSocket,
+    /** The socket under it, so that a close can be flushed and ended without reading on. */
+    private readonly socket: Duplex,
     now: number,
     /** CHORUS_WS_MESSAGE_RATE: messages a second, in bursts of twice as many. */
     private readonly messageRate: number,
@@ -113,12 +116,17 @@ export class Listener {
     return false;
   }
 
-  /** Closes with `code`, stops reading at once, and cuts the socket off if the close is not answered. */
+  /**
+   * Closes with `code` and stops reading at once: the close frame goes out followed by the end of
+   * our side of the stream (a client that reads sees both), and the socket is cut off
+   * CLOSE_GRACE_MS later — its answer is never read, as nothing more from it is.
+   */
   close(code: number, reason: string): void {
     if (this.closed) return;
     this.closed = true;
     this.ws.close(code, reason);
     this.ws.pause();
+    this.socket.end();
     setTimeout(() => this.ws.terminate(), CLOSE_GRACE_MS).unref();
   }
 }

@@ -3,6 +3,7 @@
  * that tells every listener), its ring (main produces into it), the credit it has granted the
  * engine, its WebSocket listeners, and the worker slot that paces it.
  */
+import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
 import { Ring, recordBytes } from '../../shared/ring.js';
 import { FRAME_MS, framesIn, maxPayloadBytes, type AudioFormat } from '../../shared/audio.js';
@@ -250,8 +251,8 @@ export class GatewaySession {
 
   // ---- listeners ----
 
-  addListener(ws: WebSocket): Listener {
-    const listener = new Listener(ws, Date.now(), this.messageRate);
+  addListener(ws: WebSocket, socket: Duplex): Listener {
+    const listener = new Listener(ws, socket, Date.now(), this.messageRate);
     this.listeners.set(ws, listener);
     this.lastActive = Date.now();
     return listener;

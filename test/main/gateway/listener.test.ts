@@ -4,6 +4,7 @@
  * gateway keep more than MAX_QUEUED_BYTES for it.
  */
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
 import { LAG_LIMIT_MS, Listener, MAX_QUEUED_BYTES } from '../../../src/main/gateway/listener.js';
@@ -30,7 +31,7 @@ async function pair(): Promise<{ listener: Listener; client: WebSocket }> {
     ws.terminate();
     wss.close();
   });
-  return { listener: new Listener(ws, Date.now(), 20), client };
+  return { listener: new Listener(ws, (ws as unknown as { _socket: Duplex })._socket, Date.now(), 20), client };
 }
 
 describe('Listener', () => {

@@ -9,6 +9,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
@@ -69,6 +70,10 @@ function hostile<T>(args: string[], timeoutMs: number): { ready: Promise<void>; 
     cwd: REPO_ROOT,
     stdio: ['ignore', 'pipe', 'inherit'],
   });
+  // Lowest priority: on loopback the attacker shares the two cores, and what is measured is the
+  // gateway's isolation, not how the kernel shares a CPU with a busy loop (a remote attacker's
+  // loop is not on this machine).
+  os.setPriority(child.pid!, 19);
   let out = '';
   let onReady: () => void;
   const ready = new Promise<void>((resolve) => (onReady = resolve));
@@ -151,19 +156,20 @@ describe('the gateway under attack, with CHORUS_TOKEN set, while a bystander pla
     const rssBefore = rssMb(stack.gateway.pid);
     const rss = sampler(() => rssMb(stack.gateway.pid));
     const from = performance.now();
-    const flooding = wsFlood('ws-noread', wsUrl('flood', token), 5);
+    const flooding = wsFlood('ws-noread', wsUrl('flood', token), 8);
     const health: number[] = [];
-    while (performance.now() - from < 4000) {
+    while (performance.now() - from < 5000) {
       health.push(await healthMs(stack.url));
       await sleep(200);
     }
+    // It reads nothing, so it cannot see its close: 5 s into its 8 s, the gateway has let it go.
+    const whileFlooding = (await call(`${stack.url}/sessions/flood`, 'GET')).json.session;
     const result = await flooding;
     const to = performance.now();
     const rssMax = rss.stop();
     const gap = bystander.maxGap(from, to);
     console.log(`flood (noread): ${result.sent} messages, closed after ${result.closedAfterMs} ms; gateway RSS ${rssBefore.toFixed(0)} -> max ${rssMax.toFixed(0)} MB; bystander max gap ${gap.toFixed(1)} ms (calm: ${calm.toFixed(1)} ms); /health max ${Math.max(...health).toFixed(0)} ms`);
-    // It reads nothing, so it cannot see its close: the gateway's count of its listeners does.
-    expect((await call(`${stack.url}/sessions/flood`, 'GET')).json.session).toMatchObject({ listeners: 0 });
+    expect(whileFlooding).toMatchObject({ listeners: 0 });
     expect(rssMax - rssBefore).toBeLessThan(64);
     expectUndisturbed(gap, calm);
     expect(Math.max(...health)).toBeLessThan(1000);

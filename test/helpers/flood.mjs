@@ -5,8 +5,10 @@
  *   node test/helpers/flood.mjs ws-noread <ws-url> <seconds>   text messages as fast as the socket
  *   node test/helpers/flood.mjs ws-read   <ws-url> <seconds>   takes them, reading nothing / all
  *        → {"sent", "closeCode", "closedAfterMs"}
+ *        (both say `ready` once the socket is open)
  *   node test/helpers/flood.mjs idle-tcp  <port> <count> <hold-seconds>
- *        connections that send nothing; says `ready` once all are made → {"opened", "closedByPeer"}
+ *        connections that send nothing, held until the gateway has closed them all or for
+ *        <hold-seconds>; says `ready` once all are made → {"opened", "closedByPeer", "allClosedAfterMs"}
  */
 import net from 'node:net';
 import WebSocket from 'ws';
@@ -34,11 +36,16 @@ if (mode === 'idle-tcp') {
   // Every connection has been made (or refused): the test may look now.
   await new Promise((r) => setTimeout(r, 200));
   process.stdout.write('ready\n');
-  setTimeout(() => {
-    const result = { opened, closedByPeer };
+  const readyAt = performance.now();
+  // Until the gateway has closed every one of them, or for `hold` seconds at most.
+  const timer = setInterval(() => {
+    const all = closedByPeer === sockets.length;
+    if (!all && performance.now() - readyAt < hold * 1000) return;
+    clearInterval(timer);
+    const result = { opened, closedByPeer, allClosedAfterMs: all ? Math.round(performance.now() - readyAt) : null };
     for (const s of sockets) s.destroy();
     print(result);
-  }, hold * 1000);
+  }, 50);
 } else {
   const [url, secondsArg] = args;
   const seconds = Number(secondsArg);
@@ -58,6 +65,7 @@ if (mode === 'idle-tcp') {
     // Reading nothing: not even the close frame, so the end shows as the socket closing.
     if (mode === 'ws-noread') ws._socket.pause();
     ws._socket.on('close', () => (closedAt ??= performance.now()));
+    process.stdout.write('ready\n');
     start = performance.now();
     const pump = () => {
       if (ws.readyState === WebSocket.CLOSING) {

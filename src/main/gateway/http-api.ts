@@ -96,9 +96,9 @@ export function createGatewayServer(gateway: Gateway, config: Config): GatewaySe
   // One total for HTTP and WebSocket: past it a new connection is closed at once, unanswered,
   // which costs a descriptor for an instant instead of one for as long as the client likes.
   server.maxConnections = config.CHORUS_MAX_CONNECTIONS;
-  server.on('drop', () =>
-    gateway.refusals.note(new RefusedError('connections', 503, `connection limit reached (CHORUS_MAX_CONNECTIONS=${config.CHORUS_MAX_CONNECTIONS}); a new connection was closed`)),
-  );
+  // One error for every drop: a connection flood is thousands a second, each only counted.
+  const dropped = new RefusedError('connections', 503, `connection limit reached (CHORUS_MAX_CONNECTIONS=${config.CHORUS_MAX_CONNECTIONS}); a new connection was closed`);
+  server.on('drop', () => gateway.refusals.note(dropped));
   // A request Node's parser refuses (bad request line, header too large) gets a JSON reason too.
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
     if (err.code === 'ECONNRESET' || !socket.writable) {

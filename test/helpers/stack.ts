@@ -22,15 +22,23 @@ export async function startStack(shared: Record<string, string>, engineEnv: Reco
   const socket = path.join(dir, 'engine.sock');
   fs.mkdirSync(path.join(dir, 'media'));
   const engine = await startChorus('engine', { CHORUS_ENGINE_PORT: '0', CHORUS_SOCKET: socket, CHORUS_MEDIA_ROOT: path.join(dir, 'media'), ...shared, ...engineEnv });
-  const gateway = await startChorus('gateway', {
-    CHORUS_PORT: '0',
-    CHORUS_SOCKET: socket,
-    CHORUS_ENGINE_URL: engine.httpUrl,
-    CHORUS_RECONNECT_MAX_MS: '200',
-    CHORUS_MEDIA_ROOT: path.join(dir, 'media'),
-    ...shared,
-    ...gatewayEnv,
-  });
+  let gateway: ChorusProcess;
+  try {
+    gateway = await startChorus('gateway', {
+      CHORUS_PORT: '0',
+      CHORUS_SOCKET: socket,
+      CHORUS_ENGINE_URL: engine.httpUrl,
+      CHORUS_RECONNECT_MAX_MS: '200',
+      CHORUS_MEDIA_ROOT: path.join(dir, 'media'),
+      ...shared,
+      ...gatewayEnv,
+    });
+  } catch (err) {
+    // A gateway that refused to start must not leave its engine running.
+    await engine.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
   await gateway.waitForLog(/engine said hello/);
   return { dir, engine, gateway, url: gateway.httpUrl };
 }

@@ -17,6 +17,7 @@ import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { encodeEvent, encodeFrame, FrameIdTable, WireDecoder } from '../../src/shared/protocol.js';
 import { GatewaySession } from '../../src/main/gateway/session.js';
+import { Redactor } from '../../src/shared/redact.js';
 
 export interface DemuxResult {
   reader: 'chorus' | 'seed-baseline';
@@ -136,7 +137,7 @@ export async function benchChorusDemux(sessions: number, seconds = 3): Promise<D
   const rings: SharedArrayBuffer[] = [];
   const counters = { framesRouted: 0, framesStale: 0, framesOverrun: 0, framesOversize: 0 };
   for (let s = 0; s < sessions; s++) {
-    const session = new GatewaySession(`bench-${s}`, s + 1, 3000, 'wait', counters);
+    const session = new GatewaySession(`bench-${s}`, s + 1, 3000, 'wait', counters, new Redactor(), 20);
     session.beginTrack({ url: 'tone:440', format: 'opus', startAt: 0 });
     session.playAccepted(undefined);
     session.onReady({ type: 'ready', session_id: session.id });

@@ -214,6 +214,9 @@ export const SCHEMA = {
   CHORUS_PLAY_RATE: int(1, 1000, 5, 'Plays (play or seek) one session may start per second, in bursts of as many; past it 429 with Retry-After.'),
   CHORUS_MAX_BODY_BYTES: int(1024, 16 * 1024 * 1024, 64 * 1024, "Largest HTTP request body the gateway reads; a larger one gets 413."),
   CHORUS_MAX_WS_MESSAGE_BYTES: int(256, 16 * 1024 * 1024, 16 * 1024, 'Largest WebSocket message the gateway takes from a listener; a larger one closes it with 1009.'),
+  CHORUS_WS_MESSAGE_RATE: int(1, 10_000, 20, 'Messages a WebSocket listener may send per second, in bursts of twice as many; past it the gateway closes it with 1008.'),
+  CHORUS_MAX_CONNECTIONS: int(16, 1_000_000, 4096, "Open TCP connections the gateway keeps (HTTP and WebSocket together); one more is closed at once. Keep it below the open-file limit the gateway logs at start."),
+  CHORUS_HEADERS_TIMEOUT_MS: int(1000, 600_000, 10_000, 'Time a client gets to send a request\'s headers, and an idle keep-alive connection is kept; past it the connection is closed.'),
   CHORUS_DEBUG_ENDPOINTS: flag('Serves /debug/* (block the main thread, crash a worker) for fault tests. Never in production.'),
 } as const;
 

@@ -73,6 +73,8 @@ export function sessionIdError(id: unknown): string | undefined {
   if (id.charCodeAt(0) === SPACE || id.charCodeAt(id.length - 1) === SPACE) {
     return 'session id has a leading or trailing space';
   }
+  // In a URL path they are dot segments: /sessions/../play is /play, so such a session could never be played.
+  if (id === '.' || id === '..') return `session id may not be "${id}" (a dot segment in a URL path)`;
   return undefined;
 }
 

@@ -38,13 +38,15 @@ export function filled(n: number, seed: number): Uint8Array {
 // ---- arbitraries ----
 
 const idChar = fc.integer({ min: 0x21, max: 0x7e }).map((c) => String.fromCharCode(c));
-/** A good session id: 1–24 printable ASCII, inner spaces allowed, none at either end. */
-export const sessionIdArb: fc.Arbitrary<string> = fc.oneof(
-  fc.string({ unit: idChar, minLength: 1, maxLength: 24 }),
-  fc
-    .tuple(idChar, fc.string({ unit: fc.oneof(idChar, fc.constant(' ')), maxLength: 22 }), idChar)
-    .map(([a, mid, b]) => a + mid + b),
-);
+/** A good session id: 1–24 printable ASCII, inner spaces allowed, none at either end, not `.` or `..`. */
+export const sessionIdArb: fc.Arbitrary<string> = fc
+  .oneof(
+    fc.string({ unit: idChar, minLength: 1, maxLength: 24 }),
+    fc
+      .tuple(idChar, fc.string({ unit: fc.oneof(idChar, fc.constant(' ')), maxLength: 22 }), idChar)
+      .map(([a, mid, b]) => a + mid + b),
+  )
+  .filter((id) => id !== '.' && id !== '..');
 
 const payloadSizeArb = fc.oneof(
   { weight: 8, arbitrary: fc.nat(64) },

@@ -426,7 +426,7 @@ describe('session ids', () => {
 
   it('accepts every printable ASCII character that is not a space in any position', () => {
     for (const c of printable.slice(1)) {
-      expect(sessionIdError(c)).toBeUndefined();
+      if (c !== '.') expect(sessionIdError(c)).toBeUndefined();
       expect(sessionIdError(`a${c}b`)).toBeUndefined();
     }
   });
@@ -437,6 +437,8 @@ describe('session ids', () => {
     ['empty', '', /empty/],
     ['a control character', 'ab\u0001c', /position 2/],
     ['a tab', 'a\tb', /position 1/],
+    ['a dot segment', '.', /may not be "\."/],
+    ['a double-dot segment', '..', /may not be "\.\."/],
     ['a newline', 'a\n', /position 1/],
     ['NUL', '\u0000', /position 0/],
     ['DEL (0x7f)', 'ab\u007f', /position 2/],
@@ -455,11 +457,11 @@ describe('session ids', () => {
     expect(sessionIdError(id)).toBe('session id must be a string');
   });
 
-  it('agrees with the rule "1–24 printable ASCII, no leading or trailing space" on random strings', () => {
-    const rule = (s: string) => /^[\x21-\x7e]([\x20-\x7e]{0,22}[\x21-\x7e])?$/.test(s);
+  it('agrees with the rule "1–24 printable ASCII, no leading or trailing space, not a dot segment" on random strings', () => {
+    const rule = (s: string) => /^[\x21-\x7e]([\x20-\x7e]{0,22}[\x21-\x7e])?$/.test(s) && s !== '.' && s !== '..';
     fc.assert(
       fc.property(
-        fc.oneof(fc.string({ maxLength: 30 }), fc.string({ unit: 'binary', maxLength: 30 }), fc.string({ unit: fc.constantFrom(' ', 'a', '~', '\u007f', '\u001f'), maxLength: 26 })),
+        fc.oneof(fc.string({ maxLength: 30 }), fc.string({ unit: 'binary', maxLength: 30 }), fc.string({ unit: fc.constantFrom(' ', 'a', '~', '.', '\u007f', '\u001f'), maxLength: 26 })),
         (s) => (sessionIdError(s) === undefined) === rule(s),
       ),
       { numRuns: 5000 },

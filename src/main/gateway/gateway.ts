@@ -4,6 +4,9 @@
  * WebSocket listeners, and carries out control (play, pause, …) against the engine and the
  * session's worker. It never does timing work for a session: pacing is the workers'.
  */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
 import type { Config } from '../../shared/config.js';
 import { FrameIdTable, frameKey, sessionIdError, sessionIdOfKey, type SessionEvent } from '../../shared/protocol.js';
@@ -12,11 +15,13 @@ import type { SessionsResponse, SessionSummary } from '../../shared/gateway-api.
 import type { GatewayHealth } from '../../shared/health.js';
 import type { EgressMessage, RtpSinkInfo, RtpTarget, SessionInit, WorkerSessionStats } from '../../shared/worker-messages.js';
 import { logger } from '../../shared/log.js';
+import { Redactor } from '../../shared/redact.js';
 import { forEachEgressEntry } from '../../workers/egress-batch.js';
 import { EngineApi } from './engine-api.js';
 import { EngineLink } from './engine-link.js';
 import { HttpError } from './errors.js';
 import { PlayRate, RefusedError, Refusals } from './limits.js';
+import type { Listener } from './listener.js';
 import { GatewaySession, type DemuxCounters, type StreamFormat, type Track } from './session.js';
 import { SlotEndedError, SlotPool, type Slot } from './slot-pool.js';
 
@@ -75,9 +80,12 @@ export class Gateway {
   readonly refusals = new Refusals();
   private readonly playRate: PlayRate;
   private readonly started = performance.now();
+  /** What listeners may read of a source: see redact.ts. */
+  readonly redactor: Redactor;
 
   constructor(private readonly config: Config) {
     this.playRate = new PlayRate(config.CHORUS_PLAY_RATE);
+    this.redactor = new Redactor(mediaRoots(config.CHORUS_MEDIA_ROOT));
     this.engine = new EngineApi(config.CHORUS_ENGINE_URL, config.CHORUS_TOKEN);
     this.pool = new SlotPool(
       {
@@ -180,9 +188,7 @@ export class Gateway {
         return;
       case 'finished':
         if (session.isStale(event.play)) return;
-        session.inputEnded = true;
-        if (session.slot?.alive) void session.slot.call((api) => api.endOfStream()).catch(() => undefined);
-        else session.state = { status: 'finished', track: session.track! };
+        this.endOfStream(session);
         return;
       case 'error':
         if (event.play !== undefined && session.isStale(event.play)) return;
@@ -259,7 +265,11 @@ export class Gateway {
         .then(
           (state) => {
             if (!session.engineLost) return;
-            if (state === undefined || state === 'finished' || state === 'stopped' || state === 'error') {
+            if (state === 'finished') {
+              // The engine sent every frame: what the ring holds is the track's end, to play out.
+              session.engineLost = false;
+              if (session.active) this.endOfStream(session);
+            } else if (state === undefined || state === 'stopped' || state === 'error') {
               this.endLost(session, 'engine restarted; the track was lost');
             } else {
               session.engineLost = false;
@@ -270,6 +280,13 @@ export class Gateway {
         .finally(next);
     };
     for (let i = 0; i < STATUS_CONCURRENCY; i++) next();
+  }
+
+  /** The engine has sent the track's last frame: the worker plays out the ring, then reports `finished`. */
+  private endOfStream(session: GatewaySession): void {
+    session.inputEnded = true;
+    if (session.slot?.alive) void session.slot.call((api) => api.endOfStream()).catch(() => undefined);
+    else session.state = { status: 'finished', track: session.track! };
   }
 
   private endLost(session: GatewaySession, reason: string): void {
@@ -362,7 +379,15 @@ export class Gateway {
     if (this.sessions.size >= this.config.CHORUS_MAX_SESSIONS) {
       throw new RefusedError('sessions', 429, `session limit reached (CHORUS_MAX_SESSIONS=${this.config.CHORUS_MAX_SESSIONS})`);
     }
-    session = new GatewaySession(id, this.nextSid++, this.config.CHORUS_RING_MS, this.config.CHORUS_SLOW_LISTENER, this.counters);
+    session = new GatewaySession(
+      id,
+      this.nextSid++,
+      this.config.CHORUS_RING_MS,
+      this.config.CHORUS_SLOW_LISTENER,
+      this.counters,
+      this.redactor,
+      this.config.CHORUS_WS_MESSAGE_RATE,
+    );
     this.sessions.set(id, session);
     this.byFrameId.set(id, session);
     this.bySid.set(session.sid, session);
@@ -503,9 +528,10 @@ export class Gateway {
     });
   }
 
-  addListener(session: GatewaySession, ws: WebSocket): void {
-    session.addListener(ws);
+  addListener(session: GatewaySession, ws: WebSocket, socket: Duplex): Listener {
+    const listener = session.addListener(ws, socket);
     this.tellListeners(session);
+    return listener;
   }
 
   removeListener(session: GatewaySession, ws: WebSocket): void {
@@ -663,6 +689,16 @@ async function retry<T>(op: () => Promise<T>, tries: number): Promise<T> {
       if (i >= tries || !(err instanceof HttpError && err.status === 502)) throw err;
       await new Promise((r) => setTimeout(r, 100));
     }
+  }
+}
+
+/** The media root as given and as the engine resolves it (its real path), when they differ. */
+function mediaRoots(root: string): string[] {
+  const absolute = path.resolve(root);
+  try {
+    return [absolute, fs.realpathSync(absolute)];
+  } catch {
+    return [absolute];
   }
 }
 

@@ -34,8 +34,14 @@ import { serveStatic } from './static.js';
 
 const log = logger('gateway');
 const MAX_URL_CHARS = 4096;
+/** Longest a request may take to arrive (body included); Node's default. */
+const REQUEST_TIMEOUT_MS = 300_000;
+/** An idle keep-alive connection is closed after this long (Node's default). */
+const KEEP_ALIVE_MS = 5000;
 /** What the WebSocket close of a listener over CHORUS_MAX_LISTENERS says (1013: try again later). */
 const CLOSE_TRY_AGAIN = 1013;
+
+const URL_WITH_AUTHORITY = /^[a-z][a-z0-9+.-]*:\/\//i;
 
 const SESSION_ROUTE = /^\/sessions\/([^/]+)(?:\/(play|pause|resume|stop|seek|rtp|sdp))?$/;
 
@@ -63,9 +69,37 @@ export function createGatewayServer(gateway: Gateway, config: Config): GatewaySe
   // Listeners are pinged (for lag and liveness) by their session: see listener.ts.
   const wss = new WebSocketServer({ noServer: true, maxPayload: config.CHORUS_MAX_WS_MESSAGE_BYTES, perMessageDeflate: false });
 
-  const server = http.createServer((req, res) => {
-    handle(ctx, req, res).catch((err: unknown) => sendError(ctx, req, res, err));
+  const headersTimeout = config.CHORUS_HEADERS_TIMEOUT_MS;
+  const server = http.createServer(
+    {
+      // Answered below with a JSON reason, not by Node's parser with an empty 400.
+      requireHostHeader: false,
+      // A connection that sends no complete request in time is closed, so idle ones cannot hoard the cap.
+      headersTimeout,
+      requestTimeout: Math.max(REQUEST_TIMEOUT_MS, headersTimeout),
+      keepAliveTimeout: Math.min(KEEP_ALIVE_MS, headersTimeout),
+      connectionsCheckingInterval: Math.min(1000, headersTimeout / 2),
+    },
+    (req, res) => {
+      handle(ctx, req, res).catch((err: unknown) => sendError(ctx, req, res, err));
+    },
+  );
+  // Node's headersTimeout counts from a request's first byte: a connection that never sends one
+  // would be kept for ever. It gets the same time to have its first request's headers in.
+  const started = new WeakSet<Duplex>();
+  server.on('request', (req: IncomingMessage) => started.add(req.socket));
+  server.on('connection', (socket: net.Socket) => {
+    const timer = setTimeout(() => {
+      if (!started.has(socket)) socket.destroy();
+    }, headersTimeout);
+    socket.once('close', () => clearTimeout(timer));
   });
+  // One total for HTTP and WebSocket: past it a new connection is closed at once, unanswered,
+  // which costs a descriptor for an instant instead of one for as long as the client likes.
+  server.maxConnections = config.CHORUS_MAX_CONNECTIONS;
+  // One error for every drop: a connection flood is thousands a second, each only counted.
+  const dropped = new RefusedError('connections', 503, `connection limit reached (CHORUS_MAX_CONNECTIONS=${config.CHORUS_MAX_CONNECTIONS}); a new connection was closed`);
+  server.on('drop', () => gateway.refusals.note(dropped));
   // A request Node's parser refuses (bad request line, header too large) gets a JSON reason too.
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
     if (err.code === 'ECONNRESET' || !socket.writable) {
@@ -80,9 +114,11 @@ export function createGatewayServer(gateway: Gateway, config: Config): GatewaySe
     );
   });
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    started.add(socket);
     let sessionId: string;
     let grant: Grant;
     try {
+      requireHost(req);
       const url = requestUrl(req);
       sessionId = url.searchParams.get('session') ?? '';
       ctx.access.checkOrigin(req.headers);
@@ -95,7 +131,7 @@ export function createGatewayServer(gateway: Gateway, config: Config): GatewaySe
       return;
     }
     // handleUpgrade completes at once (no verifyClient): nothing can take the room checked above.
-    wss.handleUpgrade(req, socket, head, (ws) => attachListener(ctx, ws, sessionId, grant));
+    wss.handleUpgrade(req, socket, head, (ws) => attachListener(ctx, ws, socket, sessionId, grant));
   });
   // Upgraded sockets are no longer the HTTP server's: server.close() would wait on them for ever.
   const closeListeners = async () => {
@@ -113,7 +149,7 @@ function checkListenerRoom(session: GatewaySession, max: number): void {
   }
 }
 
-function attachListener(ctx: Ctx, ws: WebSocket, sessionId: string, grant: Grant): void {
+function attachListener(ctx: Ctx, ws: WebSocket, socket: Duplex, sessionId: string, grant: Grant): void {
   const { gateway } = ctx;
   let session: GatewaySession;
   try {
@@ -124,27 +160,33 @@ function attachListener(ctx: Ctx, ws: WebSocket, sessionId: string, grant: Grant
     ws.close(err instanceof RefusedError && err.kind === 'listeners' ? CLOSE_TRY_AGAIN : 1008, errorMessage(err).slice(0, 120));
     return;
   }
-  gateway.addListener(session, ws);
-  ws.send(JSON.stringify({ type: 'state', session: session.id, state: session.state.status }));
+  const listener = gateway.addListener(session, ws, socket);
+  const reply = (message: string) => listener.send(JSON.stringify({ type: 'error', session: session.id, message: gateway.redactor.redact(message) }));
+  listener.send(JSON.stringify({ type: 'state', session: session.id, state: session.state.status }));
   ws.on('message', (data, isBinary) => {
+    if (listener.closed) return;
+    if (!listener.takeMessage()) {
+      gateway.refusals.note(new RefusedError('ws_rate', 1008, `WebSocket messages over CHORUS_WS_MESSAGE_RATE (${ctx.config.CHORUS_WS_MESSAGE_RATE} a second)`), { session: session.id });
+      return;
+    }
     if (isBinary) {
-      sendWsError(ws, session.id, 'binary messages are not accepted; send JSON actions as text');
+      reply('binary messages are not accepted; send JSON actions as text');
       return;
     }
     const action = parseListenerAction(data.toString());
     if (typeof action === 'string') {
-      sendWsError(ws, session.id, action);
+      reply(action);
       return;
     }
     if (grant.kind !== 'all') {
       const err = listenOnly();
       gateway.refusals.note(err, { session: session.id, action: action.action });
-      sendWsError(ws, session.id, err.message);
+      reply(err.message);
       return;
     }
     runAction(gateway, session.id, action).catch((err: unknown) => {
       if (err instanceof RefusedError) gateway.refusals.note(err, { session: session.id, action: action.action });
-      sendWsError(ws, session.id, errorMessage(err));
+      reply(errorMessage(err));
     });
   });
   ws.on('close', () => gateway.removeListener(session, ws));
@@ -176,6 +218,11 @@ async function runAction(gateway: Gateway, id: string, action: ListenerAction): 
   }
 }
 
+/** HTTP/1.1 requires a Host header (RFC 9112 §3.2); a request without one gets a JSON reason. */
+function requireHost(req: IncomingMessage): void {
+  if (req.headers.host === undefined) throw new HttpError(400, 'the request has no Host header (HTTP/1.1 requires one)');
+}
+
 /** The request's target as a URL; one that is none (`//`, `http://[`) is a 400, not a throw. */
 function requestUrl(req: IncomingMessage): URL {
   try {
@@ -187,6 +234,7 @@ function requestUrl(req: IncomingMessage): URL {
 
 async function handle(ctx: Ctx, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const { gateway, config } = ctx;
+  requireHost(req);
   const url = requestUrl(req);
   const path = url.pathname;
   const method = req.method ?? 'GET';
@@ -327,6 +375,10 @@ async function debug(gateway: Gateway, url: URL, method: string, res: ServerResp
 function checkUrl(value: unknown): string {
   if (typeof value !== 'string' || value.trim() === '') throw new HttpError(400, 'body needs "url", a non-empty string');
   if (value.length > MAX_URL_CHARS) throw new HttpError(400, `"url" is longer than ${MAX_URL_CHARS} characters`);
+  // A URL with an authority must parse (host, port up to 65535) before it goes to the engine.
+  if (URL_WITH_AUTHORITY.test(value) && !URL.canParse(value)) {
+    throw new HttpError(400, '"url" is not a valid URL: check its host and its port (at most 65535)');
+  }
   return value;
 }
 
@@ -442,10 +494,6 @@ function pathOf(req: IncomingMessage): string {
   const raw = req.url ?? '/';
   const q = raw.indexOf('?');
   return (q < 0 ? raw : raw.slice(0, q)).slice(0, 200);
-}
-
-function sendWsError(ws: WebSocket, session: string, message: string): void {
-  ws.send(JSON.stringify({ type: 'error', session, message }));
 }
 
 function refuseUpgrade(ctx: Ctx, req: IncomingMessage, socket: Duplex, err: unknown): void {

@@ -10,6 +10,7 @@ import { Gateway } from './gateway.js';
 import { createGatewayServer } from './http-api.js';
 import { listen } from '../listen.js';
 import { nextStopSignal } from '../signals.js';
+import { raiseFdLimit } from '../fd-limit.js';
 
 const log = logger('gateway');
 
@@ -21,7 +22,26 @@ export interface RunningGateway {
   close(): Promise<void>;
 }
 
+/** Descriptors kept aside from CHORUS_MAX_CONNECTIONS: the engine socket, worker threads, logs, files. */
+const FD_HEADROOM = 256;
+
+/** Raises the open-file limit and logs it, with a warning if CHORUS_MAX_CONNECTIONS cannot fit under it. */
+function logFdLimit(maxConnections: number): void {
+  const { before, after, how } = raiseFdLimit();
+  if (!after) {
+    log.warn('open-file limit unknown (no /proc/self/limits); keep CHORUS_MAX_CONNECTIONS below `ulimit -n`', { max_connections: maxConnections });
+    return;
+  }
+  const fields = { max_connections: maxConnections };
+  if (how === 'already' || how === 'prlimit') log.info(`open-file limit ${after.soft} (hard ${after.hard})${how === 'prlimit' ? `, raised from ${before!.soft} with prlimit` : ''}`, fields);
+  else log.warn(`open-file limit ${after.soft} is below the hard limit ${after.hard}: ${how}; raise it with \`ulimit -n ${after.hard}\` before starting`, fields);
+  if (maxConnections + FD_HEADROOM > after.soft) {
+    log.warn(`CHORUS_MAX_CONNECTIONS=${maxConnections} leaves fewer than ${FD_HEADROOM} of ${after.soft} open files for the rest: lower it, or raise the limit (ulimit -n, LimitNOFILE=)`, fields);
+  }
+}
+
 export async function startGateway(config: Config): Promise<RunningGateway> {
+  logFdLimit(config.CHORUS_MAX_CONNECTIONS);
   const gateway = new Gateway(config);
   const { server, closeListeners } = createGatewayServer(gateway, config);
   await listen(server, config.CHORUS_HOST, config.CHORUS_PORT, 'CHORUS_PORT', 'CHORUS_HOST').catch(async (err: Error) => {

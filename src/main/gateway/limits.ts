@@ -9,6 +9,8 @@
  *   listeners   CHORUS_MAX_LISTENERS         429 on the WebSocket upgrade
  *   body        CHORUS_MAX_BODY_BYTES        413, and the connection is closed
  *   ws_message  CHORUS_MAX_WS_MESSAGE_BYTES  WebSocket close 1009
+ *   ws_rate     CHORUS_WS_MESSAGE_RATE       WebSocket close 1008 (and the socket is no longer read)
+ *   connections CHORUS_MAX_CONNECTIONS       the connection is closed at once, unanswered
  *   play_rate   CHORUS_PLAY_RATE             429 with Retry-After (HTTP), an error event (WebSocket)
  *   rtp_sinks   CHORUS_MAX_RTP_SINKS         429
  */
@@ -17,7 +19,7 @@ import { HttpError } from './errors.js';
 
 const log = logger('gateway');
 
-export const REFUSAL_KINDS = ['auth', 'sessions', 'listeners', 'body', 'ws_message', 'play_rate', 'rtp_sinks'] as const;
+export const REFUSAL_KINDS = ['auth', 'sessions', 'listeners', 'body', 'ws_message', 'ws_rate', 'connections', 'play_rate', 'rtp_sinks'] as const;
 export type RefusalKind = (typeof REFUSAL_KINDS)[number];
 
 /** A request refused by access control or a limit: an HttpError that is counted and logged. */

@@ -3,6 +3,7 @@
  * that tells every listener), its ring (main produces into it), the credit it has granted the
  * engine, its WebSocket listeners, and the worker slot that paces it.
  */
+import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
 import { Ring, recordBytes } from '../../shared/ring.js';
 import { OggPacketReader, startsWithOggCapture } from '../../shared/ogg.js';
@@ -14,6 +15,7 @@ import type { ReadyEvent } from '../../shared/protocol.js';
 import { CONTROL_WORDS, Control, type PlayerStatus, type RtpTarget } from '../../shared/worker-messages.js';
 import { HIGH_WATER_BYTES, Listener, type SlowListenerPolicy } from './listener.js';
 import type { Slot } from './slot-pool.js';
+import type { Redactor } from '../../shared/redact.js';
 
 /** Formats a listener can be sent: Opus packets (PCM is for engine clients, not listeners). */
 export type StreamFormat = Extract<AudioFormat, 'opus' | 'web'>;
@@ -110,6 +112,10 @@ export class GatewaySession {
     private readonly ringMs: number,
     private readonly slowPolicy: SlowListenerPolicy,
     private readonly counters: DemuxCounters,
+    /** Every reason a listener can read passes through it (credentials, server paths). */
+    private readonly redactor: Redactor,
+    /** CHORUS_WS_MESSAGE_RATE, for each listener. */
+    private readonly messageRate: number,
   ) {}
 
   get state(): SessionState {
@@ -117,6 +123,7 @@ export class GatewaySession {
   }
 
   set state(next: SessionState) {
+    if ('reason' in next && next.reason !== undefined) next = { ...next, reason: this.redactor.redact(next.reason) };
     const old = this.current;
     this.current = next;
     this.lastActive = Date.now();
@@ -321,14 +328,16 @@ export class GatewaySession {
     this.clearReadyTimer();
     this.endTrack();
     this.state = { status: 'error', reason };
-    this.broadcast({ type: 'error', session: this.id, message: reason });
+    this.broadcast({ type: 'error', session: this.id, message: reasonOf(this.current)! });
   }
 
   // ---- listeners ----
 
-  addListener(ws: WebSocket): void {
-    this.listeners.set(ws, new Listener(ws, Date.now()));
+  addListener(ws: WebSocket, socket: Duplex): Listener {
+    const listener = new Listener(ws, socket, Date.now(), this.messageRate);
+    this.listeners.set(ws, listener);
     this.lastActive = Date.now();
+    return listener;
   }
 
   removeListener(ws: WebSocket): void {
@@ -347,7 +356,7 @@ export class GatewaySession {
         this.skipped++;
         continue;
       }
-      ws.send(frame);
+      listener.send(frame);
       // Under `wait`, bytes piling up in user space hold the session at once (memory bound).
       if (this.slowPolicy === 'wait' && ws.bufferedAmount > HIGH_WATER_BYTES) {
         Atomics.store(this.control, Control.EgressBlocked, 1);
@@ -365,7 +374,7 @@ export class GatewaySession {
   broadcast(event: ListenerEvent): void {
     if (this.listeners.size === 0) return;
     const text = JSON.stringify(event);
-    for (const ws of this.listeners.keys()) ws.send(text);
+    for (const listener of this.listeners.values()) listener.send(text);
   }
 
   summary(): SessionSummary {

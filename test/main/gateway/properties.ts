@@ -40,6 +40,8 @@ export const FUZZ_LIMITS = {
   CHORUS_MAX_WS_MESSAGE_BYTES: 1024,
   CHORUS_PLAY_RATE: 20,
   CHORUS_MAX_RTP_SINKS: 2,
+  // The properties are about what a message says, one at a time: the rate limit is hardening.test.ts's.
+  CHORUS_WS_MESSAGE_RATE: 10_000,
 } as const;
 
 /** A gateway under fuzz: its URL and token, and what its stand-in engine saw. */

@@ -17,38 +17,8 @@ import WebSocket from 'ws';
 import type { SessionsResponse } from '../../../src/shared/gateway-api.js';
 import { loadConfig, ConfigError } from '../../../src/shared/config.js';
 import { resolveFfmpeg } from '../../../src/shared/ffmpeg.js';
-import { startChorus, tempDir, type ChorusProcess } from '../../helpers/chorus-process.js';
+import { startStack, stopStack, type Stack } from '../../helpers/stack.js';
 import { TestListener } from '../../helpers/listener.js';
-
-interface Stack {
-  dir: string;
-  engine: ChorusProcess;
-  gateway: ChorusProcess;
-  url: string;
-}
-
-async function startStack(shared: Record<string, string>, engineEnv: Record<string, string>, gatewayEnv: Record<string, string>): Promise<Stack> {
-  const dir = tempDir('chorus-security-');
-  const socket = path.join(dir, 'engine.sock');
-  fs.mkdirSync(path.join(dir, 'media'));
-  const engine = await startChorus('engine', { CHORUS_ENGINE_PORT: '0', CHORUS_SOCKET: socket, CHORUS_MEDIA_ROOT: path.join(dir, 'media'), ...shared, ...engineEnv });
-  const gateway = await startChorus('gateway', {
-    CHORUS_PORT: '0',
-    CHORUS_SOCKET: socket,
-    CHORUS_ENGINE_URL: engine.httpUrl,
-    CHORUS_RECONNECT_MAX_MS: '200',
-    ...shared,
-    ...gatewayEnv,
-  });
-  await gateway.waitForLog(/engine said hello/);
-  return { dir, engine, gateway, url: gateway.httpUrl };
-}
-
-async function stopStack(stack: Stack | undefined): Promise<void> {
-  if (!stack) return;
-  await Promise.allSettled([stack.gateway.stop(), stack.engine.stop()]);
-  fs.rmSync(stack.dir, { recursive: true, force: true });
-}
 
 interface Answer {
   status: number;

@@ -634,7 +634,7 @@ export async function runOnce(opts: RunOptions): Promise<RunResult> {
     const timelineHists: LatencyHistogram[] = [];
     for (const r of reports) {
       (r.timeline ?? []).forEach((json, i) => {
-        if (json) (timelineHists[i] ??= new LatencyHistogram(json.resolution, json.limit)).merge(json);
+        if (json) (timelineHists[i] ??= new LatencyHistogram(json.figures)).merge(json);
       });
     }
     const timeline = Array.from({ length: timelineHists.length }, (_, i) => {

@@ -55,10 +55,8 @@ export function parseMode(text: string): Mode {
   throw new Error(`--mode ${text}: expected thread, shared:<k> or baseline`);
 }
 
-export interface RunOptions {
-  mode: Mode;
-  sessions: number;
-  durationS: number;
+/** What the load test's flags set for every run (the rest of RunOptions varies per run). */
+export interface LoadSettings {
   engine: 'synthetic' | 'real';
   listeners: 'ws' | 'rtp';
   /** Fraction of listeners that stop reading for stallMs, a third into the window. */
@@ -67,15 +65,33 @@ export interface RunOptions {
   /** Fraction of sessions paused for pauseMs, a third into the window, then resumed. */
   pause: number;
   pauseMs: number;
-  fault?: FaultName;
-  listenerProcs: number;
   /** Plays a second, all listener processes together. */
   playRate: number;
   decodeChecksPerSec: number;
-  /** Sessions the headline lateness covers (a control run gets its fault run's); default: the untouched. */
-  headlineIds?: string[];
   /** Extra CHORUS_* variables for the gateway (only those this build knows are passed). */
   env: Record<string, string>;
+}
+
+export const DEFAULT_LOAD: Readonly<LoadSettings> = {
+  engine: 'synthetic',
+  listeners: 'ws',
+  stall: 0,
+  stallMs: 5000,
+  pause: 0,
+  pauseMs: 3000,
+  playRate: 100,
+  decodeChecksPerSec: 4,
+  env: {},
+};
+
+export interface RunOptions extends LoadSettings {
+  mode: Mode;
+  sessions: number;
+  durationS: number;
+  fault?: FaultName;
+  listenerProcs: number;
+  /** Sessions the headline lateness covers (a control run gets its fault run's); default: the untouched. */
+  headlineIds?: string[];
   /** node --cpu-prof on the gateway, profiles into this directory. */
   profileDir?: string;
   /** Sample RSS every this many ms into the result (soak). */

@@ -58,7 +58,7 @@ export interface Ctx {
   sampler?: NodeJS.Timeout;
 }
 
-export interface Window {
+export interface MeasuredWindow {
   start: number;
   close: number;
   /** CPU seconds of the gateway's main thread at the start and the close. */

@@ -2,7 +2,7 @@
 import os from 'node:os';
 import type { SessionReport, WindowSpec } from './listener-proc.js';
 import type { ProcSample } from './procs.js';
-import { collectReports, listenerProcs, type Ctx, type Report, type Window } from './run-context.js';
+import { collectReports, listenerProcs, type Ctx, type Report, type MeasuredWindow } from './run-context.js';
 import type { FaultOutcome, RunResult } from './run.js';
 import { LatencyHistogram, type Percentiles } from './stats.js';
 
@@ -19,7 +19,7 @@ interface LatenessFigures {
 }
 
 /** The listeners' lateness, merged: per window, second by second, per session, and the headline. */
-export async function latenessFigures(ctx: Ctx, reports: Report[], window: Window): Promise<LatenessFigures> {
+export async function latenessFigures(ctx: Ctx, reports: Report[], window: MeasuredWindow): Promise<LatenessFigures> {
   const { opts, sessionIds } = ctx;
   const perSession: RunResult['perSession'] = {};
   for (const s of reports.flatMap((r) => r.sessions)) {
@@ -74,7 +74,7 @@ export async function latenessFigures(ctx: Ctx, reports: Report[], window: Windo
 }
 
 /** The gateway's and the load generator's RSS and CPU over the window, from the /proc samples. */
-export function procFigures(ctx: Ctx, window: Window, idle: ProcSample): Pick<RunResult, 'gateway' | 'loadgen'> {
+export function procFigures(ctx: Ctx, window: MeasuredWindow, idle: ProcSample): Pick<RunResult, 'gateway' | 'loadgen'> {
   const { opts, samples } = ctx;
   const inWindow = (list: ProcSample[]) => list.filter((s) => s.at >= window.start && s.at <= window.close + 1000);
   const gwWin = inWindow(samples.gw);

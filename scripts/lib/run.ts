@@ -43,7 +43,7 @@ import {
   waitFor,
   type Ctx,
   type ListenerProc,
-  type Window,
+  type MeasuredWindow,
 } from './run-context.js';
 import { anomaliesOf, describeFault, latenessFigures, lostFrames, procFigures } from './run-figures.js';
 import { percentilesOf, type Percentiles } from './stats.js';
@@ -456,7 +456,7 @@ async function warmUp(ctx: Ctx): Promise<number> {
 }
 
 /** 5. The measured window, with its stalls, pauses and fault on cue and a progress line a second. */
-async function measureWindow(ctx: Ctx): Promise<Window> {
+async function measureWindow(ctx: Ctx): Promise<MeasuredWindow> {
   const { opts, label } = ctx;
   const start = ctx.now();
   const mainCpuStart = readThreadsCpu(ctx.gateway!.pid)?.main ?? 0;

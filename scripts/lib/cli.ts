@@ -65,7 +65,7 @@ export function parseCommandLine<F extends Flags, T>(command: Command<F>, read: 
   }
 }
 
-export function helpText(command: Command<Flags>): string {
+function helpText(command: Command<Flags>): string {
   const label = (flag: string, f: Flag) => `--${flag}${f.type === 'string' ? ` ${f.value ?? 'VALUE'}` : ''}`;
   const entries = Object.entries(command.flags);
   const column = Math.max(...entries.map(([flag, f]) => label(flag, f).length), '-h, --help'.length) + 2;

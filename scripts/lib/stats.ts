@@ -20,7 +20,7 @@ export interface Percentiles {
  * Significant figures of a lateness histogram: 3 keeps 1 µs steps up to 2 ms and steps of at
  * most 0.1 % of the value above (8 µs at 10 ms), finer than the 0.01 ms the reports print.
  */
-export const LATENESS_FIGURES = 3;
+const LATENESS_FIGURES = 3;
 /** Latencies above this (µs) are counted as this; the exact maximum is kept apart. */
 const HIGHEST_US = 3_600_000_000;
 

@@ -12,7 +12,7 @@
  *
  * It runs the engine's CLI as a user would (`node <build>/src/main/cli.js engine`, from the same
  * dist-scripts/ build as this script). Prints a table and writes artifacts/bench-engine.json.
- * Options: --sessions 1,8,32 --seconds 10. The engine's knobs come from the environment as usual
+ * Flags: --sessions 1,8,32 --seconds 10 (--help). The engine's knobs come from the environment as usual
  * (CHORUS_OPUS_COMPLEXITY, CHORUS_ENCODER_THREADS, …), e.g.
  *   CHORUS_OPUS_COMPLEXITY=10 npm run bench:engine
  */
@@ -23,6 +23,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { frameKey, WireDecoder } from '../src/shared/protocol.js';
+import { defineCommand, numberFlag, parseCommandLine } from './lib/cli.js';
 
 /** dist-scripts/, where this file is built (as scripts/bench-engine.js) beside src/. */
 const BUILD = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -31,9 +32,22 @@ const CLI = path.join(BUILD, 'src/main/cli.js');
 const CLK_TCK = 100;
 const PAGE = 4096;
 
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : fallback;
+const COMMAND = defineCommand({
+  name: 'bench-engine',
+  usage: 'npm run bench:engine -- [flags]',
+  about: 'How fast and how lean the engine encodes: N concurrent tone sessions with unlimited credit.',
+  flags: {
+    sessions: { type: 'string', value: 'N[,N…]', help: 'the concurrent sessions of each run (1,8,32)' },
+    seconds: { type: 'string', value: 'S', help: 'length of every tone (10)' },
+  },
+  notes: "The engine's knobs come from the environment, e.g. CHORUS_OPUS_COMPLEXITY=10 npm run bench:engine",
+});
+
+function readArgs(): { counts: number[]; seconds: number } {
+  return parseCommandLine(COMMAND, (v) => ({
+    counts: (v.sessions ?? '1,8,32').split(',').map((n) => numberFlag('sessions', n, 1, 10_000, true)),
+    seconds: numberFlag('seconds', v.seconds ?? '10', 1, 3600),
+  }));
 }
 
 /** Fields after the command name in /proc/<pid>/stat (field 3 is index 0). */
@@ -260,9 +274,8 @@ async function run(sessions: number, seconds: number): Promise<Result> {
 }
 
 async function main(): Promise<void> {
+  const { counts, seconds } = readArgs();
   if (!fs.existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build:scripts\` first`);
-  const counts = arg('sessions', '1,8,32').split(',').map(Number);
-  const seconds = Number(arg('seconds', '10'));
   const knobs = {
     CHORUS_OPUS_COMPLEXITY: process.env.CHORUS_OPUS_COMPLEXITY || '(default)',
     CHORUS_ENCODER_THREADS: process.env.CHORUS_ENCODER_THREADS || '(default)',

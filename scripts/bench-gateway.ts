@@ -1,18 +1,35 @@
 /**
- * `npm run bench:gateway [-- --json file] [-- --only demux,egress,first-frame]`: the gateway's
- * figures, each against its comparison in the same run. Prints tables; writes JSON.
+ * `npm run bench:gateway [-- --json FILE] [-- --only demux,egress,first-frame,lateness]`: the
+ * gateway's figures, each against its comparison in the same run. Prints tables; writes JSON.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { benchChorusDemux, benchSeedDemux, type DemuxResult } from './bench/demux.js';
 import { benchEgress, type EgressResult } from './bench/egress.js';
 import { benchFirstFrame } from './bench/first-frame.js';
-import { runOnce, type Mode } from './lib/run.js';
+import { defineCommand, parseCommandLine, UsageError } from './lib/cli.js';
+import { DEFAULT_LOAD, runOnce, type Mode } from './lib/run.js';
 import { runsTable } from './lib/report.js';
 
-function arg(name: string): string | undefined {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : undefined;
+const PARTS = ['demux', 'egress', 'first-frame', 'lateness'] as const;
+
+const COMMAND = defineCommand({
+  name: 'bench-gateway',
+  usage: 'npm run bench:gateway -- [flags]',
+  about: "The gateway's figures, each against its comparison in the same run. Prints tables; writes JSON.",
+  flags: {
+    json: { type: 'string', value: 'FILE', help: 'where the JSON goes (artifacts/bench-gateway.json)' },
+    only: { type: 'string', value: 'PART[,PART…]', help: `the parts to run, of ${PARTS.join(', ')} (all)` },
+  },
+});
+
+function readArgs(): { json: string; only: Set<string> } {
+  return parseCommandLine(COMMAND, (v) => {
+    const only = (v.only ?? PARTS.join(',')).split(',');
+    const unknown = only.filter((p) => !(PARTS as readonly string[]).includes(p));
+    if (unknown.length > 0) throw new UsageError(`--only: ${unknown.join(', ')} is not one of ${PARTS.join(', ')}`);
+    return { json: v.json ?? 'artifacts/bench-gateway.json', only: new Set(only) };
+  });
 }
 
 function table(rows: Record<string, string | number>[]): string {
@@ -24,7 +41,7 @@ function table(rows: Record<string, string | number>[]): string {
 }
 
 async function main(): Promise<void> {
-  const only = new Set((arg('only') ?? 'demux,egress,first-frame,lateness').split(','));
+  const { json, only } = readArgs();
   const out: Record<string, unknown> = { machine: { cpus: (await import('node:os')).cpus().length, node: process.version } };
 
   if (only.has('demux')) {
@@ -92,19 +109,11 @@ async function main(): Promise<void> {
       for (const sessions of [10, 50, 100]) {
         runs.push(
           await runOnce({
+            ...DEFAULT_LOAD,
             mode,
             sessions,
             durationS: 10,
-            engine: 'synthetic',
-            listeners: 'ws',
-            stall: 0,
-            stallMs: 0,
-            pause: 0,
-            pauseMs: 0,
             listenerProcs: 1,
-            playRate: 100,
-            decodeChecksPerSec: 4,
-            env: {},
             base: process.hrtime.bigint(),
             log: (line) => process.stderr.write(line + '\n'),
             progress: (line) => process.stderr.write(`\r${line}   `),
@@ -117,7 +126,6 @@ async function main(): Promise<void> {
     out.lateness = runs.map((r) => ({ mode: r.mode, sessions: r.sessions, lateness: r.lateness, lost: r.lost.total, misrouted: r.misrouted }));
   }
 
-  const json = arg('json') ?? 'artifacts/bench-gateway.json';
   fs.mkdirSync(path.dirname(json), { recursive: true });
   fs.writeFileSync(json, JSON.stringify(out, null, 2));
   console.log(`\nJSON: ${json}`);

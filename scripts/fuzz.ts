@@ -7,7 +7,7 @@
  *   npm run fuzz                              5 minutes over every property
  *   npm run fuzz -- --minutes 30              longer
  *   npm run fuzz -- --property decoder        only the properties whose name contains "decoder"
- *   npm run fuzz -- --property "decoder: hostile input" --seed 42 --path "3:1:0"
+ *   npm run fuzz -- --property "decoder: hostile input" --seed=42 --path "3:1:0"
  *                                             replay one reported failure
  *
  * Prints a progress line per batch; on a failure prints the counterexample and the command that
@@ -18,6 +18,7 @@ import { startGateway } from '../src/main/gateway/index.js';
 import { setLogLevel } from '../src/shared/log.js';
 import { checkServing, httpInputProperty, startFuzzTarget, WsFuzzClients, wsInputProperty, type FuzzTarget } from '../test/main/gateway/properties.js';
 import { PROPERTIES as SHARED_PROPERTIES } from '../test/shared/properties.js';
+import { defineCommand, numberFlag, parseCommandLine, UsageError } from './lib/cli.js';
 
 const BATCH_RUNS = 10_000;
 
@@ -58,36 +59,33 @@ interface Options {
   path?: string;
 }
 
-function parseArgs(argv: string[]): Options {
-  const opts: Options = { minutes: 5 };
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    const value = (): string => {
-      const v = argv[++i];
-      if (v === undefined) usage(`${arg} needs a value`);
-      return v;
-    };
-    if (arg === '--minutes') opts.minutes = Number(value());
-    else if (arg === '--property') opts.property = value();
-    else if (arg === '--seed') opts.seed = Number(value());
-    else if (arg === '--path') opts.path = value();
-    else if (arg === '-h' || arg === '--help') usage();
-    else usage(`unknown argument ${JSON.stringify(arg)}`);
-  }
-  if (!(opts.minutes > 0)) usage('--minutes must be a positive number');
-  if (opts.seed !== undefined && !Number.isInteger(opts.seed)) usage('--seed must be an integer');
-  return opts;
+const COMMAND = defineCommand({
+  name: 'fuzz',
+  usage: 'npm run fuzz -- [--minutes N] [--property NAME] [--seed S --path P]',
+  flags: {
+    minutes: { type: 'string', value: 'N', help: 'how long to run, in minutes (5)' },
+    property: { type: 'string', value: 'NAME', help: 'only the properties whose name contains NAME' },
+    seed: { type: 'string', value: 'S', help: 'replay: the seed of a reported failure (a negative one as --seed=-S)' },
+    path: { type: 'string', value: 'P', help: "replay: the failure's path, with --seed" },
+  },
+  notes: `properties:\n${Object.keys(PROPERTIES)
+    .map((n) => `  ${n}`)
+    .join('\n')}`,
+});
+
+function positive(minutes: string): number {
+  const m = Number(minutes);
+  if (!(m > 0)) throw new UsageError('--minutes must be a positive number');
+  return m;
 }
 
-function usage(problem?: string): never {
-  if (problem) process.stderr.write(`fuzz: ${problem}\n`);
-  process.stderr.write(
-    'usage: npm run fuzz -- [--minutes N] [--property NAME] [--seed S --path P]\nproperties:\n' +
-      Object.keys(PROPERTIES)
-        .map((n) => `  ${n}\n`)
-        .join(''),
-  );
-  process.exit(problem ? 2 : 0);
+function readArgs(): Options {
+  return parseCommandLine(COMMAND, (v) => ({
+    minutes: v.minutes === undefined ? 5 : positive(v.minutes),
+    ...(v.property !== undefined ? { property: v.property } : {}),
+    ...(v.seed !== undefined ? { seed: numberFlag('seed', v.seed, -(2 ** 31), 2 ** 31 - 1, true) } : {}),
+    ...(v.path !== undefined ? { path: v.path } : {}),
+  }));
 }
 
 function clock(ms: number): string {
@@ -96,13 +94,16 @@ function clock(ms: number): string {
 }
 
 async function main(): Promise<void> {
-  const opts = parseArgs(process.argv.slice(2));
+  const opts = readArgs();
   // The gateway under fuzz logs every refusal: only its errors (a 5xx, a crash) are news here.
   setLogLevel('error');
   const names = Object.keys(PROPERTIES).filter(
     (n) => opts.property === undefined || n.includes(opts.property),
   );
-  if (names.length === 0) usage(`no property matches ${JSON.stringify(opts.property)}`);
+  if (names.length === 0) {
+    process.stderr.write(`fuzz: no property matches ${JSON.stringify(opts.property)}\n${COMMAND.notes}\n`);
+    process.exit(2);
+  }
 
   if (opts.seed !== undefined) {
     // replay: one property, the reported seed and path
@@ -139,7 +140,7 @@ async function main(): Promise<void> {
         process.stdout.write(fc.defaultReportMessage(details) + '\n');
         if (details.errorInstance !== undefined) process.stdout.write(`cause: ${String((details.errorInstance as Error)?.message ?? details.errorInstance)}\n`);
         process.stdout.write(
-          `replay: npm run fuzz -- --property ${JSON.stringify(name)} --seed ${details.seed}` +
+          `replay: npm run fuzz -- --property ${JSON.stringify(name)} --seed=${details.seed}` +
             (details.counterexamplePath ? ` --path ${JSON.stringify(details.counterexamplePath)}` : '') +
             '\n',
         );

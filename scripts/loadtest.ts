@@ -1,165 +1,139 @@
 /**
  * `npm run loadtest -- [flags]`: N concurrent sessions through a real gateway, measured at the
  * listeners, for each mode asked, in one run. `npm run build` first (the gateway is spawned from
- * dist/main/cli.js). See README § Load testing for how to read the output.
- *
- *   --sessions N            concurrent sessions (50; 100 with --fault)
- *   --duration S            measured window in seconds (10; 30 with --fault); ≥ 60 also samples
- *                           RSS every 10 s and reports its slope after warm-up (soak: 600)
- *   --mode M[,M…]           thread | shared:<k> | baseline (thread,shared:64,baseline;
- *                           thread with --fault)
- *   --engine synthetic|real synthetic replays pre-encoded tones (the gateway alone is measured);
- *                           real runs `chorus engine` (ffmpeg + Opus; small N only on 2 cores)
- *   --listeners ws|rtp      WebSocket listeners, or RTP sinks (not for the baseline)
- *   --stall F               fraction of listeners that stop reading for --stall-ms (5000)
- *   --pause F               fraction of sessions paused for --pause-ms (3000), then resumed
- *   --fault NAME            engine-restart | garbage | worker-crash | main-block | stall-10 |
- *                           pause-10: a control run, then the same run with the fault; prints
- *                           the pass criterion and the verdict; none: two control runs (how
- *                           far two runs differ on this machine without any fault)
- *   --json FILE             results (artifacts/loadtest-<time>.json)
- *   --chart FILE            SVG of p99 lateness and gateway RSS against N, a line per mode
- *   --sweep                 the issue's sweep (npm run loadtest:sweep): thread 50…400, shared:64
- *                           100…2000, baseline at every N; --duration per point (10)
- *   --listener-procs P      listener processes (1 up to 100 sessions, else 2)
- *   --play-rate R           plays a second during warm-up (100)
- *   --decode-rate R         decoded samples a second per listener process (4)
- *   --env K=V               extra CHORUS_* variable for the gateway (repeatable)
- *   --profile               node --cpu-prof on the gateway (artifacts/profiles/), summary printed
- *   --judge FILE            judge a fault run's JSON again, without running anything
- *   --retries K             run a point again (up to K times, 2) when other processes took more
- *                           than 25 % of a core during its window; the least disturbed is kept
+ * dist/main/cli.js). The flags are listed below (and by --help); see README § Load testing for
+ * how to read the output.
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { writeChart } from './lib/chart.js';
+import { choiceFlag, defineCommand, numberFlag, parseCommandLine, UsageError } from './lib/cli.js';
 import { FAULT_TEXT, judgeFault, type FaultVerdict } from './lib/faults.js';
 import { summarizeProfile } from './lib/profile.js';
 import { holds, rssSlope, runsMarkdown, runsTable, table, P99_TARGET_MS } from './lib/report.js';
-import { DISTURBED_PERCENT, FAULTS, headlineSessions, ids, modeName, parseMode, REPO_ROOT, runOnce, type FaultName, type Mode, type RunOptions, type RunResult } from './lib/run.js';
+import {
+  DEFAULT_LOAD,
+  DISTURBED_PERCENT,
+  FAULTS,
+  headlineSessions,
+  ids,
+  modeName,
+  parseMode,
+  REPO_ROOT,
+  runOnce,
+  type FaultName,
+  type LoadSettings,
+  type Mode,
+  type RunOptions,
+  type RunResult,
+} from './lib/run.js';
+
+const COMMAND = defineCommand({
+  name: 'loadtest',
+  usage: 'npm run loadtest -- [flags]',
+  about: 'N concurrent sessions through a real gateway, measured at the listeners, for each mode asked, in one run.',
+  flags: {
+    sessions: { type: 'string', value: 'N', help: 'concurrent sessions (50; 100 with --fault)' },
+    duration: {
+      type: 'string',
+      value: 'S',
+      help: 'measured window in seconds (10; 30 with --fault); ≥ 60 also samples\nRSS every 10 s and reports its slope after warm-up (soak: 600)',
+    },
+    mode: { type: 'string', value: 'M[,M…]', help: 'thread | shared:<k> | baseline (thread,shared:64,baseline;\nthread with --fault)' },
+    engine: {
+      type: 'string',
+      value: 'synthetic|real',
+      help: 'synthetic replays pre-encoded tones (the gateway alone is measured);\nreal runs `chorus engine` (ffmpeg + Opus; small N only on 2 cores)',
+    },
+    listeners: { type: 'string', value: 'ws|rtp', help: 'WebSocket listeners, or RTP sinks (not for the baseline)' },
+    stall: { type: 'string', value: 'F', help: 'fraction of listeners that stop reading for --stall-ms' },
+    'stall-ms': { type: 'string', value: 'MS', help: `how long a stalled listener stops reading (${DEFAULT_LOAD.stallMs})` },
+    pause: { type: 'string', value: 'F', help: 'fraction of sessions paused for --pause-ms, then resumed' },
+    'pause-ms': { type: 'string', value: 'MS', help: `how long a paused session stays paused (${DEFAULT_LOAD.pauseMs})` },
+    fault: {
+      type: 'string',
+      value: 'NAME',
+      help:
+        `${FAULTS.join(' | ')}:\na control run, then the same run with the fault; prints the pass criterion\n` +
+        'and the verdict; none: two control runs (how far two runs differ on this\nmachine without any fault)',
+    },
+    json: { type: 'string', value: 'FILE', help: 'results (artifacts/loadtest-<time>.json)' },
+    chart: { type: 'string', value: 'FILE', help: 'SVG of p99 lateness and gateway RSS against N, a line per mode' },
+    sweep: {
+      type: 'boolean',
+      help: "the issue's sweep (npm run loadtest:sweep): thread 50…400, shared:64\n100…2000, baseline at every N; --duration per point (10)",
+    },
+    'listener-procs': { type: 'string', value: 'P', help: 'listener processes (1 up to 100 sessions, else 2)' },
+    'play-rate': { type: 'string', value: 'R', help: `plays a second during warm-up (${DEFAULT_LOAD.playRate})` },
+    'decode-rate': { type: 'string', value: 'R', help: `decoded samples a second per listener process (${DEFAULT_LOAD.decodeChecksPerSec})` },
+    env: { type: 'string', multiple: true, value: 'K=V', help: 'extra CHORUS_* variable for the gateway (repeatable)' },
+    profile: { type: 'boolean', help: 'node --cpu-prof on the gateway (artifacts/profiles/), summary printed' },
+    judge: { type: 'string', value: 'FILE', help: "judge a fault run's JSON again, without running anything" },
+    retries: {
+      type: 'string',
+      value: 'K',
+      help: `run a point again (up to K times, 2) when other processes took more\nthan ${DISTURBED_PERCENT} % of a core during its window; the least disturbed is kept`,
+    },
+  },
+});
 
 interface Args {
+  load: LoadSettings;
   sessions?: number;
   duration?: number;
   modes?: Mode[];
-  engine: 'synthetic' | 'real';
-  listeners: 'ws' | 'rtp';
-  stall: number;
-  stallMs: number;
-  pause: number;
-  pauseMs: number;
   fault?: FaultName | 'none';
   json?: string;
   chart?: string;
   sweep: boolean;
   listenerProcs?: number;
-  playRate?: number;
-  decodeRate: number;
-  env: Record<string, string>;
   profile: boolean;
   retries: number;
   judge?: string;
 }
 
-function parseArgs(argv: string[]): Args {
-  const a: Args = { engine: 'synthetic', listeners: 'ws', stall: 0, stallMs: 5000, pause: 0, pauseMs: 3000, sweep: false, decodeRate: 4, env: {}, profile: false, retries: 2 };
-  for (let i = 0; i < argv.length; i++) {
-    const flag = argv[i]!;
-    const value = (): string => {
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${flag} needs a value`);
-      return v;
-    };
-    const num = (min: number, max: number): number => {
-      const v = Number(value());
-      if (!Number.isFinite(v) || v < min || v > max) throw new Error(`${flag}: expected a number from ${min} to ${max}`);
-      return v;
-    };
-    switch (flag) {
-      case '--sessions':
-        a.sessions = Math.round(num(1, 20_000));
-        break;
-      case '--duration':
-        a.duration = num(1, 86_400);
-        break;
-      case '--mode':
-        a.modes = value().split(',').map(parseMode);
-        break;
-      case '--engine': {
-        const v = value();
-        if (v !== 'synthetic' && v !== 'real') throw new Error('--engine: synthetic or real');
-        a.engine = v;
-        break;
-      }
-      case '--listeners': {
-        const v = value();
-        if (v !== 'ws' && v !== 'rtp') throw new Error('--listeners: ws or rtp');
-        a.listeners = v;
-        break;
-      }
-      case '--stall':
-        a.stall = num(0, 1);
-        break;
-      case '--stall-ms':
-        a.stallMs = num(0, 600_000);
-        break;
-      case '--pause':
-        a.pause = num(0, 1);
-        break;
-      case '--pause-ms':
-        a.pauseMs = num(0, 600_000);
-        break;
-      case '--fault': {
-        const v = value() as FaultName | 'none';
-        if (v !== 'none' && !FAULTS.includes(v)) throw new Error(`--fault: one of ${FAULTS.join(', ')}, or none (two control runs: the noise floor)`);
-        a.fault = v;
-        break;
-      }
-      case '--json':
-        a.json = value();
-        break;
-      case '--chart':
-        a.chart = value();
-        break;
-      case '--sweep':
-        a.sweep = true;
-        break;
-      case '--listener-procs':
-        a.listenerProcs = Math.round(num(1, 16));
-        break;
-      case '--play-rate':
-        a.playRate = num(1, 10_000);
-        break;
-      case '--decode-rate':
-        a.decodeRate = num(0, 100);
-        break;
-      case '--env': {
-        const m = /^(CHORUS_[A-Z_]+)=(.*)$/.exec(value());
-        if (!m) throw new Error('--env: expected CHORUS_NAME=value');
-        a.env[m[1]!] = m[2]!;
-        break;
-      }
-      case '--profile':
-        a.profile = true;
-        break;
-      case '--judge':
-        a.judge = value();
-        break;
-      case '--retries':
-        a.retries = Math.round(num(0, 10));
-        break;
-      case '-h':
-      case '--help':
-        process.stdout.write(fs.readFileSync(new URL(import.meta.url), 'utf8').split('*/')[0]!.replace(/^\/\*\*?|^ \* ?/gm, '') + '\n');
-        process.exit(0);
-      // falls through (never: exit)
-      default:
-        throw new Error(`unknown flag ${flag} (see --help)`);
+function readArgs(): Args {
+  return parseCommandLine(COMMAND, (v) => {
+    const env: Record<string, string> = {};
+    for (const kv of v.env ?? []) {
+      const m = /^(CHORUS_[A-Z_]+)=(.*)$/.exec(kv);
+      if (!m) throw new UsageError('--env: expected CHORUS_NAME=value');
+      env[m[1]!] = m[2]!;
     }
-  }
-  return a;
+    const mode = (text: string) => {
+      try {
+        return parseMode(text);
+      } catch (err) {
+        throw new UsageError((err as Error).message);
+      }
+    };
+    return {
+      ...(v.sessions !== undefined ? { sessions: Math.round(numberFlag('sessions', v.sessions, 1, 20_000)) } : {}),
+      ...(v.duration !== undefined ? { duration: numberFlag('duration', v.duration, 1, 86_400) } : {}),
+      ...(v.mode !== undefined ? { modes: v.mode.split(',').map(mode) } : {}),
+      load: {
+        engine: v.engine === undefined ? DEFAULT_LOAD.engine : choiceFlag('engine', v.engine, ['synthetic', 'real'] as const),
+        listeners: v.listeners === undefined ? DEFAULT_LOAD.listeners : choiceFlag('listeners', v.listeners, ['ws', 'rtp'] as const),
+        stall: v.stall === undefined ? DEFAULT_LOAD.stall : numberFlag('stall', v.stall, 0, 1),
+        stallMs: v['stall-ms'] === undefined ? DEFAULT_LOAD.stallMs : numberFlag('stall-ms', v['stall-ms'], 0, 600_000),
+        pause: v.pause === undefined ? DEFAULT_LOAD.pause : numberFlag('pause', v.pause, 0, 1),
+        pauseMs: v['pause-ms'] === undefined ? DEFAULT_LOAD.pauseMs : numberFlag('pause-ms', v['pause-ms'], 0, 600_000),
+        playRate: v['play-rate'] === undefined ? DEFAULT_LOAD.playRate : numberFlag('play-rate', v['play-rate'], 1, 10_000),
+        decodeChecksPerSec: v['decode-rate'] === undefined ? DEFAULT_LOAD.decodeChecksPerSec : numberFlag('decode-rate', v['decode-rate'], 0, 100),
+        env,
+      },
+      ...(v.fault !== undefined ? { fault: choiceFlag('fault', v.fault, [...FAULTS, 'none'] as const) } : {}),
+      ...(v.json !== undefined ? { json: v.json } : {}),
+      ...(v.chart !== undefined ? { chart: v.chart } : {}),
+      sweep: v.sweep ?? false,
+      ...(v['listener-procs'] !== undefined ? { listenerProcs: Math.round(numberFlag('listener-procs', v['listener-procs'], 1, 16)) } : {}),
+      profile: v.profile ?? false,
+      ...(v.judge !== undefined ? { judge: v.judge } : {}),
+      retries: v.retries === undefined ? 2 : Math.round(numberFlag('retries', v.retries, 0, 10)),
+    };
+  });
 }
 
 const stamp = () => new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
@@ -218,16 +192,8 @@ function options(a: Args, mode: Mode, sessions: number, duration: number, base: 
     mode,
     sessions,
     durationS: duration,
-    engine: a.engine,
-    listeners: a.listeners,
-    stall: a.stall,
-    stallMs: a.stallMs,
-    pause: a.pause,
-    pauseMs: a.pauseMs,
+    ...a.load,
     listenerProcs: a.listenerProcs ?? (sessions <= 100 ? 1 : 2),
-    playRate: a.playRate ?? 100,
-    decodeChecksPerSec: a.decodeRate,
-    env: a.env,
     ...(a.profile ? { profileDir: path.join(REPO_ROOT, 'artifacts/profiles', stamp()) } : {}),
     ...(duration >= 60 ? { rssEveryMs: 10_000 } : {}),
     base,
@@ -300,7 +266,7 @@ function verdicts(runs: RunResult[]): { lines: string[]; largest: Record<string,
 }
 
 async function main(): Promise<void> {
-  const a = parseArgs(process.argv.slice(2));
+  const a = readArgs();
   staleBuildWarning();
   const base = process.hrtime.bigint();
   const started = new Date().toISOString();
@@ -336,7 +302,7 @@ async function main(): Promise<void> {
     log(`  does:   ${text.does}`);
     log(`  passes: ${text.passes}`);
     log('control run (no fault):');
-    const compared = headlineSessions(ids(n), fault, a.stall, a.pause);
+    const compared = headlineSessions(ids(n), fault, a.load.stall, a.load.pause);
     const control = await measured(options(a, mode, n, duration, base, { label: `control ${modeName(mode)} N=${n}`, headlineIds: compared }), a.retries);
     runs.push(control);
     printRun(control);
@@ -384,9 +350,9 @@ async function main(): Promise<void> {
     const modes = a.modes ?? [{ kind: 'thread' }, { kind: 'shared', k: 64 }, { kind: 'baseline' }];
     plan = modes.map((mode) => ({ mode, n: a.sessions ?? 50 }));
   }
-  if (a.listeners === 'rtp') plan = plan.filter((p) => p.mode.kind !== 'baseline');
+  if (a.load.listeners === 'rtp') plan = plan.filter((p) => p.mode.kind !== 'baseline');
 
-  log(`${plan.length} run(s), ${duration} s measured each, ${a.engine} engine, ${a.listeners} listeners, ${os.cpus().length} cores`);
+  log(`${plan.length} run(s), ${duration} s measured each, ${a.load.engine} engine, ${a.load.listeners} listeners, ${os.cpus().length} cores`);
   const collapsed = new Set<string>();
   let i = 0;
   for (const { mode, n } of plan) {
@@ -428,7 +394,7 @@ async function main(): Promise<void> {
   save();
   const chartFile = a.chart ?? (a.sweep || runs.length > 1 ? jsonFile.replace(/\.json$/, '.svg') : undefined);
   if (chartFile && runs.length > 0) {
-    writeChart(path.resolve(chartFile), runs, `chorus load test, ${a.engine} engine, ${a.listeners} listeners, ${os.cpus().length} cores, ${duration} s per point`);
+    writeChart(path.resolve(chartFile), runs, `chorus load test, ${a.load.engine} engine, ${a.load.listeners} listeners, ${os.cpus().length} cores, ${duration} s per point`);
     console.log(`chart: ${path.relative(process.cwd(), path.resolve(chartFile))}`);
   }
   const md = jsonFile.replace(/\.json$/, '.md');

@@ -7,17 +7,24 @@
  * Prints `baseline ready http=URL`; stops on SIGTERM/SIGINT.
  */
 import { startBaselineGateway } from './baseline-gateway.js';
+import { defineCommand, numberFlag, parseCommandLine, UsageError } from './cli.js';
 
-function arg(name: string): string | undefined {
-  const i = process.argv.indexOf(name);
-  return i >= 0 ? process.argv[i + 1] : undefined;
-}
+const COMMAND = defineCommand({
+  name: 'baseline',
+  usage: 'node dist-scripts/scripts/lib/baseline-gateway-main.js --socket PATH --engine-url URL [--port N]',
+  flags: {
+    socket: { type: 'string', value: 'PATH', help: "the engine's Unix socket (required)" },
+    'engine-url': { type: 'string', value: 'URL', help: "the engine's HTTP API (required)" },
+    port: { type: 'string', value: 'N', help: 'HTTP port (0: any free one)' },
+  },
+});
 
 async function main(): Promise<void> {
-  const socketPath = arg('--socket');
-  const engineUrl = arg('--engine-url');
-  if (!socketPath || !engineUrl) throw new Error('--socket PATH and --engine-url URL are required');
-  const running = await startBaselineGateway({ socketPath, engineUrl, port: Number(arg('--port') ?? 0) });
+  const { socketPath, engineUrl, port } = parseCommandLine(COMMAND, (v) => {
+    if (!v.socket || !v['engine-url']) throw new UsageError('--socket PATH and --engine-url URL are required');
+    return { socketPath: v.socket, engineUrl: v['engine-url'], port: numberFlag('port', v.port ?? '0', 0, 65535, true) };
+  });
+  const running = await startBaselineGateway({ socketPath, engineUrl, port });
   process.stdout.write(`baseline ready http=${running.url}\n`);
   await new Promise<void>((resolve) => {
     process.once('SIGTERM', resolve);

@@ -1,6 +1,6 @@
 /**
- * Fault scenarios: what each one does, and the criterion it must meet, judged against a control
- * run — the same sessions, mode and duration without the fault.
+ * Fault scenarios: what each one does (and how a run arms it), and the criterion it must meet,
+ * judged against a control run — the same sessions, mode and duration without the fault.
  *
  * Common to all (CHORUS_SLOW_LISTENER=wait):
  *   - nothing lost: no sequence gap and no frame missing from any session's content, at any
@@ -13,7 +13,9 @@
  *   - the gateway still serving afterwards: /health answers with the engine connected, and a
  *     new session played after the window gets its frames.
  */
-import type { FaultName, RunResult } from './run.js';
+import type { FromListener, WindowSpec } from './listener-proc.js';
+import { fromListeners, gatewayHealth, getJson, post, SETTLE_MS, sleep, startEngine, toListeners, waitFor, type Ctx } from './run-context.js';
+import type { FaultName, FaultOutcome, RunResult } from './run.js';
 
 export const FAULT_TEXT: Record<FaultName, { does: string; passes: string }> = {
   'engine-restart': {
@@ -175,4 +177,103 @@ function ordinal(n: number): string {
   if (n === 1) return 'the';
   const suffix = n % 10 === 1 && n % 100 !== 11 ? 'st' : n % 10 === 2 && n % 100 !== 12 ? 'nd' : n % 10 === 3 && n % 100 !== 13 ? 'rd' : 'th';
   return `the ${n}${suffix}`;
+}
+
+interface FaultTools {
+  at(t: number, fn: () => Promise<void>): void;
+  note(what: string): void;
+  third: number;
+  windowStart: number;
+  durationMs: number;
+  sessionIds: string[];
+  touched: Set<string>;
+  windows: WindowSpec[];
+}
+
+/** Arms one fault scenario in the window (see faults.ts for what each one must show). */
+export async function scheduleFault(ctx: Ctx, fault: FaultOutcome, name: FaultName, tools: FaultTools): Promise<void> {
+  const { at, note, third, windowStart, durationMs, sessionIds } = tools;
+  const gw = ctx.gatewayUrl;
+  switch (name) {
+    case 'garbage': {
+      const kinds = ['invalid-json', 'oversized-length', 'truncated-id'] as const;
+      kinds.forEach((kind, i) => {
+        at(windowStart + ((i + 1) * durationMs) / 4, async () => {
+          const before = (await getJson(`${ctx.engineUrl}/stats`)).connections as number;
+          const res = await post(`${ctx.engineUrl}/fault/garbage?kind=${kind}`);
+          note(`engine wrote garbage: ${kind} (${res.text})`);
+          if (kind !== 'invalid-json') {
+            await waitFor('the gateway to reconnect after the garbage', async () => ((await getJson(`${ctx.engineUrl}/stats`)).connections as number) > before, 10_000, 20);
+            note('gateway reconnected');
+          }
+        });
+      });
+      return;
+    }
+    case 'worker-crash': {
+      const victim = sessionIds[0]!;
+      fault.touched.push(victim);
+      at(third, async () => {
+        const res = await post(`${gw}/debug/crash?session=${encodeURIComponent(victim)}&kind=session`);
+        note(`session ${victim}'s worker made to throw: ${res.status} ${res.text}`);
+      });
+      return;
+    }
+    case 'main-block': {
+      fault.touched.push(...sessionIds.filter(() => ctx.opts.listeners === 'ws'));
+      at(third, async () => {
+        const sent = ctx.now();
+        const res = await post(`${gw}/debug/block?ms=300`);
+        const back = ctx.now();
+        note(`gateway main thread blocked 300 ms: ${res.status} ${res.text}; answered after ${(back - sent).toFixed(0)} ms`);
+        tools.windows.push({ name: 'outside-block', from: windowStart, to: windowStart + durationMs, exclude: [[sent - 50, back + 1000]] });
+        tools.windows.push({ name: 'during-block', from: sent - 50, to: back + 1000 });
+        fault.details.blockMs = back - sent;
+      });
+      // Whether a session was touched or not, the criterion compares the frames outside the block.
+      fault.compareWindow = 'outside-block';
+      fault.compareAll = true;
+      return;
+    }
+    case 'engine-restart': {
+      fault.touched.push(...sessionIds);
+      fault.compareWindow = 'after-restart';
+      fault.compareAll = true;
+      at(third, async () => {
+        note('kill -9 the engine');
+        await ctx.engine!.kill9();
+        await sleep(500);
+        await startEngine(ctx);
+        note('engine restarted');
+        await waitFor('the gateway to reconnect to the new engine', async () => (await gatewayHealth(gw)).engine_connected === true, 30_000, 50);
+        note('gateway reconnected');
+        // The new engine knows none of the tracks: the gateway must end every one of them.
+        await waitFor(
+          'every interrupted session to end',
+          async () => {
+            const s = (await getJson(`${gw}/sessions`)).sessions as { state: string }[];
+            return s.every((x) => x.state === 'error' || x.state === 'finished' || x.state === 'stopped');
+          },
+          30_000,
+          100,
+        );
+        note('every interrupted session ended');
+        const replay = fromListeners(ctx, (m): m is Extract<FromListener, { ev: 'played' }> => m.ev === 'played', 120_000);
+        toListeners(ctx, { cmd: 'play', ratePerSec: ctx.opts.playRate / ctx.listeners.length });
+        const answers = await replay;
+        const failed = answers.reduce((n, a) => n + a.failed, 0);
+        note(`every session played again (${failed} failed)`);
+        fault.details.replayFailures = failed;
+        await sleep(SETTLE_MS);
+        const from = ctx.now();
+        tools.windows.push({ name: 'after-restart', from, to: 1e15 });
+        note('measuring after the restart');
+      });
+      return;
+    }
+    case 'stall-10':
+    case 'pause-10':
+      // Armed by the stall/pause fractions in runOnce.
+      return;
+  }
 }

@@ -26,7 +26,7 @@ import { Worker } from 'node:worker_threads';
 import { FRAME_MS } from '../../src/shared/audio.js';
 import { parseRtpPacket } from '../../src/shared/rtp.js';
 import { DECODE_PASS_RATIO, DECODE_WARMUP_FRAMES, DECODE_WINDOW_FRAMES, type DecodeAnswer, type DecodeRequest } from './decode-worker.js';
-import { DoubleList, LatencyHistogram, percentilesOf, type HistogramJson, type Percentiles } from './stats.js';
+import { DoubleList, LatencyCounts, LatencyHistogram, percentilesOf, type LatencyCountsJson, type Percentiles } from './stats.js';
 import { deserializeLoop, LOOP_FRAMES } from './tones.js';
 import { WsClient } from './ws-client.js';
 
@@ -103,7 +103,7 @@ export type FromListener =
   | { ev: 'played'; ok: number; failed: number; firstError?: string }
   | { ev: 'done'; cmd: string; ok: number; failed: number; firstError?: string }
   | { ev: 'progress'; progress: ProgressReport }
-  | { ev: 'report'; windows: Record<string, HistogramJson>; timeline?: (HistogramJson | null)[]; sessions: SessionReport[] }
+  | { ev: 'report'; windows: Record<string, LatencyCountsJson>; timeline?: (LatencyCountsJson | null)[]; sessions: SessionReport[] }
   | { ev: 'fatal'; message: string };
 
 let base = 0n;
@@ -244,7 +244,7 @@ class Track {
   }
 
   /** Lateness of this session's frames in a window, into `into`; returns its percentiles. */
-  lateness(w: WindowSpec, into: LatencyHistogram, timeline?: LatencyHistogram[]): Percentiles {
+  lateness(w: WindowSpec, into: LatencyCounts, timeline?: LatencyCounts[]): Percentiles {
     const values: number[] = [];
     const times: number[] = [];
     for (const seg of this.segments) {
@@ -264,16 +264,15 @@ class Track {
       into.record(values[i]!);
       if (timeline) {
         const second = Math.floor((times[i]! - w.from) / 1000);
-        (timeline[second] ??= new LatencyHistogram(TIMELINE_RESOLUTION_MS, TIMELINE_LIMIT_MS)).record(values[i]!);
+        (timeline[second] ??= new LatencyCounts(TIMELINE_FIGURES)).record(values[i]!);
       }
     }
     return percentilesOf(values);
   }
 }
 
-/** The per-second lateness of the 'main' window (where in the run the late frames were). */
-export const TIMELINE_RESOLUTION_MS = 0.25;
-export const TIMELINE_LIMIT_MS = 1000;
+/** Significant figures of the per-second lateness of the 'main' window (where in the run the late frames were). */
+const TIMELINE_FIGURES = 2;
 
 function inWindow(t: number, w: WindowSpec): boolean {
   if (t < w.from || t > w.to) return false;
@@ -290,7 +289,7 @@ function copyOut(buf: Buffer, start: number, end: number): ArrayBuffer {
 // ---- process state ----
 
 const tracks = new Map<string, Track>();
-const recent = new LatencyHistogram(0.1, 2000);
+const recent = new LatencyHistogram();
 let gatewayUrl = '';
 let kind: 'ws' | 'rtp' = 'ws';
 let decodeWorker: Worker | undefined;
@@ -524,8 +523,8 @@ function sendProgress(): void {
 }
 
 function report(windows: WindowSpec[]): void {
-  const hists = new Map(windows.map((w) => [w.name, new LatencyHistogram()]));
-  const timeline: LatencyHistogram[] = [];
+  const hists = new Map(windows.map((w) => [w.name, new LatencyCounts()]));
+  const timeline: LatencyCounts[] = [];
   const sessions: SessionReport[] = [];
   for (const t of tracks.values()) {
     const lateness: Record<string, Percentiles> = {};

@@ -5,6 +5,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import { watchLines } from '../../test/helpers/line-log.js';
 
 let clkTck = 100;
 try {
@@ -128,71 +129,33 @@ export function spawnRole(
     env,
     stdio: opts.ipc ? ['ignore', 'pipe', 'pipe', 'ipc'] : ['ignore', 'pipe', 'pipe'],
   });
-  const logs: string[] = [];
-  const watchers = new Set<(line: string) => void>();
-  const onLines = (stream: NodeJS.ReadableStream | null) => {
-    if (!stream) return;
-    let rest = '';
-    stream.setEncoding('utf8');
-    stream.on('data', (text: string) => {
-      const lines = (rest + text).split('\n');
-      rest = lines.pop() ?? '';
-      for (const line of lines) {
-        if (logs.length < MAX_LOG_LINES) logs.push(line);
-        if (opts.echo) process.stderr.write(`  [${name}] ${line}\n`);
-        for (const w of watchers) w(line);
-      }
-    });
-  };
-  onLines(child.stdout);
-  onLines(child.stderr);
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const waitFor = (pattern: RegExp, timeoutMs: number) =>
-    new Promise<RegExpExecArray>((resolve, reject) => {
-      for (const l of logs) {
-        const m = pattern.exec(l);
-        if (m) return resolve(m);
-      }
-      const timer = setTimeout(() => {
-        watchers.delete(watch);
-        reject(new Error(`${name}: no line matching ${pattern} within ${timeoutMs} ms; last lines:\n${logs.slice(-20).join('\n')}`));
-      }, timeoutMs);
-      const watch = (line: string) => {
-        const m = pattern.exec(line);
-        if (!m) return;
-        clearTimeout(timer);
-        watchers.delete(watch);
-        resolve(m);
-      };
-      watchers.add(watch);
-      void exited.then((code) => {
-        if (!watchers.has(watch)) return;
-        clearTimeout(timer);
-        watchers.delete(watch);
-        reject(new Error(`${name} exited (code ${code}) before ${pattern}; last lines:\n${logs.slice(-20).join('\n')}`));
-      });
-    });
+  const log = watchLines(child, {
+    name,
+    maxLines: MAX_LOG_LINES,
+    tailLines: 20,
+    ...(opts.echo ? { onLine: (line: string) => process.stderr.write(`  [${name}] ${line}\n`) } : {}),
+  });
   const alive = () => child.exitCode === null && child.signalCode === null;
   return {
     name,
     child,
     pid: child.pid!,
-    logs,
-    waitFor,
-    exited,
+    logs: log.lines,
+    waitFor: log.waitFor,
+    exited: log.exited,
     async stop(graceMs = 5000) {
       if (!alive()) return;
       child.kill('SIGTERM');
       const timer = setTimeout(() => {
         if (alive()) child.kill('SIGKILL');
       }, graceMs);
-      await exited;
+      await log.exited;
       clearTimeout(timer);
     },
     async kill9() {
       if (!alive()) return;
       child.kill('SIGKILL');
-      await exited;
+      await log.exited;
     },
   };
 }

@@ -10,17 +10,37 @@
  */
 import { startSyntheticEngine } from './synthetic-engine.js';
 import { ToneBank, toneHz } from './tones.js';
+import { defineCommand, numberFlag, parseCommandLine, UsageError } from './cli.js';
 
-function arg(name: string): string | undefined {
-  const i = process.argv.indexOf(name);
-  return i >= 0 ? process.argv[i + 1] : undefined;
-}
+const COMMAND = defineCommand({
+  name: 'synthetic-engine',
+  usage: 'node dist-scripts/scripts/lib/synthetic-engine-main.js --socket PATH [flags]',
+  flags: {
+    socket: { type: 'string', value: 'PATH', help: 'the Unix socket it serves the gateway on (required)' },
+    port: { type: 'string', value: 'N', help: 'HTTP port (0: any free one)' },
+    host: { type: 'string', value: 'H', help: 'HTTP host (127.0.0.1)' },
+    seed: { type: 'boolean', help: 'like the seed engine: no hello, real-time pacing only (for the baseline)' },
+    flood: { type: 'boolean', help: 'ignore time and credit: frames go out as fast as the socket takes them' },
+    'tick-ms': { type: 'string', value: 'N', help: 'pacing tick in ms (1)' },
+    prepare: { type: 'string', value: 'N', help: 'encode (or read from the cache) the loops of tones 0…N-1 first (0)' },
+  },
+});
 
 async function main(): Promise<void> {
-  const socketPath = arg('--socket');
-  if (!socketPath) throw new Error('--socket PATH is required');
+  const args = parseCommandLine(COMMAND, (v) => {
+    if (!v.socket) throw new UsageError('--socket PATH is required');
+    return {
+      socketPath: v.socket,
+      port: numberFlag('port', v.port ?? '0', 0, 65535, true),
+      host: v.host ?? '127.0.0.1',
+      seed: v.seed ?? false,
+      flood: v.flood ?? false,
+      tickMs: numberFlag('tick-ms', v['tick-ms'] ?? '1', 1, 1000),
+      prepare: numberFlag('prepare', v.prepare ?? '0', 0, 100_000, true),
+    };
+  });
   const bank = new ToneBank();
-  const prepare = Number(arg('--prepare') ?? 0);
+  const prepare = args.prepare;
   if (prepare > 0) {
     const started = performance.now();
     bank.prepare(Array.from({ length: prepare }, (_, i) => toneHz(i)));
@@ -31,12 +51,12 @@ async function main(): Promise<void> {
     }
   }
   const engine = await startSyntheticEngine({
-    socketPath,
-    httpPort: Number(arg('--port') ?? 0),
-    httpHost: arg('--host') ?? '127.0.0.1',
-    seed: process.argv.includes('--seed'),
-    pacing: process.argv.includes('--flood') ? 'flood' : 'engine',
-    tickMs: Number(arg('--tick-ms') ?? 1),
+    socketPath: args.socketPath,
+    httpPort: args.port,
+    httpHost: args.host,
+    seed: args.seed,
+    pacing: args.flood ? 'flood' : 'engine',
+    tickMs: args.tickMs,
     bank,
   });
   process.stdout.write(`synthetic-engine ready http=${engine.httpUrl} socket=${engine.socketPath} mode=${engine.mode}\n`);

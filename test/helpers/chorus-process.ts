@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { watchLines } from './line-log.js';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const CLI = path.join(REPO_ROOT, 'dist/main/cli.js');
@@ -52,46 +53,8 @@ export async function startChorus(role: string, env: Record<string, string>, opt
     env: { ...inherited, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const logs: string[] = [];
-  const watchers = new Set<(line: string) => void>();
-  const onLines = (stream: NodeJS.ReadableStream) => {
-    let rest = '';
-    stream.setEncoding('utf8');
-    stream.on('data', (text: string) => {
-      const lines = (rest + text).split('\n');
-      rest = lines.pop() ?? '';
-      for (const line of lines) {
-        logs.push(line);
-        for (const w of watchers) w(line);
-      }
-    });
-  };
-  onLines(child.stdout!);
-  onLines(child.stderr!);
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-
-  const waitForLog = (pattern: RegExp, timeoutMs = 10_000) =>
-    new Promise<string>((resolve, reject) => {
-      const past = logs.find((l) => pattern.test(l));
-      if (past !== undefined) return resolve(past);
-      const timer = setTimeout(() => {
-        watchers.delete(watch);
-        reject(new Error(`no log line matching ${pattern} within ${timeoutMs} ms; log:\n${logs.join('\n')}`));
-      }, timeoutMs);
-      const watch = (line: string) => {
-        if (!pattern.test(line)) return;
-        clearTimeout(timer);
-        watchers.delete(watch);
-        resolve(line);
-      };
-      watchers.add(watch);
-      void exited.then((code) => {
-        if (!watchers.has(watch)) return;
-        clearTimeout(timer);
-        watchers.delete(watch);
-        reject(new Error(`chorus ${role} exited (code ${code}) before logging ${pattern}; log:\n${logs.join('\n')}`));
-      });
-    });
+  const log = watchLines(child, { name: `chorus ${role}` });
+  const waitForLog = async (pattern: RegExp, timeoutMs = 10_000) => (await log.waitFor(pattern, timeoutMs)).input;
 
   let ready: string;
   try {
@@ -108,7 +71,7 @@ export async function startChorus(role: string, env: Record<string, string>, opt
     child,
     pid,
     httpUrl,
-    logs,
+    logs: log.lines,
     waitForLog,
     descendants: () => descendantsOf(pid),
     async stop() {
@@ -116,7 +79,7 @@ export async function startChorus(role: string, env: Record<string, string>, opt
       if (child.exitCode === null && child.signalCode === null) {
         child.kill('SIGTERM');
         const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-        await exited;
+        await log.exited;
         clearTimeout(timer);
       }
       const left = running.filter(isAlive);

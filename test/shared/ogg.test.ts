@@ -103,7 +103,7 @@ describe('Ogg pages', () => {
     const writer = new OggOpusWriter(5);
     const a = writer.packet(Uint8Array.of(1, 2, 3));
     const bad = Uint8Array.from(writer.packet(Uint8Array.of(4, 5, 6)));
-    bad[bad.length - 1] ^= 0xff;
+    bad[bad.length - 1]! ^= 0xff;
     const c = writer.packet(Uint8Array.of(7, 8));
     const stream = concat([Buffer.from('garbage OggS nope'), a, bad, Buffer.from('O'), c]);
     for (const size of [1, 3, 7, stream.length]) {

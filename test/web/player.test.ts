@@ -274,8 +274,8 @@ describe('web player (chromium, real engine and gateway)', () => {
       console.log(`levels: 440 Hz ${l440.toFixed(1)} dB, 660 Hz ${l660.toFixed(1)} dB`);
       return own === 0 ? l440 - l660 : l660 - l440;
     };
-    await expect.poll(() => separation(a, 0), { timeout: 5_000, intervals: [250] }).toBeGreaterThan(40);
-    await expect.poll(() => separation(b, 1), { timeout: 5_000, intervals: [250] }).toBeGreaterThan(40);
+    await expect.poll(() => separation(a, 0), { timeout: 5_000 }).toBeGreaterThan(40);
+    await expect.poll(() => separation(b, 1), { timeout: 5_000 }).toBeGreaterThan(40);
 
     // The table lists both, with the page's own session first and marked.
     await expect

@@ -5,9 +5,10 @@
  */
 import { describe, expect, it } from 'vitest';
 import { GatewaySession } from '../../../src/main/gateway/session.js';
+import { Redactor } from '../../../src/shared/redact.js';
 
 function seekedTo(startAt: number): GatewaySession {
-  const session = new GatewaySession('len', 1, 1000, 'wait');
+  const session = new GatewaySession('len', 1, 1000, 'wait', { framesRouted: 0, framesStale: 0, framesOverrun: 0, framesOversize: 0 }, new Redactor(), 20);
   session.beginTrack({ url: 'tone:440?seconds=30', format: 'opus', startAt });
   session.playAccepted(undefined);
   return session;

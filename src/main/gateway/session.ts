@@ -8,7 +8,8 @@ import { Ring, recordBytes } from '../../shared/ring.js';
 import { FRAME_MS, framesIn, maxPayloadBytes, type AudioFormat } from '../../shared/audio.js';
 import type { ListenerEvent, SessionStateName } from '../../shared/listener-protocol.js';
 import type { SessionSummary } from '../../shared/gateway-api.js';
-import { CONTROL_WORDS, Control, type PlayerStatus, type RtpTarget } from '../../shared/worker-messages.js';
+import { CONTROL_WORDS, Control, type PlayerStatus, type RtpTarget, type VoiceEvent, type VoiceServerState } from '../../shared/worker-messages.js';
+import { logger } from '../../shared/log.js';
 import { HIGH_WATER_BYTES, Listener, type SlowListenerPolicy } from './listener.js';
 import type { Slot } from './slot-pool.js';
 
@@ -24,9 +25,11 @@ export interface Track {
 
 type PlayingStatus = 'starting' | 'buffering' | 'playing' | 'paused' | 'autopaused';
 
+const log = logger('gateway');
+
 export type SessionState =
   | { status: 'idle' }
-  | { status: PlayingStatus; track: Track }
+  | { status: PlayingStatus; track: Track; reason?: string }
   | { status: 'finished'; track: Track }
   | { status: 'stopped'; reason?: string }
   | { status: 'error'; reason: string };
@@ -44,6 +47,10 @@ export class GatewaySession {
   slotClosing: Promise<void> = Promise.resolve();
 
   readonly rtpSinks: RtpTarget[] = [];
+  /** The bot's voice state, while the session is to be in a voice channel. */
+  voice: VoiceServerState | undefined;
+  /** The voice connection's last reported state. */
+  voiceEvent: VoiceEvent | undefined;
   /** Frames the engine may still send under credits already granted. */
   outstanding = 0;
   /** The engine took the current track's play: credit may be granted for it. */
@@ -56,8 +63,9 @@ export class GatewaySession {
   private readySeen = false;
   /** The engine connection dropped while this track played; it is being checked. */
   engineLost = false;
-  /** The last status the worker reported for the current track. */
+  /** The last status the worker reported for the current track, and why (a pause for lost voice). */
   private playerStatus: PlayerStatus = 'idle';
+  private playerReason: string | undefined;
 
   nextSeq = 0;
   nextTimestamp = 0;
@@ -114,6 +122,18 @@ export class GatewaySession {
   }
 
   // ---- tracks and the ring ----
+
+  /** Format of the ring (opus until a track says otherwise). */
+  get format(): StreamFormat {
+    return this.ringFormat ?? 'opus';
+  }
+
+  /** A ring before any track, for a worker slot that holds only a voice connection so far. */
+  ensureRing(): void {
+    if (this.ring) return;
+    this.ring = Ring.create(ringBytes(this.ringMs, 'opus'));
+    this.ringFormat = 'opus';
+  }
 
   /** Prepares for a new track: an empty ring of the right size, no credit, frames refused. */
   beginTrack(track: Track): { ringChanged: boolean } {
@@ -211,6 +231,7 @@ export class GatewaySession {
 
   onPlayerStatus(status: PlayerStatus, reason?: string): void {
     this.playerStatus = status;
+    this.playerReason = reason;
     if (status === 'finished') {
       const track = this.track;
       if (track && this.active) {
@@ -231,7 +252,7 @@ export class GatewaySession {
     const track = this.track;
     if (!track || !this.active) return;
     const s = this.playerStatus;
-    if (s === 'paused' || s === 'autopaused') this.state = { status: s, track };
+    if (s === 'paused' || s === 'autopaused') this.state = this.playerReason === undefined ? { status: s, track } : { status: s, track, reason: this.playerReason };
     else if (!this.readySeen) this.state = { status: 'starting', track };
     else if (s === 'buffering' || s === 'playing') this.state = { status: s, track };
   }
@@ -240,6 +261,15 @@ export class GatewaySession {
     this.endTrack();
     this.state = { status: 'error', reason };
     this.broadcast({ type: 'error', session: this.id, message: reason });
+  }
+
+  /** The voice connection changed: every listener (the bot among them) hears of it. */
+  onVoice(event: VoiceEvent): void {
+    const old = this.voiceEvent;
+    this.voiceEvent = event;
+    if (old && old.status === event.status && old.reason === event.reason) return;
+    if (event.status === 'disconnected') log.warn('voice disconnected', { session: this.id, reason: event.reason, rejoin: event.rejoin });
+    this.broadcast({ type: 'voice', session: this.id, ...event });
   }
 
   // ---- listeners ----
@@ -308,6 +338,9 @@ export class GatewaySession {
     if (reason !== undefined) out.reason = reason;
     const track = this.track;
     if (track) out.url = track.url;
+    if (this.voice) {
+      out.voice = { guildId: this.voice.guildId, channelId: this.voice.channelId, endpoint: this.voice.endpoint, ...(this.voiceEvent ?? { status: 'connecting' }) };
+    }
     return out;
   }
 }

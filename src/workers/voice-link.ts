@@ -25,12 +25,14 @@ import type { VoiceEvent, VoiceServerState, VoiceStats } from '../shared/worker-
 const SILENCE_FRAME = Buffer.from([0xf8, 0xff, 0xfe]);
 export const SILENCE_FRAMES = 5;
 /**
- * A server that answered UDP keep-alives and then stays silent this long is taken as gone:
- * connect afresh. Discord's servers do not always answer keep-alives (discord.js #9185), so a
- * server that never answered one is never judged by this.
+ * A server that echoed the library's UDP keep-alives (one every 5 s) and then stays silent this
+ * long is taken as gone: connect afresh. Discord's servers do not always echo them (discord.js
+ * #9185, #9202), so a server that never echoed one is never judged by this.
  */
 export const UDP_SILENCE_MS = 15_000;
 const UDP_CHECK_MS = 1_000;
+/** The library's UDP keep-alive (a u32 counter in 8 bytes), which a server may echo. */
+const KEEP_ALIVE_BYTES = 8;
 
 /** Meanings of the voice gateway's close codes, for the reason a session shows. */
 const CLOSE_CODES: Record<number, string> = {
@@ -262,7 +264,8 @@ export class VoiceLink {
       if ('udp' in to && to.udp !== udp) {
         udp = to.udp;
         this.lastUdpAt = performance.now();
-        to.udp.on('message', () => {
+        to.udp.on('message', (message: Buffer) => {
+          if (message.length !== KEEP_ALIVE_BYTES) return;
           this.lastUdpAt = performance.now();
           this.udpAnswered = true;
         });

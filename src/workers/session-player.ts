@@ -215,7 +215,7 @@ export class SessionPlayer implements Pacer {
       if (this.voice && this.voice.silenceLeft > 0 && this.status !== 'playing' && this.status !== 'buffering') {
         // The trailing silence after a pause, a stop or the end, on the frames' own cadence.
         if (this.deadline <= now) {
-          this.voice.sendSilence();
+          this.voice.silenceStep();
           this.deadline += FRAME_MS;
         }
         return this.voice.silenceLeft > 0 ? this.deadline : Infinity;

@@ -73,7 +73,10 @@ export class VoiceLink {
   private udpAnswered = false;
   private readonly watchdog: NodeJS.Timeout;
   private destroyed = false;
-  /** Silence frames still to send before speaking stops. */
+  /**
+   * Steps of the trailing silence still to go: a silence frame each, and a last one, a frame
+   * later, that turns speaking off (so it cannot overtake the last frame on the way).
+   */
   silenceLeft = 0;
 
   constructor(
@@ -132,16 +135,16 @@ export class VoiceLink {
 
   /** Starts the trailing silence if audio went out since the last one; false if there is none to send. */
   beginSilence(): boolean {
-    this.silenceLeft = this.ready && this.isSpeaking() ? SILENCE_FRAMES : 0;
+    this.silenceLeft = this.ready && this.isSpeaking() ? SILENCE_FRAMES + 1 : 0;
     return this.silenceLeft > 0;
   }
 
-  /** Sends one frame of the trailing silence; after the last, speaking goes off. */
-  sendSilence(): void {
+  /** One step of the trailing silence: a silence frame, or after the last of them, speaking off. */
+  silenceStep(): void {
     if (this.silenceLeft <= 0) return;
     this.silenceLeft--;
-    this.send(SILENCE_FRAME);
-    if (this.silenceLeft === 0) this.connection.setSpeaking(false);
+    if (this.silenceLeft > 0) this.send(SILENCE_FRAME);
+    else this.connection.setSpeaking(false);
   }
 
   stats(): VoiceStats {

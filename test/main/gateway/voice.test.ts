@@ -209,7 +209,7 @@ function voiceSuite(mode: string, env: Record<string, string>) {
         expect(guild.packets.slice(-5).every((p) => p.silence)).toBe(true);
         expect(guild.packets.slice(0, -5).every((p) => !p.silence)).toBe(true);
         const off = guild.speaking.find((s) => s.speaking === 0)!;
-        expect(off.at).toBeGreaterThan(guild.packets.at(-1)!.at - 5);
+        expect(off.at).toBeGreaterThan(guild.packets.at(-1)!.at);
         expect(body.voice).toMatchObject({ status: 'ready', encryption: 'aead_aes256_gcm_rtpsize', dave: false, packets: 105, ssrc: guild.ssrc });
         expect(typeof body.voice.pingMs).toBe('number');
       }
@@ -249,25 +249,27 @@ function voiceSuite(mode: string, env: Record<string, string>) {
 
     it('a 300 ms block of the main thread leaves the cadence at the stand-in unchanged', async () => {
       const { id, guild } = await join(servers[0]!, 'block');
-      await play(id, 'tone:440?seconds=8');
+      await play(id, 'tone:440?seconds=9');
       await guild.waitForPackets(25);
+      // Two windows of 2.5 s (124 intervals: p99 is the second widest), the block in the middle of the second.
       const window = async (block: boolean) => {
         const from = performance.now();
         if (block) {
-          await sleep(300);
+          await sleep(1000);
           expect((await api('POST', '/debug/block?ms=300')).status).toBe(200);
-          await sleep(700);
+          await sleep(1200);
         } else {
-          await sleep(1300);
+          await sleep(2500);
         }
-        return cadence(guild.packets.filter((p) => p.at > from));
+        return cadence(guild.packets.filter((p) => p.at > from && p.at <= from + 2500));
       };
       const quiet = await window(false);
       const blocked = await window(true);
       console.log(`${mode} cadence without a block: ${formatCadence(quiet)}; with a 300 ms main-thread block: ${formatCadence(blocked)}`);
-      expect(blocked.count).toBeGreaterThan(55);
+      expect(blocked.count).toBeGreaterThan(115);
       expect(blocked.p99).toBeLessThanOrEqual(quiet.p99 + 2);
-      expect(blocked.max).toBeLessThan(100);
+      // A sender on the main thread would leave a hole of 300 ms or more.
+      expect(blocked.max).toBeLessThan(200);
       expect(breaks(guild.packets)).toEqual([]);
     });
   });

@@ -73,7 +73,8 @@ async function startEngine(dir: string, guilds: number): Promise<{ proc: Spawned
 
 async function runOnce(mode: string, n: number, seconds: number, block: boolean): Promise<Row> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'chorus-bench-voice-'));
-  const server = await VoiceServer.start({ decode: false });
+  // Discord's heartbeat interval (the stand-in's 1 s default closes a starved client with 4009).
+  const server = await VoiceServer.start({ decode: false, heartbeatIntervalMs: 13_750 });
   const specs = Array.from({ length: n }, (_, i) => {
     const creds = {
       guildId: `7${String(100000000000 + i)}`,

@@ -73,7 +73,7 @@ function text(defaultValue: string, meaning: string, allowed = 'any text'): VarS
 }
 
 /** RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens. */
-const HOST_NAME = /^(?=.{1,253}\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
+export const HOST_NAME = /^(?=.{1,253}\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
 
 function host(defaultValue: string, meaning: string): VarSpec<string> {
   return {
@@ -118,6 +118,26 @@ function addressList(meaning: string): VarSpec<string[]> {
     parse(raw) {
       const entries = base.parse(raw);
       return entries && entries.every((e) => net.isIP(e) !== 0) ? entries : undefined;
+    },
+  };
+}
+
+/**
+ * Comma-separated host patterns: a host name, an IP address, or `*.` and a domain (any name under
+ * it, not the domain itself). Lower-cased; any entry that is none of these makes the value bad.
+ */
+function hostPatterns(defaultValue: string, meaning: string): VarSpec<string[]> {
+  return {
+    defaultText: defaultValue,
+    allowed: 'comma-separated host names, IP addresses or *.domain patterns',
+    meaning,
+    parse(raw) {
+      const entries = raw
+        .split(',')
+        .map((e) => e.trim().toLowerCase())
+        .filter((e) => e.length > 0);
+      const valid = (e: string) => net.isIP(e) !== 0 || HOST_NAME.test(e.startsWith('*.') ? e.slice(2) : e);
+      return entries.length > 0 && entries.every(valid) ? entries : undefined;
     },
   };
 }
@@ -209,6 +229,10 @@ export const SCHEMA = {
   CHORUS_SLOW_LISTENER: oneOf(['wait', 'drop'] as const, 'wait', 'A listener that falls behind: wait for it (lose nothing) or drop frames for it (live).'),
   CHORUS_NO_LISTENER: oneOf(['pause', 'play'] as const, 'pause', 'A session nobody listens to: hold its place (pause) or play on unheard, like a radio (play).'),
   CHORUS_RTP_ALLOW: addressList('IP addresses RTP may be sent to besides loopback.'),
+  CHORUS_VOICE_ALLOW: hostPatterns(
+    '*.discord.media',
+    'Discord voice endpoints chorus may open WSS and UDP to (PUT /sessions/:id/voice); any other gets 403 and no connection.',
+  ),
   CHORUS_MAX_LISTENERS: int(1, 100_000, 64, 'WebSocket listeners one session may have; one more gets 429 on the upgrade.'),
   CHORUS_MAX_RTP_SINKS: int(1, 1024, 8, 'RTP targets one session may send to; one more gets 429.'),
   CHORUS_PLAY_RATE: int(1, 1000, 5, 'Plays (play or seek) one session may start per second, in bursts of as many; past it 429 with Retry-After.'),

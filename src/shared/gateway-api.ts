@@ -2,7 +2,7 @@
  * Shapes of the gateway's HTTP API answers, shared by the gateway, the web player and the load
  * scripts (browser-safe: no Node imports).
  */
-import type { SessionStateName } from './listener-protocol.js';
+import type { SessionStateName, VoiceStatus } from './listener-protocol.js';
 
 export interface SessionSummary {
   id: string;
@@ -29,6 +29,8 @@ export interface SessionSummary {
   dropped: number;
   /** Frames skipped for slow listeners under CHORUS_SLOW_LISTENER=drop. */
   skipped: number;
+  /** The session's Discord voice connection, if it has one (live figures: GET /sessions/:id's `voice`). */
+  voice?: { guildId: string; channelId: string; endpoint: string; status: VoiceStatus; reason?: string; closeCode?: number; rejoin?: boolean };
 }
 
 export interface SessionsResponse {

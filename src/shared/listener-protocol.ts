@@ -6,7 +6,10 @@
  *                   seq grows by 1 per frame of the session (a gap shows a loss or a skip);
  *                   timestamp counts 48 kHz samples of media time (+960 per frame), so it stays
  *                   continuous across pause/resume. Both wrap at 2^32.
- *   Text message    a JSON event: {"type":"state"|"ready"|"finished"|"error","session":id,…}
+ *   Text message    a JSON event: {"type":"state"|"ready"|"finished"|"error"|"voice","session":id,…}
+ *                   "voice": the session's Discord voice connection changed; `rejoin: true` asks
+ *                   the bot to rejoin the channel and PUT its new voice state (chorus cannot
+ *                   reach Discord's gateway itself)
  *   Client → server a JSON action: {"action":"play","url":…,"format"?}, {"action":"pause"},
  *                   {"action":"resume"}, {"action":"stop"}, {"action":"seek","seconds":n}
  */
@@ -57,12 +60,17 @@ export const SESSION_STATES = [
 ] as const;
 export type SessionStateName = (typeof SESSION_STATES)[number];
 
+/** A session's Discord voice connection: connecting (or resuming), ready, or disconnected and why. */
+export const VOICE_STATUSES = ['connecting', 'ready', 'disconnected'] as const;
+export type VoiceStatus = (typeof VOICE_STATUSES)[number];
+
 export type ListenerEvent =
   | { type: 'state'; session: string; state: SessionStateName; reason?: string }
   /** `duration`: the whole track's seconds; `startAt`: where in it this play starts (a seek's target). */
   | { type: 'ready'; session: string; duration?: number; startAt?: number }
   | { type: 'finished'; session: string }
-  | { type: 'error'; session: string; message: string };
+  | { type: 'error'; session: string; message: string }
+  | { type: 'voice'; session: string; status: VoiceStatus; reason?: string; closeCode?: number; rejoin?: boolean };
 
 export type ListenerAction =
   | { action: 'play'; url: string; format?: string }

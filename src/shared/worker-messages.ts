@@ -5,19 +5,22 @@
  *   piscina task  SlotTask: one task is one session slot. It runs until its session ends and
  *                 resolves with SlotResult, where the next play's seq and timestamp continue.
  *   comlink       SlotApi over SlotTask.port: attach a session, reset for a new track, pause,
- *                 resume, end of stream, listener count, RTP sinks, stats, close.
+ *                 resume, stop, end of stream, listener count, RTP sinks, the Discord voice
+                 state, stats, close.
  * Worker → main
  *   egress port   one per thread, handed to main with the thread's first attach:
  *                 'frames'  an ArrayBuffer of entries  u32 sid · u32 bytes · listener frame · pad
  *                           to 4 (native endianness: both ends are the same process), `used`
  *                           bytes of it filled
  *                 'state'   a session's player changed state (buffering, playing, finished, …)
+                 'voice'   a session's Discord voice connection changed state
  * Shared memory per session
  *   ring          src/shared/ring.ts: main produces frames, the worker consumes them
  *   control       Int32Array of CONTROL_WORDS: a flag main sets, counters the worker keeps, so
  *                 GET /sessions reads every session without a round trip
  */
 import type { AudioFormat } from './audio.js';
+import type { VoiceStatus } from './listener-protocol.js';
 import type { MessagePort } from 'node:worker_threads';
 
 /** Indices into a session's control Int32Array. */
@@ -99,6 +102,51 @@ export interface RtpSinkInfo {
   stream: RtpStream;
 }
 
+/**
+ * The bot's voice state for one guild, as Discord gave it to the bot: VOICE_STATE_UPDATE
+ * (channel, user, session) and VOICE_SERVER_UPDATE (token, endpoint). chorus connects with it.
+ */
+export interface VoiceServerState {
+  guildId: string;
+  channelId: string;
+  userId: string;
+  sessionId: string;
+  token: string;
+  /** host[:port] of the voice server: chorus opens wss://endpoint and UDP to the address it names. */
+  endpoint: string;
+}
+
+/** A voice connection's change of state, as the worker reports it. */
+export interface VoiceEvent {
+  status: VoiceStatus;
+  /** Why it is not ready: resuming, a close code's meaning, … */
+  reason?: string;
+  /** The voice gateway's close code that caused a disconnect. */
+  closeCode?: number;
+  /** The bot must send its voice state again (rejoin the channel, then PUT …/voice). */
+  rejoin?: boolean;
+}
+
+/** A voice connection now, for GET /sessions/:id. */
+export interface VoiceStats extends VoiceEvent {
+  endpoint: string;
+  channelId: string;
+  /** Round trip of the voice gateway's heartbeat, ms. */
+  pingMs?: number;
+  /** Transport encryption the server selected (aead_aes256_gcm_rtpsize, …). */
+  encryption?: string;
+  ssrc?: number;
+  /** DAVE end-to-end encryption is on (the server asked for a DAVE protocol version > 0). */
+  dave: boolean;
+  daveProtocolVersion: number;
+  /** Audio packets sent to the voice server (silence frames included). */
+  packets: number;
+  /** Voice gateway sessions resumed after a resumable close. */
+  resumes: number;
+  /** Fresh connections made (the first, a new endpoint, a new voice state, UDP silence). */
+  connects: number;
+}
+
 export interface WorkerSessionStats {
   status: PlayerStatus;
   sent: number;
@@ -107,6 +155,7 @@ export interface WorkerSessionStats {
   /** Lateness of sends against the session's own 20 ms deadlines, in ms. */
   sendLatenessMs: { p50: number; p99: number; max: number; count: number };
   rtp: RtpSinkInfo[];
+  voice?: VoiceStats;
 }
 
 export interface SlotApi {
@@ -117,11 +166,17 @@ export interface SlotApi {
   reset(paused: boolean): PlayerStatus;
   pause(): PlayerStatus;
   resume(): PlayerStatus;
+  /** The track is stopped: the player idles, the slot stays for its voice connection. */
+  stop(): PlayerStatus;
   /** Main has written the track's last frame: finish once the ring is drained. */
   endOfStream(): PlayerStatus;
   setListeners(count: number): PlayerStatus;
   addRtpSink(target: RtpTarget): RtpSinkInfo;
   removeRtpSink(target: RtpTarget): boolean;
+  /** Connects (or reconnects, when anything changed) the session's Discord voice. */
+  setVoice(state: VoiceServerState): VoiceEvent;
+  /** Leaves voice; the slot ends once no track is under way either. */
+  leaveVoice(): boolean;
   stats(): WorkerSessionStats;
   /** Ends the slot's task (stop, or the session is gone). */
   close(): void;
@@ -131,7 +186,8 @@ export interface SlotApi {
 
 export type EgressMessage =
   | { kind: 'frames'; batch: ArrayBuffer; used: number }
-  | { kind: 'state'; sid: number; status: PlayerStatus; reason?: string };
+  | { kind: 'state'; sid: number; status: PlayerStatus; reason?: string }
+  | { kind: 'voice'; sid: number; voice: VoiceEvent };
 
 /** Bytes of an egress entry's own header (sid, bytes). */
 export const EGRESS_ENTRY_HEADER_BYTES = 8;

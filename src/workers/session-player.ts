@@ -1,7 +1,15 @@
 /**
  * One session's player inside a worker thread: waits for a prebuffer, then takes one frame from
  * its ring every 20 ms on its own deadline clock (deadline += 20 ms, never "now + 20 ms", so it
- * does not drift), and delivers it to the main thread (WebSocket listeners) and to its RTP sinks.
+ * does not drift), and delivers it to the main thread (WebSocket listeners), to its RTP sinks and
+ * to its Discord voice connection.
+ *
+ * Discord voice: speaking goes on as the player starts playing, before its first packet; on
+ * pause, stop and end five silence frames follow on the same clock, then speaking goes off.
+ * While the connection is not ready (connecting, resuming, moving to a new endpoint) the player
+ * holds, taking nothing from its ring, so no frame is lost; when it is disconnected for good
+ * (4014, or a close the bot must answer by rejoining) the session pauses with the reason, and
+ * plays on from there once a new voice state makes the connection ready.
  *
  * What happens to frames that are late: a frame whose deadline has passed is still sent, at
  * once and in order — nothing is skipped for lateness, so `wait` loses nothing — and counted as
@@ -17,6 +25,7 @@ import { Control, PLAYER_STATUSES, type NoListenerBehavior, type PlayerStatus, t
 import type { EgressBatch } from './egress-batch.js';
 import type { Pacer } from './scheduler.js';
 import { RtpSinks } from './rtp-sink.js';
+import type { VoiceLink } from './voice-link.js';
 
 const MAX_FRAMES_PER_WAKE = 10;
 const CATCH_UP_LIMIT_MS = 200;
@@ -24,6 +33,8 @@ const CATCH_UP_LIMIT_MS = 200;
 const BUFFER_POLL_FAST_MS = 2;
 const BUFFER_POLL_SLOW_MS = 20;
 const BUFFER_FAST_FOR_MS = 200;
+/** How long before its first packet a voice connection's Speaking goes out. */
+const SPEAKING_LEAD_MS = 5;
 /** How often a player held by a slow listener checks whether it may go on. */
 const HOLD_POLL_MS = 5;
 
@@ -61,8 +72,12 @@ export class SessionPlayer implements Pacer {
   private held = false;
   private endOfStream = false;
   private crashRequested = false;
+  /** Paused because the voice connection was lost: a ready connection resumes it. */
+  private voicePaused = false;
   private readonly lateness = new Histogram(1000, 0.1);
   readonly rtp: RtpSinks;
+  /** The session's Discord voice connection, while it has one (set by its slot). */
+  voice: VoiceLink | undefined;
 
   constructor(
     init: SessionInit,
@@ -102,6 +117,7 @@ export class SessionPlayer implements Pacer {
   reset(paused: boolean): number {
     this.endOfStream = false;
     this.held = false;
+    this.voicePaused = false;
     if (paused) {
       this.setStatus('paused');
       return Infinity;
@@ -110,8 +126,41 @@ export class SessionPlayer implements Pacer {
   }
 
   pause(): number {
-    if (this.isActive()) this.setStatus('paused');
-    return Infinity;
+    this.voicePaused = false;
+    if (!this.isActive()) return this.wakeAt;
+    this.setStatus('paused');
+    return this.trailingSilence(this.host.now());
+  }
+
+  /** The track is stopped (its slot stays for the voice connection): idle after the silence. */
+  stop(): number {
+    this.endOfStream = false;
+    this.held = false;
+    this.voicePaused = false;
+    const wasActive = this.isActive();
+    this.setStatus('idle');
+    return wasActive ? this.trailingSilence(this.host.now()) : Infinity;
+  }
+
+  /** The voice connection changed state (or came or went): hold, pause, or play on. */
+  voiceChanged(reason?: string): number {
+    const now = this.host.now();
+    const voice = this.voice;
+    if (voice?.status === 'disconnected') {
+      if (this.status === 'buffering' || this.status === 'playing') {
+        this.voicePaused = true;
+        this.held = false;
+        this.setStatus('paused', reason ?? 'voice disconnected');
+        return Infinity;
+      }
+      return this.wakeAt;
+    }
+    if (this.voicePaused && this.status === 'paused' && voice?.ready) {
+      this.voicePaused = false;
+      return this.continuePlaying(now);
+    }
+    if (this.held && this.status === 'playing') return now;
+    return this.reconsider();
   }
 
   resume(): number {
@@ -148,13 +197,13 @@ export class SessionPlayer implements Pacer {
       underruns: Atomics.load(this.control, Control.Underruns),
       sendLatenessMs: { p50: p.p50, p99: p.p99, max: p.max, count: p.count },
       rtp: this.rtp.info(),
+      ...(this.voice ? { voice: this.voice.stats() } : {}),
     };
   }
 
   /** Ends the player for good: no more wakes. */
   end(status: 'finished' | 'error', reason?: string): void {
     this.setStatus(status, reason);
-    this.rtp.close();
     this.onEnded();
   }
 
@@ -164,6 +213,14 @@ export class SessionPlayer implements Pacer {
       if (this.crashRequested) {
         this.crashRequested = false;
         throw new Error('debug: session crash requested');
+      }
+      if (this.voice && this.voice.silenceLeft > 0 && this.status !== 'playing' && this.status !== 'buffering') {
+        // The trailing silence after a pause, a stop or the end, on the frames' own cadence.
+        if (this.deadline <= now) {
+          this.voice.silenceStep();
+          this.deadline += FRAME_MS;
+        }
+        return this.voice.silenceLeft > 0 ? this.deadline : Infinity;
       }
       switch (this.status) {
         case 'buffering':
@@ -184,7 +241,29 @@ export class SessionPlayer implements Pacer {
   }
 
   private audible(): boolean {
-    return this.noListener === 'play' || this.listeners > 0 || this.rtp.count > 0;
+    return this.noListener === 'play' || this.listeners > 0 || this.rtp.count > 0 || this.voice !== undefined;
+  }
+
+  /**
+   * The first deadline of a clock (re)started at `now`. A voice connection that is not speaking
+   * says so first, SPEAKING_LEAD_MS ahead: written at once, the Speaking message could otherwise
+   * reach the server after the first datagram.
+   */
+  private restartClock(now: number): number {
+    const voice = this.voice;
+    if (voice?.ready && !voice.isSpeaking) {
+      voice.speaking(true);
+      return this.host.clockStart(now + SPEAKING_LEAD_MS);
+    }
+    voice?.speaking(true);
+    return this.host.clockStart(now);
+  }
+
+  /** After audio stopped going out: five silence frames on the clock, if the voice was speaking. */
+  private trailingSilence(now: number): number {
+    if (!this.voice?.beginSilence()) return Infinity;
+    this.deadline = Math.max(this.deadline, this.host.clockStart(now));
+    return this.deadline;
   }
 
   private continuePlaying(now: number): number {
@@ -192,7 +271,7 @@ export class SessionPlayer implements Pacer {
     // Resume plays the buffered audio at once: the next frame is due at the next grid point.
     this.setStatus('playing');
     this.held = false;
-    this.deadline = this.host.clockStart(now);
+    this.deadline = this.restartClock(now);
     return this.deadline;
   }
 
@@ -210,7 +289,7 @@ export class SessionPlayer implements Pacer {
     const have = this.ring.records();
     if (have >= this.prebufferFrames || (this.endOfStream && have > 0)) {
       this.setStatus('playing');
-      this.deadline = this.host.clockStart(now);
+      this.deadline = this.restartClock(now);
       return this.playing(now);
     }
     if (this.endOfStream) {
@@ -230,17 +309,23 @@ export class SessionPlayer implements Pacer {
       Atomics.add(this.control, Control.HeldTicks, 1);
       return now + HOLD_POLL_MS;
     }
+    if (this.voice && !this.voice.ready) {
+      // Connecting or resuming: the frames wait in the ring. voiceChanged() wakes the player.
+      this.held = true;
+      return Infinity;
+    }
     if (this.held) {
-      // A slow listener caught up: go on from here, the held frames all still to come.
+      // A slow listener caught up, or the voice connection is ready again: go on from here, the
+    // held frames all still to come.
       this.held = false;
-      this.deadline = this.host.clockStart(now);
+      this.deadline = this.restartClock(now);
     }
     let sent = 0;
     while (this.deadline <= now && sent < MAX_FRAMES_PER_WAKE) {
       if (!this.sendOne()) {
         if (this.endOfStream) {
           this.end('finished');
-          return Infinity;
+          return this.trailingSilence(now);
         }
         Atomics.add(this.control, Control.Underruns, 1);
         return this.enterBuffering(now);
@@ -273,6 +358,7 @@ export class SessionPlayer implements Pacer {
       payload = this.host.scratch.subarray(0, len);
     }
     if (this.rtp.count > 0) this.rtp.send(payload, this.seq, this.timestamp);
+    this.voice?.send(payload);
     this.seq = (this.seq + 1) >>> 0;
     this.timestamp = (this.timestamp + FRAME_SAMPLES) >>> 0;
     Atomics.add(this.control, Control.Sent, 1);

@@ -2,7 +2,9 @@
  * The gateway's session worker: a piscina task file. Each task is one session slot; up to
  * CHORUS_SESSIONS_PER_THREAD slots share a thread, its scheduler and its egress port. A slot is
  * started ahead of need (pre-warmed), waits for attach() over comlink, then paces its session
- * until the session ends; the task's result says where seq and timestamp continue.
+ * until the session ends; the task's result says where seq and timestamp continue. A slot with
+ * a Discord voice connection lives on between tracks (the bot stays in its channel) until the
+ * voice is left or the session closed.
  */
 import { MessageChannel, threadId, type MessagePort } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
@@ -17,10 +19,13 @@ import type {
   SlotApi,
   SlotResult,
   SlotTask,
+  VoiceEvent,
+  VoiceServerState,
 } from '../shared/worker-messages.js';
 import { EgressBatch } from './egress-batch.js';
 import { Scheduler } from './scheduler.js';
 import { SessionPlayer, type PlayerHost } from './session-player.js';
+import { VoiceLink } from './voice-link.js';
 
 /**
  * Session clocks on one thread start on this grid (see PlayerHost.clockStart): a start or a
@@ -57,6 +62,12 @@ class ThreadContext implements PlayerHost {
     this.port.postMessage(message);
   }
 
+  postVoice(sid: number, voice: VoiceEvent): void {
+    this.batch.flush();
+    const message: EgressMessage = { kind: 'voice', sid, voice };
+    this.port.postMessage(message);
+  }
+
   now(): number {
     return performance.now();
   }
@@ -70,6 +81,10 @@ let thread: ThreadContext | undefined;
 
 class Slot {
   private player: SessionPlayer | undefined;
+  private voice: VoiceLink | undefined;
+  /** No track under way (finished, failed or stopped): the slot stays only for its voice. */
+  private trackDone = false;
+  private finished = false;
   private finish!: (result: SlotResult) => void;
   readonly ended = new Promise<SlotResult>((resolve) => {
     this.finish = resolve;
@@ -78,9 +93,16 @@ class Slot {
   readonly api: SlotApi = {
     ready: () => true,
     attach: (init) => this.attach(init),
-    reset: (paused) => this.run((p) => p.reset(paused)),
+    reset: (paused) => {
+      this.trackDone = false;
+      return this.run((p) => p.reset(paused));
+    },
     pause: () => this.run((p) => p.pause()),
     resume: () => this.run((p) => p.resume()),
+    stop: () => {
+      this.trackDone = true;
+      return this.run((p) => p.stop());
+    },
     endOfStream: () => this.run((p) => p.markEndOfStream()),
     setListeners: (count) => this.run((p) => p.setListeners(count)),
     addRtpSink: (target) => {
@@ -93,6 +115,8 @@ class Slot {
       this.run((p) => p.reconsider());
       return removed;
     },
+    setVoice: (state) => this.setVoice(state),
+    leaveVoice: () => this.leaveVoice(),
     stats: () => this.need().stats(),
     close: () => this.close(),
     crash: (kind) => {
@@ -112,7 +136,10 @@ class Slot {
     if (this.player) throw new Error('slot already attached');
     thread ??= ThreadContext.create();
     const ctx = thread;
-    this.player = new SessionPlayer(init, new Ring(init.ring), maxPayloadBytes(init.format), ctx, () => this.settle());
+    this.player = new SessionPlayer(init, new Ring(init.ring), maxPayloadBytes(init.format), ctx, () => {
+      this.trackDone = true;
+      if (!this.voice) this.settle();
+    });
     const egress = ctx.mainEnd;
     ctx.mainEnd = undefined;
     return egress ? Comlink.transfer({ threadId, egress }, [egress]) : { threadId };
@@ -130,16 +157,48 @@ class Slot {
     return p.current;
   }
 
+  private setVoice(state: VoiceServerState): VoiceEvent {
+    const p = this.need();
+    if (this.voice) return this.voice.update(state);
+    const sid = p.sid;
+    const link = new VoiceLink(state, (event) => {
+      if (this.voice !== link) return;
+      thread!.postVoice(sid, event);
+      this.run((player) => player.voiceChanged(event.reason));
+    });
+    this.voice = link;
+    p.voice = link;
+    this.run((player) => player.voiceChanged());
+    return { status: link.status };
+  }
+
+  private leaveVoice(): boolean {
+    const link = this.voice;
+    if (!link) return false;
+    this.voice = undefined;
+    link.destroy();
+    const p = this.need();
+    p.voice = undefined;
+    if (this.trackDone) this.settle();
+    else this.run((player) => player.voiceChanged());
+    return true;
+  }
+
   private close(): void {
+    this.voice?.destroy();
+    this.voice = undefined;
     if (this.player) {
+      this.player.voice = undefined;
       thread!.scheduler.schedule(this.player, Infinity);
-      this.player.rtp.close();
     }
     this.settle();
   }
 
   private settle(): void {
+    if (this.finished) return;
+    this.finished = true;
     const p = this.player;
+    p?.rtp.close();
     this.finish({ nextSeq: p?.nextSeq ?? 0, nextTimestamp: p?.nextTimestamp ?? 0 });
   }
 }

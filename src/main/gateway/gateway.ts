@@ -13,7 +13,15 @@ import { FrameIdTable, frameKey, sessionIdError, sessionIdOfKey, type SessionEve
 import { framesIn } from '../../shared/audio.js';
 import type { SessionsResponse, SessionSummary } from '../../shared/gateway-api.js';
 import type { GatewayHealth } from '../../shared/health.js';
-import type { EgressMessage, RtpSinkInfo, RtpTarget, SessionInit, WorkerSessionStats } from '../../shared/worker-messages.js';
+import type {
+  EgressMessage,
+  RtpSinkInfo,
+  RtpTarget,
+  SessionInit,
+  VoiceEvent,
+  VoiceServerState,
+  WorkerSessionStats,
+} from '../../shared/worker-messages.js';
 import { logger } from '../../shared/log.js';
 import { Redactor } from '../../shared/redact.js';
 import { forEachEgressEntry } from '../../workers/egress-batch.js';
@@ -308,7 +316,8 @@ export class Gateway {
     }
     const session = this.bySid.get(message.sid);
     if (!session) return;
-    session.onPlayerStatus(message.status, message.reason);
+    if (message.kind === 'voice') session.onVoice(message.voice);
+    else session.onPlayerStatus(message.status, message.reason);
   };
 
   private readonly deliver = (sid: number, frame: Buffer): void => {
@@ -470,8 +479,11 @@ export class Gateway {
     const session = this.session(id, false);
     return session.exclusive(async () => {
       if (session.active) {
+        const slot = session.slot;
+        // With a voice connection the slot stays: the bot remains in its channel between tracks.
+        const kept = session.voice !== undefined && slot?.alive === true && (await slot.call((api) => api.stop()).then(() => true, () => false));
         session.endTrack();
-        this.releaseSlot(session);
+        if (!kept) this.releaseSlot(session);
         session.state = reason === undefined ? { status: 'stopped' } : { status: 'stopped', reason };
         await this.engine.control(id, 'stop').catch((err: Error) => log.warn('engine stop failed', { session: id, message: err.message }));
       }
@@ -508,6 +520,40 @@ export class Gateway {
       if (i < 0) return false;
       session.rtpSinks.splice(i, 1);
       if (session.slot?.alive) await session.slot.call((api) => api.removeRtpSink(target)).catch(() => false);
+      return true;
+    });
+  }
+
+  /**
+   * Connects the session to the bot's voice channel (or reconnects, when the state changed). A
+   * session without a track gets a worker slot now, so the connection is up before the first play.
+   */
+  async setVoice(id: string, state: VoiceServerState): Promise<VoiceEvent> {
+    const session = this.session(id, true);
+    return session.exclusive(async () => {
+      session.voice = { ...state };
+      const slot = session.slot;
+      if (slot?.alive) {
+        session.onVoice(await slot.call((api) => api.setVoice(state)));
+      } else {
+        await session.slotClosing;
+        session.ensureRing();
+        // A new slot connects with session.voice as it attaches.
+        await this.attachSlot(session);
+      }
+      return session.voiceEvent!;
+    });
+  }
+
+  /** Leaves the voice channel's connection; false if the session had none. */
+  async leaveVoice(id: string): Promise<boolean> {
+    const session = this.session(id, false);
+    return session.exclusive(async () => {
+      if (!session.voice) return false;
+      session.voice = undefined;
+      session.voiceEvent = undefined;
+      const slot = session.slot;
+      if (slot?.alive) await slot.call((api) => api.leaveVoice()).catch(() => false);
       return true;
     });
   }
@@ -567,10 +613,17 @@ export class Gateway {
     this.releaseSlot(session);
     // The closing slot reports where seq and timestamp continue: wait for it.
     await session.slotClosing;
+    const slot = await this.attachSlot(session);
+    for (const target of session.rtpSinks) await slot.call((api) => api.addRtpSink(target));
+    session.onPlayerStatus(await slot.call((api) => api.reset(paused)));
+  }
+
+  /** A new worker slot for the session (its ring made already), with its voice connection if it has one. */
+  private async attachSlot(session: GatewaySession): Promise<Slot> {
     const init: SessionInit = {
       sid: session.sid,
       sessionId: session.id,
-      format: session.track!.format,
+      format: session.format,
       ring: session.ring!.buffer,
       control: session.control.buffer as SharedArrayBuffer,
       prebufferFrames: this.config.CHORUS_PREBUFFER_MS === 0 ? 1 : framesIn(this.config.CHORUS_PREBUFFER_MS),
@@ -602,13 +655,15 @@ export class Gateway {
           session.fail(`session worker thread failed: ${err.message}`);
           void this.engine.control(session.id, 'stop').catch(() => undefined);
         }
+        if (session.voice) session.onVoice({ status: 'disconnected', reason: `voice lost with its worker thread: ${err.message}` });
       },
     );
-    for (const target of session.rtpSinks) await slot.call((api) => api.addRtpSink(target));
     // A listener that came while the slot was booting was told to no slot: under
     // CHORUS_NO_LISTENER=pause the track would stay autopaused with someone listening.
     if (session.listeners.size !== init.listeners) await slot.call((api) => api.setListeners(session.listeners.size));
-    session.onPlayerStatus(await slot.call((api) => api.reset(paused)));
+    const voice = session.voice;
+    if (voice) session.onVoice(await slot.call((api) => api.setVoice(voice)));
+    return slot;
   }
 
   /** Lets go of the session's slot; session.slotClosing settles when it has ended. */
@@ -643,7 +698,7 @@ export class Gateway {
     for (const session of this.sessions.values()) {
       if (session.pausedSince > 0 && now - session.pausedSince > idleMs) {
         void this.stop(session.id, `idle for more than ${this.config.CHORUS_IDLE_TIMEOUT_S} s`).catch(() => undefined);
-      } else if (!session.active && session.listeners.size === 0 && now - session.lastActive > LINGER_MS) {
+      } else if (!session.active && !session.voice && session.listeners.size === 0 && now - session.lastActive > LINGER_MS) {
         this.forget(session);
       }
     }

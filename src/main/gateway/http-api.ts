@@ -5,6 +5,7 @@
  *   POST   /sessions/:id/pause | resume | stop
  *   POST   /sessions/:id/seek     {"seconds"}
  *   POST   /sessions/:id/rtp      {"host","port"}    DELETE the same to remove
+ *   PUT    /sessions/:id/voice    the bot's voice state (voice-state.ts); DELETE leaves
  *   GET    /sessions/:id/sdp[?port=n]
  *   GET    /sessions  /sessions/:id  /health  /metrics  and the web player (static.ts)
  *   GET    /ws?session=id         WebSocket listener (src/shared/listener-protocol.ts)
@@ -31,6 +32,7 @@ import type { GatewaySession } from './session.js';
 import { RefusedError } from './limits.js';
 import { renderMetrics } from './metrics.js';
 import { serveStatic } from './static.js';
+import { parseVoiceState } from './voice-state.js';
 
 const log = logger('gateway');
 const MAX_URL_CHARS = 4096;
@@ -43,7 +45,7 @@ const CLOSE_TRY_AGAIN = 1013;
 
 const URL_WITH_AUTHORITY = /^[a-z][a-z0-9+.-]*:\/\//i;
 
-const SESSION_ROUTE = /^\/sessions\/([^/]+)(?:\/(play|pause|resume|stop|seek|rtp|sdp))?$/;
+const SESSION_ROUTE = /^\/sessions\/([^/]+)(?:\/(play|pause|resume|stop|seek|rtp|sdp|voice))?$/;
 
 /** What every request handler needs: the gateway, its config and its access policy. */
 interface Ctx {
@@ -297,7 +299,21 @@ async function sessionRoute(
     // A listener learns how its session plays, not its source (a URL may carry credentials).
     if (grant.kind === 'listen') delete summary.url;
     const worker = await gateway.workerStats(id);
-    return sendJson(res, 200, { session: summary, ...(worker ? { worker } : {}) });
+    // The voice connection's live figures come from the worker; without one, what main knows.
+    const voice = worker?.voice ?? summary.voice;
+    return sendJson(res, 200, { session: summary, ...(worker ? { worker } : {}), ...(voice ? { voice } : {}) });
+  }
+  if (action === 'voice') {
+    if (method === 'PUT') {
+      const state = parseVoiceState(await readJson(req, maxBody), config.CHORUS_VOICE_ALLOW);
+      return sendJson(res, 200, { voice: await gateway.setVoice(id, state) });
+    }
+    if (method === 'DELETE') {
+      await readBody(req, maxBody);
+      if (!(await gateway.leaveVoice(id))) throw new HttpError(404, 'session has no voice connection');
+      return sendJson(res, 200, { left: true });
+    }
+    throw methodNotAllowed(method, 'PUT, DELETE');
   }
   if (action === 'sdp') {
     if (method !== 'GET') throw methodNotAllowed(method, 'GET');

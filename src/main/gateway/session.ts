@@ -12,7 +12,7 @@ import { FRAME_MS, framesIn, maxPayloadBytes, type AudioFormat } from '../../sha
 import type { ListenerEvent, SessionStateName } from '../../shared/listener-protocol.js';
 import type { SessionSummary } from '../../shared/gateway-api.js';
 import type { ReadyEvent } from '../../shared/protocol.js';
-import { CONTROL_WORDS, Control, type PlayerStatus, type RtpTarget } from '../../shared/worker-messages.js';
+import { CONTROL_WORDS, Control, type PlayerStatus, type RtpTarget, type VoiceEvent, type VoiceServerState } from '../../shared/worker-messages.js';
 import { HIGH_WATER_BYTES, Listener, type SlowListenerPolicy } from './listener.js';
 import type { Slot } from './slot-pool.js';
 import type { Redactor } from '../../shared/redact.js';
@@ -31,9 +31,11 @@ export interface Track {
 
 type PlayingStatus = 'starting' | 'buffering' | 'playing' | 'paused' | 'autopaused';
 
+const log = logger('gateway');
+
 export type SessionState =
   | { status: 'idle' }
-  | { status: PlayingStatus; track: Track }
+  | { status: PlayingStatus; track: Track; reason?: string }
   | { status: 'finished'; track: Track }
   | { status: 'stopped'; reason?: string }
   | { status: 'error'; reason: string };
@@ -42,7 +44,6 @@ export type SessionState =
 const NOBODY_LISTENS = 'nobody is listening (CHORUS_NO_LISTENER=pause): it plays as soon as a listener connects to /ws?session=<id> or an RTP sink is added';
 
 const NOMINAL_BITRATE: Record<StreamFormat, number> = { opus: 128_000, web: 256_000 };
-const log = logger('gateway');
 
 /** What the demux counts, over all sessions (the gateway's /metrics). */
 export interface DemuxCounters {
@@ -70,6 +71,10 @@ export class GatewaySession {
   slotClosing: Promise<void> = Promise.resolve();
 
   readonly rtpSinks: RtpTarget[] = [];
+  /** The bot's voice state, while the session is to be in a voice channel. */
+  voice: VoiceServerState | undefined;
+  /** The voice connection's last reported state. */
+  voiceEvent: VoiceEvent | undefined;
   /** Frames the engine may still send under credits already granted. */
   outstanding = 0;
   /** The engine took the current track's play: credit may be granted for it. */
@@ -91,8 +96,9 @@ export class GatewaySession {
   /** The credit flag of the frame being demuxed, for the Ogg reader's packets. */
   private oggCredit = false;
   private oversizeLogged = false;
-  /** The last status the worker reported for the current track. */
+  /** The last status the worker reported for the current track, and why (a pause for lost voice). */
   private playerStatus: PlayerStatus = 'idle';
+  private playerReason: string | undefined;
 
   nextSeq = 0;
   nextTimestamp = 0;
@@ -155,6 +161,18 @@ export class GatewaySession {
   }
 
   // ---- tracks and the ring ----
+
+  /** Format of the ring (opus until a track says otherwise). */
+  get format(): StreamFormat {
+    return this.ringFormat ?? 'opus';
+  }
+
+  /** A ring before any track, for a worker slot that holds only a voice connection so far. */
+  ensureRing(): void {
+    if (this.ring) return;
+    this.ring = Ring.create(ringBytes(this.ringMs, 'opus'));
+    this.ringFormat = 'opus';
+  }
 
   /** Prepares for a new track: an empty ring of the right size, no credit, frames refused. */
   beginTrack(track: Track): { ringChanged: boolean } {
@@ -299,6 +317,7 @@ export class GatewaySession {
 
   onPlayerStatus(status: PlayerStatus, reason?: string): void {
     this.playerStatus = status;
+    this.playerReason = reason;
     if (status === 'finished') {
       const track = this.track;
       if (track && this.active) {
@@ -319,7 +338,7 @@ export class GatewaySession {
     const track = this.track;
     if (!track || !this.active) return;
     const s = this.playerStatus;
-    if (s === 'paused' || s === 'autopaused') this.state = { status: s, track };
+    if (s === 'paused' || s === 'autopaused') this.state = this.playerReason === undefined ? { status: s, track } : { status: s, track, reason: this.playerReason };
     else if (!this.readySeen) this.state = { status: 'starting', track };
     else if (s === 'buffering' || s === 'playing') this.state = { status: s, track };
   }
@@ -329,6 +348,15 @@ export class GatewaySession {
     this.endTrack();
     this.state = { status: 'error', reason };
     this.broadcast({ type: 'error', session: this.id, message: reasonOf(this.current)! });
+  }
+
+  /** The voice connection changed: every listener (the bot among them) hears of it. */
+  onVoice(event: VoiceEvent): void {
+    const old = this.voiceEvent;
+    this.voiceEvent = event;
+    if (old && old.status === event.status && old.reason === event.reason) return;
+    if (event.status === 'disconnected') log.warn('voice disconnected', { session: this.id, reason: event.reason, rejoin: event.rejoin });
+    this.broadcast({ type: 'voice', session: this.id, ...event });
   }
 
   // ---- listeners ----
@@ -402,6 +430,9 @@ export class GatewaySession {
       out.url = track.url;
       out.startAt = track.startAt;
       if (track.duration !== undefined) out.duration = track.duration;
+    }
+    if (this.voice) {
+      out.voice = { guildId: this.voice.guildId, channelId: this.voice.channelId, endpoint: this.voice.endpoint, ...(this.voiceEvent ?? { status: 'connecting' }) };
     }
     return out;
   }

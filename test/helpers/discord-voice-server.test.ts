@@ -18,6 +18,7 @@ import {
   OPUS_SILENCE,
   VoiceClose,
   VoiceOp,
+  VoiceServer,
   XCHACHA20_POLY1305_RTPSIZE,
   hchacha20,
   startDiscordVoiceServer,
@@ -196,6 +197,49 @@ describe('audio from @discordjs/voice through the stand-in', () => {
       expect(voice.violations).toEqual([]);
     });
   }
+
+  it('an AudioPlayer (the ordinary way, on its own 20 ms clock) plays the tone through too, then silence', async () => {
+    const voice = await standIn();
+    const c = await connected(voice);
+    c.send({ cmd: 'player', hz: 440, frames: 50 });
+    const { opus } = await played(c, 440, 50);
+    await voice.until(() => voice.speaking.at(-1)?.speaking === 0, 'speaking off');
+    await voice.waitForPackets(54);
+    expect(voice.packets.slice(0, 50).map((p) => p.opus)).toEqual(opus);
+    // 0.19.2 prepares five padding frames but goes idle before dispatching the fifth: four arrive.
+    const padding = voice.packets.slice(50);
+    expect(padding.length).toBeGreaterThanOrEqual(4);
+    expect(padding.length).toBeLessThanOrEqual(5);
+    expect(padding.every((p) => p.silence)).toBe(true);
+    expect(Math.abs(dominantFrequency(channel(voice.pcm(5, 50))) - 440)).toBeLessThan(2);
+    expect(voice.violations).toEqual([]);
+  });
+
+  it('serves two guilds on one host apart: each hears only its own tone, from its own SSRC', async () => {
+    const server = await VoiceServer.start();
+    cleanups.push(() => server.stop());
+    const guilds = [
+      { creds: { ...CREDS, guildId: '200000000000000011', token: 'token-a' }, hz: 330 },
+      { creds: { ...CREDS, guildId: '200000000000000012', token: 'token-b', sessionId: 'session-b' }, hz: 880 },
+    ].map(({ creds, hz }) => ({ creds, hz, voice: server.guild(creds) }));
+    await Promise.all(
+      guilds.map(async ({ creds, hz, voice }) => {
+        const c = client(voice);
+        c.join(voice, creds);
+        await c.waitForStatus('ready');
+        c.send({ cmd: 'play', hz, frames: 60 });
+        await played(c, hz, 60);
+        await voice.waitForPackets(65);
+      }),
+    );
+    expect(guilds[0]!.voice.ssrc).not.toBe(guilds[1]!.voice.ssrc);
+    for (const { hz, voice } of guilds) {
+      expect(voice.packets).toHaveLength(65);
+      expect(new Set(voice.packets.map((p) => p.ssrc))).toEqual(new Set([voice.ssrc]));
+      expect(Math.abs(dominantFrequency(channel(voice.pcm(5, 60))) - hz)).toBeLessThan(2);
+    }
+    expect(server.violations).toEqual([]);
+  });
 
   it('resumes after a 4015 close mid-tone: same session, seq continuous, missed numbered messages re-sent', async () => {
     const voice = await standIn();

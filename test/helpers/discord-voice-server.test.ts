@@ -404,7 +404,9 @@ describe('the stand-in is strict', () => {
     expect(ready).toMatchObject({ ssrc: voice.ssrc, ip: '127.0.0.1', modes: [AES256_GCM_RTPSIZE] });
 
     const udp = dgram.createSocket('udp4');
-    cleanups.push(() => udp.close());
+    cleanups.push(() => {
+      udp.close();
+    });
     await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', () => resolve()));
     const replied = new Promise<Buffer>((resolve) => udp.once('message', resolve));
     const request = Buffer.alloc(74);
@@ -500,7 +502,7 @@ describe('XChaCha20-Poly1305 from node:crypto and HChaCha20', () => {
       const tag = sealed.subarray(sealed.length - 16);
       expect(xchacha20Poly1305Open(key, nonce, aad, ct, tag)).toEqual(plain);
       const bad = Buffer.from(ct);
-      bad[0] ^= 1;
+      bad[0] = bad[0]! ^ 1;
       expect(() => xchacha20Poly1305Open(key, nonce, aad, bad, tag)).toThrow();
     }
   });

@@ -99,6 +99,11 @@ class VoiceClient {
     return this.waitFor((e) => e.event === 'state' && e.status === status, `state ${status}`, from, timeoutMs);
   }
 
+  /** Error events the library emitted (connection 'error'), as messages. */
+  errors(): string[] {
+    return this.events.filter((e) => e.event === 'error').map((e) => e.message as string);
+  }
+
   statuses(): string[] {
     return this.events.filter((e) => e.event === 'state').map((e) => e.status as string);
   }
@@ -163,6 +168,7 @@ describe('@discordjs/voice 0.19 on this Node against the stand-in', () => {
     await voice.until(() => voice.session?.lastSeqAck === 1, 'seq_ack 1 heartbeated');
     await voice.until(() => voice.keepAlives >= 1, 'a UDP keep-alive');
     expect(voice.violations).toEqual([]);
+    expect(c.errors()).toEqual([]);
   });
 });
 
@@ -195,6 +201,7 @@ describe('audio from @discordjs/voice through the stand-in', () => {
       const heard = dominantFrequency(channel(voice.pcm(5, 100)));
       expect(Math.abs(heard - 440)).toBeLessThan(2);
       expect(voice.violations).toEqual([]);
+      expect(c.errors()).toEqual([]);
     });
   }
 
@@ -213,6 +220,7 @@ describe('audio from @discordjs/voice through the stand-in', () => {
     expect(padding.every((p) => p.silence)).toBe(true);
     expect(Math.abs(dominantFrequency(channel(voice.pcm(5, 50))) - 440)).toBeLessThan(2);
     expect(voice.violations).toEqual([]);
+    expect(c.errors()).toEqual([]);
   });
 
   it('serves two guilds on one host apart: each hears only its own tone, from its own SSRC', async () => {
@@ -267,6 +275,7 @@ describe('audio from @discordjs/voice through the stand-in', () => {
     expect(c.statuses()).not.toContain('signalling');
     expect(c.statuses()).not.toContain('disconnected');
     expect(voice.violations).toEqual([]);
+    expect(c.errors()).toEqual([]);
   });
 
   it('a 4014 close leaves the connection disconnected with that code, and it does not come back', async () => {
@@ -279,6 +288,7 @@ describe('audio from @discordjs/voice through the stand-in', () => {
     expect(voice.connections).toHaveLength(1);
     expect(c.events.filter((e) => e.event === 'payload')).toHaveLength(1); // only the join
     expect(voice.violations).toEqual([]);
+    expect(c.errors()).toEqual([]);
   });
 
   it('a 4006 close makes the library ask the bot to rejoin; a new VOICE_SERVER_UPDATE starts a new session', async () => {
@@ -298,6 +308,7 @@ describe('audio from @discordjs/voice through the stand-in', () => {
     await voice.waitForPackets(25);
     expect(new Set(voice.packets.map((p) => p.session))).toEqual(new Set([2]));
     expect(voice.violations).toEqual([]);
+    expect(c.errors()).toEqual([]);
   });
 });
 
@@ -461,6 +472,40 @@ describe('the stand-in is strict', () => {
     expect((await gw.next(VoiceOp.HeartbeatAck)).d).toEqual({ t: 7 });
     await voice.until(() => kinds().includes('seq_ack'), 'seq_ack past the last seq flagged');
     expect(kinds()).toEqual(['speaking', 'decrypt', 'nonce', 'rtp-header', 'seq_ack']);
+  });
+
+  it('echoes UDP keep-alives until muteUdp(), then answers nothing on UDP for that session', async () => {
+    const voice = await standIn({ heartbeatIntervalMs: 10_000 });
+    const gw = await RawGateway.open(voice);
+    gw.identify();
+    const ready = (await gw.next(VoiceOp.Ready)).d;
+    const udp = dgram.createSocket('udp4');
+    cleanups.push(() => {
+      udp.close();
+    });
+    await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', () => resolve()));
+    const answers: Buffer[] = [];
+    udp.on('message', (m) => answers.push(m));
+    const discovery = Buffer.alloc(74);
+    discovery.writeUInt16BE(1, 0);
+    discovery.writeUInt16BE(70, 2);
+    discovery.writeUInt32BE(ready.ssrc, 4);
+    const keepAlive = Buffer.from([7, 0, 0, 0, 0, 0, 0, 0]);
+    const settle = () => new Promise((r) => setTimeout(r, 200));
+    udp.send(discovery, ready.port, ready.ip);
+    await settle();
+    udp.send(keepAlive, ready.port, ready.ip);
+    await settle();
+    expect(answers.map((a) => a.length)).toEqual([74, 8]);
+    expect(answers[1]).toEqual(keepAlive);
+
+    voice.muteUdp();
+    udp.send(keepAlive, ready.port, ready.ip);
+    udp.send(discovery, ready.port, ready.ip);
+    await settle();
+    expect(answers).toHaveLength(2);
+    expect([voice.keepAlives, voice.keepAlivesEchoed]).toEqual([2, 1]);
+    expect(voice.violations).toEqual([]);
   });
 
   it('refuses a Resume after a 4014 close with 4006, and accepts one after 4015', async () => {

@@ -49,7 +49,10 @@
  * UDP (one port for all guilds, told apart by SSRC):
  * - IP discovery: a 74-byte request (type 1, length 70, the guild's SSRC) gets a 74-byte response
  *   (type 2, length 70, SSRC, the sender's address NUL-terminated in 64 bytes, its port, all big
- *   endian). The 8-byte keep-alives @discordjs/voice sends every 5 s are counted, not answered.
+ *   endian). The 8-byte keep-alives @discordjs/voice sends every 5 s are counted and echoed back,
+ *   as Discord's servers have done (undocumented; `echoKeepAlives: false` models a server that
+ *   does not). `muteUdp()` makes the guild's current session get no UDP answer at all (a voice
+ *   server gone quiet); the next Identify's session is answered again.
  * - RTP: version 2, payload type 0x78, the guild's SSRC, from the address/port selected, after
  *   Session Description; the unencrypted header is 12 bytes + CSRCs + the extension preamble
  *   ("rtpsize"), the last 4 bytes are the nonce counter, which must go up. Decrypted with
@@ -142,6 +145,8 @@ export interface VoiceServerOptions {
   decode?: boolean;
   /** How late a Speaking may arrive after the first RTP packet of a session; default 50 ms. */
   speakingGraceMs?: number;
+  /** Echo each 8-byte UDP keep-alive back to its sender; default true. */
+  echoKeepAlives?: boolean;
 }
 
 export interface ReceivedPacket {
@@ -213,6 +218,8 @@ interface Session {
   speakingOn: boolean;
   speakingOnAt?: number;
   speakingCheckPending: boolean;
+  /** muteUdp(): nothing on UDP is answered for this session. */
+  udpMuted: boolean;
   decoder?: InstanceType<typeof OpusEncoder>;
 }
 
@@ -230,8 +237,9 @@ export class VoiceGuild {
   readonly connections: ConnectionRecord[] = [];
   /** Violations that belong to this guild; `violations` adds the server's unattributed ones. */
   readonly ownViolations: Violation[] = [];
-  /** 8-byte UDP keep-alives received. */
+  /** 8-byte UDP keep-alives received, and how many of them were echoed. */
   keepAlives = 0;
+  keepAlivesEchoed = 0;
   readonly ssrc: number;
   readonly otherUserIds: string[];
   private credentials: { userId: string; sessionId: string; token: string };
@@ -289,6 +297,12 @@ export class VoiceGuild {
   /** Sends Client Disconnect (op 13, numbered) for `userId`: re-sent after a resume if unacknowledged. */
   clientDisconnect(userId: string): void {
     this.server.sendNumbered(this, { op: VoiceOp.ClientDisconnect, d: { user_id: userId } });
+  }
+
+  /** From now on the current session gets no UDP answer (no keep-alive echo, no IP discovery reply). */
+  muteUdp(): void {
+    if (!this.session) throw new Error(`guild ${this.guildId} has no session to mute`);
+    this.session.udpMuted = true;
   }
 
   /** s16le stereo PCM of packets [from, to) concatenated (decoding must be on). */
@@ -383,6 +397,7 @@ export class VoiceServer {
   readonly heartbeatIntervalMs: number;
   readonly decode: boolean;
   readonly speakingGraceMs: number;
+  readonly echoKeepAlives: boolean;
   private readonly guilds = new Map<string, VoiceGuild>();
   private readonly bySsrc = new Map<number, VoiceGuild>();
   private readonly open = new Set<Connection>();
@@ -399,6 +414,7 @@ export class VoiceServer {
     this.heartbeatIntervalMs = options.heartbeatIntervalMs ?? 1000;
     this.decode = options.decode ?? true;
     this.speakingGraceMs = options.speakingGraceMs ?? 50;
+    this.echoKeepAlives = options.echoKeepAlives ?? true;
     wss.on('connection', (ws, req) => this.onConnection(ws, req.url ?? ''));
     udp.on('message', (msg, rinfo) => this.onDatagram(msg, rinfo));
   }
@@ -657,7 +673,7 @@ export class VoiceServer {
       this.closeConnection(guild.current, VoiceClose.SessionNoLongerValid, 'replaced by a new Identify');
     }
     const number = (guild.session?.number ?? 0) + 1;
-    guild.session = { number, sent: [], seq: 0, lastSeqAck: -1, resumable: false, speakingOn: false, speakingCheckPending: false };
+    guild.session = { number, sent: [], seq: 0, lastSeqAck: -1, resumable: false, speakingOn: false, speakingCheckPending: false, udpMuted: false };
     guild.current = conn;
     conn.record.session = number;
     conn.record.established = true;
@@ -774,6 +790,10 @@ export class VoiceServer {
       const guild = this.guildFromAddress(rinfo);
       if (guild) {
         guild.keepAlives++;
+        if (this.echoKeepAlives && !guild.session?.udpMuted) {
+          this.udp.send(msg, rinfo.port, rinfo.address);
+          guild.keepAlivesEchoed++;
+        }
         guild.notify();
       }
       return;
@@ -802,6 +822,7 @@ export class VoiceServer {
       return;
     }
     guild.session.discovered = { address: rinfo.address, port: rinfo.port };
+    if (guild.session.udpMuted) return;
     const res = Buffer.alloc(IP_DISCOVERY_BYTES);
     res.writeUInt16BE(2, 0);
     res.writeUInt16BE(70, 2);

@@ -124,6 +124,7 @@ const NONCE_BYTES = 4;
 const TAG_BYTES = 16;
 const IP_DISCOVERY_BYTES = 74;
 const KEEP_ALIVE_BYTES = 8;
+const UDP_RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024;
 
 export interface GuildCredentials {
   guildId: string;
@@ -430,7 +431,9 @@ export class VoiceServer {
       server.once('error', reject);
       server.listen(0, '127.0.0.1', () => resolve());
     });
-    const udp = dgram.createSocket('udp4');
+    // Many guilds send here at once: a deep receive queue rides out a stall of this process's event
+    // loop, so a burst is not lost here and blamed on the sender (the kernel caps it at rmem_max).
+    const udp = dgram.createSocket({ type: 'udp4', recvBufferSize: UDP_RECEIVE_BUFFER_BYTES });
     await new Promise<void>((resolve, reject) => {
       udp.once('error', reject);
       udp.bind(0, '127.0.0.1', () => resolve());
@@ -445,6 +448,11 @@ export class VoiceServer {
 
   get udpPort(): number {
     return this.udp.address().port;
+  }
+
+  /** The UDP receive buffer the kernel granted (asked: 4 MiB). */
+  get udpReceiveBufferBytes(): number {
+    return this.udp.getRecvBufferSize();
   }
 
   /** Expects a guild's voice connection with these credentials. */

@@ -95,7 +95,8 @@ class VoiceClient {
     });
   }
 
-  waitForStatus(status: string, from = 0, timeoutMs = 10_000): Promise<ClientEvent> {
+  // A child process that loads the library, opus and davey can take seconds to boot on a loaded machine.
+  waitForStatus(status: string, from = 0, timeoutMs = 20_000): Promise<ClientEvent> {
     return this.waitFor((e) => e.event === 'state' && e.status === status, `state ${status}`, from, timeoutMs);
   }
 
@@ -149,7 +150,7 @@ async function played(c: VoiceClient, hz: number, frames: number, from = 0): Pro
   return { sent: e.sent as boolean[], opus: (e.opus as string[]).map((b) => Buffer.from(b, 'base64')) };
 }
 
-describe('@discordjs/voice 0.19 on this Node against the stand-in', () => {
+describe('@discordjs/voice 0.19 on this Node against the stand-in', { timeout: 60_000 }, () => {
   it('loads (with @snazzah/davey), identifies, discovers its IP, selects a protocol and reaches Ready', async () => {
     const voice = await standIn();
     const c = await connected(voice);
@@ -172,7 +173,7 @@ describe('@discordjs/voice 0.19 on this Node against the stand-in', () => {
   });
 });
 
-describe('audio from @discordjs/voice through the stand-in', () => {
+describe('audio from @discordjs/voice through the stand-in', { timeout: 60_000 }, () => {
   for (const mode of [AES256_GCM_RTPSIZE, XCHACHA20_POLY1305_RTPSIZE] as const) {
     it(`playOpusPacket of a 440 Hz tone arrives decrypted (${mode}), in order, after Speaking, and decodes to 440 Hz`, async () => {
       const voice = await standIn({ modes: [mode] });
@@ -249,34 +250,40 @@ describe('audio from @discordjs/voice through the stand-in', () => {
     expect(server.violations).toEqual([]);
   });
 
-  it('resumes after a 4015 close mid-tone: same session, seq continuous, missed numbered messages re-sent', async () => {
-    const voice = await standIn();
-    const c = await connected(voice);
-    const otherUser = voice.otherUserIds[0]!;
-    c.send({ cmd: 'play', hz: 523, frames: 200 });
-    await voice.waitForPackets(50);
-    voice.close(VoiceClose.VoiceServerCrashed, 'test: resumable close');
-    // Sent while the client is away: seq 2 must reach it after the resume (it acknowledged 1).
-    voice.clientDisconnect(otherUser);
-    const resumed = await voice.waitForEstablished('resume', 1);
-    expect(resumed.seqAck).toBe(1);
-    expect(voice.connections[0]).toMatchObject({ kind: 'identify', closeCode: 4015, closedBy: 'server' });
-    const { sent } = await played(c, 523, 200);
-    const dispatched = sent.filter(Boolean).length;
-    await voice.waitForPackets(dispatched);
-    await voice.until(() => voice.session!.lastSeqAck === 2, 'seq_ack 2 after re-delivery');
+  const cuts: [string, (voice: VoiceGuild) => void, number][] = [
+    ['a 4015 close', (voice) => voice.close(VoiceClose.VoiceServerCrashed, 'test: resumable close'), 4015],
+    ['a dropped connection (no close frame)', (voice) => voice.drop(), 1006],
+  ];
+  for (const [what, cut, code] of cuts) {
+    it(`resumes after ${what} mid-tone: same session, seq continuous, missed numbered messages re-sent`, async () => {
+      const voice = await standIn();
+      const c = await connected(voice);
+      const otherUser = voice.otherUserIds[0]!;
+      c.send({ cmd: 'play', hz: 523, frames: 200 });
+      await voice.waitForPackets(50);
+      cut(voice);
+      // Sent while the client is away: seq 2 must reach it after the resume (it acknowledged 1).
+      voice.clientDisconnect(otherUser);
+      const resumed = await voice.waitForEstablished('resume', 1);
+      expect(resumed.seqAck).toBe(1);
+      expect(voice.connections[0]).toMatchObject({ kind: 'identify', closeCode: code, closedBy: 'server' });
+      const { sent } = await played(c, 523, 200);
+      const dispatched = sent.filter(Boolean).length;
+      await voice.waitForPackets(dispatched);
+      await voice.until(() => voice.session!.lastSeqAck === 2, 'seq_ack 2 after re-delivery');
 
-    // Every packet the library dispatched arrived, in one session, with no break in seq/timestamp.
-    expect(voice.packets).toHaveLength(dispatched);
-    expect(new Set(voice.packets.map((p) => p.session))).toEqual(new Set([1]));
-    expect(voice.packets.at(-1)!.at).toBeGreaterThan(resumed.openedAt);
-    // The library speaks again after a resume, and never went back to signalling.
-    expect(voice.speaking.filter((s) => s.speaking === 1).length).toBeGreaterThanOrEqual(2);
-    expect(c.statuses()).not.toContain('signalling');
-    expect(c.statuses()).not.toContain('disconnected');
-    expect(voice.violations).toEqual([]);
-    expect(c.errors()).toEqual([]);
-  });
+      // Every packet the library dispatched arrived, in one session, with no break in seq/timestamp.
+      expect(voice.packets).toHaveLength(dispatched);
+      expect(new Set(voice.packets.map((p) => p.session))).toEqual(new Set([1]));
+      expect(voice.packets.at(-1)!.at).toBeGreaterThan(resumed.openedAt);
+      // The library speaks again after a resume, and never went back to signalling.
+      expect(voice.speaking.filter((s) => s.speaking === 1).length).toBeGreaterThanOrEqual(2);
+      expect(c.statuses()).not.toContain('signalling');
+      expect(c.statuses()).not.toContain('disconnected');
+      expect(voice.violations).toEqual([]);
+      expect(c.errors()).toEqual([]);
+    });
+  }
 
   it('a 4014 close leaves the connection disconnected with that code, and it does not come back', async () => {
     const voice = await standIn();

@@ -190,8 +190,9 @@ export interface ConnectionRecord {
   openedAt: number;
   /** How it began: 'identify' (a new session) or 'resume'. */
   kind?: 'identify' | 'resume';
-  /** Identify's max_dave_protocol_version, or Resume's seq_ack. */
+  /** Identify's max_dave_protocol_version (@discordjs/voice with @snazzah/davey offers 1). */
   maxDaveProtocolVersion?: unknown;
+  /** Resume's seq_ack. */
   seqAck?: number;
   /** Ready (identify) or Resumed (resume) was sent. */
   established: boolean;
@@ -202,16 +203,22 @@ export interface ConnectionRecord {
   session: number;
 }
 
-interface Session {
+/** One voice session of a guild: from an Identify until the next one; a Resume continues it. */
+export interface VoiceSession {
+  /** 1 for the guild's first Identify, then +1 per Identify. */
   number: number;
   secretKey?: Buffer;
+  /** The mode Select Protocol chose. */
   mode?: EncryptionMode;
   /** Where IP discovery saw the client's UDP socket. */
   discovered?: { address: string; port: number };
+  /** What Select Protocol named: RTP must come from there. */
   selected?: { address: string; port: number };
   /** Numbered server messages, for re-delivery on resume. */
   sent: { seq: number; message: string }[];
+  /** The last seq sent. */
   seq: number;
+  /** The highest seq_ack the client has heartbeated (or resumed with); -1 before any. */
   lastSeqAck: number;
   resumable: boolean;
   lastNonce?: number;
@@ -245,7 +252,7 @@ export class VoiceGuild {
   readonly otherUserIds: string[];
   private credentials: { userId: string; sessionId: string; token: string };
   /** The session now on (or last on) the wire; undefined before the first Identify. */
-  session?: Session;
+  session?: VoiceSession;
   current?: Connection;
   private readonly waiters = new Set<() => void>();
 

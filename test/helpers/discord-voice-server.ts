@@ -11,8 +11,9 @@
  *   // the client process needs NODE_EXTRA_CA_CERTS=voice.caFile (@discordjs/voice dials wss://)
  *   PUT /sessions/x/voice { guildId, userId, sessionId, token, endpoint: voice.endpoint, … }
  *   await voice.waitForPackets(50);
- *   voice.packets[i]  // { at, seq, timestamp, nonce, opus, pcm, silence, session }
- *   voice.speaking    // [{ at, speaking, delay, ssrc }]
+ *   voice.packets[i]  // { at, seq, timestamp, ssrc, marker, nonce, opus, pcm, silence, session }
+ *   voice.speaking    // [{ at, speaking, delay, ssrc, session }]
+ *   voice.connections // each WebSocket: { kind: 'identify'|'resume', established, closeCode, … }
  *   voice.close(4015) // resumable: the client should Resume; 4006/4014 end the session
  *   voice.violations  // everything that broke the protocol: tests expect []
  *   await voice.stop();

@@ -364,7 +364,6 @@ export class VoiceGuild {
 }
 
 interface TestTls {
-  dir: string;
   caFile: string;
   key: Buffer;
   cert: Buffer;
@@ -372,10 +371,29 @@ interface TestTls {
 
 let tls: TestTls | undefined;
 
-/** A test CA and a certificate it signed for 127.0.0.1 and localhost, made once per process. */
+/** Removes the TLS directories of test processes that are gone (killed before their exit hook ran). */
+function removeStaleTlsDirs(): void {
+  for (const name of fs.readdirSync(os.tmpdir())) {
+    const pid = Number(/^chorus-voice-tls-(\d+)-/.exec(name)?.[1]);
+    if (!pid || pid === process.pid) continue;
+    try {
+      process.kill(pid, 0);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ESRCH') fs.rmSync(path.join(os.tmpdir(), name), { recursive: true, force: true });
+    }
+  }
+}
+
+/**
+ * A test CA and a certificate it signed for 127.0.0.1 and localhost, made once per process, so
+ * that a client started with one stand-in's caFile trusts every later stand-in of this process.
+ * Only the CA certificate stays on disk (the keys are kept in memory); the directory goes at exit.
+ */
 function testTls(): TestTls {
   if (tls) return tls;
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'chorus-voice-tls-'));
+  removeStaleTlsDirs();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `chorus-voice-tls-${process.pid}-`));
+  process.once('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
   const p = (name: string) => path.join(dir, name);
   const openssl = (args: string[]) => {
     try {
@@ -393,8 +411,8 @@ function testTls(): TestTls {
   fs.writeFileSync(p('server.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
   openssl(['x509', '-req', '-in', p('server.csr'), '-CA', p('ca.pem'), '-CAkey', p('ca.key'), '-CAcreateserial',
     '-out', p('server.pem'), '-days', '2', '-extfile', p('server.ext')]);
-  tls = { dir, caFile: p('ca.pem'), key: fs.readFileSync(p('server.key')), cert: fs.readFileSync(p('server.pem')) };
-  process.once('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+  tls = { caFile: p('ca.pem'), key: fs.readFileSync(p('server.key')), cert: fs.readFileSync(p('server.pem')) };
+  for (const name of fs.readdirSync(dir)) if (name !== 'ca.pem') fs.rmSync(p(name));
   return tls;
 }
 

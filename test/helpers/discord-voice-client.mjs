@@ -9,12 +9,15 @@
 //   { cmd: 'server-update', token, endpoint }   a new VOICE_SERVER_UPDATE
 //   { cmd: 'play', hz, frames }   a tone, Opus-encoded 20 ms at a time (@discordjs/opus), sent with
 //       playOpusPacket on a 20 ms deadline clock, then five silence frames and speaking off
+//   { cmd: 'player', hz, frames }   the same tone the ordinary way: an AudioPlayer playing an Opus
+//       AudioResource (the library's own 20 ms clock, silence padding and speaking)
 //   { cmd: 'destroy' }
 // Events (to the parent): 'hello' (versions), 'state' (status changes), 'payload', 'played', 'error'.
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { Readable } from 'node:stream';
 
 const require = createRequire(import.meta.url);
 const voice = require('@discordjs/voice');
@@ -94,10 +97,15 @@ function toneFrame(encoder, hz, index) {
   return encoder.encode(pcm);
 }
 
-async function play({ hz, frames }) {
+function tone(hz, frames) {
   const encoder = new OpusEncoder(SAMPLE_RATE, 2);
   const packets = [];
   for (let i = 0; i < frames; i++) packets.push(toneFrame(encoder, hz, i));
+  return packets;
+}
+
+async function play({ hz, frames }) {
+  const packets = tone(hz, frames);
   for (let i = 0; i < 5; i++) packets.push(SILENCE);
   // playOpusPacket returns true when the packet went out, undefined when the connection was not ready.
   const sent = [];
@@ -111,11 +119,25 @@ async function play({ hz, frames }) {
   send({ event: 'played', sent, opus: packets.map((p) => p.toString('base64')) });
 }
 
+function playWithPlayer({ hz, frames }) {
+  const packets = tone(hz, frames);
+  const player = voice.createAudioPlayer();
+  player.on('error', (err) => send({ event: 'error', message: err.message }));
+  player.on('stateChange', (from, to) => {
+    if (from.status !== voice.AudioPlayerStatus.Idle && to.status === voice.AudioPlayerStatus.Idle) {
+      send({ event: 'played', opus: packets.map((p) => p.toString('base64')) });
+    }
+  });
+  connection.subscribe(player);
+  player.play(voice.createAudioResource(Readable.from(packets), { inputType: voice.StreamType.Opus }));
+}
+
 process.on('message', (msg) => {
   try {
     if (msg.cmd === 'join') join(msg);
     else if (msg.cmd === 'server-update') voiceServerUpdate(msg.token, msg.endpoint);
     else if (msg.cmd === 'play') play(msg).catch((err) => send({ event: 'error', message: err.message }));
+    else if (msg.cmd === 'player') playWithPlayer(msg);
     else if (msg.cmd === 'destroy') {
       if (connection && connection.state.status !== 'destroyed') connection.destroy();
       process.disconnect();

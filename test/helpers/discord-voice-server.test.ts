@@ -18,6 +18,7 @@ import {
   OPUS_SILENCE,
   VoiceClose,
   VoiceOp,
+  VoiceServer,
   XCHACHA20_POLY1305_RTPSIZE,
   hchacha20,
   startDiscordVoiceServer,
@@ -94,8 +95,14 @@ class VoiceClient {
     });
   }
 
-  waitForStatus(status: string, from = 0, timeoutMs = 10_000): Promise<ClientEvent> {
+  // A child process that loads the library, opus and davey can take seconds to boot on a loaded machine.
+  waitForStatus(status: string, from = 0, timeoutMs = 20_000): Promise<ClientEvent> {
     return this.waitFor((e) => e.event === 'state' && e.status === status, `state ${status}`, from, timeoutMs);
+  }
+
+  /** Error events the library emitted (connection 'error'), as messages. */
+  errors(): string[] {
+    return this.events.filter((e) => e.event === 'error').map((e) => e.message as string);
   }
 
   statuses(): string[] {
@@ -143,7 +150,7 @@ async function played(c: VoiceClient, hz: number, frames: number, from = 0): Pro
   return { sent: e.sent as boolean[], opus: (e.opus as string[]).map((b) => Buffer.from(b, 'base64')) };
 }
 
-describe('@discordjs/voice 0.19 on this Node against the stand-in', () => {
+describe('@discordjs/voice 0.19 on this Node against the stand-in', { timeout: 60_000 }, () => {
   it('loads (with @snazzah/davey), identifies, discovers its IP, selects a protocol and reaches Ready', async () => {
     const voice = await standIn();
     const c = await connected(voice);
@@ -162,10 +169,11 @@ describe('@discordjs/voice 0.19 on this Node against the stand-in', () => {
     await voice.until(() => voice.session?.lastSeqAck === 1, 'seq_ack 1 heartbeated');
     await voice.until(() => voice.keepAlives >= 1, 'a UDP keep-alive');
     expect(voice.violations).toEqual([]);
+    expect(c.errors()).toEqual([]);
   });
 });
 
-describe('audio from @discordjs/voice through the stand-in', () => {
+describe('audio from @discordjs/voice through the stand-in', { timeout: 60_000 }, () => {
   for (const mode of [AES256_GCM_RTPSIZE, XCHACHA20_POLY1305_RTPSIZE] as const) {
     it(`playOpusPacket of a 440 Hz tone arrives decrypted (${mode}), in order, after Speaking, and decodes to 440 Hz`, async () => {
       const voice = await standIn({ modes: [mode] });
@@ -194,36 +202,88 @@ describe('audio from @discordjs/voice through the stand-in', () => {
       const heard = dominantFrequency(channel(voice.pcm(5, 100)));
       expect(Math.abs(heard - 440)).toBeLessThan(2);
       expect(voice.violations).toEqual([]);
+      expect(c.errors()).toEqual([]);
     });
   }
 
-  it('resumes after a 4015 close mid-tone: same session, seq continuous, missed numbered messages re-sent', async () => {
+  it('an AudioPlayer (the ordinary way, on its own 20 ms clock) plays the tone through too, then silence', async () => {
     const voice = await standIn();
     const c = await connected(voice);
-    const otherUser = voice.otherUserIds[0]!;
-    c.send({ cmd: 'play', hz: 523, frames: 200 });
-    await voice.waitForPackets(50);
-    voice.close(VoiceClose.VoiceServerCrashed, 'test: resumable close');
-    // Sent while the client is away: seq 2 must reach it after the resume (it acknowledged 1).
-    voice.clientDisconnect(otherUser);
-    const resumed = await voice.waitForEstablished('resume', 1);
-    expect(resumed.seqAck).toBe(1);
-    expect(voice.connections[0]).toMatchObject({ kind: 'identify', closeCode: 4015, closedBy: 'server' });
-    const { sent } = await played(c, 523, 200);
-    const dispatched = sent.filter(Boolean).length;
-    await voice.waitForPackets(dispatched);
-    await voice.until(() => voice.session!.lastSeqAck === 2, 'seq_ack 2 after re-delivery');
-
-    // Every packet the library dispatched arrived, in one session, with no break in seq/timestamp.
-    expect(voice.packets).toHaveLength(dispatched);
-    expect(new Set(voice.packets.map((p) => p.session))).toEqual(new Set([1]));
-    expect(voice.packets.at(-1)!.at).toBeGreaterThan(resumed.openedAt);
-    // The library speaks again after a resume, and never went back to signalling.
-    expect(voice.speaking.filter((s) => s.speaking === 1).length).toBeGreaterThanOrEqual(2);
-    expect(c.statuses()).not.toContain('signalling');
-    expect(c.statuses()).not.toContain('disconnected');
+    c.send({ cmd: 'player', hz: 440, frames: 50 });
+    const { opus } = await played(c, 440, 50);
+    await voice.until(() => voice.speaking.at(-1)?.speaking === 0, 'speaking off');
+    await voice.waitForPackets(54);
+    expect(voice.packets.slice(0, 50).map((p) => p.opus)).toEqual(opus);
+    // 0.19.2 prepares five padding frames but goes idle before dispatching the fifth: four arrive.
+    const padding = voice.packets.slice(50);
+    expect(padding.length).toBeGreaterThanOrEqual(4);
+    expect(padding.length).toBeLessThanOrEqual(5);
+    expect(padding.every((p) => p.silence)).toBe(true);
+    expect(Math.abs(dominantFrequency(channel(voice.pcm(5, 50))) - 440)).toBeLessThan(2);
     expect(voice.violations).toEqual([]);
+    expect(c.errors()).toEqual([]);
   });
+
+  it('serves two guilds on one host apart: each hears only its own tone, from its own SSRC', async () => {
+    const server = await VoiceServer.start();
+    cleanups.push(() => server.stop());
+    const guilds = [
+      { creds: { ...CREDS, guildId: '200000000000000011', token: 'token-a' }, hz: 330 },
+      { creds: { ...CREDS, guildId: '200000000000000012', token: 'token-b', sessionId: 'session-b' }, hz: 880 },
+    ].map(({ creds, hz }) => ({ creds, hz, voice: server.guild(creds) }));
+    await Promise.all(
+      guilds.map(async ({ creds, hz, voice }) => {
+        const c = client(voice);
+        c.join(voice, creds);
+        await c.waitForStatus('ready');
+        c.send({ cmd: 'play', hz, frames: 60 });
+        await played(c, hz, 60);
+        await voice.waitForPackets(65);
+      }),
+    );
+    expect(guilds[0]!.voice.ssrc).not.toBe(guilds[1]!.voice.ssrc);
+    for (const { hz, voice } of guilds) {
+      expect(voice.packets).toHaveLength(65);
+      expect(new Set(voice.packets.map((p) => p.ssrc))).toEqual(new Set([voice.ssrc]));
+      expect(Math.abs(dominantFrequency(channel(voice.pcm(5, 60))) - hz)).toBeLessThan(2);
+    }
+    expect(server.violations).toEqual([]);
+  });
+
+  const cuts: [string, (voice: VoiceGuild) => void, number][] = [
+    ['a 4015 close', (voice) => voice.close(VoiceClose.VoiceServerCrashed, 'test: resumable close'), 4015],
+    ['a dropped connection (no close frame)', (voice) => voice.drop(), 1006],
+  ];
+  for (const [what, cut, code] of cuts) {
+    it(`resumes after ${what} mid-tone: same session, seq continuous, missed numbered messages re-sent`, async () => {
+      const voice = await standIn();
+      const c = await connected(voice);
+      const otherUser = voice.otherUserIds[0]!;
+      c.send({ cmd: 'play', hz: 523, frames: 200 });
+      await voice.waitForPackets(50);
+      cut(voice);
+      // Sent while the client is away: seq 2 must reach it after the resume (it acknowledged 1).
+      voice.clientDisconnect(otherUser);
+      const resumed = await voice.waitForEstablished('resume', 1);
+      expect(resumed.seqAck).toBe(1);
+      expect(voice.connections[0]).toMatchObject({ kind: 'identify', closeCode: code, closedBy: 'server' });
+      const { sent } = await played(c, 523, 200);
+      const dispatched = sent.filter(Boolean).length;
+      await voice.waitForPackets(dispatched);
+      await voice.until(() => voice.session!.lastSeqAck === 2, 'seq_ack 2 after re-delivery');
+
+      // Every packet the library dispatched arrived, in one session, with no break in seq/timestamp.
+      expect(voice.packets).toHaveLength(dispatched);
+      expect(new Set(voice.packets.map((p) => p.session))).toEqual(new Set([1]));
+      expect(voice.packets.at(-1)!.at).toBeGreaterThan(resumed.openedAt);
+      // The library speaks again after a resume, and never went back to signalling.
+      expect(voice.speaking.filter((s) => s.speaking === 1).length).toBeGreaterThanOrEqual(2);
+      expect(c.statuses()).not.toContain('signalling');
+      expect(c.statuses()).not.toContain('disconnected');
+      expect(voice.violations).toEqual([]);
+      expect(c.errors()).toEqual([]);
+    });
+  }
 
   it('a 4014 close leaves the connection disconnected with that code, and it does not come back', async () => {
     const voice = await standIn();
@@ -235,6 +295,7 @@ describe('audio from @discordjs/voice through the stand-in', () => {
     expect(voice.connections).toHaveLength(1);
     expect(c.events.filter((e) => e.event === 'payload')).toHaveLength(1); // only the join
     expect(voice.violations).toEqual([]);
+    expect(c.errors()).toEqual([]);
   });
 
   it('a 4006 close makes the library ask the bot to rejoin; a new VOICE_SERVER_UPDATE starts a new session', async () => {
@@ -254,6 +315,7 @@ describe('audio from @discordjs/voice through the stand-in', () => {
     await voice.waitForPackets(25);
     expect(new Set(voice.packets.map((p) => p.session))).toEqual(new Set([2]));
     expect(voice.violations).toEqual([]);
+    expect(c.errors()).toEqual([]);
   });
 });
 
@@ -360,7 +422,9 @@ describe('the stand-in is strict', () => {
     expect(ready).toMatchObject({ ssrc: voice.ssrc, ip: '127.0.0.1', modes: [AES256_GCM_RTPSIZE] });
 
     const udp = dgram.createSocket('udp4');
-    cleanups.push(() => udp.close());
+    cleanups.push(() => {
+      udp.close();
+    });
     await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', () => resolve()));
     const replied = new Promise<Buffer>((resolve) => udp.once('message', resolve));
     const request = Buffer.alloc(74);
@@ -417,6 +481,40 @@ describe('the stand-in is strict', () => {
     expect(kinds()).toEqual(['speaking', 'decrypt', 'nonce', 'rtp-header', 'seq_ack']);
   });
 
+  it('echoes UDP keep-alives until muteUdp(), then answers nothing on UDP for that session', async () => {
+    const voice = await standIn({ heartbeatIntervalMs: 10_000 });
+    const gw = await RawGateway.open(voice);
+    gw.identify();
+    const ready = (await gw.next(VoiceOp.Ready)).d;
+    const udp = dgram.createSocket('udp4');
+    cleanups.push(() => {
+      udp.close();
+    });
+    await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', () => resolve()));
+    const answers: Buffer[] = [];
+    udp.on('message', (m) => answers.push(m));
+    const discovery = Buffer.alloc(74);
+    discovery.writeUInt16BE(1, 0);
+    discovery.writeUInt16BE(70, 2);
+    discovery.writeUInt32BE(ready.ssrc, 4);
+    const keepAlive = Buffer.from([7, 0, 0, 0, 0, 0, 0, 0]);
+    const settle = () => new Promise((r) => setTimeout(r, 200));
+    udp.send(discovery, ready.port, ready.ip);
+    await settle();
+    udp.send(keepAlive, ready.port, ready.ip);
+    await settle();
+    expect(answers.map((a) => a.length)).toEqual([74, 8]);
+    expect(answers[1]).toEqual(keepAlive);
+
+    voice.muteUdp();
+    udp.send(keepAlive, ready.port, ready.ip);
+    udp.send(discovery, ready.port, ready.ip);
+    await settle();
+    expect(answers).toHaveLength(2);
+    expect([voice.keepAlives, voice.keepAlivesEchoed]).toEqual([2, 1]);
+    expect(voice.violations).toEqual([]);
+  });
+
   it('refuses a Resume after a 4014 close with 4006, and accepts one after 4015', async () => {
     const voice = await standIn();
     const first = await RawGateway.open(voice);
@@ -456,7 +554,7 @@ describe('XChaCha20-Poly1305 from node:crypto and HChaCha20', () => {
       const tag = sealed.subarray(sealed.length - 16);
       expect(xchacha20Poly1305Open(key, nonce, aad, ct, tag)).toEqual(plain);
       const bad = Buffer.from(ct);
-      bad[0] ^= 1;
+      bad[0] = bad[0]! ^ 1;
       expect(() => xchacha20Poly1305Open(key, nonce, aad, bad, tag)).toThrow();
     }
   });

@@ -11,8 +11,9 @@
  *   // the client process needs NODE_EXTRA_CA_CERTS=voice.caFile (@discordjs/voice dials wss://)
  *   PUT /sessions/x/voice { guildId, userId, sessionId, token, endpoint: voice.endpoint, … }
  *   await voice.waitForPackets(50);
- *   voice.packets[i]  // { at, seq, timestamp, nonce, opus, pcm, silence, session }
- *   voice.speaking    // [{ at, speaking, delay, ssrc }]
+ *   voice.packets[i]  // { at, seq, timestamp, ssrc, marker, nonce, opus, pcm, silence, session }
+ *   voice.speaking    // [{ at, speaking, delay, ssrc, session }]
+ *   voice.connections // each WebSocket: { kind: 'identify'|'resume', established, closeCode, … }
  *   voice.close(4015) // resumable: the client should Resume; 4006/4014 end the session
  *   voice.violations  // everything that broke the protocol: tests expect []
  *   await voice.stop();
@@ -49,7 +50,10 @@
  * UDP (one port for all guilds, told apart by SSRC):
  * - IP discovery: a 74-byte request (type 1, length 70, the guild's SSRC) gets a 74-byte response
  *   (type 2, length 70, SSRC, the sender's address NUL-terminated in 64 bytes, its port, all big
- *   endian). The 8-byte keep-alives @discordjs/voice sends every 5 s are counted, not answered.
+ *   endian). The 8-byte keep-alives @discordjs/voice sends every 5 s are counted and echoed back,
+ *   as Discord's servers have done (undocumented; `echoKeepAlives: false` models a server that
+ *   does not). `muteUdp()` makes the guild's current session get no UDP answer at all (a voice
+ *   server gone quiet); the next Identify's session is answered again.
  * - RTP: version 2, payload type 0x78, the guild's SSRC, from the address/port selected, after
  *   Session Description; the unencrypted header is 12 bytes + CSRCs + the extension preamble
  *   ("rtpsize"), the last 4 bytes are the nonce counter, which must go up. Decrypted with
@@ -121,6 +125,7 @@ const NONCE_BYTES = 4;
 const TAG_BYTES = 16;
 const IP_DISCOVERY_BYTES = 74;
 const KEEP_ALIVE_BYTES = 8;
+const UDP_RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024;
 
 export interface GuildCredentials {
   guildId: string;
@@ -142,6 +147,8 @@ export interface VoiceServerOptions {
   decode?: boolean;
   /** How late a Speaking may arrive after the first RTP packet of a session; default 50 ms. */
   speakingGraceMs?: number;
+  /** Echo each 8-byte UDP keep-alive back to its sender; default true. */
+  echoKeepAlives?: boolean;
 }
 
 export interface ReceivedPacket {
@@ -184,8 +191,9 @@ export interface ConnectionRecord {
   openedAt: number;
   /** How it began: 'identify' (a new session) or 'resume'. */
   kind?: 'identify' | 'resume';
-  /** Identify's max_dave_protocol_version, or Resume's seq_ack. */
+  /** Identify's max_dave_protocol_version (@discordjs/voice with @snazzah/davey offers 1). */
   maxDaveProtocolVersion?: unknown;
+  /** Resume's seq_ack. */
   seqAck?: number;
   /** Ready (identify) or Resumed (resume) was sent. */
   established: boolean;
@@ -196,16 +204,22 @@ export interface ConnectionRecord {
   session: number;
 }
 
-interface Session {
+/** One voice session of a guild: from an Identify until the next one; a Resume continues it. */
+export interface VoiceSession {
+  /** 1 for the guild's first Identify, then +1 per Identify. */
   number: number;
   secretKey?: Buffer;
+  /** The mode Select Protocol chose. */
   mode?: EncryptionMode;
   /** Where IP discovery saw the client's UDP socket. */
   discovered?: { address: string; port: number };
+  /** What Select Protocol named: RTP must come from there. */
   selected?: { address: string; port: number };
   /** Numbered server messages, for re-delivery on resume. */
   sent: { seq: number; message: string }[];
+  /** The last seq sent. */
   seq: number;
+  /** The highest seq_ack the client has heartbeated (or resumed with); -1 before any. */
   lastSeqAck: number;
   resumable: boolean;
   lastNonce?: number;
@@ -213,6 +227,8 @@ interface Session {
   speakingOn: boolean;
   speakingOnAt?: number;
   speakingCheckPending: boolean;
+  /** muteUdp(): nothing on UDP is answered for this session. */
+  udpMuted: boolean;
   decoder?: InstanceType<typeof OpusEncoder>;
 }
 
@@ -230,13 +246,14 @@ export class VoiceGuild {
   readonly connections: ConnectionRecord[] = [];
   /** Violations that belong to this guild; `violations` adds the server's unattributed ones. */
   readonly ownViolations: Violation[] = [];
-  /** 8-byte UDP keep-alives received. */
+  /** 8-byte UDP keep-alives received, and how many of them were echoed. */
   keepAlives = 0;
+  keepAlivesEchoed = 0;
   readonly ssrc: number;
   readonly otherUserIds: string[];
   private credentials: { userId: string; sessionId: string; token: string };
   /** The session now on (or last on) the wire; undefined before the first Identify. */
-  session?: Session;
+  session?: VoiceSession;
   current?: Connection;
   private readonly waiters = new Set<() => void>();
 
@@ -291,6 +308,12 @@ export class VoiceGuild {
     this.server.sendNumbered(this, { op: VoiceOp.ClientDisconnect, d: { user_id: userId } });
   }
 
+  /** From now on the current session gets no UDP answer (no keep-alive echo, no IP discovery reply). */
+  muteUdp(): void {
+    if (!this.session) throw new Error(`guild ${this.guildId} has no session to mute`);
+    this.session.udpMuted = true;
+  }
+
   /** s16le stereo PCM of packets [from, to) concatenated (decoding must be on). */
   pcm(from = 0, to = this.packets.length): Buffer {
     const parts = this.packets.slice(from, to).map((p) => {
@@ -341,7 +364,6 @@ export class VoiceGuild {
 }
 
 interface TestTls {
-  dir: string;
   caFile: string;
   key: Buffer;
   cert: Buffer;
@@ -349,10 +371,29 @@ interface TestTls {
 
 let tls: TestTls | undefined;
 
-/** A test CA and a certificate it signed for 127.0.0.1 and localhost, made once per process. */
+/** Removes the TLS directories of test processes that are gone (killed before their exit hook ran). */
+function removeStaleTlsDirs(): void {
+  for (const name of fs.readdirSync(os.tmpdir())) {
+    const pid = Number(/^chorus-voice-tls-(\d+)-/.exec(name)?.[1]);
+    if (!pid || pid === process.pid) continue;
+    try {
+      process.kill(pid, 0);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ESRCH') fs.rmSync(path.join(os.tmpdir(), name), { recursive: true, force: true });
+    }
+  }
+}
+
+/**
+ * A test CA and a certificate it signed for 127.0.0.1 and localhost, made once per process, so
+ * that a client started with one stand-in's caFile trusts every later stand-in of this process.
+ * Only the CA certificate stays on disk (the keys are kept in memory); the directory goes at exit.
+ */
 function testTls(): TestTls {
   if (tls) return tls;
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'chorus-voice-tls-'));
+  removeStaleTlsDirs();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `chorus-voice-tls-${process.pid}-`));
+  process.once('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
   const p = (name: string) => path.join(dir, name);
   const openssl = (args: string[]) => {
     try {
@@ -370,8 +411,8 @@ function testTls(): TestTls {
   fs.writeFileSync(p('server.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
   openssl(['x509', '-req', '-in', p('server.csr'), '-CA', p('ca.pem'), '-CAkey', p('ca.key'), '-CAcreateserial',
     '-out', p('server.pem'), '-days', '2', '-extfile', p('server.ext')]);
-  tls = { dir, caFile: p('ca.pem'), key: fs.readFileSync(p('server.key')), cert: fs.readFileSync(p('server.pem')) };
-  process.once('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+  tls = { caFile: p('ca.pem'), key: fs.readFileSync(p('server.key')), cert: fs.readFileSync(p('server.pem')) };
+  for (const name of fs.readdirSync(dir)) if (name !== 'ca.pem') fs.rmSync(p(name));
   return tls;
 }
 
@@ -383,6 +424,7 @@ export class VoiceServer {
   readonly heartbeatIntervalMs: number;
   readonly decode: boolean;
   readonly speakingGraceMs: number;
+  readonly echoKeepAlives: boolean;
   private readonly guilds = new Map<string, VoiceGuild>();
   private readonly bySsrc = new Map<number, VoiceGuild>();
   private readonly open = new Set<Connection>();
@@ -399,6 +441,7 @@ export class VoiceServer {
     this.heartbeatIntervalMs = options.heartbeatIntervalMs ?? 1000;
     this.decode = options.decode ?? true;
     this.speakingGraceMs = options.speakingGraceMs ?? 50;
+    this.echoKeepAlives = options.echoKeepAlives ?? true;
     wss.on('connection', (ws, req) => this.onConnection(ws, req.url ?? ''));
     udp.on('message', (msg, rinfo) => this.onDatagram(msg, rinfo));
   }
@@ -414,7 +457,9 @@ export class VoiceServer {
       server.once('error', reject);
       server.listen(0, '127.0.0.1', () => resolve());
     });
-    const udp = dgram.createSocket('udp4');
+    // Many guilds send here at once: a deep receive queue rides out a stall of this process's event
+    // loop, so a burst is not lost here and blamed on the sender (the kernel caps it at rmem_max).
+    const udp = dgram.createSocket({ type: 'udp4', recvBufferSize: UDP_RECEIVE_BUFFER_BYTES });
     await new Promise<void>((resolve, reject) => {
       udp.once('error', reject);
       udp.bind(0, '127.0.0.1', () => resolve());
@@ -429,6 +474,11 @@ export class VoiceServer {
 
   get udpPort(): number {
     return this.udp.address().port;
+  }
+
+  /** The UDP receive buffer the kernel granted (asked: 4 MiB). */
+  get udpReceiveBufferBytes(): number {
+    return this.udp.getRecvBufferSize();
   }
 
   /** Expects a guild's voice connection with these credentials. */
@@ -657,7 +707,7 @@ export class VoiceServer {
       this.closeConnection(guild.current, VoiceClose.SessionNoLongerValid, 'replaced by a new Identify');
     }
     const number = (guild.session?.number ?? 0) + 1;
-    guild.session = { number, sent: [], seq: 0, lastSeqAck: -1, resumable: false, speakingOn: false, speakingCheckPending: false };
+    guild.session = { number, sent: [], seq: 0, lastSeqAck: -1, resumable: false, speakingOn: false, speakingCheckPending: false, udpMuted: false };
     guild.current = conn;
     conn.record.session = number;
     conn.record.established = true;
@@ -774,6 +824,10 @@ export class VoiceServer {
       const guild = this.guildFromAddress(rinfo);
       if (guild) {
         guild.keepAlives++;
+        if (this.echoKeepAlives && !guild.session?.udpMuted) {
+          this.udp.send(msg, rinfo.port, rinfo.address);
+          guild.keepAlivesEchoed++;
+        }
         guild.notify();
       }
       return;
@@ -802,6 +856,7 @@ export class VoiceServer {
       return;
     }
     guild.session.discovered = { address: rinfo.address, port: rinfo.port };
+    if (guild.session.udpMuted) return;
     const res = Buffer.alloc(IP_DISCOVERY_BYTES);
     res.writeUInt16BE(2, 0);
     res.writeUInt16BE(70, 2);

@@ -569,8 +569,8 @@ export class Gateway {
     const slot = this.session(id, false).slot;
     if (!slot?.alive) throw new HttpError(409, 'session has no worker to crash');
     await slot.call((api) => api.crash(kind)).catch((err: unknown) => {
-      // A thread asked to die may die before its reply reaches us: that is the request done.
-      if (!(kind === 'thread' && err instanceof SlotEndedError)) throw err;
+      // A session or thread asked to fail may end before its reply reaches us: that is the request done.
+      if (!(err instanceof SlotEndedError)) throw err;
     });
   }
 

@@ -57,6 +57,7 @@ export async function startEngine(config: Config): Promise<RunningEngine> {
     }),
     metrics: () => renderMetrics({ manager, scheduler, socket, pool }),
     token: config.CHORUS_TOKEN,
+    bindHost: config.CHORUS_ENGINE_HOST,
   });
 
   const closeAll = async () => {

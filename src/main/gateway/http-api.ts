@@ -17,6 +17,7 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { answerClientErrorsInJson } from '../../shared/client-error.js';
 import type { Config } from '../../shared/config.js';
 import { parseListenerAction, type ListenerAction } from '../../shared/listener-protocol.js';
 import type { ErrorResponse, PlayResponse } from '../../shared/gateway-api.js';
@@ -65,19 +66,7 @@ export function createGatewayServer(gateway: Gateway, config: Config): GatewaySe
   const server = http.createServer((req, res) => {
     handle(ctx, req, res).catch((err: unknown) => sendError(ctx, req, res, err));
   });
-  // A request Node's parser refuses (bad request line, header too large) gets a JSON reason too.
-  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
-    if (err.code === 'ECONNRESET' || !socket.writable) {
-      socket.destroy();
-      return;
-    }
-    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
-    const body = JSON.stringify({ error: `bad request: ${err.code ?? err.message}` } satisfies ErrorResponse);
-    socket.end(
-      `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/json\r\n` +
-        `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
-    );
-  });
+  answerClientErrorsInJson(server);
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     let sessionId: string;
     let grant: Grant;

@@ -36,6 +36,7 @@ export function renderMetrics({ manager, scheduler, socket, pool }: Parts): stri
   metric('chorus_engine_gateway_credit_mode', 'gauge', '1 while the gateway grants credits, 0 while frames are paced at real time.', one(scheduler.mode === 'credit' ? 1 : 0));
   metric('chorus_engine_gateway_connections_total', 'counter', 'Gateway connections accepted.', one(socket.connections));
   metric('chorus_engine_protocol_errors_total', 'counter', 'Gateway connections dropped for a protocol error.', one(socket.protocolErrors));
+  metric('chorus_engine_socket_rebinds_total', 'counter', 'Times the socket file was found removed and bound again.', one(socket.rebinds));
   metric('chorus_engine_encoder_threads', 'gauge', 'Opus encoder threads.', one(pool.size));
   const mem = process.memoryUsage();
   metric('chorus_engine_resident_memory_bytes', 'gauge', 'Resident memory of the engine process (ffmpeg children excluded).', one(mem.rss));

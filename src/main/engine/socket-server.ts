@@ -9,9 +9,10 @@
  * - At start, a file at the path is removed only when it is a stale socket (a connect fails with
  *   ECONNREFUSED); a live socket, a regular file or any other answer stops the start, and a start
  *   that fails removes nothing it did not create.
- * - A new connection takes over from the current gateway only once it speaks (a credit line) or
- *   has stayed open SETTLE_MS: another engine's liveness probe (connect, then close) must not
- *   cost the running gateway its connection, nor take frames meant for it.
+ * - A new connection takes over at once when there is no current gateway (or it has just closed);
+ *   from a live current gateway only once it speaks (a credit line) or has stayed open SETTLE_MS,
+ *   or when the current one closes: another engine's liveness probe (connect, then close) must
+ *   not cost the running gateway its connection, nor take frames meant for it.
  * - Every PATH_CHECK_MS the engine checks that the path is still its socket: removed, it binds
  *   it again (connections already open are kept); taken by something else, it leaves it alone.
  */
@@ -123,6 +124,10 @@ export class SocketServer {
     this.connections++;
     this.pending.add(socket);
     const settle = setTimeout(() => this.promote(socket), SETTLE_MS);
+    // After this turn's I/O, so a current gateway that has just hung up is seen as gone.
+    setImmediate(() => {
+      if (!socket.readableEnded && (!this.current || this.current.readableEnded)) this.promote(socket);
+    });
     const drop = (why: string) => {
       log.warn('dropping gateway connection', { reason: why });
       socket.destroy();
@@ -146,11 +151,14 @@ export class SocketServer {
     socket.on('close', () => {
       clearTimeout(settle);
       this.pending.delete(socket);
+      this.scheduler.detach(socket);
       if (this.current === socket) {
         this.current = undefined;
         log.info('gateway disconnected');
+        // A connection waiting for it to go (a gateway that reconnected early) takes over.
+        const waiting = [...this.pending].at(-1);
+        if (waiting) this.promote(waiting);
       }
-      this.scheduler.detach(socket);
     });
     socket.write(encodeEvent(HELLO));
   }

@@ -42,6 +42,8 @@ export interface ManagerOptions {
   pool: EncoderPool;
   scheduler: Scheduler;
   resolve: (url: string) => Promise<FfmpegInput>;
+  /** The egress proxy ffmpeg reaches remote sources through. */
+  proxyUrl: string;
 }
 
 export class SessionManager {
@@ -119,6 +121,7 @@ export class SessionManager {
           bitrate: this.opts.config.CHORUS_OPUS_BITRATE ?? (request.format === 'web' ? 256_000 : 128_000),
           complexity: this.opts.config.CHORUS_OPUS_COMPLEXITY,
           pool: this.opts.pool,
+          proxyUrl: this.opts.proxyUrl,
         },
         {
           frames: (frames, count) => session.addFrames(frames, count),

@@ -7,12 +7,15 @@
  * and the real bundled ffmpeg, on loopback only: a hostname source plays (`localhost`, which the
  * bundled static ffmpeg crashes on when it resolves a name itself), and a redirect hop or an HLS
  * segment that points at a loopback address the allow list does not name is refused before any
- * connection. What no test here can show: a public name resolved through real DNS — there is no
- * network — though it takes the same path (dns.lookup in the engine) as `localhost`.
+ * connection; an https source (a certificate made for `localhost` now, trusted through
+ * NODE_EXTRA_CA_CERTS) plays, also behind an absolute https redirect. What no test here can
+ * show: a public name resolved through real DNS — there is no network — though it takes the same
+ * path (dns.lookup in the engine) as `localhost`.
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -209,4 +212,56 @@ describe('egress proxy through the real engine and ffmpeg', () => {
     const metrics = (await api(engine.url, 'GET', '/metrics')).body as string;
     expect(Number(/^chorus_engine_egress_refused_total (\d+)$/m.exec(metrics)![1])).toBeGreaterThanOrEqual(2);
   });
+});
+
+describe('egress proxy: https through the real engine and ffmpeg', () => {
+  let engine: EngineFixture;
+  let gw: FakeGateway;
+  let server: https.Server;
+  let port = 0;
+
+  beforeAll(async () => {
+    const dir = fs.mkdtempSync(path.join(fs.realpathSync('/tmp'), 'chorus-tls-'));
+    const [key, cert] = [path.join(dir, 'key.pem'), path.join(dir, 'cert.pem')];
+    const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost']);
+    if (made.status !== 0) throw new Error(`openssl could not make a certificate: ${made.stderr}`);
+    const wavFile = path.join(dir, 'tone.wav');
+    const tone = spawnSync(resolveFfmpeg().path, ['-hide_banner', '-loglevel', 'error', '-f', 'lavfi', '-i', 'sine=frequency=440:duration=1', '-ac', '2', '-y', wavFile]);
+    if (tone.status !== 0) throw new Error(`cannot make ${wavFile}: ${tone.stderr}`);
+    const wav = fs.readFileSync(wavFile);
+    server = https.createServer({ key: fs.readFileSync(key), cert: fs.readFileSync(cert) }, (req, res) => {
+      if (req.url === '/hop') {
+        res.writeHead(302, { location: `https://localhost:${port}/tone.wav` });
+        return res.end();
+      }
+      res.writeHead(200, { 'content-type': 'audio/wav', 'content-length': wav.length });
+      res.end(wav);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    port = (server.address() as net.AddressInfo).port;
+    // NODE_EXTRA_CA_CERTS is read once at start: only the engine process trusts this certificate.
+    process.env.NODE_EXTRA_CA_CERTS = cert;
+    try {
+      engine = await startEngineFixture({ CHORUS_REMOTE_ALLOW: 'localhost' });
+    } finally {
+      delete process.env.NODE_EXTRA_CA_CERTS;
+    }
+    gw = await FakeGateway.connect(engine.socketPath);
+    gw.credit('nobody', 1);
+  });
+  afterAll(async () => {
+    await gw?.close();
+    await new Promise((resolve) => server?.close(resolve));
+    await engine?.stop();
+  });
+
+  for (const [id, route] of [['tls', '/tone.wav'], ['tlshop', '/hop']] as const) {
+    it(`plays https://localhost${route}`, async () => {
+      expect((await api(engine.url, 'POST', `/session/${id}/play`, { url: `https://localhost:${port}${route}` })).status).toBe(200);
+      await gw.waitForEvent(id, 'ready', 10_000);
+      gw.credit(id, 1000);
+      await gw.waitForEvent(id, 'finished', 10_000);
+      expect(gw.log(id).frames.length).toBe(50);
+    });
+  }
 });

@@ -44,5 +44,6 @@ export function renderMetrics({ manager, scheduler, socket, pool, egress }: Part
   metric('chorus_engine_encoder_threads', 'gauge', 'Opus encoder threads.', one(pool.size));
   const mem = process.memoryUsage();
   metric('chorus_engine_resident_memory_bytes', 'gauge', 'Resident memory of the engine process (ffmpeg children excluded).', one(mem.rss));
+  metric('chorus_engine_heap_used_bytes', 'gauge', 'JavaScript heap in use (what the engine holds, less what the allocator has not handed back).', one(mem.heapUsed));
   return lines.join('\n') + '\n';
 }

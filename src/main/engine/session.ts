@@ -23,9 +23,13 @@ import type { Pipeline } from './pipeline.js';
 /** An ended session's record keeps this much of its url (the play is over: status only shows it). */
 export const MAX_ENDED_URL_CHARS = 1024;
 
-/** `text` cut to `max` characters, marked as cut. */
+/**
+ * `text` cut to `max` characters, marked as cut. The part kept is copied: a slice would keep the
+ * whole of `text` alive (V8 strings share their parent's memory).
+ */
 export function cut(text: string, max: number): string {
-  return text.length <= max ? text : `${text.slice(0, max)}… (${text.length - max} more characters)`;
+  if (text.length <= max) return text;
+  return `${Buffer.from(text.slice(0, max), 'utf8').toString('utf8')}… (${text.length - max} more characters)`;
 }
 
 /** About two ffmpeg reads (64 KiB, 17 frames each). */

@@ -240,11 +240,13 @@ describe('egress proxy: https through the real engine and ffmpeg', () => {
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     port = (server.address() as net.AddressInfo).port;
     // NODE_EXTRA_CA_CERTS is read once at start: only the engine process trusts this certificate.
+    const extraCerts = process.env.NODE_EXTRA_CA_CERTS;
     process.env.NODE_EXTRA_CA_CERTS = cert;
     try {
       engine = await startEngineFixture({ CHORUS_REMOTE_ALLOW: 'localhost' });
     } finally {
-      delete process.env.NODE_EXTRA_CA_CERTS;
+      if (extraCerts === undefined) delete process.env.NODE_EXTRA_CA_CERTS;
+      else process.env.NODE_EXTRA_CA_CERTS = extraCerts;
     }
     gw = await FakeGateway.connect(engine.socketPath);
     gw.credit('nobody', 1);

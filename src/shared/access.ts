@@ -10,9 +10,17 @@
  * server (it stays valid as long as CHORUS_TOKEN does). Every comparison takes the same time
  * whatever the bytes: both sides are hashed to 32 bytes first, then compared with
  * crypto.timingSafeEqual, so neither the content nor the length of a guess shows in the timing.
+ *
+ * Origin and Host, the same rule on the gateway and the engine: whatever the token, a browser may
+ * not drive either API from another site — a request whose Origin is not the server's own (its
+ * Host) is refused; clients that are not browsers send no Origin and are unaffected. With no
+ * token, a server bound to loopback also answers only loopback Host names, so a DNS-rebound name
+ * cannot reach it; a reverse proxy serving it under another name needs CHORUS_TOKEN set (and must
+ * pass the Host header on).
  */
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
+import net from 'node:net';
 
 /** What a request presented: nothing, a token, or an Authorization header that is not Bearer. */
 export type Credential = { kind: 'none' } | { kind: 'token'; token: string } | { kind: 'malformed'; reason: string };
@@ -58,3 +66,51 @@ export function unauthorizedReason(credential: Credential): string {
 
 /** Headers of every 401 (RFC 6750). */
 export const UNAUTHORIZED_HEADERS: Readonly<Record<string, string>> = { 'www-authenticate': 'Bearer realm="chorus"' };
+
+const LOOPBACK_NAMES = new Set(['localhost', '127.0.0.1', '::1']);
+
+function isLoopbackName(host: string): boolean {
+  return LOOPBACK_NAMES.has(host) || host.endsWith('.localhost') || (net.isIPv4(host) && host.startsWith('127.'));
+}
+
+/** The host name of a Host header or an origin's host ("[::1]:8080" → "::1"). */
+function hostName(hostAndPort: string): string {
+  const bracketed = /^\[([^\]]+)\]/.exec(hostAndPort);
+  return (bracketed ? bracketed[1]! : hostAndPort.replace(/:\d+$/, '')).toLowerCase();
+}
+
+/**
+ * The Origin/Host rule of one server (see the top of this file): `server` names it in the
+ * reasons ("gateway", "engine"); `bindHost` is the address it listens on.
+ */
+export class OriginPolicy {
+  private readonly loopbackOnly: boolean;
+
+  constructor(
+    private readonly server: string,
+    secret: string | undefined,
+    bindHost: string,
+  ) {
+    this.loopbackOnly = secret === undefined && isLoopbackName(bindHost.toLowerCase());
+  }
+
+  /** Why a request must be refused (a 403), or undefined when its Origin and Host are acceptable. */
+  refusal(headers: IncomingHttpHeaders): string | undefined {
+    const host = headers.host ?? '';
+    if (this.loopbackOnly && host !== '' && !isLoopbackName(hostName(host))) {
+      return `Host ${JSON.stringify(host)} is not this ${this.server} (it answers loopback names only)`;
+    }
+    const origin = headers.origin;
+    if (origin === undefined) return undefined;
+    let originHost: string;
+    try {
+      originHost = new URL(origin).host;
+    } catch {
+      return `Origin ${JSON.stringify(origin.slice(0, 100))} is not a URL`;
+    }
+    if (originHost.toLowerCase() !== host.toLowerCase()) {
+      return `cross-origin request refused: Origin ${JSON.stringify(origin.slice(0, 100))} is not this ${this.server}`;
+    }
+    return undefined;
+  }
+}

@@ -8,12 +8,15 @@
  *
  * Every answer is JSON (but /metrics); every error is `{"error": "..."}` with a 4xx: 400 bad id
  * or body, 403 source refused, 404 unknown id / route / file, 405 wrong method, 409 not in a
- * state for that, 413 body over 64 KiB, 429 CHORUS_MAX_SESSIONS reached. With CHORUS_TOKEN set,
- * every route but /health needs it (`Authorization: Bearer`, as the gateway sends it): 401.
+ * state for that, 413 body over 64 KiB, 429 CHORUS_MAX_SESSIONS reached, 431 headers too large.
+ * With CHORUS_TOKEN set, every route but /health needs it (`Authorization: Bearer`, as the gateway
+ * sends it): 401. Every route, /health included, follows the gateway's Origin/Host rule
+ * (OriginPolicy): a cross-site page, or with no token a non-loopback Host, gets 403.
  */
 import http from 'node:http';
 import { isAudioFormat } from '../../shared/audio.js';
-import { credentialOf, sameSecret, unauthorizedReason, UNAUTHORIZED_HEADERS } from '../../shared/access.js';
+import { credentialOf, OriginPolicy, sameSecret, unauthorizedReason, UNAUTHORIZED_HEADERS } from '../../shared/access.js';
+import { answerClientErrorsInJson } from '../../shared/client-error.js';
 import { healthHttpStatus, type EngineHealth } from '../../shared/health.js';
 import { sessionIdError } from '../../shared/protocol.js';
 import { LimitError, NotFoundError, StateError, type SessionManager } from './manager.js';
@@ -39,19 +42,31 @@ export interface ApiParts {
   metrics(): string;
   /** CHORUS_TOKEN: when set, required on every route but /health. */
   token?: string;
+  /** The address the API binds to (CHORUS_ENGINE_HOST), for the Origin/Host rule. */
+  bindHost: string;
 }
 
 export function createHttpApi(parts: ApiParts): http.Server {
-  return http.createServer((req, res) => {
-    handle(parts, req, res).catch((err: unknown) => {
+  const origins = new OriginPolicy('engine', parts.token, parts.bindHost);
+  const server = http.createServer((req, res) => {
+    handle(parts, origins, req, res).catch((err: unknown) => {
       const e = err instanceof HttpError ? err : asHttpError(err);
       sendJson(res, e.status, { error: e.message, ...e.extra }, e.headers);
     });
   });
+  answerClientErrorsInJson(server);
+  return server;
 }
 
-async function handle(parts: ApiParts, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-  const url = new URL(req.url ?? '/', 'http://engine');
+async function handle(parts: ApiParts, origins: OriginPolicy, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  const refusal = origins.refusal(req.headers);
+  if (refusal !== undefined) throw new HttpError(403, refusal);
+  let url: URL;
+  try {
+    url = new URL(req.url ?? '/', 'http://engine');
+  } catch {
+    throw new HttpError(400, 'the request target is not a valid path');
+  }
   const method = req.method ?? 'GET';
   if (url.pathname === '/health') {
     requireMethod(method, 'GET');

@@ -14,7 +14,8 @@ import { renderMetrics } from './metrics.js';
 import { Scheduler } from './scheduler.js';
 import type { Session } from './session.js';
 import { SocketServer } from './socket-server.js';
-import { prepareMediaRoot, sourceResolver } from './source.js';
+import { EgressProxy } from './egress-proxy.js';
+import { prepareMediaRoot, remoteGuard, sourceResolver } from './source.js';
 import { listen } from '../listen.js';
 import { nextStopSignal } from '../signals.js';
 
@@ -39,6 +40,9 @@ export async function startEngine(config: Config): Promise<RunningEngine> {
   const mediaRoot = prepareMediaRoot(config.CHORUS_MEDIA_ROOT);
   const ffmpeg = resolveFfmpeg(config.CHORUS_FFMPEG);
   log.info('using ffmpeg', { source: ffmpeg.source, path: ffmpeg.path });
+  const policy = { mediaRoot, remoteAllow: config.CHORUS_REMOTE_ALLOW };
+  const egress = new EgressProxy(remoteGuard(policy));
+  const proxyUrl = await egress.listen();
   const sessions = new Map<string, Session>();
   const scheduler = new Scheduler(sessions);
   const pool = new EncoderPool(config.CHORUS_ENCODER_THREADS);
@@ -47,7 +51,8 @@ export async function startEngine(config: Config): Promise<RunningEngine> {
     ffmpegPath: ffmpeg.path,
     pool,
     scheduler,
-    resolve: sourceResolver({ mediaRoot, remoteAllow: config.CHORUS_REMOTE_ALLOW }),
+    resolve: sourceResolver(policy),
+    proxyUrl,
   });
   const socket = new SocketServer(config.CHORUS_SOCKET, scheduler, config.CHORUS_ENGINE_DIALECT === 'chorus');
   log.info('engine socket dialect', { dialect: config.CHORUS_ENGINE_DIALECT });
@@ -65,8 +70,9 @@ export async function startEngine(config: Config): Promise<RunningEngine> {
       ffmpeg: ffmpeg.source,
       uptime_s: Math.round((performance.now() - started) / 1000),
     }),
-    metrics: () => renderMetrics({ manager, scheduler, socket, pool }),
+    metrics: () => renderMetrics({ manager, scheduler, socket, pool, egress }),
     token: config.CHORUS_TOKEN,
+    bindHost: config.CHORUS_ENGINE_HOST,
   });
 
   const closeAll = async () => {
@@ -77,6 +83,7 @@ export async function startEngine(config: Config): Promise<RunningEngine> {
       new Promise<void>((resolve) => http.close(() => resolve())),
       socket.close().catch(() => undefined),
       pool.destroy(),
+      egress.close(),
     ]);
   };
   try {

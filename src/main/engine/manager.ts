@@ -7,6 +7,14 @@
  * gateway took its frames) is stopped — state `stopped` with the reason — and says so with an
  * `error` event (not `finished`: the track did not play to its end). An ended session's record
  * is kept for status for the same time, then forgotten (and its play counter restarts at 1).
+ *
+ * Gateway grace: a live session is stopped the same way once no gateway has been connected for
+ * CHORUS_GATEWAY_GRACE_S, counted from the later of the gateway's leaving and the play. A gateway
+ * that reconnects sooner (a restart, a dropped socket) finds its sessions playing; sessions of a
+ * gateway that is gone do not hold the engine's slots for the idle timeout.
+ *
+ * Ended sessions are bounded in count (CHORUS_MAX_ENDED_SESSIONS, the oldest forgotten first)
+ * and in size (an ended record keeps at most MAX_ENDED_URL_CHARS of its url).
  */
 import { randomInt } from 'node:crypto';
 import type { Config } from '../../shared/config.js';
@@ -35,12 +43,17 @@ export interface ManagerOptions {
   pool: EncoderPool;
   scheduler: Scheduler;
   resolve: (url: string) => Promise<FfmpegInput>;
+  /** The egress proxy ffmpeg reaches remote sources through. */
+  proxyUrl: string;
 }
 
 export class SessionManager {
   private readonly capacity: number;
   private readonly idleMs: number;
+  private readonly graceMs: number;
   private readonly sweeper: NodeJS.Timeout;
+  /** Ended sessions in the map, kept at most CHORUS_MAX_ENDED_SESSIONS. */
+  private endedKept = 0;
   plays = 0;
   ffmpegStarted = 0;
   readonly ended: Record<'finished' | 'stopped' | 'error', number> = { finished: 0, stopped: 0, error: 0 };
@@ -51,7 +64,8 @@ export class SessionManager {
   ) {
     this.capacity = framesIn(opts.config.CHORUS_ENGINE_BUFFER_MS);
     this.idleMs = opts.config.CHORUS_IDLE_TIMEOUT_S * 1000;
-    this.sweeper = setInterval(() => this.sweep(performance.now()), Math.min(10_000, Math.max(250, this.idleMs / 4)));
+    this.graceMs = opts.config.CHORUS_GATEWAY_GRACE_S * 1000;
+    this.sweeper = setInterval(() => this.sweep(performance.now()), Math.min(10_000, Math.max(250, Math.min(this.idleMs, this.graceMs) / 4)));
     this.sweeper.unref();
   }
 
@@ -79,8 +93,8 @@ export class SessionManager {
     }
     const session = new Session(id, (old?.play ?? 0) + 1, request, this.capacity, performance.now());
     old?.stop(`replaced by play ${session.play}`);
-    this.sessions.delete(id); // re-inserted last: the map stays in order of last play
-    this.sessions.set(id, session);
+    if (old) this.forget(id, old);
+    this.sessions.set(id, session); // inserted last: the map stays in order of last play
     this.plays++;
     if (this.opts.config.CHORUS_ENGINE_DIALECT === 'natashi' && request.format !== 'pcm') {
       session.useOgg(randomInt(2 ** 32));
@@ -110,6 +124,7 @@ export class SessionManager {
           bitrate: this.opts.config.CHORUS_OPUS_BITRATE ?? (request.format === 'web' ? 256_000 : 128_000),
           complexity: this.opts.config.CHORUS_OPUS_COMPLEXITY,
           pool: this.opts.pool,
+          proxyUrl: this.opts.proxyUrl,
         },
         {
           frames: (frames, count) => session.addFrames(frames, count),
@@ -167,18 +182,45 @@ export class SessionManager {
   private observe(session: Session): void {
     session.on('outbox', () => this.opts.scheduler.kick());
     session.on('stateChange', (oldState, newState) => {
-      if (newState.status === 'finished' || newState.status === 'stopped' || newState.status === 'error') this.ended[newState.status]++;
+      if (newState.status === 'finished' || newState.status === 'stopped' || newState.status === 'error') {
+        this.ended[newState.status]++;
+        this.endedKept++;
+        this.trimEnded();
+      }
       if (newState.status === 'error') log.warn('session failed', { session: session.id, play: session.play, error: newState.message });
       else log.debug('session state', { session: session.id, play: session.play, from: oldState.status, to: newState.status });
     });
   }
 
+  /** Removes `id`'s record from the map (`session` is what it held). */
+  private forget(id: string, session: Session): void {
+    this.sessions.delete(id);
+    if (!session.live) this.endedKept--;
+  }
+
+  /** Past CHORUS_MAX_ENDED_SESSIONS, forgets the ended sessions played longest ago. */
+  private trimEnded(): void {
+    const max = this.opts.config.CHORUS_MAX_ENDED_SESSIONS;
+    if (this.endedKept <= max) return;
+    for (const [id, s] of this.sessions) {
+      if (this.endedKept <= max) break;
+      if (!s.live) this.forget(id, s);
+    }
+  }
+
   private sweep(now: number): void {
     const limitS = this.opts.config.CHORUS_IDLE_TIMEOUT_S;
+    const noGatewaySince = this.opts.scheduler.noGatewaySince;
     for (const [id, s] of this.sessions) {
+      if (s.live && noGatewaySince !== undefined && now - Math.max(noGatewaySince, s.startedAt) >= this.graceMs) {
+        const why = `no gateway connected for ${this.opts.config.CHORUS_GATEWAY_GRACE_S} s`;
+        log.info('stopping session with no gateway', { session: id });
+        s.stop(`orphaned: ${why}`, `stopped: ${why} (CHORUS_GATEWAY_GRACE_S)`);
+        continue;
+      }
       if (now - s.lastProgress < this.idleMs) continue;
       if (!s.live) {
-        this.sessions.delete(id);
+        this.forget(id, s);
         continue;
       }
       const why = s.state.status === 'paused' ? `paused for ${limitS} s` : `no frame taken for ${limitS} s`;

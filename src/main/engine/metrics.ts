@@ -1,4 +1,5 @@
 /** The engine's /metrics in Prometheus text format (version 0.0.4). */
+import type { EgressProxy } from './egress-proxy.js';
 import type { EncoderPool } from './encoder-pool.js';
 import type { SessionManager } from './manager.js';
 import type { Scheduler } from './scheduler.js';
@@ -9,9 +10,10 @@ interface Parts {
   scheduler: Scheduler;
   socket: SocketServer;
   pool: EncoderPool;
+  egress: EgressProxy;
 }
 
-export function renderMetrics({ manager, scheduler, socket, pool }: Parts): string {
+export function renderMetrics({ manager, scheduler, socket, pool, egress }: Parts): string {
   const lines: string[] = [];
   const metric = (name: string, type: 'counter' | 'gauge', help: string, samples: [string, number][]) => {
     lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
@@ -36,8 +38,12 @@ export function renderMetrics({ manager, scheduler, socket, pool }: Parts): stri
   metric('chorus_engine_gateway_credit_mode', 'gauge', '1 while the gateway grants credits, 0 while frames are paced at real time.', one(scheduler.mode === 'credit' ? 1 : 0));
   metric('chorus_engine_gateway_connections_total', 'counter', 'Gateway connections accepted.', one(socket.connections));
   metric('chorus_engine_protocol_errors_total', 'counter', 'Gateway connections dropped for a protocol error.', one(socket.protocolErrors));
+  metric('chorus_engine_socket_rebinds_total', 'counter', 'Times the socket file was found removed and bound again.', one(socket.rebinds));
+  metric('chorus_engine_egress_requests_total', 'counter', 'Requests ffmpeg made through the egress proxy.', one(egress.requests));
+  metric('chorus_engine_egress_refused_total', 'counter', 'Egress requests refused: a non-public address, or a host that does not resolve.', one(egress.refused));
   metric('chorus_engine_encoder_threads', 'gauge', 'Opus encoder threads.', one(pool.size));
   const mem = process.memoryUsage();
   metric('chorus_engine_resident_memory_bytes', 'gauge', 'Resident memory of the engine process (ffmpeg children excluded).', one(mem.rss));
+  metric('chorus_engine_heap_used_bytes', 'gauge', 'JavaScript heap in use (what the engine holds, less what the allocator has not handed back).', one(mem.heapUsed));
   return lines.join('\n') + '\n';
 }

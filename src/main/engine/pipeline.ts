@@ -24,6 +24,18 @@ export interface PipelineOptions {
   bitrate: number;
   complexity: number;
   pool: EncoderPool;
+  /** The egress proxy (egress-proxy.ts): ffmpeg's `http_proxy`, its only way out. */
+  proxyUrl: string;
+}
+
+/** Variables by which ffmpeg would pick another proxy, or none; they are not passed on. */
+const PROXY_VARIABLES = new Set(['http_proxy', 'https_proxy', 'no_proxy', 'all_proxy']);
+
+function ffmpegEnv(proxyUrl: string): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [name, value] of Object.entries(process.env)) if (!PROXY_VARIABLES.has(name.toLowerCase())) env[name] = value;
+  env.http_proxy = proxyUrl;
+  return env;
 }
 
 export interface PipelineEvents {
@@ -72,7 +84,7 @@ export class Pipeline {
       });
     }
 
-    this.child = spawn(opts.ffmpegPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = spawn(opts.ffmpegPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: ffmpegEnv(opts.proxyUrl) });
     this.child.stdout.on('data', (chunk: Buffer) => this.onPcm(chunk));
     this.child.stdout.on('end', () => this.flushPartial());
     this.child.stderr.setEncoding('utf8');

@@ -30,6 +30,8 @@ export class Scheduler {
   framesSent = 0;
   eventsSent = 0;
   drainWaits = 0;
+  /** performance.now() ms since when no gateway is connected (engine start or the last disconnect). */
+  noGatewaySince: number | undefined = performance.now();
 
   constructor(private readonly sessions: ReadonlyMap<string, Session>) {}
 
@@ -44,6 +46,7 @@ export class Scheduler {
   /** A new gateway connection: paced until it grants credit; every window starts at 0. */
   attach(socket: Socket): void {
     this.socket = socket;
+    this.noGatewaySince = undefined;
     this.creditMode = false;
     this.waitingDrain = false;
     for (const s of this.sessions.values()) {
@@ -56,6 +59,7 @@ export class Scheduler {
   detach(socket: Socket): void {
     if (this.socket !== socket) return;
     this.socket = undefined;
+    this.noGatewaySince = performance.now();
     clearTimeout(this.timer);
   }
 

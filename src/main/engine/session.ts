@@ -21,6 +21,18 @@ import { encodeEvent, encodeFrame, FRAME_HEADER_BYTES, paddedSessionId, type Rea
 import { Outbox } from './outbox.js';
 import type { Pipeline } from './pipeline.js';
 
+/** An ended session's record keeps this much of its url (the play is over: status only shows it). */
+export const MAX_ENDED_URL_CHARS = 1024;
+
+/**
+ * `text` cut to `max` characters, marked as cut. The part kept is copied: a slice would keep the
+ * whole of `text` alive (V8 strings share their parent's memory).
+ */
+export function cut(text: string, max: number): string {
+  if (text.length <= max) return text;
+  return `${Buffer.from(text.slice(0, max), 'utf8').toString('utf8')}… (${text.length - max} more characters)`;
+}
+
 /** About two ffmpeg reads (64 KiB, 17 frames each). */
 const MAX_IN_FLIGHT_FRAMES = 34;
 
@@ -64,6 +76,8 @@ export class Session extends EventEmitter {
   framesSent = 0;
   /** performance.now() ms of the last state change or unit sent: the idle timeout's clock. */
   lastProgress: number;
+  /** performance.now() ms of the play. */
+  readonly startedAt: number;
   /** Seconds of the source when known before ffmpeg runs (tones). */
   sourceDuration: number | undefined;
   /** Seconds of audio this play gives, once known (sent with `ready`, shown in status). */
@@ -83,13 +97,15 @@ export class Session extends EventEmitter {
   constructor(
     readonly id: string,
     readonly play: number,
-    readonly request: PlayRequest,
+    /** The play as asked; once the play has ended, its url is cut to MAX_ENDED_URL_CHARS. */
+    public request: PlayRequest,
     readonly capacity: number,
     now: number,
   ) {
     super();
     this.paddedId = paddedSessionId(id);
     this.lastProgress = now;
+    this.startedAt = now;
   }
 
   get state(): SessionState {
@@ -104,6 +120,9 @@ export class Session extends EventEmitter {
     if (oldPipeline && oldPipeline !== newPipeline) oldPipeline.kill();
     this._state = newState;
     this.lastProgress = performance.now();
+    if (!LIVE_STATES.has(newState.status) && this.request.url.length > MAX_ENDED_URL_CHARS) {
+      this.request = { ...this.request, url: cut(this.request.url, MAX_ENDED_URL_CHARS) };
+    }
     this.emit('stateChange', oldState, newState);
   }
 

@@ -5,12 +5,15 @@
  *   a path or file:// URL    only a regular file whose real path lies under the real path of
  *                            CHORUS_MEDIA_ROOT (no `..`, no symlink out); ffmpeg may open `file`
  *   http(s)://               the host is resolved first and refused if any address is loopback,
- *                            private, link-local, unique-local (or otherwise not public) unless
- *                            CHORUS_REMOTE_ALLOW lists it; ffmpeg may open http,https,tcp,tls
+ *                            private, link-local, unique-local (or otherwise not public, also
+ *                            when an IPv6 address embeds such an IPv4 one) unless
+ *                            CHORUS_REMOTE_ALLOW lists it; ffmpeg may open http,tcp only, and
+ *                            reaches the source through the engine's egress proxy, which applies
+ *                            the same check (remoteGuard) to every request ffmpeg makes
  *
- * `-protocol_whitelist` is what keeps `concat:`, `subfile:`, `data:`, `file:` and the rest out of
- * ffmpeg, also when a remote playlist names them. Not covered: DNS answers that change between
- * this check and ffmpeg's own lookup, and HTTP redirects ffmpeg follows to another host.
+ * `-protocol_whitelist` is what keeps `concat:`, `subfile:`, `data:`, `file:`, `tls`,
+ * `httpproxy` and the rest out of ffmpeg, also when a remote playlist names them. How https
+ * reaches ffmpeg through the proxy: see egress-proxy.ts.
  */
 import dns from 'node:dns/promises';
 import { accessSync, constants, mkdirSync, statSync } from 'node:fs';
@@ -18,6 +21,8 @@ import fs from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { SCHEMA } from '../../shared/config.js';
+import { proxiedUrl } from './egress-proxy.js';
+import { cut } from './session.js';
 
 export class SourceError extends Error {
   override name = 'SourceError';
@@ -74,11 +79,37 @@ const LOOKUP_TIMEOUT_MS = 5000;
 const SCHEME = /^([a-z][a-z0-9+.-]*):/i;
 const TONE = /^tone:(\d+(?:\.\d+)?)(?:\?seconds=(\d+(?:\.\d+)?))?$/;
 
+/** Most of a url or path an error message repeats: the caller sent it, a glimpse says which. */
+const MAX_SHOWN_CHARS = 200;
+
 /** Resolves play URLs under one policy (the allow list is parsed once). */
 export function sourceResolver(policy: SourcePolicy): (url: string) => Promise<FfmpegInput> {
+  const guard = remoteGuard(policy);
+  return (url) => resolveSource(url, policy.mediaRoot, guard);
+}
+
+/**
+ * A remote host's addresses once checked: all of them public, or the host (or each address) on
+ * CHORUS_REMOTE_ALLOW. Throws a SourceError: 403 refused, 400 unresolvable.
+ */
+export type RemoteGuard = (host: string) => Promise<string[]>;
+
+export function remoteGuard(policy: Pick<SourcePolicy, 'remoteAllow' | 'lookup'>): RemoteGuard {
   const allow = allowList(policy.remoteAllow);
   const lookup = policy.lookup ?? (async (h: string) => (await dns.lookup(h, { all: true })).map((a) => a.address));
-  return (url) => resolveSource(url, policy.mediaRoot, allow, lookup);
+  return async (host) => {
+    const addresses = net.isIP(host) ? [host] : await lookupAll(host, lookup);
+    if (!allow.names.has(host.toLowerCase())) {
+      const refused = addresses.find((a) => !isPublic(a) && !allow.addresses.check(canonical(a), family(canonical(a))));
+      if (refused !== undefined) {
+        throw new SourceError(
+          `remote host ${cut(host, MAX_SHOWN_CHARS)} resolves to ${refused}, a non-public address; list it in CHORUS_REMOTE_ALLOW to allow it`,
+          403,
+        );
+      }
+    }
+    return addresses;
+  };
 }
 
 interface AllowList {
@@ -86,37 +117,33 @@ interface AllowList {
   addresses: net.BlockList;
 }
 
-async function resolveSource(
-  url: string,
-  mediaRoot: string,
-  allow: AllowList,
-  lookup: (host: string) => Promise<string[]>,
-): Promise<FfmpegInput> {
+async function resolveSource(url: string, mediaRoot: string, guard: RemoteGuard): Promise<FfmpegInput> {
+  const shown = cut(url, MAX_SHOWN_CHARS);
   const scheme = SCHEME.exec(url)?.[1]?.toLowerCase();
-  if (scheme === 'tone') return tone(url);
-  if (scheme === 'http' || scheme === 'https') return remote(url, allow, lookup);
+  if (scheme === 'tone') return tone(url, shown);
+  if (scheme === 'http' || scheme === 'https') return remote(url, shown, guard);
   if (scheme === 'file') {
     let filePath: string;
     try {
       filePath = new URL(url).pathname;
     } catch {
-      throw new SourceError(`not a valid file URL: ${url}`, 400);
+      throw new SourceError(`not a valid file URL: ${shown}`, 400);
     }
-    return file(decodeURIComponent(filePath), url, mediaRoot);
+    return file(decodeURIComponent(filePath), shown, mediaRoot);
   }
   if (scheme !== undefined) {
     throw new SourceError(`unsupported source scheme "${scheme}:"; use tone:, http(s):// or a file path`, 400);
   }
-  return file(url, url, mediaRoot);
+  return file(url, shown, mediaRoot);
 }
 
-function tone(url: string): FfmpegInput {
+function tone(url: string, shown: string): FfmpegInput {
   const m = TONE.exec(url);
   const hz = Number(m?.[1]);
   const seconds = m?.[2] === undefined ? DEFAULT_TONE_SECONDS : Number(m[2]);
   if (!m || !(hz >= 1 && hz < 24_000) || !(seconds > 0 && seconds <= MAX_TONE_SECONDS)) {
     throw new SourceError(
-      `bad tone "${url}": expected tone:<hz>[?seconds=<n>] with 1 <= hz < 24000 and 0 < n <= ${MAX_TONE_SECONDS}`,
+      `bad tone "${shown}": expected tone:<hz>[?seconds=<n>] with 1 <= hz < 24000 and 0 < n <= ${MAX_TONE_SECONDS}`,
       400,
     );
   }
@@ -146,28 +173,20 @@ async function file(requested: string, shown: string, mediaRoot: string): Promis
   return { kind: 'file', args: ['-protocol_whitelist', 'file', '-i', `file:${real}`] };
 }
 
-async function remote(url: string, allow: AllowList, lookup: (host: string) => Promise<string[]>): Promise<FfmpegInput> {
+async function remote(url: string, shown: string, guard: RemoteGuard): Promise<FfmpegInput> {
   let parsed: URL;
   try {
     parsed = new URL(url);
   } catch {
-    throw new SourceError(`not a valid URL: ${url}`, 400);
+    throw new SourceError(`not a valid URL: ${shown}`, 400);
   }
   const host = parsed.hostname.replace(/^\[(.*)\]$/, '$1');
-  if (host === '') throw new SourceError(`URL has no host: ${url}`, 400);
-  const addresses = net.isIP(host) ? [host] : await lookupAll(host, lookup);
-  if (!allow.names.has(host.toLowerCase())) {
-    const refused = addresses.find((a) => !isPublic(a) && !allow.addresses.check(canonical(a), family(canonical(a))));
-    if (refused !== undefined) {
-      throw new SourceError(
-        `remote host ${host} resolves to ${refused}, a non-public address; list it in CHORUS_REMOTE_ALLOW to allow it`,
-        403,
-      );
-    }
-  }
+  if (host === '') throw new SourceError(`URL has no host: ${shown}`, 400);
+  // Checked here too, so a refused source is a 403 to the caller rather than an ffmpeg error.
+  await guard(host);
   // ffmpeg gets the URL as parsed here, so it cannot read another host out of it
   // (`http://a.example\@10.0.0.1/` is host a.example to a WHATWG parser, 10.0.0.1 to ffmpeg's).
-  return { kind: 'remote', args: ['-protocol_whitelist', 'http,https,tcp,tls', '-i', parsed.href] };
+  return { kind: 'remote', args: ['-protocol_whitelist', 'http,tcp', '-i', proxiedUrl(parsed)] };
 }
 
 async function lookupAll(host: string, lookup: (host: string) => Promise<string[]>): Promise<string[]> {
@@ -180,7 +199,7 @@ async function lookupAll(host: string, lookup: (host: string) => Promise<string[
     if (addresses.length === 0) throw new Error('no addresses');
     return addresses;
   } catch (err) {
-    throw new SourceError(`cannot resolve host ${host}: ${(err as Error).message}`, 400);
+    throw new SourceError(`cannot resolve host ${cut(host, MAX_SHOWN_CHARS)}: ${(err as Error).message}`, 400);
   } finally {
     clearTimeout(timer);
   }
@@ -206,6 +225,9 @@ for (const [address, prefix] of [
 for (const [address, prefix] of [
   ['::', 128],
   ['::1', 128],
+  ['64:ff9b:1::', 48], // local-use NAT64
+  ['100::', 64], // discard-only
+  ['2001:db8::', 32], // documentation
   ['fc00::', 7], // unique-local
   ['fe80::', 10], // link-local
   ['ff00::', 8], // multicast
@@ -227,9 +249,44 @@ function family(address: string): 'ipv4' | 'ipv6' {
   return net.isIPv6(address) ? 'ipv6' : 'ipv4';
 }
 
+/** The eight 16-bit groups of an IPv6 address (one net.isIPv6 accepts). */
+function ipv6Groups(address: string): number[] {
+  let text = address.toLowerCase().replace(/%.*$/, '');
+  const dotted = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
+  if (dotted) {
+    const [a, b, c, d] = dotted.slice(1).map(Number) as [number, number, number, number];
+    text = `${text.slice(0, dotted.index)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const [head = '', tail] = text.split('::');
+  const front = head === '' ? [] : head.split(':');
+  const back = tail === undefined || tail === '' ? [] : tail.split(':');
+  const zeros = tail === undefined ? 0 : 8 - front.length - back.length;
+  return [...front, ...Array<string>(zeros).fill('0'), ...back].map((g) => parseInt(g, 16));
+}
+
+const ipv4Of = (hi: number, lo: number) => `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
+
+/**
+ * The IPv4 addresses an IPv6 address carries, each of which it may reach: IPv4-compatible
+ * (::a.b.c.d), IPv4-mapped (::ffff:a.b.c.d), IPv4-translated (::ffff:0:a.b.c.d), NAT64
+ * (64:ff9b::/96), 6to4 (2002::/16) and Teredo (2001::/32: server, and client XOR-ed).
+ */
+function embeddedIPv4(address: string): string[] {
+  const g = ipv6Groups(address);
+  const zero = (from: number, to: number) => g.slice(from, to).every((x) => x === 0);
+  if (zero(0, 5) && (g[5] === 0 || g[5] === 0xffff)) return [ipv4Of(g[6]!, g[7]!)];
+  if (zero(0, 4) && g[4] === 0xffff && g[5] === 0) return [ipv4Of(g[6]!, g[7]!)];
+  if (g[0] === 0x64 && g[1] === 0xff9b && zero(2, 6)) return [ipv4Of(g[6]!, g[7]!)];
+  if (g[0] === 0x2002) return [ipv4Of(g[1]!, g[2]!)];
+  if (g[0] === 0x2001 && g[1] === 0) return [ipv4Of(g[2]!, g[3]!), ipv4Of(g[6]! ^ 0xffff, g[7]! ^ 0xffff)];
+  return [];
+}
+
+/** Not loopback, private or otherwise non-public: neither the address nor an IPv4 address it embeds. */
 export function isPublic(address: string): boolean {
   const a = canonical(address);
-  return !NON_PUBLIC.check(a, family(a));
+  if (NON_PUBLIC.check(a, family(a))) return false;
+  return family(a) === 'ipv4' || embeddedIPv4(a).every((v4) => !NON_PUBLIC.check(v4, 'ipv4'));
 }
 
 /** CHORUS_REMOTE_ALLOW entries: IP addresses, CIDR ranges (address/bits), or host names. */

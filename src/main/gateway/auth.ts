@@ -12,15 +12,12 @@
  *                        for control of its own session it is not enough (403)
  * Every refusal is a RefusedError of kind `auth`, with WWW-Authenticate on a 401.
  *
- * Whatever the token, a browser may not drive the API from another site: a request whose Origin
- * is not the gateway's own (its Host) is refused with 403; clients that are not browsers send no
- * Origin and are unaffected. With no token, a gateway bound to loopback also answers only
- * loopback Host names, so a DNS-rebound name cannot reach it; a reverse proxy serving it under
- * another name needs CHORUS_TOKEN set (and must pass the Host header on).
+ * Whatever the token, a browser may not drive the API from another site, and with no token a
+ * loopback gateway answers loopback Host names only: the OriginPolicy shared with the engine
+ * (src/shared/access.ts); a refusal is a 403.
  */
 import type { IncomingHttpHeaders } from 'node:http';
-import net from 'node:net';
-import { credentialOf, listenToken, sameSecret, unauthorizedReason, UNAUTHORIZED_HEADERS } from '../../shared/access.js';
+import { credentialOf, listenToken, OriginPolicy, sameSecret, unauthorizedReason, UNAUTHORIZED_HEADERS } from '../../shared/access.js';
 import { RefusedError } from './limits.js';
 
 /** What a request may do: everything, or listen to one session. */
@@ -28,46 +25,21 @@ export type Grant = { kind: 'all' } | { kind: 'listen'; session: string };
 
 const ALL: Grant = { kind: 'all' };
 
-const LOOPBACK_NAMES = new Set(['localhost', '127.0.0.1', '::1']);
-
-function isLoopback(host: string): boolean {
-  return LOOPBACK_NAMES.has(host) || host.endsWith('.localhost') || (net.isIPv4(host) && host.startsWith('127.'));
-}
-
-/** The host name of a Host header or an origin's host ("[::1]:8080" → "::1"). */
-function hostName(hostAndPort: string): string {
-  const bracketed = /^\[([^\]]+)\]/.exec(hostAndPort);
-  return (bracketed ? bracketed[1]! : hostAndPort.replace(/:\d+$/, '')).toLowerCase();
-}
-
 export class GatewayAccess {
-  private readonly loopbackOnly: boolean;
+  private readonly origins: OriginPolicy;
 
   constructor(
     private readonly secret: string | undefined,
     /** The address the gateway binds to (CHORUS_HOST). */
     bindHost: string,
   ) {
-    this.loopbackOnly = secret === undefined && isLoopback(bindHost.toLowerCase());
+    this.origins = new OriginPolicy('gateway', secret, bindHost);
   }
 
   /** Refuses a request from another site's page, or (no token) for a Host a loopback gateway is not. */
   checkOrigin(headers: IncomingHttpHeaders): void {
-    const host = headers.host ?? '';
-    if (this.loopbackOnly && host !== '' && !isLoopback(hostName(host))) {
-      throw new RefusedError('auth', 403, `Host ${JSON.stringify(host)} is not this gateway (it answers loopback names only)`);
-    }
-    const origin = headers.origin;
-    if (origin === undefined) return;
-    let originHost: string;
-    try {
-      originHost = new URL(origin).host;
-    } catch {
-      throw new RefusedError('auth', 403, `Origin ${JSON.stringify(origin.slice(0, 100))} is not a URL`);
-    }
-    if (originHost.toLowerCase() !== host.toLowerCase()) {
-      throw new RefusedError('auth', 403, `cross-origin request refused: Origin ${JSON.stringify(origin.slice(0, 100))} is not this gateway`);
-    }
+    const refusal = this.origins.refusal(headers);
+    if (refusal !== undefined) throw new RefusedError('auth', 403, refusal);
   }
 
   get enabled(): boolean {

@@ -18,6 +18,7 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { answerClientErrorsInJson } from '../../shared/client-error.js';
 import type { Config } from '../../shared/config.js';
 import { healthHttpStatus } from '../../shared/health.js';
 import { parseListenerAction, type ListenerAction } from '../../shared/listener-protocol.js';
@@ -102,19 +103,7 @@ export function createGatewayServer(gateway: Gateway, config: Config): GatewaySe
   // One error for every drop: a connection flood is thousands a second, each only counted.
   const dropped = new RefusedError('connections', 503, `connection limit reached (CHORUS_MAX_CONNECTIONS=${config.CHORUS_MAX_CONNECTIONS}); a new connection was closed`);
   server.on('drop', () => gateway.refusals.note(dropped));
-  // A request Node's parser refuses (bad request line, header too large) gets a JSON reason too.
-  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
-    if (err.code === 'ECONNRESET' || !socket.writable) {
-      socket.destroy();
-      return;
-    }
-    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
-    const body = JSON.stringify({ error: `bad request: ${err.code ?? err.message}` } satisfies ErrorResponse);
-    socket.end(
-      `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/json\r\n` +
-        `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
-    );
-  });
+  answerClientErrorsInJson(server);
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     started.add(socket);
     let sessionId: string;

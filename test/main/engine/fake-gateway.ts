@@ -106,9 +106,10 @@ export class FakeGateway {
     });
   }
 
-  waitForEvent(id: string, type: SessionEvent['type'], timeoutMs = 10_000): Promise<SessionEvent> {
-    return this.waitFor(() => this.log(id).events.some((e) => e.type === type), timeoutMs, `${type} of ${id}`).then(
-      () => this.log(id).events.find((e) => e.type === type)!,
+  waitForEvent<T extends SessionEvent['type']>(id: string, type: T, timeoutMs = 10_000): Promise<Extract<SessionEvent, { type: T }>> {
+    const isType = (e: SessionEvent): e is Extract<SessionEvent, { type: T }> => e.type === type;
+    return this.waitFor(() => this.log(id).events.some(isType), timeoutMs, `${type} of ${id}`).then(
+      () => this.log(id).events.find(isType)!,
     );
   }
 

@@ -1,4 +1,6 @@
 /** The engine's HTTP API on bad input and at its limits: always a 4xx with a JSON `{"error"}`. */
+import http from 'node:http';
+import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEngineFixture, type EngineFixture } from './engine-fixture.js';
 import { api } from './fake-gateway.js';
@@ -17,7 +19,65 @@ function expectError(res: { status: number; body: any }, status: number, message
   if (message) expect(res.body.error).toMatch(message);
 }
 
+/** A request with headers fetch() will not send (Host) or a body that is not JSON. */
+function raw(
+  base: string,
+  method: string,
+  path: string,
+  headers: http.OutgoingHttpHeaders,
+  body?: string,
+): Promise<{ status: number; body: any }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(base + path, { method, headers }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (text += chunk));
+      res.on('end', () => resolve({ status: res.statusCode!, body: text === '' ? undefined : JSON.parse(text) }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** Bytes written as they are on a fresh connection (a request line no client library would send). */
+function rawBytes(base: string, request: string): Promise<string> {
+  const { hostname, port } = new URL(base);
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(Number(port), hostname, () => socket.end(request));
+    let text = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => (text += chunk));
+    socket.on('end', () => resolve(text));
+    socket.on('error', reject);
+  });
+}
+
 describe('engine HTTP API', () => {
+  it('refuses a cross-site page and a rebound Host on every route, like the gateway', async () => {
+    const host = new URL(engine.url).host;
+    const crossSite = await raw(engine.url, 'POST', '/session/xsite/play', { 'content-type': 'text/plain', origin: 'http://evil.example', host }, JSON.stringify({ url: 'tone:440' }));
+    expectError(crossSite, 403, /cross-origin request refused/);
+    expectError(await api(engine.url, 'GET', '/session/xsite/status'), 404);
+    for (const path of ['/health', '/metrics', '/session/xsite/status']) {
+      expectError(await raw(engine.url, 'GET', path, { host: `evil.example:${new URL(engine.url).port}` }), 403, /loopback names only/);
+      expectError(await raw(engine.url, 'GET', path, { host, origin: 'http://evil.example' }), 403, /cross-origin/);
+    }
+    // Its own origin, and loopback names, are the engine.
+    expect((await raw(engine.url, 'GET', '/health', { host, origin: `http://${host}` })).status).toBe(200);
+    expect((await raw(engine.url, 'GET', '/health', { host: `localhost:${new URL(engine.url).port}` })).status).toBe(200);
+  });
+
+  it('answers what its HTTP parser refuses with a JSON reason', async () => {
+    const big = await rawBytes(engine.url, `GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
+    expect(big).toMatch(/^HTTP\/1.1 431 /);
+    expect(JSON.parse(big.slice(big.indexOf('\r\n\r\n') + 4)).error).toMatch(/HPE_HEADER_OVERFLOW/);
+    for (const target of ['//[', '//a:99999/x']) {
+      const answer = await rawBytes(engine.url, `GET ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`);
+      expect(answer).toMatch(/^HTTP\/1.1 400 /);
+      expect(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)).error).toMatch(/request target/);
+    }
+  });
+
   it('refuses bad session ids with 400, never truncating them', async () => {
     const long = 'a'.repeat(25);
     expectError(await api(engine.url, 'POST', `/session/${long}/play`, { url: 'tone:440' }), 400, /25 characters/);
@@ -39,6 +99,8 @@ describe('engine HTTP API', () => {
     expectError(await api(engine.url, 'POST', '/session/b/play', { url: 'tone:440', duration: '10' }), 400, /duration/);
     expectError(await api(engine.url, 'POST', '/session/b/play', { url: 'tone:abc' }), 400, /bad tone/);
     expectError(await api(engine.url, 'POST', '/session/b/play', { url: 'gopher://x/' }), 400, /unsupported source scheme/);
+    expectError(await api(engine.url, 'POST', '/session/b/play', { url: 'http://[' }), 400, /not a valid URL/);
+    expectError(await api(engine.url, 'POST', '/session/b/play', { url: 'http://example.com:65536/' }), 400, /not a valid URL/);
     expectError(await api(engine.url, 'POST', '/session/b/play', 'x'.repeat(70 * 1024)), 413, /64/);
   });
 

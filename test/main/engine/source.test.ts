@@ -101,6 +101,15 @@ describe('remote sources', () => {
       'http://[::ffff:127.0.0.1]/a.mp3',
       'http://2130706433/a.mp3', // 127.0.0.1 as one number
       'http://0x7f.1/a.mp3',
+      // IPv6 forms that carry a loopback or private IPv4 address
+      'http://[::127.0.0.1]/a.mp3', // IPv4-compatible
+      'http://[::ffff:0:127.0.0.1]/a.mp3', // IPv4-translated
+      'http://[64:ff9b::127.0.0.1]/a.mp3', // NAT64
+      'http://[64:ff9b::a00:1]/a.mp3', // NAT64 of 10.0.0.1, in hex
+      'http://[2002:7f00:1::]/a.mp3', // 6to4 of 127.0.0.1
+      'http://[2002:c0a8:101::1]/a.mp3', // 6to4 of 192.168.1.1
+      'http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/a.mp3', // Teredo, client 127.0.0.1
+      'http://[2001:0:a00:1::1]/a.mp3', // Teredo, server 10.0.0.1
     ]) {
       const err = await refusal(resolve(url));
       expect(err.status, url).toBe(403);
@@ -112,12 +121,14 @@ describe('remote sources', () => {
     expect((await refusal(resolve('https://sneaky.example/a.mp3'))).message).toMatch(/10\.1\.2\.3/);
   });
 
-  it('allows public addresses with only http,https,tcp,tls', async () => {
+  it('allows public addresses with only http,tcp: https goes to ffmpeg in the egress proxy\'s form', async () => {
     const resolve = sourceResolver({ mediaRoot: root, remoteAllow: [], lookup: async () => ['93.184.216.34'] });
     expect(await resolve('https://radio.example/stream.mp3')).toEqual({
       kind: 'remote',
-      args: ['-protocol_whitelist', 'http,https,tcp,tls', '-i', 'https://radio.example/stream.mp3'],
+      args: ['-protocol_whitelist', 'http,tcp', '-i', 'http://radio.example.tls.chorus.invalid/stream.mp3'],
     });
+    expect((await resolve('http://radio.example:8000/live?x=1')).args.at(-1)).toBe('http://radio.example:8000/live?x=1');
+    expect((await resolve('https://[2606:2800:220:1::1]:8443/a')).args.at(-1)).toBe('http://2606-2800-220-1--1.ipv6.tls.chorus.invalid:8443/a');
   });
 
   it('hands ffmpeg the URL as checked, so a parser difference cannot smuggle in another host', async () => {
@@ -147,6 +158,17 @@ describe('remote sources', () => {
     expect(isPublic('100.64.0.1')).toBe(false);
     expect(isPublic('::ffff:7f00:1')).toBe(false);
     expect(isPublic('::ffff:8.8.8.8')).toBe(true);
+    expect(isPublic('::ffff:0:7f00:1')).toBe(false);
+    expect(isPublic('64:ff9b::8.8.8.8')).toBe(true);
+    expect(isPublic('2002:808:808::1')).toBe(true);
+    expect(isPublic('2001:0:4136:e378:8000:63bf:3fff:fdd2')).toBe(true); // Teredo of public addresses
+  });
+
+  it('never repeats more than a glimpse of a long url in an error', async () => {
+    const resolve = sourceResolver({ mediaRoot: root, remoteAllow: [], lookup: noLookup });
+    for (const url of [`http://[${'x'.repeat(30_000)}`, `tone:${'9'.repeat(30_000)}`, `${'a/'.repeat(15_000)}`]) {
+      expect((await refusal(resolve(url))).message.length, url.slice(0, 10)).toBeLessThan(500);
+    }
   });
 });
 

@@ -226,6 +226,7 @@ export const SCHEMA = {
   CHORUS_PLAY_RATE: int(1, 1000, 5, 'Plays (play or seek) one session may start per second, in bursts of as many; past it 429 with Retry-After.'),
   CHORUS_MAX_BODY_BYTES: int(1024, 16 * 1024 * 1024, 64 * 1024, "Largest HTTP request body the gateway reads; a larger one gets 413."),
   CHORUS_MAX_WS_MESSAGE_BYTES: int(256, 16 * 1024 * 1024, 16 * 1024, 'Largest WebSocket message the gateway takes from a listener; a larger one closes it with 1009.'),
+  CHORUS_LAVALINK_UPDATE_S: int(1, 3600, 5, 'Seconds between the Lavalink `playerUpdate` messages a client session gets for each player.'),
   CHORUS_DEBUG_ENDPOINTS: flag('Serves /debug/* (block the main thread, crash a worker) for fault tests. Never in production.'),
 } as const;
 

@@ -77,6 +77,8 @@ export class GatewaySession {
   lastActive = Date.now();
   /** When the session entered paused or autopaused (ms epoch), for the idle timeout. */
   pausedSince = 0;
+  /** Hears every event the listeners hear, listeners or not (a Lavalink player: src/main/lavalink). */
+  observer: ((event: ListenerEvent) => void) | undefined;
   private queue: Promise<unknown> = Promise.resolve();
 
   constructor(
@@ -311,6 +313,7 @@ export class GatewaySession {
   }
 
   broadcast(event: ListenerEvent): void {
+    this.observer?.(event);
     if (this.listeners.size === 0) return;
     const text = JSON.stringify(event);
     for (const ws of this.listeners.keys()) ws.send(text);

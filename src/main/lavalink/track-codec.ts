@@ -20,6 +20,8 @@
 
 export const TRACK_VERSION = 3;
 const VERSIONED_FLAG = 1;
+/** Java's Long.MAX_VALUE: Lavalink's length of a stream. */
+export const LONG_MAX = 0x7fffffffffffffffn;
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
 export interface TrackInfo {
@@ -80,7 +82,7 @@ class Reader {
     this.need(8);
     const value = this.buf.readBigInt64BE(this.offset);
     this.offset += 8;
-    if (value > BigInt(Number.MAX_SAFE_INTEGER) || value < BigInt(Number.MIN_SAFE_INTEGER)) throw new TrackCodecError('track field out of range');
+    // A stream's length is Long.MAX_VALUE: as a double it rounds up, and is written back as the max.
     return Number(value);
   }
   utf(): string {
@@ -146,7 +148,8 @@ export function encodeTrack(track: DecodedTrack): string {
   const parts: Buffer[] = [];
   const long = (n: number) => {
     const b = Buffer.alloc(8);
-    b.writeBigInt64BE(BigInt(Math.trunc(n)));
+    const big = BigInt(Math.trunc(n));
+    b.writeBigInt64BE(big > LONG_MAX ? LONG_MAX : big < -LONG_MAX - 1n ? -LONG_MAX - 1n : big);
     return b;
   };
   const nullable = (text: string | null) => (text === null ? Buffer.from([0]) : Buffer.concat([Buffer.from([1]), modifiedUtf8(text)]));

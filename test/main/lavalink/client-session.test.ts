@@ -1,0 +1,226 @@
+/**
+ * A Lavalink client session against a real gateway and engine (built CLI), spoken by hand over
+ * the WebSocket and REST, players delivering to the stand-in Discord voice server: ready,
+ * playerUpdate, players on chorus sessions, events in Lavalink's order, resuming.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { chorusSessionId } from '../../../src/main/lavalink/player.js';
+import { encodeTrack } from '../../../src/main/lavalink/track-codec.js';
+import { startChorus, tempDir, type ChorusProcess } from '../../helpers/chorus-process.js';
+import { VoiceServer, type VoiceGuild } from '../../helpers/discord-voice-server.js';
+
+const TOKEN = 'lavalink-session-password-42';
+const USER_ID = '830000000000000001';
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+let dir: string;
+let engine: ChorusProcess;
+let gateway: ChorusProcess;
+let voice: VoiceServer;
+
+async function rest(method: string, url: string, body?: unknown) {
+  const res = await fetch(gateway.httpUrl + url, {
+    method,
+    headers: { authorization: TOKEN, 'content-type': 'application/json' },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : undefined, text };
+}
+
+/** A bot's Lavalink connection: every message it got, in order. */
+class Client {
+  readonly messages: any[] = [];
+  private waiters = new Set<() => void>();
+  ws!: WebSocket;
+
+  static async connect(sessionId?: string): Promise<Client> {
+    const c = new Client();
+    c.ws = new WebSocket(gateway.httpUrl.replace('http', 'ws') + '/v4/websocket', {
+      headers: { Authorization: TOKEN, 'User-Id': USER_ID, 'Client-Name': 'chorus-test/1.0', ...(sessionId ? { 'Session-Id': sessionId } : {}) },
+    });
+    c.ws.on('message', (data) => {
+      c.messages.push(JSON.parse(data.toString()));
+      for (const w of c.waiters) w();
+    });
+    await c.until((m) => m.op === 'ready', 'ready');
+    return c;
+  }
+
+  get sessionId(): string {
+    return this.messages[0].sessionId;
+  }
+
+  events(guildId: string): string[] {
+    return this.messages.filter((m) => m.op === 'event' && m.guildId === guildId).map((m) => (m.type === 'TrackEndEvent' ? `TrackEndEvent:${m.reason}` : m.type));
+  }
+
+  until(match: (m: any) => boolean, what: string, timeoutMs = 10_000): Promise<any> {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        const found = this.messages.find(match);
+        if (!found) return;
+        this.waiters.delete(check);
+        clearTimeout(timer);
+        resolve(found);
+      };
+      const timer = setTimeout(() => {
+        this.waiters.delete(check);
+        reject(new Error(`no ${what} within ${timeoutMs} ms; got ${JSON.stringify(this.messages.map((m) => m.type ?? m.op))}`));
+      }, timeoutMs);
+      this.waiters.add(check);
+      check();
+    });
+  }
+
+  close(): Promise<void> {
+    return new Promise((r) => {
+      this.ws.once('close', () => r());
+      this.ws.close();
+    });
+  }
+}
+
+let nextGuild = 0;
+function guild(): { guildId: string; channelId: string; sessionId: string; token: string; g: VoiceGuild } {
+  const n = ++nextGuild;
+  const creds = { guildId: `91${String(Date.now()).slice(-9)}${n}`, channelId: `92${String(Date.now()).slice(-9)}${n}`, userId: USER_ID, sessionId: `s-${randomUUID()}`, token: `t-${randomUUID()}` };
+  return { ...creds, g: voice.guild(creds) };
+}
+
+const trackOf = async (identifier: string) => (await rest('GET', `/v4/loadtracks?identifier=${encodeURIComponent(identifier)}`)).body.data;
+
+beforeAll(async () => {
+  voice = await VoiceServer.start();
+  dir = tempDir('chorus-lavalink-ws-');
+  const common = { CHORUS_TOKEN: TOKEN, CHORUS_SOCKET: path.join(dir, 'engine.sock'), CHORUS_MEDIA_ROOT: dir };
+  engine = await startChorus('engine', { ...common, CHORUS_ENGINE_PORT: '0' });
+  gateway = await startChorus('gateway', {
+    ...common,
+    CHORUS_PORT: '0',
+    CHORUS_ENGINE_URL: engine.httpUrl,
+    CHORUS_VOICE_ALLOW: '127.0.0.1',
+    CHORUS_LAVALINK_UPDATE_S: '1',
+    NODE_EXTRA_CA_CERTS: voice.caFile,
+  });
+}, 30_000);
+
+afterAll(async () => {
+  await Promise.allSettled([gateway?.stop(), engine?.stop()]);
+  await voice?.stop();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+describe('Lavalink client session', () => {
+  it('refuses a WebSocket without the password or a User-Id', async () => {
+    const refused = (headers: Record<string, string>) =>
+      new Promise<number>((resolve) => {
+        const ws = new WebSocket(gateway.httpUrl.replace('http', 'ws') + '/v4/websocket', { headers });
+        ws.on('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
+        ws.on('open', () => resolve(101));
+      });
+    expect(await refused({ 'User-Id': USER_ID })).toBe(401);
+    expect(await refused({ Authorization: TOKEN })).toBe(400);
+  });
+
+  it('plays a tone to the guild\'s voice server: events in order, pause, seek, stop, destroy', async () => {
+    const client = await Client.connect();
+    expect(client.messages[0]).toEqual({ op: 'ready', resumed: false, sessionId: expect.stringMatching(/^[a-z0-9]{16}$/) });
+    const { guildId, channelId, sessionId, token, g } = guild();
+    const base = `/v4/sessions/${client.sessionId}/players/${guildId}`;
+    const tone = await trackOf('tone:440?seconds=30');
+    const patched = await rest('PATCH', base, { voice: { token, endpoint: voice.endpoint, sessionId, channelId }, track: { encoded: tone.encoded, userData: { requester: 'me' } } });
+    expect(patched.status, patched.text).toBe(200);
+    expect(patched.body).toMatchObject({ guildId, paused: false, volume: 100, track: { encoded: tone.encoded, userData: { requester: 'me' } }, voice: { token, sessionId, channelId } });
+    await g.waitForPackets(50);
+    const update = await client.until((m) => m.op === 'playerUpdate' && m.guildId === guildId && m.state.connected && m.state.position > 0, 'playerUpdate');
+    expect(update.state).toEqual({ time: expect.any(Number), position: expect.any(Number), connected: true, ping: expect.any(Number) });
+    expect((await rest('GET', `/v4/sessions/${client.sessionId}/players`)).body.map((p: any) => p.guildId)).toEqual([guildId]);
+    // The player is a chorus session, under the 24-byte id rule.
+    const id = chorusSessionId(client.sessionId, guildId);
+    expect(id).toHaveLength(24);
+    const chorus = await fetch(`${gateway.httpUrl}/sessions/${id}`, { headers: { authorization: `Bearer ${TOKEN}` } }).then((r) => r.json());
+    expect(chorus.session).toMatchObject({ state: 'playing', url: 'tone:440?seconds=30' });
+
+    // Pause: the voice server hears nothing after the trailing silence.
+    expect((await rest('PATCH', base, { paused: true })).body.paused).toBe(true);
+    await sleep(300);
+    const heldAt = g.packets.length;
+    await sleep(300);
+    expect(g.packets.length).toBe(heldAt);
+    expect((await rest('PATCH', base, { paused: false })).body.paused).toBe(false);
+    await g.waitForPackets(heldAt + 10);
+
+    // Seek: the position jumps there.
+    const seeked = await rest('PATCH', base, { position: 20_000 });
+    expect(seeked.status).toBe(200);
+    expect(seeked.body.state.position).toBeGreaterThanOrEqual(20_000);
+    expect(seeked.body.state.position).toBeLessThan(21_000);
+
+    // Replace, then stop, then destroy.
+    const other = await trackOf('tone:660?seconds=30');
+    expect((await rest('PATCH', `${base}?noReplace=true`, { track: { encoded: other.encoded } })).body.track.encoded).toBe(tone.encoded);
+    expect((await rest('PATCH', base, { track: { encoded: other.encoded } })).body.track.encoded).toBe(other.encoded);
+    expect((await rest('PATCH', base, { track: { encoded: null } })).body.track).toBeNull();
+    const destroyed = await rest('DELETE', base);
+    expect(destroyed.status).toBe(204);
+    expect((await rest('GET', base)).status).toBe(404);
+    expect(client.events(guildId)).toEqual(['TrackStartEvent', 'TrackEndEvent:replaced', 'TrackStartEvent', 'TrackEndEvent:stopped']);
+    const end = client.messages.find((m) => m.type === 'TrackEndEvent' && m.reason === 'replaced');
+    expect(end.track.userData).toEqual({ requester: 'me' });
+    expect(g.violations).toEqual([]);
+    await client.close();
+  });
+
+  it('a track that ends says finished; one whose source fails says exception, then loadFailed', async () => {
+    const client = await Client.connect();
+    const { guildId, channelId, sessionId, token } = guild();
+    const base = `/v4/sessions/${client.sessionId}/players/${guildId}`;
+    await rest('PATCH', base, { voice: { token, endpoint: voice.endpoint, sessionId, channelId }, track: { identifier: 'tone:500?seconds=1' } });
+    await client.until((m) => m.type === 'TrackEndEvent', 'TrackEndEvent');
+    expect(client.events(guildId)).toEqual(['TrackStartEvent', 'TrackEndEvent:finished']);
+    // A track encoded elsewhere, for a file this node does not have.
+    const info = { title: 'x', author: 'y', length: 1000, identifier: 'no-such-file.mp3', isStream: false, uri: 'no-such-file.mp3', artworkUrl: null, isrc: null, sourceName: 'local', position: 0 };
+    const encoded = encodeTrack({ version: 3, info, sourceData: Buffer.alloc(0) });
+    expect((await rest('PATCH', base, { track: { encoded } })).status).toBe(200);
+    await client.until((m) => m.type === 'TrackEndEvent' && m.reason === 'loadFailed', 'loadFailed');
+    expect(client.events(guildId).slice(2)).toEqual(['TrackStartEvent', 'TrackExceptionEvent', 'TrackEndEvent:loadFailed']);
+    const bad = await rest('PATCH', base, { track: { identifier: 'ytsearch:x' } });
+    expect(bad.status).toBe(400);
+    expect(bad.body).toMatchObject({ status: 400, error: 'Bad Request', path: base });
+    const volume = await rest('PATCH', base, { filters: { timescale: { speed: 2 } } });
+    expect(volume.status).toBe(400);
+    expect(volume.body.message).toMatch(/timescale/);
+    await client.close();
+  });
+
+  it('resuming: a dropped client leaves the player playing; it comes back resumed and gets the events it missed', async () => {
+    const client = await Client.connect();
+    const { guildId, channelId, sessionId, token, g } = guild();
+    expect((await rest('PATCH', `/v4/sessions/${client.sessionId}`, { resuming: true, timeout: 20 })).body).toEqual({ resuming: true, timeout: 20 });
+    await rest('PATCH', `/v4/sessions/${client.sessionId}/players/${guildId}`, { voice: { token, endpoint: voice.endpoint, sessionId, channelId }, track: { identifier: 'tone:700?seconds=2' } });
+    await g.waitForPackets(10);
+    const id = client.sessionId;
+    client.ws.terminate();
+    // Away for longer than the track: it plays to its end meanwhile.
+    await sleep(2500);
+    const audio = g.packets.filter((p) => !p.silence).length;
+    expect(audio).toBe(100);
+    const back = await Client.connect(id);
+    expect(back.messages[0]).toEqual({ op: 'ready', resumed: true, sessionId: id });
+    await back.until((m) => m.type === 'TrackEndEvent', 'missed TrackEndEvent');
+    expect(back.events(guildId)).toEqual(['TrackEndEvent:finished']);
+    // A session id nobody resumes is a new session.
+    const fresh = await Client.connect('nosuchsession123');
+    expect(fresh.messages[0].resumed).toBe(false);
+    expect(fresh.sessionId).not.toBe('nosuchsession123');
+    expect((await rest('PATCH', `/v4/sessions/${id}`, { resuming: false })).status).toBe(200);
+    await Promise.all([back.close(), fresh.close()]);
+    // Without resuming, closing ends the players: the session is gone.
+    expect((await rest('GET', `/v4/sessions/${id}/players`)).status).toBe(404);
+  });
+});

@@ -33,6 +33,8 @@ const CATCH_UP_LIMIT_MS = 200;
 const BUFFER_POLL_FAST_MS = 2;
 const BUFFER_POLL_SLOW_MS = 20;
 const BUFFER_FAST_FOR_MS = 200;
+/** How long before its first packet a voice connection's Speaking goes out. */
+const SPEAKING_LEAD_MS = 10;
 /** How often a player held by a slow listener checks whether it may go on. */
 const HOLD_POLL_MS = 5;
 
@@ -242,6 +244,21 @@ export class SessionPlayer implements Pacer {
     return this.noListener === 'play' || this.listeners > 0 || this.rtp.count > 0 || this.voice !== undefined;
   }
 
+  /**
+   * The first deadline of a clock (re)started at `now`. A voice connection that is not speaking
+   * says so first, SPEAKING_LEAD_MS ahead: written at once, the Speaking message could otherwise
+   * reach the server after the first datagram.
+   */
+  private restartClock(now: number): number {
+    const voice = this.voice;
+    if (voice?.ready && !voice.isSpeaking) {
+      voice.speaking(true);
+      return this.host.clockStart(now + SPEAKING_LEAD_MS);
+    }
+    voice?.speaking(true);
+    return this.host.clockStart(now);
+  }
+
   /** After audio stopped going out: five silence frames on the clock, if the voice was speaking. */
   private trailingSilence(now: number): number {
     if (!this.voice?.beginSilence()) return Infinity;
@@ -254,7 +271,7 @@ export class SessionPlayer implements Pacer {
     // Resume plays the buffered audio at once: the next frame is due at the next grid point.
     this.setStatus('playing');
     this.held = false;
-    this.deadline = this.host.clockStart(now);
+    this.deadline = this.restartClock(now);
     return this.deadline;
   }
 
@@ -272,7 +289,7 @@ export class SessionPlayer implements Pacer {
     const have = this.ring.records();
     if (have >= this.prebufferFrames || (this.endOfStream && have > 0)) {
       this.setStatus('playing');
-      this.deadline = this.host.clockStart(now);
+      this.deadline = this.restartClock(now);
       return this.playing(now);
     }
     if (this.endOfStream) {
@@ -301,8 +318,7 @@ export class SessionPlayer implements Pacer {
       // A slow listener caught up, or the voice connection is ready again: go on from here, the
     // held frames all still to come.
       this.held = false;
-      this.deadline = this.host.clockStart(now);
-      if (this.voice?.ready) this.voice.speaking(true);
+      this.deadline = this.restartClock(now);
     }
     let sent = 0;
     while (this.deadline <= now && sent < MAX_FRAMES_PER_WAKE) {
@@ -352,8 +368,6 @@ export class SessionPlayer implements Pacer {
   private setStatus(status: PlayerStatus, reason?: string): void {
     if (this.status === status) return;
     this.status = status;
-    // Speaking before the first packet (the connection also says so with that packet at the latest).
-    if (status === 'playing' && this.voice?.ready) this.voice.speaking(true);
     Atomics.store(this.control, Control.Status, PLAYER_STATUSES.indexOf(status));
     this.host.postStatus(this.sid, status, reason);
   }

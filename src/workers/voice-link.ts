@@ -135,7 +135,7 @@ export class VoiceLink {
 
   /** Starts the trailing silence if audio went out since the last one; false if there is none to send. */
   beginSilence(): boolean {
-    this.silenceLeft = this.ready && this.isSpeaking() ? SILENCE_FRAMES + 1 : 0;
+    this.silenceLeft = this.ready && this.isSpeaking ? SILENCE_FRAMES + 1 : 0;
     return this.silenceLeft > 0;
   }
 
@@ -200,7 +200,8 @@ export class VoiceLink {
     this.adapter.onVoiceServerUpdate({ guild_id: v.guildId, token: v.token, endpoint: v.endpoint });
   }
 
-  private isSpeaking(): boolean {
+  /** Speaking is on (set by us, or by the library as it sent a packet). */
+  get isSpeaking(): boolean {
     const n = this.networking()?.state;
     return n !== undefined && 'connectionData' in n && 'speaking' in n.connectionData && n.connectionData.speaking;
   }

@@ -102,6 +102,7 @@ export class SessionManager {
           input,
           startAt: request.startAt,
           duration: request.duration,
+          gain: request.gain,
           format: request.format,
           paddedId: session.paddedId,
           bitrate: this.opts.config.CHORUS_OPUS_BITRATE ?? (request.format === 'web' ? 256_000 : 128_000),

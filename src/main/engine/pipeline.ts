@@ -21,6 +21,8 @@ export interface PipelineOptions {
   startAt?: number;
   /** Seconds to play at most (`-t`). */
   duration?: number;
+  /** Linear gain on the decoded PCM (ffmpeg's volume filter); 1 or absent: none. */
+  gain?: number;
   format: AudioFormat;
   paddedId: string;
   bitrate: number;
@@ -62,6 +64,7 @@ export class Pipeline {
     if (opts.startAt) args.push('-ss', String(opts.startAt));
     args.push(...opts.input.args);
     if (opts.duration !== undefined) args.push('-t', String(opts.duration));
+    if (opts.gain !== undefined && opts.gain !== 1) args.push('-af', `volume=${opts.gain}`);
     args.push('-vn', '-sn', '-dn', '-ac', '2', '-ar', '48000', '-f', 's16le', 'pipe:1');
 
     if (opts.format !== 'pcm') {

@@ -310,17 +310,17 @@ export class Gateway {
     return session;
   }
 
-  async play(id: string, url: string, format: StreamFormat, startAt = 0, keepPaused = false): Promise<SessionSummary> {
+  async play(id: string, url: string, format: StreamFormat, startAt = 0, keepPaused = false, gain = 1): Promise<SessionSummary> {
     const session = this.session(id, true);
     // Every play (and seek) starts an ffmpeg: CHORUS_PLAY_RATE per session, checked on arrival.
     this.playRate.take(session, id);
     return session.exclusive(async () => {
-      const track: Track = { url, format, startAt };
+      const track: Track = gain === 1 ? { url, format, startAt } : { url, format, startAt, gain };
       const { ringChanged } = session.beginTrack(track);
       await this.prepareSlot(session, ringChanged, keepPaused);
       let answer;
       try {
-        answer = await this.engine.play(id, { url, format, ...(startAt > 0 ? { start_at: startAt } : {}) });
+        answer = await this.engine.play(id, { url, format, ...(startAt > 0 ? { start_at: startAt } : {}), ...(gain !== 1 ? { gain } : {}) });
       } catch (err) {
         const message = err instanceof HttpError ? err.message : String(err);
         session.fail(message);
@@ -367,11 +367,12 @@ export class Gateway {
     });
   }
 
-  async seek(id: string, seconds: number): Promise<SessionSummary> {
+  /** Plays the track again from `seconds`, paused if it was, with `gain` (default: the track's). */
+  async seek(id: string, seconds: number, gain?: number): Promise<SessionSummary> {
     const session = this.session(id, false);
     const track = session.track;
     if (!track) throw new HttpError(409, 'session has no track to seek in');
-    return this.play(id, track.url, track.format, seconds, session.state.status === 'paused');
+    return this.play(id, track.url, track.format, seconds, session.state.status === 'paused', gain ?? track.gain);
   }
 
   async addRtpSink(id: string, target: RtpTarget, maxSinks: number): Promise<RtpSinkInfo> {

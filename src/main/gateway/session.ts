@@ -21,6 +21,8 @@ export interface Track {
   format: StreamFormat;
   startAt: number;
   duration?: number;
+  /** Linear gain the engine applies (1: none); a seek keeps it. */
+  gain?: number;
 }
 
 type PlayingStatus = 'starting' | 'buffering' | 'playing' | 'paused' | 'autopaused';

@@ -36,6 +36,8 @@ import { decodeTrack, TrackCodecError } from './track-codec.js';
 export const LAVALINK_VERSION = { semver: '4.0.0+chorus', major: 4, minor: 0, patch: 0, preRelease: null, build: 'chorus' };
 const SESSION_ROUTE = /^\/v4\/sessions\/([^/]+)(?:\/players(?:\/([^/]+))?)?$/;
 const SNOWFLAKE = /^\d{1,20}$/;
+/** The filters chorus applies (the engine's gain before encoding); any other is a 400. */
+const FILTERS = ['volume'] as const;
 
 export type BodyReader = (req: IncomingMessage) => Promise<Buffer>;
 
@@ -208,15 +210,19 @@ export class LavalinkNode {
     const update = await this.parseUpdate(object(await this.json(req)));
     const player = session.player(guildId, true)!;
     if (update.voice) await player.setVoice(update.voice);
-    if (update.volume !== undefined) player.volume = update.volume;
     if (update.paused !== undefined && update.track === undefined) await player.setPaused(update.paused);
     else if (update.paused !== undefined) player.paused = update.paused;
     if (update.endTime !== undefined) player.endTime = update.endTime ?? undefined;
     const noReplace = url.searchParams.get('noReplace') === 'true';
+    const replacing = update.track !== undefined && update.track !== null && !(noReplace && player.track);
+    if (replacing || update.position !== undefined) {
+      // A new track or a seek starts at the new level anyway: no extra replay for it.
+      if (update.volume !== undefined) player.volume = update.volume;
+      if (update.filterVolume !== undefined) player.filterVolume = update.filterVolume;
+    } else await player.setLevel(update.volume, update.filterVolume);
     if (update.track === null) await player.stop('stopped');
-    else if (update.track !== undefined && !(noReplace && player.track)) {
-      await player.play(update.track, update.position ?? 0, playUrl(update.track));
-    } else if (update.position !== undefined) await player.seek(update.position);
+    else if (replacing) await player.play(update.track!, update.position ?? 0, playUrl(update.track!));
+    else if (update.position !== undefined) await player.seek(update.position);
     return sendJson(res, 200, player.toJson());
   }
 
@@ -226,6 +232,7 @@ export class LavalinkNode {
     position?: number;
     endTime?: number | null;
     volume?: number;
+    filterVolume?: number;
     paused?: boolean;
     voice?: LavalinkVoice;
   }> {
@@ -261,7 +268,6 @@ export class LavalinkNode {
     }
     if (body.volume !== undefined) {
       if (!Number.isInteger(body.volume) || (body.volume as number) < 0 || (body.volume as number) > 1000) throw new HttpError(400, 'volume must be an integer from 0 to 1000');
-      if (body.volume !== 100) throw new HttpError(400, 'volume other than 100 is not supported by this chorus node yet');
       out.volume = body.volume as number;
     }
     if (body.paused !== undefined) {
@@ -270,8 +276,14 @@ export class LavalinkNode {
     }
     if (body.filters !== undefined) {
       const filters = object(body.filters, 'filters');
-      const used = Object.entries(filters).find(([, v]) => v !== null && v !== undefined && !(Array.isArray(v) && v.length === 0) && !(typeof v === 'object' && Object.keys(v).length === 0));
-      if (used) throw new HttpError(400, `filter "${used[0]}" is not supported by this chorus node (GET /v4/info lists the supported filters)`);
+      const used = Object.entries(filters).find(
+        ([k, v]) => !(FILTERS as readonly string[]).includes(k) && v !== null && v !== undefined && !(Array.isArray(v) && v.length === 0) && !(typeof v === 'object' && Object.keys(v).length === 0),
+      );
+      if (used) throw new HttpError(400, `filter "${used[0]}" is not supported by this chorus node (it has ${FILTERS.join(', ')})`);
+      // The filters replace all previous ones: no volume filter is a factor of 1.
+      const volume = filters.volume ?? 1;
+      if (typeof volume !== 'number' || !Number.isFinite(volume) || volume < 0 || volume > 5) throw new HttpError(400, 'filters.volume must be a number from 0 to 5');
+      out.filterVolume = volume;
     }
     if (body.voice !== undefined) {
       const v = object(body.voice, 'voice');
@@ -299,7 +311,7 @@ export class LavalinkNode {
       jvm: `none (chorus on Node ${process.versions.node})`,
       lavaplayer: 'none (chorus: ffmpeg and @discordjs/opus)',
       sourceManagers: [...SOURCE_NAMES],
-      filters: [],
+      filters: [...FILTERS],
       plugins: [],
     };
   }

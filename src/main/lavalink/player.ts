@@ -49,7 +49,9 @@ export class LavalinkPlayer {
   readonly chorusId: string;
   track: LavalinkTrack | null = null;
   paused = false;
+  /** The player's volume, 0 to 1000 (%), and the `volume` filter's factor, 0 to 5. */
   volume = 100;
+  filterVolume = 1;
   voice: LavalinkVoice | undefined;
   endTime: number | undefined;
   /** Where the current play started in the track (ms), and the session's sent count then. */
@@ -117,7 +119,7 @@ export class LavalinkPlayer {
       paused: this.paused,
       state: this.state(),
       voice: this.voice ? { token: this.voice.token, endpoint: this.voice.endpoint, sessionId: this.voice.sessionId, ...(this.voice.channelId ? { channelId: this.voice.channelId } : {}) } : { token: '', endpoint: '', sessionId: '' },
-      filters: {},
+      filters: this.filterVolume === 1 ? {} : { volume: this.filterVolume },
     };
   }
 
@@ -143,7 +145,7 @@ export class LavalinkPlayer {
     this.stuckSince = 0;
     this.stuckTold = false;
     try {
-      await this.gateway.play(this.chorusId, url, 'opus', positionMs / 1000, this.paused);
+      await this.gateway.play(this.chorusId, url, 'opus', positionMs / 1000, this.paused, this.gain);
     } catch (err) {
       // The source is the client's mistake (no such file, a refused host): Lavalink's load failure.
       if (err instanceof HttpError && err.status >= 400 && err.status < 500 && err.status !== 429) {
@@ -160,9 +162,26 @@ export class LavalinkPlayer {
     this.emit({ type: 'TrackStartEvent', guildId: this.guildId, track });
   }
 
+  /** The linear gain the engine applies: volume and the volume filter together. */
+  private get gain(): number {
+    return (this.volume / 100) * this.filterVolume;
+  }
+
+  /**
+   * Sets volume and/or the volume filter. The engine encodes seconds ahead, so a track under way
+   * is played again from the frame the voice server has reached, at the new gain: what was
+   * encoded at the old level is dropped, and the change is heard within a prebuffer's time.
+   */
+  async setLevel(volume: number | undefined, filterVolume: number | undefined): Promise<void> {
+    const before = this.gain;
+    if (volume !== undefined) this.volume = volume;
+    if (filterVolume !== undefined) this.filterVolume = filterVolume;
+    if (this.gain !== before) await this.seek(this.position);
+  }
+
   async seek(positionMs: number): Promise<void> {
     if (!this.track || !this.session?.active) return;
-    await this.gateway.seek(this.chorusId, positionMs / 1000);
+    await this.gateway.seek(this.chorusId, positionMs / 1000, this.gain);
     this.basePosition = positionMs;
     this.baseSent = this.sent;
   }

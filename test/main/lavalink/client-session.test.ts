@@ -198,6 +198,47 @@ describe('Lavalink client session', () => {
     await client.close();
   });
 
+  it('volume and the volume filter are heard within 200 ms of the PATCH', async () => {
+    const client = await Client.connect();
+    const { guildId, channelId, sessionId, token, g } = guild();
+    const base = `/v4/sessions/${client.sessionId}/players/${guildId}`;
+    await rest('PATCH', base, { voice: { token, endpoint: voice.endpoint, sessionId, channelId }, track: { identifier: 'tone:440?seconds=30' } });
+    await g.waitForPackets(60);
+    const rms = (pcm: Buffer) => {
+      let sum = 0;
+      for (let i = 0; i < pcm.length; i += 2) sum += pcm.readInt16LE(i) ** 2;
+      return Math.sqrt(sum / (pcm.length / 2));
+    };
+    const level = (from: number, to: number) => {
+      const heard = g.packets.filter((p) => !p.silence && p.at >= from && p.at < to);
+      return { n: heard.length, rms: heard.reduce((s, p) => s + rms(p.pcm!), 0) / heard.length };
+    };
+    const full = level(g.packets[20]!.at, performance.now());
+    const change = async (body: unknown, expected: number) => {
+      const sent = performance.now();
+      const r = await rest('PATCH', base, body);
+      expect(r.status, r.text).toBe(200);
+      await sleep(700);
+      const after = level(sent + 200, sent + 700);
+      // The first packet at the new level, and when it came.
+      const first = g.packets.find((p) => p.at >= sent && !p.silence && Math.abs(rms(p.pcm!) / full.rms - expected) < 0.1);
+      const delay = first ? first.at - sent : Infinity;
+      console.log(`level ${JSON.stringify(body)}: ${(after.rms / full.rms).toFixed(3)} of full over ${after.n} packets from 200 ms on; first at it ${delay.toFixed(0)} ms after the PATCH was sent`);
+      expect(after.n).toBeGreaterThan(20);
+      expect(Math.abs(after.rms / full.rms - expected)).toBeLessThan(0.1);
+      expect(delay).toBeLessThan(200);
+      return r.body;
+    };
+    expect((await change({ volume: 30 }, 0.3)).volume).toBe(30);
+    expect((await change({ filters: { volume: 2 } }, 0.6)).filters).toEqual({ volume: 2 });
+    expect((await change({ filters: {} }, 0.3)).filters).toEqual({});
+    const over = await rest('PATCH', base, { volume: 1001 });
+    expect(over.status).toBe(400);
+    expect(g.violations).toEqual([]);
+    await rest('DELETE', base);
+    await client.close();
+  });
+
   it('resuming: a dropped client leaves the player playing; it comes back resumed and gets the events it missed', async () => {
     const client = await Client.connect();
     const { guildId, channelId, sessionId, token, g } = guild();

@@ -3,7 +3,7 @@
  *
  *   → ready { resumed, sessionId }            first, on every (re)connect
  *   → playerUpdate { guildId, state }         every CHORUS_LAVALINK_UPDATE_S for each player
- *   → stats { …, frameStats }                 every 60 s
+ *   → stats { …, frameStats }                 right after ready (clients balance by it), then every 60 s
  *   → event { type: Track…Event | WebSocketClosedEvent, guildId, … }
  *
  * With `resuming` set (PATCH /v4/sessions/:id), a dropped WebSocket leaves the players playing for
@@ -67,6 +67,7 @@ export class ClientSession {
     this.ws = ws;
     ws.send(JSON.stringify({ op: 'ready', resumed, sessionId: this.id }));
     for (const text of this.missed.splice(0)) ws.send(text);
+    ws.send(JSON.stringify({ op: 'stats', ...this.stats(this) }));
     ws.on('close', () => this.detach(ws));
     ws.on('error', (err) => log.debug('client socket error', { session: this.id, message: err.message }));
     // Lavalink clients send nothing over the socket; a message is not an error, just unused.

@@ -4,6 +4,7 @@
  * A fake Discord gateway shard answers each client's voice state update (op 4) with the two
  * events Discord sends, pointing at the stand-in Discord voice server; chorus's player delivers
  * to it. Each client: connect, resolve a tone, play, pause, seek, stop, destroy; events in order.
+ * Two chorus nodes: shoukaku puts a new player on the node whose stats show fewer players.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -11,6 +12,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Connector, Shoukaku, type NodeOption } from 'shoukaku';
 import { LavalinkManager } from 'lavalink-client';
+import WebSocket from 'ws';
 import { startChorus, tempDir, type ChorusProcess } from '../../helpers/chorus-process.js';
 import { VoiceServer, type VoiceGuild } from '../../helpers/discord-voice-server.js';
 
@@ -40,18 +42,24 @@ function guild() {
 }
 type Guild = ReturnType<typeof guild>;
 
-beforeAll(async () => {
-  voice = await VoiceServer.start();
-  dir = tempDir('chorus-lavalink-clients-');
-  const common = { CHORUS_TOKEN: TOKEN, CHORUS_SOCKET: path.join(dir, 'engine.sock'), CHORUS_MEDIA_ROOT: dir };
-  engine = await startChorus('engine', { ...common, CHORUS_ENGINE_PORT: '0' });
-  gateway = await startChorus('gateway', {
+/** A chorus node: an engine and a gateway whose Lavalink players may reach the stand-in. */
+async function startNode(name: string): Promise<{ engine: ChorusProcess; gateway: ChorusProcess }> {
+  const common = { CHORUS_TOKEN: TOKEN, CHORUS_SOCKET: path.join(dir, `${name}.sock`), CHORUS_MEDIA_ROOT: dir };
+  const engine = await startChorus('engine', { ...common, CHORUS_ENGINE_PORT: '0' });
+  const gateway = await startChorus('gateway', {
     ...common,
     CHORUS_PORT: '0',
     CHORUS_ENGINE_URL: engine.httpUrl,
     CHORUS_VOICE_ALLOW: '127.0.0.1',
     NODE_EXTRA_CA_CERTS: voice.caFile,
   });
+  return { engine, gateway };
+}
+
+beforeAll(async () => {
+  voice = await VoiceServer.start();
+  dir = tempDir('chorus-lavalink-clients-');
+  ({ engine, gateway } = await startNode('a'));
 }, 30_000);
 
 afterAll(async () => {
@@ -60,7 +68,7 @@ afterAll(async () => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-const hostPort = () => new URL(gateway.httpUrl);
+const hostPort = (of = gateway) => new URL(of.httpUrl);
 
 /** Audio packets the stand-in heard after index `from`. */
 const audioSince = (g: VoiceGuild, from: number) => g.packets.slice(from).filter((p) => !p.silence).length;
@@ -200,4 +208,72 @@ describe('lavalink-client 2 drives chorus', () => {
       for (const node of manager.nodeManager.nodes.values()) node.destroy(undefined, true);
     }
   });
+});
+
+describe('two chorus nodes under shoukaku', () => {
+  it('a new player goes to the node whose stats say it is less loaded, and plays there', async () => {
+    const b = await startNode('b');
+    const c = await startNode('c');
+    const guilds = new Map<string, Guild>();
+    let shoukaku: Shoukaku | undefined;
+    const busy = guild();
+    const raw = new WebSocket(c.gateway.httpUrl.replace('http', 'ws') + '/v4/websocket', { headers: { Authorization: TOKEN, 'User-Id': BOT_ID, 'Client-Name': 'occupier' } });
+    try {
+      // Node c already plays for another bot: one player.
+      const ready = await new Promise<{ sessionId: string }>((resolve) => raw.once('message', (d) => resolve(JSON.parse(d.toString()))));
+      const occupied = await fetch(`${c.gateway.httpUrl}/v4/sessions/${ready.sessionId}/players/${busy.guildId}`, {
+        method: 'PATCH',
+        headers: { authorization: TOKEN, 'content-type': 'application/json' },
+        body: JSON.stringify({ voice: { token: busy.discordEvents(busy.channelId)[1]!.d.token, endpoint: voice.endpoint, sessionId: busy.discordEvents(busy.channelId)[0]!.d.session_id, channelId: busy.channelId }, track: { identifier: 'tone:300?seconds=60' } }),
+      });
+      expect(occupied.status).toBe(200);
+
+      class FakeDiscord extends Connector {
+        getId() {
+          return BOT_ID;
+        }
+        sendPacket(_shard: number, payload: { op: number; d: { guild_id: string; channel_id: string | null } }) {
+          const target = guilds.get(payload.d.guild_id);
+          if (payload.op !== 4 || !target) return;
+          setTimeout(() => {
+            for (const packet of target.discordEvents(payload.d.channel_id)) this.raw(packet as never);
+          }, 5);
+        }
+        listen(nodes: NodeOption[]) {
+          setImmediate(() => this.ready(nodes));
+        }
+      }
+      const url = (p: { gateway: ChorusProcess }) => `${hostPort(p.gateway).hostname}:${hostPort(p.gateway).port}`;
+      shoukaku = new Shoukaku(new FakeDiscord({}), [{ name: 'c', url: url(c), auth: TOKEN }, { name: 'b', url: url(b), auth: TOKEN }], {
+        reconnectTries: 1,
+        restTimeout: 20,
+      });
+      shoukaku.on('error', () => undefined);
+      await new Promise<void>((resolve) => {
+        const seen = new Set<string>();
+        shoukaku!.on('ready', (name) => {
+          seen.add(name);
+          if (seen.size === 2) resolve();
+        });
+      });
+      await new Promise((r) => setTimeout(r, 200));
+      const penalties = Object.fromEntries([...shoukaku.nodes.values()].map((n) => [n.name, n.penalties]));
+      const target = guild();
+      guilds.set(target.guildId, target);
+      const player = await shoukaku.joinVoiceChannel({ guildId: target.guildId, channelId: target.channelId, shardId: 0 });
+      console.log(`two nodes: penalties ${JSON.stringify(penalties)}; the new player went to ${player.node.name}`);
+      expect(player.node.name).toBe('b');
+      const tone = await player.node.rest.resolve('tone:440?seconds=10');
+      await player.playTrack({ track: { encoded: (tone as { data: { encoded: string } }).data.encoded } });
+      await target.g.waitForPackets(50);
+      expect(target.g.violations).toEqual([]);
+    } catch (err) {
+      console.log(`node b log:\n${b.gateway.logs.slice(-30).join('\n')}\nnode c log:\n${c.gateway.logs.slice(-30).join('\n')}`);
+      throw err;
+    } finally {
+      raw.terminate();
+      if (shoukaku) for (const n of [...shoukaku.nodes.keys()]) shoukaku.removeNode(n);
+      await Promise.allSettled([b.gateway.stop(), b.engine.stop(), c.gateway.stop(), c.engine.stop()]);
+    }
+  }, 60_000);
 });

@@ -43,8 +43,21 @@ interface Row {
   p99: number;
   max: number;
   lost: number;
+  /** Frames the chorus workers had sent by the end (baseline: not counted), and voice disconnects logged. */
+  sent: number | string;
+  disconnects: number | string;
+  /** UDP datagrams the kernel dropped for a full receive buffer during the run (whole machine). */
+  rcvbufErrors: number;
   cpuPerGuildPct: number;
   rssPerGuildMiB: number;
+}
+
+/** The kernel's count of UDP datagrams dropped for a full socket receive buffer (/proc/net/snmp). */
+function udpRcvbufErrors(): number {
+  const lines = fs.readFileSync('/proc/net/snmp', 'utf8').split('\n').filter((l) => l.startsWith('Udp:'));
+  const names = lines[0]!.split(/\s+/);
+  const values = lines[1]!.split(/\s+/);
+  return Number(values[names.indexOf('RcvbufErrors')]);
 }
 
 function quantile(sorted: number[], q: number): number {
@@ -140,6 +153,7 @@ async function runOnce(mode: string, n: number, seconds: number, block: boolean)
       }
     }
     const t0 = performance.now();
+    const rcvbufBefore = udpRcvbufErrors();
     // Every guild's tone, then its five silence frames, or the time it had.
     while (performance.now() - t0 < (seconds + 10) * 1000) {
       if (guilds.every((g) => g.packets.filter((p) => !p.silence).length >= seconds * 50)) break;
@@ -147,6 +161,14 @@ async function runOnce(mode: string, n: number, seconds: number, block: boolean)
     }
     const elapsed = (performance.now() - t0) / 1000;
     for (const t of blockTimers) clearInterval(t);
+    let sent: number | string = '-';
+    let disconnects: number | string = '-';
+    if (mode !== 'baseline') {
+      const gw = (await sender.waitFor(/gateway ready http=(\S+)/, 1000))[1]!;
+      const body = (await (await fetch(`${gw}/sessions`)).json()) as { sessions: { sent: number }[] };
+      sent = body.sessions.reduce((a, s) => a + s.sent, 0);
+      disconnects = sender.logs.filter((l) => l.includes('voice disconnected')).length;
+    }
     const after = readProc(sender.pid, 0);
     const m = measure(guilds, seconds * 50);
     return {
@@ -154,6 +176,9 @@ async function runOnce(mode: string, n: number, seconds: number, block: boolean)
       guilds: n,
       block: block ? `${BLOCK_MS} ms / ${BLOCK_EVERY_MS / 1000} s` : 'none',
       ...m,
+      sent,
+      disconnects,
+      rcvbufErrors: udpRcvbufErrors() - rcvbufBefore,
       cpuPerGuildPct: after ? (((after.cpuSeconds - cpuBefore) / elapsed) * 100) / n : NaN,
       rssPerGuildMiB: after ? after.rssBytes / 1024 / 1024 / n : NaN,
     };

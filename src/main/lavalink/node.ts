@@ -27,7 +27,7 @@ import type { GatewayAccess } from '../gateway/auth.js';
 import { HttpError } from '../gateway/errors.js';
 import type { Gateway } from '../gateway/gateway.js';
 import { ClientSession, newSessionId } from './client-session.js';
-import { sendLavalinkError } from './errors.js';
+import { lavalinkErrorBody, sendLavalinkError } from './errors.js';
 import { lavalinkTrack, loadTracks, SOURCE_NAMES, type LavalinkTrack, type TrackLoader } from './load-tracks.js';
 import type { LavalinkVoice } from './player.js';
 import { decodeTrack, TrackCodecError } from './track-codec.js';
@@ -92,8 +92,9 @@ export class LavalinkNode {
       if (!SNOWFLAKE.test(userId)) throw new HttpError(400, 'User-Id header must be the bot\'s Discord user id');
     } catch (err) {
       const status = err instanceof HttpError ? err.status : 500;
-      const body = JSON.stringify({ timestamp: Date.now(), status, error: status === 401 ? 'Unauthorized' : 'Bad Request', message: (err as Error).message, path: url.pathname });
-      socket.end(`HTTP/1.1 ${status} ${status === 401 ? 'Unauthorized' : 'Bad Request'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+      const body = lavalinkErrorBody(status, (err as Error).message, url.pathname);
+      const text = JSON.stringify(body);
+      socket.end(`HTTP/1.1 ${status} ${body.error}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
       return true;
     }
     const clientName = header(req, 'client-name') ?? 'unknown';

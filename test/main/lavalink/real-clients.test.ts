@@ -4,7 +4,8 @@
  * A fake Discord gateway shard answers each client's voice state update (op 4) with the two
  * events Discord sends, pointing at the stand-in Discord voice server; chorus's player delivers
  * to it. Each client: connect, resolve a tone, play, pause, seek, stop, destroy; events in order.
- * Two chorus nodes: shoukaku puts a new player on the node whose stats show fewer players.
+ * Two chorus nodes: shoukaku puts a new player on the node whose stats show fewer players;
+ * lavalink-client's autoMove takes the players of a node that dies to the other, which plays on.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -273,6 +274,63 @@ describe('two chorus nodes under shoukaku', () => {
     } finally {
       raw.terminate();
       if (shoukaku) for (const n of [...shoukaku.nodes.keys()]) shoukaku.removeNode(n);
+      await Promise.allSettled([b.gateway.stop(), b.engine.stop(), c.gateway.stop(), c.engine.stop()]);
+    }
+  }, 60_000);
+});
+
+describe('two chorus nodes under lavalink-client', () => {
+  it("when a node dies, the client's own move puts its players on the other node, which plays on", async () => {
+    const b = await startNode('lb');
+    const c = await startNode('lc');
+    const guilds = new Map<string, Guild>();
+    const manager: LavalinkManager = new LavalinkManager({
+      nodes: [b, c].map((n, i) => ({ id: i === 0 ? 'b' : 'c', host: hostPort(n.gateway).hostname, port: Number(hostPort(n.gateway).port), authorization: TOKEN, retryAmount: 1, retryDelay: 200 })),
+      sendToShard: (guildId, payload) => {
+        const target = guilds.get(guildId);
+        const d = (payload as { d: { channel_id: string | null } }).d;
+        if (!target) return;
+        setTimeout(() => {
+          for (const packet of target.discordEvents(d.channel_id)) void manager.sendRawData(packet as never);
+        }, 5);
+      },
+      client: { id: BOT_ID, username: 'chorus-test' },
+      // chorus lists no youtube: the client's default search platform must be one it has, or it will not move a player there.
+      playerOptions: { onDisconnect: { destroyPlayer: false, autoReconnect: true }, defaultSearchPlatform: 'local' },
+      // lavalink-client's own move of a lost node's players to another node.
+      autoMove: true,
+    });
+    manager.nodeManager.on('error', () => undefined);
+    const connected = new Set<string>();
+    const ready = new Promise<void>((resolve) =>
+      manager.nodeManager.on('connect', (node) => {
+        connected.add(node.id);
+        if (connected.size === 2) resolve();
+      }),
+    );
+    await manager.init({ id: BOT_ID, username: 'chorus-test' });
+    await ready;
+    try {
+      const target = guild();
+      guilds.set(target.guildId, target);
+      const player = manager.createPlayer({ guildId: target.guildId, voiceChannelId: target.channelId, node: 'b' });
+      await player.connect();
+      const result = await player.search({ query: 'tone:440?seconds=60', source: 'local' }, { id: 'requester' });
+      await player.queue.add(result.tracks[0]!);
+      await player.play();
+      await target.g.waitForPackets(50);
+      const firstSession = target.g.packets.at(-1)!.session;
+      const diedAt = performance.now();
+      await b.gateway.stop();
+      await target.g.until(() => target.g.packets.some((p) => p.session !== firstSession && !p.silence), 'audio from the other node', 20_000);
+      const resumed = target.g.packets.find((p) => p.session !== firstSession && !p.silence)!;
+      console.log(`lavalink-client move: audio again ${(resumed.at - diedAt).toFixed(0)} ms after node b was stopped, now on node ${player.node.id}`);
+      expect(player.node.id).toBe('c');
+      const count = target.g.packets.length;
+      await target.g.waitForPackets(count + 25);
+      expect(target.g.violations).toEqual([]);
+    } finally {
+      for (const node of [...manager.nodeManager.nodes.values()]) node.destroy(undefined, true);
       await Promise.allSettled([b.gateway.stop(), b.engine.stop(), c.gateway.stop(), c.engine.stop()]);
     }
   }, 60_000);

@@ -75,7 +75,7 @@ const hostPort = (of = gateway) => new URL(of.httpUrl);
 const audioSince = (g: VoiceGuild, from: number) => g.packets.slice(from).filter((p) => !p.silence).length;
 
 describe('shoukaku 4 drives chorus', () => {
-  it('connect, resolve a tone, play, pause, seek, stop, destroy; events in order', async () => {
+  it('connect, resolve a tone, play, pause, seek, volume, stop, destroy; events in order', async () => {
     const guilds = new Map<string, Guild>();
     class FakeDiscord extends Connector {
       getId() {
@@ -128,6 +128,21 @@ describe('shoukaku 4 drives chorus', () => {
       // Lavalink's player has `state`; shoukaku's type leaves it out.
       const state = (await node.rest.getPlayer(target.guildId)) as unknown as { state: { position: number } };
       expect(state.state.position).toBeGreaterThanOrEqual(15_000);
+      // Volume 30 %: heard at that level (decoded by the stand-in), what was encoded at 100 % dropped.
+      const levelOf = (from: number, to: number) => {
+        const pcm = target.g.packets.filter((p) => !p.silence && p.at >= from && p.at < to).map((p) => p.pcm!);
+        let sum = 0;
+        let n = 0;
+        for (const b of pcm) for (let i = 0; i < b.length; i += 2, n++) sum += b.readInt16LE(i) ** 2;
+        return Math.sqrt(sum / n);
+      };
+      const full = levelOf(target.g.packets[10]!.at, target.g.packets[40]!.at);
+      const volumeAt = performance.now();
+      await player.setGlobalVolume(30);
+      await sleep(1000);
+      const ratio = levelOf(volumeAt + 500, volumeAt + 1000) / full;
+      console.log(`shoukaku: volume 30 heard at ${ratio.toFixed(3)} of the level before`);
+      expect(Math.abs(ratio - 0.3)).toBeLessThan(0.05);
       const beforeStop = target.g.packets.length;
       await player.stopTrack();
       await sleep(300);

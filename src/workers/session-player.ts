@@ -34,7 +34,7 @@ const BUFFER_POLL_FAST_MS = 2;
 const BUFFER_POLL_SLOW_MS = 20;
 const BUFFER_FAST_FOR_MS = 200;
 /** How long before its first packet a voice connection's Speaking goes out. */
-const SPEAKING_LEAD_MS = 10;
+const SPEAKING_LEAD_MS = 5;
 /** How often a player held by a slow listener checks whether it may go on. */
 const HOLD_POLL_MS = 5;
 

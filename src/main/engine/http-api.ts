@@ -1,7 +1,8 @@
 /**
  * The engine's HTTP control API (seed-compatible):
  *
- *   POST /session/:id/play    {"url", "format"?: "opus"|"web"|"pcm" (opus), "start_at"?, "duration"?}
+ *   POST /session/:id/play    {"url", "format"?: "opus"|"web"|"pcm" (opus), "start_at"?, "duration"?,
+ *                             "gain"? (linear, 0 to 10: ffmpeg's volume filter on the PCM before encoding)}
  *   POST /session/:id/stop | pause | resume
  *   GET  /session/:id/status
  *   GET  /health, GET /metrics (Prometheus text)
@@ -23,6 +24,8 @@ import { LimitError, NotFoundError, StateError, type SessionManager } from './ma
 import { millis, type PlayRequest, type Session } from './session.js';
 
 export const MAX_BODY_BYTES = 64 * 1024;
+/** Most amplification a play may ask for (Lavalink's volume 1000 % is 10). */
+export const MAX_GAIN = 10;
 const SESSION_ROUTE = /^\/session\/([^/]*)\/(play|stop|pause|resume|status)$/;
 
 class HttpError extends Error {
@@ -185,6 +188,10 @@ function parsePlay(body: string): PlayRequest {
   if (v.duration !== undefined && v.duration !== null) {
     if (typeof v.duration !== 'number' || !Number.isFinite(v.duration) || v.duration < 0) throw new HttpError(400, '"duration" must be a number of seconds >= 0 (0: unknown)');
     if (v.duration > 0) request.duration = v.duration;
+  }
+  if (v.gain !== undefined && v.gain !== null) {
+    if (typeof v.gain !== 'number' || !Number.isFinite(v.gain) || v.gain < 0 || v.gain > MAX_GAIN) throw new HttpError(400, `"gain" must be a number from 0 to ${MAX_GAIN}`);
+    request.gain = v.gain;
   }
   return request;
 }

@@ -119,6 +119,7 @@ export class SessionManager {
           ffmpegPath: this.opts.ffmpegPath,
           input,
           startAt: request.startAt,
+          gain: request.gain,
           format: request.format,
           paddedId: session.paddedId,
           bitrate: this.opts.config.CHORUS_OPUS_BITRATE ?? (request.format === 'web' ? 256_000 : 128_000),

@@ -19,6 +19,8 @@ export interface PipelineOptions {
   input: FfmpegInput;
   /** Seconds to skip at the start (`-ss` before the input). */
   startAt?: number;
+  /** Linear gain on the decoded PCM (ffmpeg's volume filter); 1 or absent: none. */
+  gain?: number;
   format: AudioFormat;
   paddedId: string;
   bitrate: number;
@@ -71,6 +73,7 @@ export class Pipeline {
     const args = ['-hide_banner', '-nostdin', '-nostats', '-loglevel', 'info'];
     if (opts.startAt) args.push('-ss', String(opts.startAt));
     args.push(...opts.input.args);
+    if (opts.gain !== undefined && opts.gain !== 1) args.push('-af', `volume=${opts.gain}`);
     args.push('-vn', '-sn', '-dn', '-ac', '2', '-ar', '48000', '-f', 's16le', 'pipe:1');
 
     if (opts.format !== 'pcm') {

@@ -54,6 +54,8 @@ export interface PlayRequest {
   format: AudioFormat;
   startAt?: number;
   duration?: number;
+  /** Linear gain applied to the PCM before encoding (1: unchanged). */
+  gain?: number;
 }
 
 export interface Session {

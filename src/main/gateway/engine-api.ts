@@ -11,6 +11,8 @@ export interface EnginePlayBody {
   url: string;
   format: string;
   start_at?: number;
+  /** Linear gain on the PCM before encoding (the engine's volume filter). */
+  gain?: number;
 }
 
 export interface EnginePlayAnswer {

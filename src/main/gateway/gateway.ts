@@ -403,13 +403,13 @@ export class Gateway {
     return session;
   }
 
-  async play(id: string, url: string, format: StreamFormat, startAt = 0, keepPaused = false): Promise<SessionSummary> {
+  async play(id: string, url: string, format: StreamFormat, startAt = 0, keepPaused = false, gain = 1): Promise<SessionSummary> {
     const created = !this.sessions.has(id);
     const session = this.session(id, true);
     try {
       // Every play (and seek) starts an ffmpeg: CHORUS_PLAY_RATE per session, checked on arrival.
       this.playRate.take(session, id);
-      return await this.startTrack(session, url, format, startAt, keepPaused);
+      return await this.startTrack(session, url, format, startAt, keepPaused, gain);
     } catch (err) {
       // A session this play made and nobody listens to has nothing to keep: the answer said why.
       if (created && session.listeners.size === 0 && session.rtpSinks.length === 0 && this.sessions.get(id) === session) {
@@ -419,15 +419,15 @@ export class Gateway {
     }
   }
 
-  private startTrack(session: GatewaySession, url: string, format: StreamFormat, startAt: number, keepPaused: boolean): Promise<SessionSummary> {
+  private startTrack(session: GatewaySession, url: string, format: StreamFormat, startAt: number, keepPaused: boolean, gain: number): Promise<SessionSummary> {
     const id = session.id;
     return session.exclusive(async () => {
-      const track: Track = { url, format, startAt };
+      const track: Track = gain === 1 ? { url, format, startAt } : { url, format, startAt, gain };
       const { ringChanged } = session.beginTrack(track);
       await this.prepareSlot(session, ringChanged, keepPaused);
       let answer;
       try {
-        answer = await this.engine.play(id, { url, format, ...(startAt > 0 ? { start_at: startAt } : {}) });
+        answer = await this.engine.play(id, { url, format, ...(startAt > 0 ? { start_at: startAt } : {}), ...(gain !== 1 ? { gain } : {}) });
       } catch (err) {
         const message = err instanceof HttpError ? err.message : String(err);
         session.fail(message);
@@ -491,11 +491,12 @@ export class Gateway {
     });
   }
 
-  async seek(id: string, seconds: number): Promise<SessionSummary> {
+  /** Plays the track again from `seconds`, paused if it was, with `gain` (default: the track's). */
+  async seek(id: string, seconds: number, gain?: number): Promise<SessionSummary> {
     const session = this.session(id, false);
     const track = session.track;
     if (!track) throw new HttpError(409, 'session has no track to seek in');
-    return this.play(id, track.url, track.format, seconds, session.state.status === 'paused');
+    return this.play(id, track.url, track.format, seconds, session.state.status === 'paused', gain ?? track.gain);
   }
 
   async addRtpSink(id: string, target: RtpTarget, maxSinks: number): Promise<RtpSinkInfo> {

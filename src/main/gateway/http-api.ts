@@ -34,6 +34,7 @@ import { RefusedError } from './limits.js';
 import { renderMetrics } from './metrics.js';
 import { serveStatic } from './static.js';
 import { parseVoiceState } from './voice-state.js';
+import { LavalinkNode } from '../lavalink/node.js';
 
 const log = logger('gateway');
 const MAX_URL_CHARS = 4096;
@@ -54,6 +55,7 @@ interface Ctx {
   config: Config;
   access: GatewayAccess;
   rtpAllow: net.BlockList;
+  lavalink: LavalinkNode;
 }
 
 /** How long listeners get to answer a 1001 "going away" before they are cut off. */
@@ -66,8 +68,10 @@ export interface GatewayServer {
 }
 
 export function createGatewayServer(gateway: Gateway, config: Config): GatewayServer {
-  const ctx: Ctx = { gateway, config, access: new GatewayAccess(config.CHORUS_TOKEN, config.CHORUS_HOST),
+  const access = new GatewayAccess(config.CHORUS_TOKEN, config.CHORUS_HOST);
+  const ctx: Ctx = { gateway, config, access,
     rtpAllow: addressSet(config.CHORUS_RTP_ALLOW),
+    lavalink: new LavalinkNode(gateway, config, access, (req) => readBody(req, config.CHORUS_MAX_BODY_BYTES)),
   };
   // Listeners are pinged (for lag and liveness) by their session: see listener.ts.
   const wss = new WebSocketServer({ noServer: true, maxPayload: config.CHORUS_MAX_WS_MESSAGE_BYTES, perMessageDeflate: false });
@@ -111,6 +115,7 @@ export function createGatewayServer(gateway: Gateway, config: Config): GatewaySe
     try {
       requireHost(req);
       const url = requestUrl(req);
+      if (ctx.lavalink.upgrade(req, socket, head, url)) return;
       sessionId = url.searchParams.get('session') ?? '';
       ctx.access.checkOrigin(req.headers);
       grant = ctx.access.authorize(req.headers, url, url.pathname === '/ws' && sessionId ? sessionId : undefined);
@@ -126,6 +131,7 @@ export function createGatewayServer(gateway: Gateway, config: Config): GatewaySe
   });
   // Upgraded sockets are no longer the HTTP server's: server.close() would wait on them for ever.
   const closeListeners = async () => {
+    await ctx.lavalink.close();
     for (const ws of wss.clients) ws.close(1001, 'gateway shutting down');
     const deadline = Date.now() + CLOSE_GRACE_MS;
     while (wss.clients.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
@@ -236,6 +242,8 @@ async function handle(ctx: Ctx, req: IncomingMessage, res: ServerResponse): Prom
     return sendJson(res, healthHttpStatus(health), health);
   }
   if ((method === 'GET' || method === 'HEAD') && serveStatic(req, res)) return;
+  // Lavalink v4 (/version, /v4/*): its own authorization and error body (src/main/lavalink).
+  if (ctx.lavalink.owns(path)) return ctx.lavalink.handle(req, res, url);
 
   // Everything else needs the token. A session's listen token is known on its own routes, where
   // it reads GET /sessions/:id and is refused (403, not 401) for control.

@@ -27,6 +27,8 @@ export interface Track {
   startAt: number;
   /** Seconds of the whole source, once the engine said. */
   duration?: number;
+  /** Linear gain the engine applies (1: none); a seek keeps it. */
+  gain?: number;
 }
 
 type PlayingStatus = 'starting' | 'buffering' | 'playing' | 'paused' | 'autopaused';
@@ -110,6 +112,8 @@ export class GatewaySession {
   lastActive = Date.now();
   /** When the session entered paused or autopaused (ms epoch), for the idle timeout. */
   pausedSince = 0;
+  /** Hears every event the listeners hear, listeners or not (a Lavalink player: src/main/lavalink). */
+  observer: ((event: ListenerEvent) => void) | undefined;
   private queue: Promise<unknown> = Promise.resolve();
 
   constructor(
@@ -400,6 +404,7 @@ export class GatewaySession {
   }
 
   broadcast(event: ListenerEvent): void {
+    this.observer?.(event);
     if (this.listeners.size === 0) return;
     const text = JSON.stringify(event);
     for (const listener of this.listeners.values()) listener.send(text);

@@ -97,6 +97,9 @@ describe('engine HTTP API', () => {
     expectError(await api(engine.url, 'POST', '/session/b/play', { url: 'tone:440', start_at: -1 }), 400, /start_at/);
     expectError(await api(engine.url, 'POST', '/session/b/play', { url: 'tone:440', duration: -1 }), 400, /duration/);
     expectError(await api(engine.url, 'POST', '/session/b/play', { url: 'tone:440', duration: '10' }), 400, /duration/);
+    expectError(await api(engine.url, 'POST', '/session/b/play', { url: 'tone:440', gain: -0.5 }), 400, /"gain"/);
+    expectError(await api(engine.url, 'POST', '/session/b/play', { url: 'tone:440', gain: 11 }), 400, /"gain" must be a number from 0 to 10/);
+    expectError(await api(engine.url, 'POST', '/session/b/play', { url: 'tone:440', gain: '2' }), 400, /"gain"/);
     expectError(await api(engine.url, 'POST', '/session/b/play', { url: 'tone:abc' }), 400, /bad tone/);
     expectError(await api(engine.url, 'POST', '/session/b/play', { url: 'gopher://x/' }), 400, /unsupported source scheme/);
     expectError(await api(engine.url, 'POST', '/session/b/play', { url: 'http://[' }), 400, /not a valid URL/);

@@ -1,0 +1,352 @@
+/**
+ * chorus driven by the Lavalink client libraries bots use, unchanged, as a bot drives them:
+ * shoukaku 4 and lavalink-client 2 (both declare Node >= 18; run here on this machine's Node 20).
+ * A fake Discord gateway shard answers each client's voice state update (op 4) with the two
+ * events Discord sends, pointing at the stand-in Discord voice server; chorus's player delivers
+ * to it. Each client: connect, resolve a tone, play, pause, seek, stop, destroy; events in order.
+ * Two chorus nodes: shoukaku puts a new player on the node whose stats show fewer players;
+ * lavalink-client's autoMove takes the players of a node that dies to the other, which plays on.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Connector, Shoukaku, type NodeOption } from 'shoukaku';
+import { LavalinkManager } from 'lavalink-client';
+import WebSocket from 'ws';
+import { startChorus, tempDir, type ChorusProcess } from '../../helpers/chorus-process.js';
+import { VoiceServer, type VoiceGuild } from '../../helpers/discord-voice-server.js';
+
+const TOKEN = 'lavalink-clients-password-7';
+const BOT_ID = '840000000000000001';
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+let dir: string;
+let engine: ChorusProcess;
+let gateway: ChorusProcess;
+let voice: VoiceServer;
+let nextGuild = 0;
+
+/** A guild on the stand-in, and what Discord would send the bot when it joins its channel. */
+function guild() {
+  const n = ++nextGuild;
+  const guildId = `93${String(Date.now()).slice(-9)}${n}`;
+  const channelId = `94${String(Date.now()).slice(-9)}${n}`;
+  const sessionId = `s-${randomUUID()}`;
+  const token = `t-${randomUUID()}`;
+  const g = voice.guild({ guildId, userId: BOT_ID, sessionId, token });
+  const discordEvents = (requestedChannel: string | null) => [
+    { t: 'VOICE_STATE_UPDATE', d: { guild_id: guildId, user_id: BOT_ID, session_id: sessionId, channel_id: requestedChannel, self_deaf: false, self_mute: false } },
+    ...(requestedChannel ? [{ t: 'VOICE_SERVER_UPDATE', d: { guild_id: guildId, token, endpoint: voice.endpoint } }] : []),
+  ];
+  return { guildId, channelId, g, discordEvents };
+}
+type Guild = ReturnType<typeof guild>;
+
+/** A chorus node: an engine and a gateway whose Lavalink players may reach the stand-in. */
+async function startNode(name: string): Promise<{ engine: ChorusProcess; gateway: ChorusProcess }> {
+  const common = { CHORUS_TOKEN: TOKEN, CHORUS_SOCKET: path.join(dir, `${name}.sock`), CHORUS_MEDIA_ROOT: dir };
+  const engine = await startChorus('engine', { ...common, CHORUS_ENGINE_PORT: '0' });
+  const gateway = await startChorus('gateway', {
+    ...common,
+    CHORUS_PORT: '0',
+    CHORUS_ENGINE_URL: engine.httpUrl,
+    CHORUS_VOICE_ALLOW: '127.0.0.1',
+    NODE_EXTRA_CA_CERTS: voice.caFile,
+  });
+  return { engine, gateway };
+}
+
+beforeAll(async () => {
+  voice = await VoiceServer.start();
+  dir = tempDir('chorus-lavalink-clients-');
+  ({ engine, gateway } = await startNode('a'));
+}, 30_000);
+
+afterAll(async () => {
+  await Promise.allSettled([gateway?.stop(), engine?.stop()]);
+  await voice?.stop();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+const hostPort = (of = gateway) => new URL(of.httpUrl);
+
+/** Audio packets the stand-in heard after index `from`. */
+const audioSince = (g: VoiceGuild, from: number) => g.packets.slice(from).filter((p) => !p.silence).length;
+
+describe('shoukaku 4 drives chorus', () => {
+  it('connect, resolve a tone, play, pause, seek, volume, stop, destroy; events in order', async () => {
+    const guilds = new Map<string, Guild>();
+    class FakeDiscord extends Connector {
+      getId() {
+        return BOT_ID;
+      }
+      sendPacket(_shard: number, payload: { op: number; d: { guild_id: string; channel_id: string | null } }) {
+        const target = guilds.get(payload.d.guild_id);
+        if (payload.op !== 4 || !target) return;
+        setTimeout(() => {
+          for (const packet of target.discordEvents(payload.d.channel_id)) this.raw(packet as never);
+        }, 5);
+      }
+      listen(nodes: NodeOption[]) {
+        setImmediate(() => this.ready(nodes));
+      }
+    }
+    const { hostname, port } = hostPort();
+    const shoukaku = new Shoukaku(new FakeDiscord({}), [{ name: 'chorus', url: `${hostname}:${port}`, auth: TOKEN }], { reconnectTries: 1, restTimeout: 10 });
+    const errors: unknown[] = [];
+    shoukaku.on('error', (_name, err) => errors.push(err));
+    try {
+      await new Promise<void>((resolve) => shoukaku.once('ready', () => resolve()));
+      const node = shoukaku.nodes.get('chorus')!;
+      const info = await node.rest.getLavalinkInfo();
+      expect(info?.sourceManagers).toEqual(['local', 'http', 'tone']);
+      const result = await node.rest.resolve('tone:440?seconds=30');
+      expect(result?.loadType).toBe('track');
+      const track = (result as { data: { encoded: string; info: { title: string } } }).data;
+      expect(track.info.title).toBe('Tone 440 Hz');
+
+      const target = guild();
+      guilds.set(target.guildId, target);
+      const player = await shoukaku.joinVoiceChannel({ guildId: target.guildId, channelId: target.channelId, shardId: 0 });
+      const events: string[] = [];
+      player.on('start', () => events.push('start'));
+      player.on('end', (e) => events.push(`end:${e.reason}`));
+      player.on('exception', () => events.push('exception'));
+      player.on('closed', (e) => events.push(`closed:${e.code}`));
+
+      await player.playTrack({ track: { encoded: track.encoded } });
+      await target.g.waitForPackets(50);
+      await player.setPaused(true);
+      await sleep(300);
+      const held = target.g.packets.length;
+      await sleep(300);
+      expect(target.g.packets.length).toBe(held);
+      await player.setPaused(false);
+      await target.g.waitForPackets(held + 10);
+      await player.seekTo(15_000);
+      // Lavalink's player has `state`; shoukaku's type leaves it out.
+      const state = (await node.rest.getPlayer(target.guildId)) as unknown as { state: { position: number } };
+      expect(state.state.position).toBeGreaterThanOrEqual(15_000);
+      // Volume 30 %: heard at that level (decoded by the stand-in), what was encoded at 100 % dropped.
+      const levelOf = (from: number, to: number) => {
+        const pcm = target.g.packets.filter((p) => !p.silence && p.at >= from && p.at < to).map((p) => p.pcm!);
+        let sum = 0;
+        let n = 0;
+        for (const b of pcm) for (let i = 0; i < b.length; i += 2, n++) sum += b.readInt16LE(i) ** 2;
+        return Math.sqrt(sum / n);
+      };
+      const full = levelOf(target.g.packets[10]!.at, target.g.packets[40]!.at);
+      const volumeAt = performance.now();
+      await player.setGlobalVolume(30);
+      await sleep(1000);
+      const ratio = levelOf(volumeAt + 500, volumeAt + 1000) / full;
+      console.log(`shoukaku: volume 30 heard at ${ratio.toFixed(3)} of the level before`);
+      expect(Math.abs(ratio - 0.3)).toBeLessThan(0.05);
+      const beforeStop = target.g.packets.length;
+      await player.stopTrack();
+      await sleep(300);
+      expect(audioSince(target.g, beforeStop + 10)).toBe(0);
+      await shoukaku.leaveVoiceChannel(target.guildId);
+      expect(await node.rest.getPlayers()).toEqual([]);
+      console.log(`shoukaku: events ${JSON.stringify(events)}; stand-in heard ${target.g.packets.length} packets`);
+      expect(events).toEqual(['start', 'end:stopped']);
+      expect(target.g.violations).toEqual([]);
+      expect(errors).toEqual([]);
+    } finally {
+      for (const n of [...shoukaku.nodes.keys()]) shoukaku.removeNode(n);
+    }
+  });
+});
+
+describe('lavalink-client 2 drives chorus', () => {
+  it('connect, resolve a tone, play, pause, seek, stop, destroy; events in order', async () => {
+    const guilds = new Map<string, Guild>();
+    const { hostname, port } = hostPort();
+    const manager: LavalinkManager = new LavalinkManager({
+      nodes: [{ id: 'chorus', host: hostname, port: Number(port), authorization: TOKEN, retryAmount: 1 }],
+      sendToShard: (guildId, payload) => {
+        const target = guilds.get(guildId);
+        const d = (payload as { d: { channel_id: string | null } }).d;
+        if (!target) return;
+        setTimeout(() => {
+          for (const packet of target.discordEvents(d.channel_id)) void manager.sendRawData(packet as never);
+        }, 5);
+      },
+      client: { id: BOT_ID, username: 'chorus-test' },
+      playerOptions: { onDisconnect: { destroyPlayer: true }, onEmptyQueue: { destroyAfterMs: undefined } },
+    });
+    // What the node sent, as lavalink-client received it (its own events fold an end with an empty queue into queueEnd).
+    const events: string[] = [];
+    manager.nodeManager.on('raw', (_node, payload) => {
+      const p = payload as { op: string; type?: string; reason?: string };
+      if (p.op === 'event') events.push(p.type === 'TrackEndEvent' ? `TrackEndEvent:${p.reason}` : p.type!);
+    });
+    const clientEvents: string[] = [];
+    manager.on('trackStart', () => clientEvents.push('trackStart'));
+    manager.on('queueEnd', () => clientEvents.push('queueEnd'));
+    const ready = new Promise<void>((resolve) => manager.nodeManager.once('connect', () => resolve()));
+    await manager.init({ id: BOT_ID, username: 'chorus-test' });
+    await ready;
+    try {
+      const target = guild();
+      guilds.set(target.guildId, target);
+      const player = manager.createPlayer({ guildId: target.guildId, voiceChannelId: target.channelId, selfDeaf: true });
+      await player.connect();
+      const result = await player.search({ query: 'tone:440?seconds=30', source: 'local' }, { id: 'requester' });
+      expect(result.loadType).toBe('track');
+      expect(result.tracks[0]!.info.title).toBe('Tone 440 Hz');
+      await player.queue.add(result.tracks[0]!);
+      await player.play();
+      await target.g.waitForPackets(50);
+      await player.pause();
+      await sleep(300);
+      const held = target.g.packets.length;
+      await sleep(300);
+      expect(target.g.packets.length).toBe(held);
+      await player.resume();
+      await target.g.waitForPackets(held + 10);
+      await player.seek(15_000);
+      const node = manager.nodeManager.nodes.get('chorus')!;
+      const state = (await node.fetchPlayer(target.guildId)) as { state: { position: number } };
+      expect(state.state.position).toBeGreaterThanOrEqual(15_000);
+      const beforeStop = target.g.packets.length;
+      await player.stopPlaying();
+      await sleep(300);
+      expect(audioSince(target.g, beforeStop + 10)).toBe(0);
+      await player.destroy();
+      expect(await node.fetchAllPlayers()).toEqual([]);
+      console.log(`lavalink-client: node events ${JSON.stringify(events)}, client events ${JSON.stringify(clientEvents)}; stand-in heard ${target.g.packets.length} packets`);
+      expect(events).toEqual(['TrackStartEvent', 'TrackEndEvent:stopped']);
+      expect(clientEvents).toEqual(['trackStart', 'queueEnd']);
+      expect(target.g.violations).toEqual([]);
+    } finally {
+      for (const node of manager.nodeManager.nodes.values()) node.destroy(undefined, true);
+    }
+  });
+});
+
+describe('two chorus nodes under shoukaku', () => {
+  it('a new player goes to the node whose stats say it is less loaded, and plays there', async () => {
+    const b = await startNode('b');
+    const c = await startNode('c');
+    const guilds = new Map<string, Guild>();
+    let shoukaku: Shoukaku | undefined;
+    const busy = guild();
+    const raw = new WebSocket(c.gateway.httpUrl.replace('http', 'ws') + '/v4/websocket', { headers: { Authorization: TOKEN, 'User-Id': BOT_ID, 'Client-Name': 'occupier' } });
+    try {
+      // Node c already plays for another bot: one player.
+      const ready = await new Promise<{ sessionId: string }>((resolve) => raw.once('message', (d) => resolve(JSON.parse(d.toString()))));
+      const occupied = await fetch(`${c.gateway.httpUrl}/v4/sessions/${ready.sessionId}/players/${busy.guildId}`, {
+        method: 'PATCH',
+        headers: { authorization: TOKEN, 'content-type': 'application/json' },
+        body: JSON.stringify({ voice: { token: busy.discordEvents(busy.channelId)[1]!.d.token, endpoint: voice.endpoint, sessionId: busy.discordEvents(busy.channelId)[0]!.d.session_id, channelId: busy.channelId }, track: { identifier: 'tone:300?seconds=60' } }),
+      });
+      expect(occupied.status).toBe(200);
+
+      class FakeDiscord extends Connector {
+        getId() {
+          return BOT_ID;
+        }
+        sendPacket(_shard: number, payload: { op: number; d: { guild_id: string; channel_id: string | null } }) {
+          const target = guilds.get(payload.d.guild_id);
+          if (payload.op !== 4 || !target) return;
+          setTimeout(() => {
+            for (const packet of target.discordEvents(payload.d.channel_id)) this.raw(packet as never);
+          }, 5);
+        }
+        listen(nodes: NodeOption[]) {
+          setImmediate(() => this.ready(nodes));
+        }
+      }
+      const url = (p: { gateway: ChorusProcess }) => `${hostPort(p.gateway).hostname}:${hostPort(p.gateway).port}`;
+      shoukaku = new Shoukaku(new FakeDiscord({}), [{ name: 'c', url: url(c), auth: TOKEN }, { name: 'b', url: url(b), auth: TOKEN }], {
+        reconnectTries: 1,
+        restTimeout: 20,
+      });
+      shoukaku.on('error', () => undefined);
+      await new Promise<void>((resolve) => {
+        const seen = new Set<string>();
+        shoukaku!.on('ready', (name) => {
+          seen.add(name);
+          if (seen.size === 2) resolve();
+        });
+      });
+      await new Promise((r) => setTimeout(r, 200));
+      const penalties = Object.fromEntries([...shoukaku.nodes.values()].map((n) => [n.name, n.penalties]));
+      const target = guild();
+      guilds.set(target.guildId, target);
+      const player = await shoukaku.joinVoiceChannel({ guildId: target.guildId, channelId: target.channelId, shardId: 0 });
+      console.log(`two nodes: penalties ${JSON.stringify(penalties)}; the new player went to ${player.node.name}`);
+      expect(player.node.name).toBe('b');
+      const tone = await player.node.rest.resolve('tone:440?seconds=10');
+      await player.playTrack({ track: { encoded: (tone as { data: { encoded: string } }).data.encoded } });
+      await target.g.waitForPackets(50);
+      expect(target.g.violations).toEqual([]);
+    } catch (err) {
+      console.log(`node b log:\n${b.gateway.logs.slice(-30).join('\n')}\nnode c log:\n${c.gateway.logs.slice(-30).join('\n')}`);
+      throw err;
+    } finally {
+      raw.terminate();
+      if (shoukaku) for (const n of [...shoukaku.nodes.keys()]) shoukaku.removeNode(n);
+      await Promise.allSettled([b.gateway.stop(), b.engine.stop(), c.gateway.stop(), c.engine.stop()]);
+    }
+  }, 60_000);
+});
+
+describe('two chorus nodes under lavalink-client', () => {
+  it("when a node dies, the client's own move puts its players on the other node, which plays on", async () => {
+    const b = await startNode('lb');
+    const c = await startNode('lc');
+    const guilds = new Map<string, Guild>();
+    const manager: LavalinkManager = new LavalinkManager({
+      nodes: [b, c].map((n, i) => ({ id: i === 0 ? 'b' : 'c', host: hostPort(n.gateway).hostname, port: Number(hostPort(n.gateway).port), authorization: TOKEN, retryAmount: 1, retryDelay: 200 })),
+      sendToShard: (guildId, payload) => {
+        const target = guilds.get(guildId);
+        const d = (payload as { d: { channel_id: string | null } }).d;
+        if (!target) return;
+        setTimeout(() => {
+          for (const packet of target.discordEvents(d.channel_id)) void manager.sendRawData(packet as never);
+        }, 5);
+      },
+      client: { id: BOT_ID, username: 'chorus-test' },
+      // chorus lists no youtube: the client's default search platform must be one it has, or it will not move a player there.
+      playerOptions: { onDisconnect: { destroyPlayer: false, autoReconnect: true }, defaultSearchPlatform: 'local' },
+      // lavalink-client's own move of a lost node's players to another node.
+      autoMove: true,
+    });
+    manager.nodeManager.on('error', () => undefined);
+    const connected = new Set<string>();
+    const ready = new Promise<void>((resolve) =>
+      manager.nodeManager.on('connect', (node) => {
+        connected.add(node.id);
+        if (connected.size === 2) resolve();
+      }),
+    );
+    await manager.init({ id: BOT_ID, username: 'chorus-test' });
+    await ready;
+    try {
+      const target = guild();
+      guilds.set(target.guildId, target);
+      const player = manager.createPlayer({ guildId: target.guildId, voiceChannelId: target.channelId, node: 'b' });
+      await player.connect();
+      const result = await player.search({ query: 'tone:440?seconds=60', source: 'local' }, { id: 'requester' });
+      await player.queue.add(result.tracks[0]!);
+      await player.play();
+      await target.g.waitForPackets(50);
+      const firstSession = target.g.packets.at(-1)!.session;
+      const diedAt = performance.now();
+      await b.gateway.stop();
+      await target.g.until(() => target.g.packets.some((p) => p.session !== firstSession && !p.silence), 'audio from the other node', 20_000);
+      const resumed = target.g.packets.find((p) => p.session !== firstSession && !p.silence)!;
+      console.log(`lavalink-client move: audio again ${(resumed.at - diedAt).toFixed(0)} ms after node b was stopped, now on node ${player.node.id}`);
+      expect(player.node.id).toBe('c');
+      const count = target.g.packets.length;
+      await target.g.waitForPackets(count + 25);
+      expect(target.g.violations).toEqual([]);
+    } finally {
+      for (const node of [...manager.nodeManager.nodes.values()]) node.destroy(undefined, true);
+      await Promise.allSettled([b.gateway.stop(), b.engine.stop(), c.gateway.stop(), c.engine.stop()]);
+    }
+  }, 60_000);
+});

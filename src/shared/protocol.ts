@@ -33,6 +33,8 @@
  * buffer. An event line over its cap is not: its newline still ends it, so it is skipped unread.
  */
 
+import { cutText } from './cut-text.js';
+
 export const SESSION_ID_BYTES = 24;
 export const LENGTH_BYTES = 4;
 export const FRAME_HEADER_BYTES = LENGTH_BYTES + SESSION_ID_BYTES;
@@ -227,14 +229,9 @@ export function encodeEvent(event: WireEvent): Buffer {
   return Buffer.from(escapeBracesInStrings(JSON.stringify(fitted)) + '\n', 'utf8');
 }
 
-/** A message cut to MAX_EVENT_MESSAGE_CHARS, saying how much was cut. */
+/** A message cut to MAX_EVENT_MESSAGE_CHARS, marker included, saying how much was cut. */
 export function cutMessage(message: string): string {
-  if (message.length <= MAX_EVENT_MESSAGE_CHARS) return message;
-  let keep = MAX_EVENT_MESSAGE_CHARS - 40;
-  // Never split a surrogate pair.
-  const c = message.charCodeAt(keep - 1);
-  if (c >= 0xd800 && c <= 0xdbff) keep--;
-  return `${message.slice(0, keep)}… [cut: ${message.length - keep} more characters]`;
+  return message.length <= MAX_EVENT_MESSAGE_CHARS ? message : cutText(message, MAX_EVENT_MESSAGE_CHARS - 40);
 }
 
 /**

@@ -17,21 +17,13 @@
 import { EventEmitter } from 'node:events';
 import type { AudioFormat } from '../../shared/audio.js';
 import { OggOpusWriter } from '../../shared/ogg.js';
+import { cutText } from '../../shared/cut-text.js';
 import { encodeEvent, encodeFrame, FRAME_HEADER_BYTES, paddedSessionId, type ReadyEvent, type SessionEvent } from '../../shared/protocol.js';
 import { Outbox } from './outbox.js';
 import type { Pipeline } from './pipeline.js';
 
 /** An ended session's record keeps this much of its url (the play is over: status only shows it). */
 export const MAX_ENDED_URL_CHARS = 1024;
-
-/**
- * `text` cut to `max` characters, marked as cut. The part kept is copied: a slice would keep the
- * whole of `text` alive (V8 strings share their parent's memory).
- */
-export function cut(text: string, max: number): string {
-  if (text.length <= max) return text;
-  return `${Buffer.from(text.slice(0, max), 'utf8').toString('utf8')}… (${text.length - max} more characters)`;
-}
 
 /** About two ffmpeg reads (64 KiB, 17 frames each). */
 const MAX_IN_FLIGHT_FRAMES = 34;
@@ -123,7 +115,7 @@ export class Session extends EventEmitter {
     this._state = newState;
     this.lastProgress = performance.now();
     if (!LIVE_STATES.has(newState.status) && this.request.url.length > MAX_ENDED_URL_CHARS) {
-      this.request = { ...this.request, url: cut(this.request.url, MAX_ENDED_URL_CHARS) };
+      this.request = { ...this.request, url: cutText(this.request.url, MAX_ENDED_URL_CHARS) };
     }
     this.emit('stateChange', oldState, newState);
   }

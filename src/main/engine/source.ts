@@ -22,7 +22,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { SCHEMA } from '../../shared/config.js';
 import { proxiedUrl } from './egress-proxy.js';
-import { cut } from './session.js';
+import { cutText } from '../../shared/cut-text.js';
 
 export class SourceError extends Error {
   override name = 'SourceError';
@@ -103,7 +103,7 @@ export function remoteGuard(policy: Pick<SourcePolicy, 'remoteAllow' | 'lookup'>
       const refused = addresses.find((a) => !isPublic(a) && !allow.addresses.check(canonical(a), family(canonical(a))));
       if (refused !== undefined) {
         throw new SourceError(
-          `remote host ${cut(host, MAX_SHOWN_CHARS)} resolves to ${refused}, a non-public address; list it in CHORUS_REMOTE_ALLOW to allow it`,
+          `remote host ${cutText(host, MAX_SHOWN_CHARS)} resolves to ${refused}, a non-public address; list it in CHORUS_REMOTE_ALLOW to allow it`,
           403,
         );
       }
@@ -118,7 +118,7 @@ interface AllowList {
 }
 
 async function resolveSource(url: string, mediaRoot: string, guard: RemoteGuard): Promise<FfmpegInput> {
-  const shown = cut(url, MAX_SHOWN_CHARS);
+  const shown = cutText(url, MAX_SHOWN_CHARS);
   const scheme = SCHEME.exec(url)?.[1]?.toLowerCase();
   if (scheme === 'tone') return tone(url, shown);
   if (scheme === 'http' || scheme === 'https') return remote(url, shown, guard);
@@ -199,7 +199,7 @@ async function lookupAll(host: string, lookup: (host: string) => Promise<string[
     if (addresses.length === 0) throw new Error('no addresses');
     return addresses;
   } catch (err) {
-    throw new SourceError(`cannot resolve host ${cut(host, MAX_SHOWN_CHARS)}: ${(err as Error).message}`, 400);
+    throw new SourceError(`cannot resolve host ${cutText(host, MAX_SHOWN_CHARS)}: ${(err as Error).message}`, 400);
   } finally {
     clearTimeout(timer);
   }

@@ -16,6 +16,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { defineCommand, numberFlag, parseCommandLine, UsageError } from './lib/cli.js';
 import { readProc, spawnRole, type Spawned } from './lib/procs.js';
 import { toneHz, toneUrl } from './lib/tones.js';
 import { VoiceServer, type VoiceGuild } from '../test/helpers/discord-voice-server.js';
@@ -28,9 +29,28 @@ const BASELINE_MAIN = path.join(HERE, 'lib/voice-baseline-main.js');
 const BLOCK_EVERY_MS = 2000;
 const BLOCK_MS = 100;
 
-function arg(name: string): string | undefined {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : undefined;
+const COMMAND = defineCommand({
+  name: 'bench:voice',
+  usage: 'npm run bench:voice -- [--guilds N[,N…]] [--modes M[,M…]] [--seconds S] [--json FILE]',
+  about: 'N guilds to stand-in Discord voice receivers on loopback: chorus (thread, shared:k) beside an AudioPlayer-per-guild baseline, with and without main-thread blocks.',
+  flags: {
+    guilds: { type: 'string', value: 'N[,N…]', help: 'guild counts to measure (10,50)' },
+    modes: { type: 'string', value: 'M[,M…]', help: 'thread | shared:<k> | baseline (thread,shared:8,baseline)' },
+    seconds: { type: 'string', value: 'S', help: 'length of each tone, and of each run (10)' },
+    json: { type: 'string', value: 'FILE', help: 'also write the rows as JSON' },
+  },
+});
+
+function options() {
+  return parseCommandLine(COMMAND, (v) => {
+    const guildCounts = (v.guilds ?? '10,50').split(',').map((n) => numberFlag('guilds', n, 1, 10_000, true));
+    const modes = (v.modes ?? 'thread,shared:8,baseline').split(',');
+    for (const mode of modes) {
+      if (!/^(thread|baseline|shared:[1-9]\d*)$/.test(mode)) throw new UsageError(`--modes: thread, shared:<k> or baseline, got ${JSON.stringify(mode)}`);
+    }
+    const seconds = numberFlag('seconds', v.seconds ?? '10', 2, 3600);
+    return { guildCounts, modes, seconds, json: v.json };
+  });
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -198,9 +218,7 @@ function table(rows: Row[]): string {
 }
 
 async function main(): Promise<void> {
-  const guildCounts = (arg('guilds') ?? '10,50').split(',').map(Number);
-  const modes = (arg('modes') ?? 'thread,shared:8,baseline').split(',');
-  const seconds = Number(arg('seconds') ?? 10);
+  const { guildCounts, modes, seconds, json } = options();
   const rows: Row[] = [];
   for (const n of guildCounts) {
     for (const block of [false, true]) {
@@ -215,7 +233,6 @@ async function main(): Promise<void> {
   console.log('p50/p99/max: audio packet inter-arrival at the receivers, ms; lost: packets of seconds × 50 not received;');
   console.log('cpu/rss: the sending process (chorus gateway or the baseline), per guild\n');
   console.log(table(rows));
-  const json = arg('json');
   if (json) fs.writeFileSync(json, JSON.stringify({ node: process.version, cpus: os.cpus().length, seconds, rows }, null, 2));
 }
 

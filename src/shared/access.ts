@@ -67,10 +67,19 @@ export function unauthorizedReason(credential: Credential): string {
 /** Headers of every 401 (RFC 6750). */
 export const UNAUTHORIZED_HEADERS: Readonly<Record<string, string>> = { 'www-authenticate': 'Bearer realm="chorus"' };
 
-const LOOPBACK_NAMES = new Set(['localhost', '127.0.0.1', '::1']);
+const LOOPBACK = new net.BlockList();
+LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
+LOOPBACK.addAddress('::1', 'ipv6');
+LOOPBACK.addSubnet('::ffff:127.0.0.0', 104, 'ipv6');
+
+/** An IP address on loopback, however it is written (127.x.y.z, ::1, 0:0::1, ::ffff:127.0.0.1). */
+export function isLoopbackAddress(address: string): boolean {
+  const family = net.isIP(address);
+  return family !== 0 && LOOPBACK.check(address, family === 6 ? 'ipv6' : 'ipv4');
+}
 
 function isLoopbackName(host: string): boolean {
-  return LOOPBACK_NAMES.has(host) || host.endsWith('.localhost') || (net.isIPv4(host) && host.startsWith('127.'));
+  return host === 'localhost' || host.endsWith('.localhost') || isLoopbackAddress(host);
 }
 
 /** The host name of a Host header or an origin's host ("[::1]:8080" → "::1"). */

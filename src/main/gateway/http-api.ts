@@ -19,6 +19,7 @@ import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { answerClientErrorsInJson } from '../../shared/client-error.js';
+import { isLoopbackAddress } from '../../shared/access.js';
 import type { Config } from '../../shared/config.js';
 import { healthHttpStatus } from '../../shared/health.js';
 import { parseListenerAction, type ListenerAction } from '../../shared/listener-protocol.js';
@@ -401,11 +402,6 @@ function checkFormat(value: unknown) {
   return value;
 }
 
-const LOOPBACK = new net.BlockList();
-LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
-LOOPBACK.addAddress('::1', 'ipv6');
-LOOPBACK.addSubnet('::ffff:127.0.0.0', 104, 'ipv6');
-
 /** CHORUS_RTP_ALLOW as a BlockList, so that one address written two ways (::1, 0:0::1) matches. */
 function addressSet(addresses: readonly string[]): net.BlockList {
   const set = new net.BlockList();
@@ -421,7 +417,7 @@ function checkRtpTarget(body: Record<string, unknown>, allow: net.BlockList): Rt
     throw new HttpError(400, '"port" must be an integer from 1 to 65535');
   }
   const family = net.isIPv6(host) ? 'ipv6' : 'ipv4';
-  if (!LOOPBACK.check(host, family) && !allow.check(host, family)) {
+  if (!isLoopbackAddress(host) && !allow.check(host, family)) {
     throw new HttpError(403, `RTP target ${host} is not allowed: only loopback and CHORUS_RTP_ALLOW`);
   }
   return { host, port: port as number };

@@ -59,3 +59,12 @@ export function resolveFfmpeg(override = process.env.CHORUS_FFMPEG ?? ''): Ffmpe
   if (system) return { path: system, source: 'PATH' };
   throw new Error('no ffmpeg found: set CHORUS_FFMPEG, install ffmpeg-static or @ffmpeg-installer/ffmpeg, or put ffmpeg on PATH');
 }
+
+const REPORTED_DURATION = /Duration: (?:(\d+):(\d\d):(\d\d(?:\.\d+)?)|N\/A)/;
+
+/** Seconds of the input as ffmpeg reports it (`Duration: HH:MM:SS.ss`); undefined if absent or N/A. */
+export function reportedDuration(text: string): number | undefined {
+  const m = REPORTED_DURATION.exec(text);
+  if (!m || m[1] === undefined) return undefined;
+  return Number(m[1]) * 3600 + Number(m[2]) * 60 + Number(m[3]);
+}

@@ -10,6 +10,7 @@
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import type { Readable } from 'node:stream';
 import { PCM_FRAME_BYTES, type AudioFormat } from '../../shared/audio.js';
+import { reportedDuration } from '../../shared/ffmpeg.js';
 import { FRAME_HEADER_BYTES, writeFrameHeader } from '../../shared/protocol.js';
 import type { EncoderPool } from './encoder-pool.js';
 import type { FfmpegInput } from './source.js';
@@ -50,7 +51,6 @@ export interface PipelineEvents {
 }
 
 const STDERR_TAIL_BYTES = 2048;
-const DURATION = /Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)/;
 
 export class Pipeline {
   private readonly child: ChildProcessByStdio<null, Readable, Readable>;
@@ -161,10 +161,7 @@ export class Pipeline {
 
   private onStderr(text: string): void {
     this.stderrTail = (this.stderrTail + text).slice(-STDERR_TAIL_BYTES);
-    if (this.sourceDuration === undefined) {
-      const m = DURATION.exec(this.stderrTail);
-      if (m) this.sourceDuration = Number(m[1]) * 3600 + Number(m[2]) * 60 + Number(m[3]);
-    }
+    this.sourceDuration ??= reportedDuration(this.stderrTail);
   }
 
   private maybeEnd(): void {

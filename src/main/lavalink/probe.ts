@@ -11,6 +11,7 @@
  *     Duration: 00:03:25.04, start: …     ← N/A for a live stream
  */
 import { execFile } from 'node:child_process';
+import { reportedDuration } from '../../shared/ffmpeg.js';
 
 export interface ProbeResult {
   /** ffmpeg's name of the container ("mp3", "ogg", "mov,mp4,m4a,3gp,3g2,mj2", …). */
@@ -50,9 +51,9 @@ export function parseFfmpegInfo(stderr: string): ProbeResult | undefined {
       continue;
     }
     inInputMetadata = false;
-    const duration = /^ {2}Duration: (?:(\d+):(\d\d):(\d\d(?:\.\d+)?)|N\/A)/.exec(line);
-    if (duration) {
-      durationMs = duration[1] === undefined ? undefined : Math.round((Number(duration[1]) * 3600 + Number(duration[2]) * 60 + Number(duration[3])) * 1000);
+    if (line.startsWith('  Duration: ')) {
+      const seconds = reportedDuration(line);
+      durationMs = seconds === undefined ? undefined : Math.round(seconds * 1000);
     }
   }
   return { container, durationMs, tags };

@@ -15,23 +15,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { REPO_ROOT } from '../../helpers/chorus-process.js';
 import { TestListener } from '../../helpers/listener.js';
+import { request } from '../../helpers/http.js';
 import { startStack, stopStack, type Stack } from '../../helpers/stack.js';
 
 const TOKEN = randomBytes(24).toString('base64url');
 const auth = { authorization: `Bearer ${TOKEN}` };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function call(url: string, method: string, body?: unknown, headers: Record<string, string> = auth) {
-  const res = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await res.text();
-  let json: Record<string, unknown>;
-  try {
-    json = JSON.parse(text) as Record<string, unknown>;
-  } catch {
-    json = { text };
-  }
-  return { status: res.status, json };
-}
+const call = (url: string, method: string, body?: unknown, headers: Record<string, string> = auth) => request(url, method, body, headers);
 
 /** Resident memory of a process in MB, from /proc. */
 function rssMb(pid: number): number {

@@ -21,34 +21,11 @@ import { resolveFfmpeg } from '../../../src/shared/ffmpeg.js';
 import { OPUS_PAYLOAD_TYPE } from '../../../src/shared/rtp.js';
 import { channel, dominantFrequency, goertzel, peak } from '../../helpers/audio-analysis.js';
 import { startChorus, tempDir, type ChorusProcess } from '../../helpers/chorus-process.js';
+import { client } from '../../helpers/http.js';
 import { cadence, continuity, formatCadence, readWav, RtpReceiver, udpSocketsOf, type Received } from '../../helpers/rtp-receiver.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-interface Answer {
-  status: number;
-  /** The JSON answer, loosely typed: the tests read a few fields of each. */
-  body: any;
-  text: string;
-  contentType: string;
-}
-
-function client(base: string) {
-  return async (method: string, url: string, body?: unknown): Promise<Answer> => {
-    const res = await fetch(base + url, {
-      method,
-      ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }),
-    });
-    const text = await res.text();
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(text);
-    } catch {
-      parsed = undefined;
-    }
-    return { status: res.status, body: parsed, text, contentType: res.headers.get('content-type') ?? '' };
-  };
-}
 
 interface Stack {
   engine: ChorusProcess;
@@ -115,7 +92,7 @@ describe('RTP sinks against a real engine and gateway', () => {
     const add = await api('POST', `/sessions/${id}/rtp`, { host: rx.host, port: rx.port });
     expect(add.status, add.text).toBe(200);
     await rx.waitForPackets(warmup);
-    return { id, ssrc: add.body.rtp.ssrc as number };
+    return { id, ssrc: add.json.rtp.ssrc as number };
   }
 
   beforeAll(async () => {
@@ -236,7 +213,7 @@ describe('RTP sinks against a real engine and gateway', () => {
     const rx = await receiver();
     const { id, ssrc } = await playTo('tone:440', rx, 25);
     const pause = await api('POST', `/sessions/${id}/pause`);
-    expect(pause.body.session.state).toBe('paused');
+    expect(pause.json.session.state).toBe('paused');
     const pausedAt = performance.now();
     await sleep(1000);
     const duringPause = between(rx.packets, pausedAt + 50).length;
@@ -263,7 +240,7 @@ describe('RTP sinks against a real engine and gateway', () => {
     const { id, ssrc } = await playTo('tone:440?seconds=1', rx);
     // 1 s is 50 packets; the session then finishes and its worker slot ends.
     await rx.waitForPackets(50);
-    await waitFor(async () => (await api('GET', `/sessions/${id}`)).body.session.state === 'finished', 5000);
+    await waitFor(async () => (await api('GET', `/sessions/${id}`)).json.session.state === 'finished', 5000);
     const play = await api('POST', `/sessions/${id}/play`, { url: 'tone:660?seconds=1' });
     expect(play.status, play.text).toBe(200);
     await rx.waitForPackets(100);
@@ -291,7 +268,7 @@ describe('RTP sinks against a real engine and gateway', () => {
       await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
     }
     await playTo('tone:440', rx, 25, id);
-    const ringBefore = (await api('GET', `/sessions/${id}`)).body.session.ringFrames as number;
+    const ringBefore = (await api('GET', `/sessions/${id}`)).json.session.ringFrames as number;
     const blockLines = () => stack.gateway.logs.filter((l) => l.includes('debug: blocking the main thread'));
     const blocksBefore = blockLines().length;
     const block = api('POST', `/debug/block?ms=${BLOCK_MS}`);
@@ -313,7 +290,7 @@ describe('RTP sinks against a real engine and gateway', () => {
     const k = cadence(window);
     const inBlock = between(rx.packets, blockStart + 20, blockEnd - 20).length;
     const probeMs = answered.at - probeSent;
-    const worker = (await api('GET', `/sessions/${id}`)).body.worker;
+    const worker = (await api('GET', `/sessions/${id}`)).json.worker;
     const gaps = window.slice(1).map((p, i) => [p.at - window[i]!.at, p.at - blockStart] as const);
     const widest = gaps.reduce((a, b) => (b[0] > a[0] ? b : a));
     console.log(
@@ -340,7 +317,7 @@ describe('RTP sinks against a real engine and gateway', () => {
     const { id, ssrc } = await playTo('tone:440', one);
     const add = await api('POST', `/sessions/${id}/rtp`, { host: two.host, port: two.port });
     expect(add.status).toBe(200);
-    expect(add.body.rtp.ssrc).not.toBe(ssrc);
+    expect(add.json.rtp.ssrc).not.toBe(ssrc);
     await two.waitForPackets(5);
     const sdpTwo = await api('GET', `/sessions/${id}/sdp?port=${two.port}`);
     expect(sdpTwo.text).toContain(`c=IN IP6 ::1`);
@@ -357,7 +334,7 @@ describe('RTP sinks against a real engine and gateway', () => {
 
     expect((await api('DELETE', `/sessions/${id}/rtp`, { host: two.host, port: two.port })).status).toBe(200);
     const lastDeletedAt = performance.now();
-    await waitFor(async () => (await api('GET', `/sessions/${id}`)).body.session.state === 'autopaused', 2000);
+    await waitFor(async () => (await api('GET', `/sessions/${id}`)).json.session.state === 'autopaused', 2000);
     await sleep(100);
     expect(between(two.packets, lastDeletedAt + 20)).toHaveLength(0);
     expect((await api('GET', `/sessions/${id}/sdp`)).status).toBe(409);
@@ -382,14 +359,14 @@ describe('RTP sinks against a real engine and gateway', () => {
     for (const target of refused) {
       const r = await api('POST', `/sessions/${id}/rtp`, target);
       expect(r.status, `${target.host}: ${r.text}`).toBe(403);
-      expect(r.body.error).toMatch(/not allowed/);
+      expect(r.json.error).toMatch(/not allowed/);
     }
     await sleep(300);
     expect(v4.packets.length + v4.notRtp).toBe(0);
     expect(v6.packets.length + v6.notRtp).toBe(0);
     const state = await api('GET', `/sessions/${id}`);
-    expect(state.body.session.rtpSinks).toBe(0);
-    expect(state.body.worker?.rtp ?? []).toEqual([]);
+    expect(state.json.session.rtpSinks).toBe(0);
+    expect(state.json.worker?.rtp ?? []).toEqual([]);
   });
 
   it('answers 400 for a bad body, 404 for an unknown session, 409 when there is no track or no sink', async () => {
@@ -412,7 +389,7 @@ describe('RTP sinks against a real engine and gateway', () => {
     for (const [what, body] of bad) {
       const r = await api('POST', `/sessions/${id}/rtp`, body);
       expect(r.status, `${what}: ${r.text}`).toBe(400);
-      expect(typeof r.body.error).toBe('string');
+      expect(typeof r.json.error).toBe('string');
     }
     const unknown = newId('unknown');
     expect((await api('GET', `/sessions/${unknown}/sdp`)).status).toBe(404);

@@ -17,26 +17,11 @@ import WebSocket from 'ws';
 import type { SessionsResponse } from '../../../src/shared/gateway-api.js';
 import { loadConfig, ConfigError } from '../../../src/shared/config.js';
 import { resolveFfmpeg } from '../../../src/shared/ffmpeg.js';
+import { request } from '../../helpers/http.js';
 import { startStack, stopStack, type Stack } from '../../helpers/stack.js';
 import { TestListener } from '../../helpers/listener.js';
 
-interface Answer {
-  status: number;
-  headers: Headers;
-  json: Record<string, unknown>;
-}
-
-async function call(url: string, method: string, body?: unknown, headers: Record<string, string> = {}): Promise<Answer> {
-  const res = await fetch(url, { method, headers, body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body) });
-  const text = await res.text();
-  let json: Record<string, unknown> = {};
-  try {
-    json = JSON.parse(text) as Record<string, unknown>;
-  } catch {
-    json = { text };
-  }
-  return { status: res.status, headers: res.headers, json };
-}
+const call = (url: string, method: string, body?: unknown, headers: Record<string, string> = {}) => request(url, method, body, headers);
 
 const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
 

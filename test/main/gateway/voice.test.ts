@@ -9,77 +9,22 @@
  * Every figure a test measures is printed; bounds are what the issue asks, cadence bounds are
  * relative to a run without the fault on the same machine.
  */
-import fs from 'node:fs';
-import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { FRAME_SAMPLES } from '../../../src/shared/audio.js';
 import { channel, dominantFrequency } from '../../helpers/audio-analysis.js';
-import { startChorus, tempDir, type ChorusProcess } from '../../helpers/chorus-process.js';
+import { client } from '../../helpers/http.js';
+import { startStack, stopStack, type Stack } from '../../helpers/stack.js';
 import { TestListener } from '../../helpers/listener.js';
 import { VoiceServer, type ReceivedPacket, type VoiceGuild } from '../../helpers/discord-voice-server.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-interface Answer {
-  status: number;
-  body: any;
-  text: string;
-}
 
-function client(base: string) {
-  return async (method: string, url: string, body?: unknown): Promise<Answer> => {
-    const res = await fetch(base + url, {
-      method,
-      ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }),
-    });
-    const text = await res.text();
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(text);
-    } catch {
-      parsed = undefined;
-    }
-    return { status: res.status, body: parsed, text };
-  };
-}
-
-interface Stack {
-  engine: ChorusProcess;
-  gateway: ChorusProcess;
-  stop(): Promise<void>;
-}
-
-async function startStack(caFile: string, env: Record<string, string>): Promise<Stack> {
-  const dir = tempDir('chorus-voice-');
-  const socket = path.join(dir, 'engine.sock');
-  const engine = await startChorus('engine', { CHORUS_ENGINE_PORT: '0', CHORUS_SOCKET: socket });
-  let gateway: ChorusProcess;
-  try {
-    gateway = await startChorus('gateway', {
-      CHORUS_PORT: '0',
-      CHORUS_SOCKET: socket,
-      CHORUS_ENGINE_URL: engine.httpUrl,
-      CHORUS_VOICE_ALLOW: '127.0.0.1',
-      CHORUS_DEBUG_ENDPOINTS: '1',
-      NODE_EXTRA_CA_CERTS: caFile,
-      ...env,
-    });
-  } catch (err) {
-    await engine.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
-    throw err;
-  }
-  return {
-    engine,
-    gateway,
-    async stop() {
-      const results = await Promise.allSettled([gateway.stop(), engine.stop()]);
-      fs.rmSync(dir, { recursive: true, force: true });
-      for (const r of results) if (r.status === 'rejected') throw r.reason;
-    },
-  };
+/** The engine and gateway, the gateway trusting the test voice servers' CA and allowed to reach them. */
+function startVoiceStack(caFile: string, env: Record<string, string>): Promise<Stack> {
+  return startStack({}, {}, { CHORUS_VOICE_ALLOW: '127.0.0.1', CHORUS_DEBUG_ENDPOINTS: '1', NODE_EXTRA_CA_CERTS: caFile, ...env });
 }
 
 let nextGuild = 0;
@@ -129,7 +74,7 @@ async function voiceServer(): Promise<VoiceServer> {
 /** Tests shared by both thread modes. */
 function voiceSuite(mode: string, env: Record<string, string>) {
   describe(`Discord voice from the session workers (${mode})`, () => {
-    let stack: Stack;
+    let stack: Stack | undefined;
     let api: ReturnType<typeof client>;
     const sessions = new Set<string>();
     const listeners: TestListener[] = [];
@@ -137,7 +82,7 @@ function voiceSuite(mode: string, env: Record<string, string>) {
     beforeAll(async () => {
       // The stand-in's CA exists once a server has started: the gateway must trust it from its start.
       const first = await voiceServer();
-      stack = await startStack(first.caFile, env);
+      stack = await startVoiceStack(first.caFile, env);
       api = client(stack.gateway.httpUrl);
     });
 
@@ -152,7 +97,7 @@ function voiceSuite(mode: string, env: Record<string, string>) {
     });
 
     afterAll(async () => {
-      await stack?.stop();
+      await stopStack(stack);
       for (const s of servers.splice(0)) await s.stop();
     });
 
@@ -165,7 +110,7 @@ function voiceSuite(mode: string, env: Record<string, string>) {
       const put = await api('PUT', `/sessions/${id}/voice`, { ...creds, endpoint: server.endpoint });
       expect(put.status, put.text).toBe(200);
       await guild.waitForEstablished('identify');
-      await waitFor(async () => (await api('GET', `/sessions/${id}`)).body.voice?.status === 'ready', 5000);
+      await waitFor(async () => (await api('GET', `/sessions/${id}`)).json.voice?.status === 'ready', 5000);
       return { id, guild, creds };
     }
 
@@ -175,7 +120,7 @@ function voiceSuite(mode: string, env: Record<string, string>) {
     }
 
     async function state(id: string): Promise<any> {
-      return (await api('GET', `/sessions/${id}`)).body;
+      return (await api('GET', `/sessions/${id}`)).json;
     }
 
     it('three guilds, three tones: each stand-in hears its own tone, every frame, in order, speaking first, then five silence frames', async () => {
@@ -298,7 +243,7 @@ voiceSuite('thread per session', {});
 voiceSuite('shared threads', { CHORUS_SESSIONS_PER_THREAD: '4' });
 
 describe('Discord voice faults and the voice API', () => {
-  let stack: Stack;
+  let stack: Stack | undefined;
   let api: ReturnType<typeof client>;
   let home: VoiceServer;
   const sessions = new Set<string>();
@@ -306,7 +251,7 @@ describe('Discord voice faults and the voice API', () => {
 
   beforeAll(async () => {
     home = await VoiceServer.start();
-    stack = await startStack(home.caFile, {});
+    stack = await startVoiceStack(home.caFile, {});
     api = client(stack.gateway.httpUrl);
   });
 
@@ -321,7 +266,7 @@ describe('Discord voice faults and the voice API', () => {
   });
 
   afterAll(async () => {
-    await stack?.stop();
+    await stopStack(stack);
     await home?.stop();
   });
 
@@ -332,7 +277,7 @@ describe('Discord voice faults and the voice API', () => {
     sessions.add(id);
     const put = await api('PUT', `/sessions/${id}/voice`, { ...creds, endpoint: server.endpoint });
     expect(put.status, put.text).toBe(200);
-    const listener = await TestListener.connect(stack.gateway.httpUrl, id);
+    const listener = await TestListener.connect(stack!.gateway.httpUrl, id);
     listeners.push(listener);
     await guild.waitForEstablished('identify');
     await listener.until(() => voiceEvents(listener).some((e) => e.status === 'ready'), 5000, 'voice ready');
@@ -348,8 +293,8 @@ describe('Discord voice faults and the voice API', () => {
   }
 
   async function finished(id: string): Promise<any> {
-    await waitFor(async () => (await api('GET', `/sessions/${id}`)).body.session.state === 'finished', 15_000);
-    return (await api('GET', `/sessions/${id}`)).body;
+    await waitFor(async () => (await api('GET', `/sessions/${id}`)).json.session.state === 'finished', 15_000);
+    return (await api('GET', `/sessions/${id}`)).json;
   }
 
   it('a resumable close mid-track: the connection resumes and no frame is lost', async () => {
@@ -381,14 +326,14 @@ describe('Discord voice faults and the voice API', () => {
     const event = voiceEvents(listener).find((e) => e.status === 'disconnected')!;
     expect(event.closeCode).toBe(4014);
     expect(event.reason).toMatch(/voice disconnected/);
-    await waitFor(async () => (await api('GET', `/sessions/${id}`)).body.session.state === 'paused', 2000);
-    const held = (await api('GET', `/sessions/${id}`)).body;
+    await waitFor(async () => (await api('GET', `/sessions/${id}`)).json.session.state === 'paused', 2000);
+    const held = (await api('GET', `/sessions/${id}`)).json;
     expect(held.session.reason).toMatch(/voice disconnected/);
     expect(held.voice).toMatchObject({ status: 'disconnected', closeCode: 4014 });
     const sentAtHold = held.session.sent;
     await sleep(300);
     expect(guild.packets.filter((p) => p.at > closedAt + 50)).toHaveLength(0);
-    expect((await api('GET', `/sessions/${id}`)).body.session.sent).toBe(sentAtHold);
+    expect((await api('GET', `/sessions/${id}`)).json.session.sent).toBe(sentAtHold);
 
     const put = await api('PUT', `/sessions/${id}/voice`, { ...creds, endpoint: home.endpoint });
     expect(put.status, put.text).toBe(200);
@@ -407,7 +352,7 @@ describe('Discord voice faults and the voice API', () => {
     await listener.until(() => voiceEvents(listener).some((e) => e.rejoin === true), 5000, 'a rejoin request');
     const event = voiceEvents(listener).find((e) => e.rejoin === true)!;
     expect(event).toMatchObject({ status: 'disconnected', closeCode: 4006 });
-    await waitFor(async () => (await api('GET', `/sessions/${id}`)).body.session.state === 'paused', 2000);
+    await waitFor(async () => (await api('GET', `/sessions/${id}`)).json.session.state === 'paused', 2000);
     // The bot rejoins: Discord gives it a new session and token.
     const next = { ...creds, sessionId: `sess-${randomUUID()}`, token: `tok-${randomUUID()}` };
     guild.setCredentials({ sessionId: next.sessionId, token: next.token });
@@ -469,12 +414,12 @@ describe('Discord voice faults and the voice API', () => {
     for (const [what, body] of bad) {
       const r = await api('PUT', `/sessions/${id}/voice`, body);
       expect(r.status, `${what}: ${r.text}`).toBe(400);
-      expect(typeof r.body.error).toBe('string');
+      expect(typeof r.json.error).toBe('string');
     }
     for (const endpoint of [`localhost:${port}`, 'c-fra05.discord.media:443', '[::1]:' + port]) {
       const r = await api('PUT', `/sessions/${id}/voice`, { ...good, endpoint });
       expect(r.status, `${endpoint}: ${r.text}`).toBe(403);
-      expect(r.body.error).toMatch(/CHORUS_VOICE_ALLOW/);
+      expect(r.json.error).toMatch(/CHORUS_VOICE_ALLOW/);
     }
     await sleep(300);
     expect(guild.connections).toHaveLength(0);
@@ -489,7 +434,7 @@ describe('Discord voice faults and the voice API', () => {
     const del = await api('DELETE', `/sessions/${id}/voice`);
     expect(del.status, del.text).toBe(200);
     await guild.until(() => guild.connections.every((c) => c.closedAt !== undefined), 'connection closed', 3000);
-    const body = (await api('GET', `/sessions/${id}`)).body;
+    const body = (await api('GET', `/sessions/${id}`)).json;
     expect(body.voice).toBeUndefined();
     expect(body.session.voice).toBeUndefined();
   });

@@ -13,6 +13,7 @@
  * `-f ogg -page_duration 20000` gives); OggPacketReader takes a stream in chunks of any size
  * and hands out its Opus packets, with bounded memory whatever the input.
  */
+import { FRAME_SAMPLES, SAMPLE_RATE } from './audio.js';
 
 export const OGG_CAPTURE = [0x4f, 0x67, 0x67, 0x53] as const; // "OggS"
 const PAGE_HEADER_BYTES = 27;
@@ -116,7 +117,7 @@ export class OggOpusWriter {
     head[8] = 1;
     head[9] = this.channels;
     hv.setUint16(10, this.preSkip, true);
-    hv.setUint32(12, 48_000, true);
+    hv.setUint32(12, SAMPLE_RATE, true);
     const vendor = new TextEncoder().encode(this.vendor);
     const tags = new Uint8Array(8 + 4 + vendor.length + 4);
     const tv = new DataView(tags.buffer);
@@ -127,7 +128,7 @@ export class OggOpusWriter {
   }
 
   /** One page carrying one Opus packet of `samples` 48 kHz samples. */
-  packet(packet: Uint8Array, samples = 960): Uint8Array {
+  packet(packet: Uint8Array, samples = FRAME_SAMPLES): Uint8Array {
     this.granule += samples;
     return this.page(0, packet);
   }

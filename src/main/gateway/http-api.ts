@@ -36,6 +36,7 @@ import { renderMetrics } from './metrics.js';
 import { serveStatic } from './static.js';
 import { parseVoiceState } from './voice-state.js';
 import { LavalinkNode } from '../lavalink/node.js';
+import { sendJson } from '../send-json.js';
 
 const log = logger('gateway');
 const MAX_URL_CHARS = 4096;
@@ -468,12 +469,6 @@ async function readJson(req: IncomingMessage, max: number): Promise<Record<strin
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new HttpError(400, 'body must be a JSON object');
   return value as Record<string, unknown>;
-}
-
-function sendJson(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
-  res.end(text);
 }
 
 function errorMessage(err: unknown): string {

@@ -31,6 +31,7 @@ import { lavalinkErrorBody, sendLavalinkError } from './errors.js';
 import { lavalinkTrack, loadTracks, SOURCE_NAMES, type LavalinkTrack, type TrackLoader } from './load-tracks.js';
 import type { LavalinkVoice } from './player.js';
 import { decodeTrack, TrackCodecError } from './track-codec.js';
+import { sendJson } from '../send-json.js';
 
 /** The Lavalink version chorus speaks; the build part says who answers. */
 export const LAVALINK_VERSION = { semver: '4.0.0+chorus', major: 4, minor: 0, patch: 0, preRelease: null, build: 'chorus' };
@@ -379,8 +380,3 @@ function header(req: IncomingMessage, name: string): string | undefined {
   return typeof v === 'string' && v !== '' ? v : undefined;
 }
 
-function sendJson(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
-  res.end(text);
-}

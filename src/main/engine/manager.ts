@@ -120,6 +120,7 @@ export class SessionManager {
           input,
           startAt: request.startAt,
           gain: request.gain,
+          filters: request.filters,
           format: request.format,
           paddedId: session.paddedId,
           bitrate: this.opts.config.CHORUS_OPUS_BITRATE ?? (request.format === 'web' ? 256_000 : 128_000),

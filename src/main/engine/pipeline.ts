@@ -10,6 +10,7 @@
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import type { Readable } from 'node:stream';
 import { PCM_FRAME_BYTES, type AudioFormat } from '../../shared/audio.js';
+import { filterChain, type AudioFilters } from '../../shared/audio-filters.js';
 import { reportedDuration } from '../../shared/ffmpeg.js';
 import { FRAME_HEADER_BYTES, writeFrameHeader } from '../../shared/protocol.js';
 import type { EncoderPool } from './encoder-pool.js';
@@ -22,6 +23,8 @@ export interface PipelineOptions {
   startAt?: number;
   /** Linear gain on the decoded PCM (ffmpeg's volume filter); 1 or absent: none. */
   gain?: number;
+  /** Effects on the decoded PCM, before the gain (audio-filters.ts). */
+  filters?: AudioFilters;
   format: AudioFormat;
   paddedId: string;
   bitrate: number;
@@ -73,7 +76,8 @@ export class Pipeline {
     const args = ['-hide_banner', '-nostdin', '-nostats', '-loglevel', 'info'];
     if (opts.startAt) args.push('-ss', String(opts.startAt));
     args.push(...opts.input.args);
-    if (opts.gain !== undefined && opts.gain !== 1) args.push('-af', `volume=${opts.gain}`);
+    const chain = filterChain({ gain: opts.gain, filters: opts.filters });
+    if (chain !== undefined) args.push('-af', chain);
     args.push('-vn', '-sn', '-dn', '-ac', '2', '-ar', '48000', '-f', 's16le', 'pipe:1');
 
     if (opts.format !== 'pcm') {

@@ -16,6 +16,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { AudioFormat } from '../../shared/audio.js';
+import type { AudioFilters } from '../../shared/audio-filters.js';
 import { OggOpusWriter } from '../../shared/ogg.js';
 import { cutText } from '../../shared/cut-text.js';
 import { encodeEvent, encodeFrame, FRAME_HEADER_BYTES, paddedSessionId, type ReadyEvent, type SessionEvent } from '../../shared/protocol.js';
@@ -48,6 +49,8 @@ export interface PlayRequest {
   duration?: number;
   /** Linear gain applied to the PCM before encoding (1: unchanged). */
   gain?: number;
+  /** Effects on the PCM before the gain (audio-filters.ts). */
+  filters?: AudioFilters;
 }
 
 export interface Session {

@@ -3,6 +3,7 @@
  * answers with an error passes its status and reason on; one that cannot be reached is a 502.
  * With CHORUS_TOKEN set, every call carries it (the engine then requires it too).
  */
+import type { AudioFilters } from '../../shared/audio-filters.js';
 import { HttpError } from './errors.js';
 
 const TIMEOUT_MS = 5000;
@@ -13,6 +14,8 @@ export interface EnginePlayBody {
   start_at?: number;
   /** Linear gain on the PCM before encoding (the engine's volume filter). */
   gain?: number;
+  /** Effects on the PCM before the gain (audio-filters.ts). */
+  filters?: AudioFilters;
 }
 
 export interface EnginePlayAnswer {

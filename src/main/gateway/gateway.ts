@@ -11,6 +11,7 @@ import type { WebSocket } from 'ws';
 import type { Config } from '../../shared/config.js';
 import { FrameIdTable, frameKey, sessionIdError, sessionIdOfKey, type SessionEvent } from '../../shared/protocol.js';
 import { framesIn } from '../../shared/audio.js';
+import type { Sound } from '../../shared/audio-filters.js';
 import type { SessionsResponse, SessionSummary } from '../../shared/gateway-api.js';
 import type { GatewayHealth } from '../../shared/health.js';
 import type {
@@ -403,13 +404,13 @@ export class Gateway {
     return session;
   }
 
-  async play(id: string, url: string, format: StreamFormat, startAt = 0, keepPaused = false, gain = 1): Promise<SessionSummary> {
+  async play(id: string, url: string, format: StreamFormat, startAt = 0, keepPaused = false, sound: Sound = {}): Promise<SessionSummary> {
     const created = !this.sessions.has(id);
     const session = this.session(id, true);
     try {
       // Every play (and seek) starts an ffmpeg: CHORUS_PLAY_RATE per session, checked on arrival.
       this.playRate.take(session, id);
-      return await this.startTrack(session, url, format, startAt, keepPaused, gain);
+      return await this.startTrack(session, url, format, startAt, keepPaused, sound);
     } catch (err) {
       // A session this play made and nobody listens to has nothing to keep: the answer said why.
       if (created && session.listeners.size === 0 && session.rtpSinks.length === 0 && this.sessions.get(id) === session) {
@@ -419,15 +420,17 @@ export class Gateway {
     }
   }
 
-  private startTrack(session: GatewaySession, url: string, format: StreamFormat, startAt: number, keepPaused: boolean, gain: number): Promise<SessionSummary> {
+  private startTrack(session: GatewaySession, url: string, format: StreamFormat, startAt: number, keepPaused: boolean, sound: Sound): Promise<SessionSummary> {
     const id = session.id;
+    const { gain = 1, filters } = sound;
+    const filtered = filters !== undefined && Object.keys(filters).length > 0;
     return session.exclusive(async () => {
-      const track: Track = gain === 1 ? { url, format, startAt } : { url, format, startAt, gain };
+      const track: Track = gain === 1 && !filtered ? { url, format, startAt } : { url, format, startAt, sound };
       const { ringChanged } = session.beginTrack(track);
       await this.prepareSlot(session, ringChanged, keepPaused);
       let answer;
       try {
-        answer = await this.engine.play(id, { url, format, ...(startAt > 0 ? { start_at: startAt } : {}), ...(gain !== 1 ? { gain } : {}) });
+        answer = await this.engine.play(id, { url, format, ...(startAt > 0 ? { start_at: startAt } : {}), ...(gain !== 1 ? { gain } : {}), ...(filtered ? { filters } : {}) });
       } catch (err) {
         const message = err instanceof HttpError ? err.message : String(err);
         session.fail(message);
@@ -491,12 +494,12 @@ export class Gateway {
     });
   }
 
-  /** Plays the track again from `seconds`, paused if it was, with `gain` (default: the track's). */
-  async seek(id: string, seconds: number, gain?: number): Promise<SessionSummary> {
+  /** Plays the track again from `seconds`, paused if it was, with `sound` (default: the track's). */
+  async seek(id: string, seconds: number, sound?: Sound): Promise<SessionSummary> {
     const session = this.session(id, false);
     const track = session.track;
     if (!track) throw new HttpError(409, 'session has no track to seek in');
-    return this.play(id, track.url, track.format, seconds, session.state.status === 'paused', gain ?? track.gain);
+    return this.play(id, track.url, track.format, seconds, session.state.status === 'paused', sound ?? track.sound);
   }
 
   async addRtpSink(id: string, target: RtpTarget, maxSinks: number): Promise<RtpSinkInfo> {

@@ -9,6 +9,7 @@ import { Ring, recordBytes } from '../../shared/ring.js';
 import { OggPacketReader, startsWithOggCapture } from '../../shared/ogg.js';
 import { logger } from '../../shared/log.js';
 import { FRAME_MS, framesIn, maxPayloadBytes, type AudioFormat } from '../../shared/audio.js';
+import type { Sound } from '../../shared/audio-filters.js';
 import type { ListenerEvent, SessionStateName } from '../../shared/listener-protocol.js';
 import type { SessionSummary } from '../../shared/gateway-api.js';
 import type { ReadyEvent } from '../../shared/protocol.js';
@@ -27,8 +28,8 @@ export interface Track {
   startAt: number;
   /** Seconds of the whole source, once the engine said. */
   duration?: number;
-  /** Linear gain the engine applies (1: none); a seek keeps it. */
-  gain?: number;
+  /** Gain and filters the engine applies (none when absent); a seek keeps them. */
+  sound?: Sound;
 }
 
 type PlayingStatus = 'starting' | 'buffering' | 'playing' | 'paused' | 'autopaused';

@@ -21,6 +21,7 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
 import type { Config } from '../../shared/config.js';
 import { sameSecret } from '../../shared/access.js';
+import { FILTER_NAMES, FilterError, parseFilters, type AudioFilters } from '../../shared/audio-filters.js';
 import { resolveFfmpeg } from '../../shared/ffmpeg.js';
 import { sourceResolver } from '../engine/source.js';
 import type { GatewayAccess } from '../gateway/auth.js';
@@ -37,8 +38,6 @@ import { sendJson } from '../send-json.js';
 export const LAVALINK_VERSION = { semver: '4.0.0+chorus', major: 4, minor: 0, patch: 0, preRelease: null, build: 'chorus' };
 const SESSION_ROUTE = /^\/v4\/sessions\/([^/]+)(?:\/players(?:\/([^/]+))?)?$/;
 const SNOWFLAKE = /^\d{1,20}$/;
-/** The filters chorus applies (the engine's gain before encoding); any other is a 400. */
-const FILTERS = ['volume'] as const;
 
 export type BodyReader = (req: IncomingMessage) => Promise<Buffer>;
 
@@ -217,11 +216,9 @@ export class LavalinkNode {
     if (update.endTime !== undefined) player.endTime = update.endTime ?? undefined;
     const noReplace = url.searchParams.get('noReplace') === 'true';
     const replacing = update.track !== undefined && update.track !== null && !(noReplace && player.track);
-    if (replacing || update.position !== undefined) {
-      // A new track or a seek starts at the new level anyway: no extra replay for it.
-      if (update.volume !== undefined) player.volume = update.volume;
-      if (update.filterVolume !== undefined) player.filterVolume = update.filterVolume;
-    } else await player.setLevel(update.volume, update.filterVolume);
+    // A new track or a seek starts with the new sound anyway: no extra replay for it.
+    if (replacing || update.position !== undefined) player.setSound(update.volume, update.filterVolume, update.filters);
+    else await player.applySound(update.volume, update.filterVolume, update.filters);
     if (update.track === null) await player.stop('stopped');
     else if (replacing) await player.play(update.track!, update.position ?? 0, playUrl(update.track!));
     else if (update.position !== undefined) await player.seek(update.position);
@@ -235,6 +232,7 @@ export class LavalinkNode {
     endTime?: number | null;
     volume?: number;
     filterVolume?: number;
+    filters?: AudioFilters;
     paused?: boolean;
     voice?: LavalinkVoice;
   }> {
@@ -277,15 +275,22 @@ export class LavalinkNode {
       out.paused = body.paused;
     }
     if (body.filters !== undefined) {
-      const filters = object(body.filters, 'filters');
+      const { volume = 1, ...filters } = object(body.filters, 'filters');
       const used = Object.entries(filters).find(
-        ([k, v]) => !(FILTERS as readonly string[]).includes(k) && v !== null && v !== undefined && !(Array.isArray(v) && v.length === 0) && !(typeof v === 'object' && Object.keys(v).length === 0),
+        ([k, v]) => !(FILTER_NAMES as readonly string[]).includes(k) && v !== null && v !== undefined && !(Array.isArray(v) && v.length === 0) && !(typeof v === 'object' && Object.keys(v).length === 0),
       );
-      if (used) throw new HttpError(400, `filter "${used[0]}" is not supported by this chorus node (it has ${FILTERS.join(', ')})`);
+      if (used) throw new HttpError(400, `filter "${used[0]}" is not supported by this chorus node (it has ${FILTER_NAMES.join(', ')})`);
       // The filters replace all previous ones: no volume filter is a factor of 1.
-      const volume = filters.volume ?? 1;
-      if (typeof volume !== 'number' || !Number.isFinite(volume) || volume < 0 || volume > 5) throw new HttpError(400, 'filters.volume must be a number from 0 to 5');
-      out.filterVolume = volume;
+      if (volume === null) out.filterVolume = 1;
+      else if (typeof volume !== 'number' || !Number.isFinite(volume) || volume < 0 || volume > 5) throw new HttpError(400, 'filters.volume must be a number from 0 to 5');
+      else out.filterVolume = volume;
+      const known = Object.fromEntries(Object.entries(filters).filter(([k]) => (FILTER_NAMES as readonly string[]).includes(k)));
+      try {
+        out.filters = parseFilters(known);
+      } catch (err) {
+        if (err instanceof FilterError) throw new HttpError(400, err.message);
+        throw err;
+      }
     }
     if (body.voice !== undefined) {
       const v = object(body.voice, 'voice');
@@ -313,7 +318,7 @@ export class LavalinkNode {
       jvm: `none (chorus on Node ${process.versions.node})`,
       lavaplayer: 'none (chorus: ffmpeg and @discordjs/opus)',
       sourceManagers: [...SOURCE_NAMES],
-      filters: [...FILTERS],
+      filters: [...FILTER_NAMES],
       plugins: [],
     };
   }

@@ -13,6 +13,7 @@ import { createHash } from 'node:crypto';
 import type { ListenerEvent } from '../../shared/listener-protocol.js';
 import { Control } from '../../shared/worker-messages.js';
 import { FRAME_MS } from '../../shared/audio.js';
+import { playbackRate, type AudioFilters, type Sound } from '../../shared/audio-filters.js';
 import type { Gateway } from '../gateway/gateway.js';
 import { HttpError } from '../gateway/errors.js';
 import type { GatewaySession } from '../gateway/session.js';
@@ -49,14 +50,16 @@ export class LavalinkPlayer {
   readonly chorusId: string;
   track: LavalinkTrack | null = null;
   paused = false;
-  /** The player's volume, 0 to 1000 (%), and the `volume` filter's factor, 0 to 5. */
+  /** The player's volume, 0 to 1000 (%), the `volume` filter's factor, 0 to 5, and the other filters. */
   volume = 100;
   filterVolume = 1;
+  filters: AudioFilters = {};
   voice: LavalinkVoice | undefined;
   endTime: number | undefined;
-  /** Where the current play started in the track (ms), and the session's sent count then. */
+  /** Where the current play started in the track (ms), the session's sent count then, and the track ms a frame plays (timescale). */
   private basePosition = 0;
   private baseSent = 0;
+  private msPerFrame = FRAME_MS;
   /** Frames sent when the position was last read, to tell a stall. */
   private stuckSince = 0;
   private stuckTold = false;
@@ -88,7 +91,7 @@ export class LavalinkPlayer {
 
   get position(): number {
     if (!this.track) return 0;
-    const position = this.basePosition + (this.sent - this.baseSent) * FRAME_MS;
+    const position = Math.round(this.basePosition + (this.sent - this.baseSent) * this.msPerFrame);
     return Math.min(position, this.track.info.isStream ? position : this.track.info.length);
   }
 
@@ -119,7 +122,7 @@ export class LavalinkPlayer {
       paused: this.paused,
       state: this.state(),
       voice: this.voice ? { token: this.voice.token, endpoint: this.voice.endpoint, sessionId: this.voice.sessionId, ...(this.voice.channelId ? { channelId: this.voice.channelId } : {}) } : { token: '', endpoint: '', sessionId: '' },
-      filters: this.filterVolume === 1 ? {} : { volume: this.filterVolume },
+      filters: this.filterVolume === 1 ? { ...this.filters } : { volume: this.filterVolume, ...this.filters },
     };
   }
 
@@ -145,7 +148,7 @@ export class LavalinkPlayer {
     this.stuckSince = 0;
     this.stuckTold = false;
     try {
-      await this.gateway.play(this.chorusId, url, 'opus', positionMs / 1000, this.paused, this.gain);
+      await this.gateway.play(this.chorusId, url, 'opus', positionMs / 1000, this.paused, this.sound);
     } catch (err) {
       // The source is the client's mistake (no such file, a refused host): Lavalink's load failure.
       if (err instanceof HttpError && err.status >= 400 && err.status < 500 && err.status !== 429) {
@@ -157,33 +160,44 @@ export class LavalinkPlayer {
       throw err;
     }
     this.track = track;
-    this.basePosition = positionMs;
-    this.baseSent = this.sent;
+    this.restart(positionMs);
     this.emit({ type: 'TrackStartEvent', guildId: this.guildId, track });
   }
 
-  /** The linear gain the engine applies: volume and the volume filter together. */
-  private get gain(): number {
-    return (this.volume / 100) * this.filterVolume;
+  /** What the engine applies: volume and the volume filter as one linear gain, and the other filters. */
+  private get sound(): Sound {
+    return { gain: (this.volume / 100) * this.filterVolume, filters: this.filters };
+  }
+
+  /** Sets volume, the volume filter and the other filters, for the next play or seek. */
+  setSound(volume: number | undefined, filterVolume: number | undefined, filters: AudioFilters | undefined): boolean {
+    const before = JSON.stringify(this.sound);
+    if (volume !== undefined) this.volume = volume;
+    if (filterVolume !== undefined) this.filterVolume = filterVolume;
+    if (filters !== undefined) this.filters = filters;
+    return JSON.stringify(this.sound) !== before;
   }
 
   /**
-   * Sets volume and/or the volume filter. The engine encodes seconds ahead, so a track under way
-   * is played again from the frame the voice server has reached, at the new gain: what was
-   * encoded at the old level is dropped, and the change is heard within a prebuffer's time.
+   * Sets volume and/or filters now. The engine encodes seconds ahead, so a track under way is
+   * played again from the frame the voice server has reached, with the new sound: what was
+   * encoded with the old one is dropped, and the change is heard within a prebuffer's time.
    */
-  async setLevel(volume: number | undefined, filterVolume: number | undefined): Promise<void> {
-    const before = this.gain;
-    if (volume !== undefined) this.volume = volume;
-    if (filterVolume !== undefined) this.filterVolume = filterVolume;
-    if (this.gain !== before) await this.seek(this.position);
+  async applySound(volume: number | undefined, filterVolume: number | undefined, filters: AudioFilters | undefined): Promise<void> {
+    if (this.setSound(volume, filterVolume, filters)) await this.seek(this.position);
   }
 
   async seek(positionMs: number): Promise<void> {
     if (!this.track || !this.session?.active) return;
-    await this.gateway.seek(this.chorusId, positionMs / 1000, this.gain);
+    await this.gateway.seek(this.chorusId, positionMs / 1000, this.sound);
+    this.restart(positionMs);
+  }
+
+  /** A play or seek from `positionMs` began: the position counts on from there, at the filters' pace. */
+  private restart(positionMs: number): void {
     this.basePosition = positionMs;
     this.baseSent = this.sent;
+    this.msPerFrame = FRAME_MS * playbackRate(this.filters);
   }
 
   async setPaused(paused: boolean): Promise<void> {

@@ -103,11 +103,11 @@ describe('Lavalink REST on the gateway', () => {
     expect(raw.body).toEqual({ error: expect.any(String) });
   });
 
-  it('GET /v4/info names only what chorus has: its sources, the volume filter', async () => {
+  it('GET /v4/info names only what chorus has: its sources, the filters it applies', async () => {
     const { body } = await call('GET', '/v4/info');
     expect(body.version).toMatchObject({ major: 4, minor: 0, patch: 0 });
     expect(body.sourceManagers).toEqual(['local', 'http', 'tone']);
-    expect(body.filters).toEqual(['volume']);
+    expect(body.filters).toEqual(['volume', 'equalizer', 'timescale', 'tremolo', 'vibrato', 'rotation', 'channelMix', 'lowPass']);
     expect(body.plugins).toEqual([]);
   });
 

@@ -63,6 +63,10 @@ export class LavalinkPlayer {
   /** Frames sent when the position was last read, to tell a stall. */
   private stuckSince = 0;
   private stuckTold = false;
+  /** Date.now() since which a track has played without a pause, stop or end (Lavalink's frameStats count only such players). */
+  playingSince: number | undefined;
+  /** The voice gateway's heartbeat round trip, as the worker last reported it. */
+  private pingMs: number | undefined;
   private session: GatewaySession | undefined;
 
   constructor(
@@ -100,7 +104,17 @@ export class LavalinkPlayer {
   }
 
   state(): PlayerState {
-    return { time: Date.now(), position: this.position, connected: this.connected, ping: this.connected ? 0 : -1 };
+    return { time: Date.now(), position: this.position, connected: this.connected, ping: this.connected ? (this.pingMs ?? 0) : -1 };
+  }
+
+  /** Asks the worker for the voice connection's heartbeat round trip (for the next playerUpdate). */
+  async refreshPing(): Promise<void> {
+    if (!this.connected) {
+      this.pingMs = undefined;
+      return;
+    }
+    const stats = await this.gateway.workerStats(this.chorusId);
+    this.pingMs = stats?.voice?.pingMs;
   }
 
   /** The session's frames sent and ticks that found no frame (underruns), since it began. */
@@ -161,6 +175,7 @@ export class LavalinkPlayer {
     }
     this.track = track;
     this.restart(positionMs);
+    if (!this.paused) this.playingSince ??= Date.now();
     this.emit({ type: 'TrackStartEvent', guildId: this.guildId, track });
   }
 
@@ -203,6 +218,7 @@ export class LavalinkPlayer {
   async setPaused(paused: boolean): Promise<void> {
     if (paused === this.paused) return;
     this.paused = paused;
+    this.playingSince = paused || !this.track ? undefined : Date.now();
     if (!this.track || !this.session?.active) return;
     if (paused) await this.gateway.pause(this.chorusId);
     else await this.gateway.resume(this.chorusId);
@@ -212,6 +228,7 @@ export class LavalinkPlayer {
   async stop(reason: TrackEndReason): Promise<void> {
     const track = this.track;
     this.track = null;
+    this.playingSince = undefined;
     if (!track) return;
     if (this.session?.active) await this.gateway.stop(this.chorusId);
     this.emit({ type: 'TrackEndEvent', guildId: this.guildId, track, reason });
@@ -253,11 +270,13 @@ export class LavalinkPlayer {
       case 'finished':
         if (!track) return;
         this.track = null;
+        this.playingSince = undefined;
         this.emit({ type: 'TrackEndEvent', guildId: this.guildId, track, reason: 'finished' });
         return;
       case 'error':
         if (!track) return;
         this.track = null;
+        this.playingSince = undefined;
         this.emit({ type: 'TrackExceptionEvent', guildId: this.guildId, track, exception: { message: event.message, severity: 'fault', cause: event.message } });
         this.emit({ type: 'TrackEndEvent', guildId: this.guildId, track, reason: 'loadFailed' });
         return;

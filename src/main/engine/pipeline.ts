@@ -11,7 +11,7 @@ import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import type { Readable } from 'node:stream';
 import { PCM_FRAME_BYTES, type AudioFormat } from '../../shared/audio.js';
 import { filterChain, type AudioFilters } from '../../shared/audio-filters.js';
-import { reportedDuration } from '../../shared/ffmpeg.js';
+import { ffmpegEnv, reportedDuration } from '../../shared/ffmpeg.js';
 import { FRAME_HEADER_BYTES, writeFrameHeader } from '../../shared/protocol.js';
 import type { EncoderPool } from './encoder-pool.js';
 import type { FfmpegInput } from './source.js';
@@ -34,15 +34,6 @@ export interface PipelineOptions {
   proxyUrl: string;
 }
 
-/** Variables by which ffmpeg would pick another proxy, or none; they are not passed on. */
-const PROXY_VARIABLES = new Set(['http_proxy', 'https_proxy', 'no_proxy', 'all_proxy']);
-
-function ffmpegEnv(proxyUrl: string): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [name, value] of Object.entries(process.env)) if (!PROXY_VARIABLES.has(name.toLowerCase())) env[name] = value;
-  env.http_proxy = proxyUrl;
-  return env;
-}
 
 export interface PipelineEvents {
   /** `count` wire frames back to back in `frames`. */

@@ -19,6 +19,7 @@ import { HttpError } from '../gateway/errors.js';
 import type { GatewaySession } from '../gateway/session.js';
 import { parseVoiceState } from '../gateway/voice-state.js';
 import type { LavalinkTrack } from './load-tracks.js';
+import { YtDlpError } from './yt-dlp.js';
 
 export type TrackEndReason = 'finished' | 'loadFailed' | 'stopped' | 'replaced' | 'cleanup';
 
@@ -153,8 +154,8 @@ export class LavalinkPlayer {
     this.voice = voice;
   }
 
-  /** Plays `track` from `positionMs`, ending the current one as `replaced`. */
-  async play(track: LavalinkTrack, positionMs: number, url: string): Promise<void> {
+  /** Plays `track` (at the URL `url()` finds) from `positionMs`, ending the current one as `replaced`. */
+  async play(track: LavalinkTrack, positionMs: number, url: () => Promise<string>): Promise<void> {
     this.attach();
     const previous = this.track;
     this.track = null;
@@ -162,21 +163,24 @@ export class LavalinkPlayer {
     this.stuckSince = 0;
     this.stuckTold = false;
     try {
-      await this.gateway.play(this.chorusId, url, 'opus', positionMs / 1000, this.paused, this.sound);
+      await this.gateway.play(this.chorusId, await url(), 'opus', positionMs / 1000, this.paused, this.sound);
     } catch (err) {
+      // yt-dlp found no media URL for the page (the site failed): Lavalink's load failure, a fault.
+      if (err instanceof YtDlpError) return this.loadFailed(track, err, 'fault');
       // The source is the client's mistake (no such file, a refused host): Lavalink's load failure.
-      if (err instanceof HttpError && err.status >= 400 && err.status < 500 && err.status !== 429) {
-        this.emit({ type: 'TrackStartEvent', guildId: this.guildId, track });
-        this.emit({ type: 'TrackExceptionEvent', guildId: this.guildId, track, exception: { message: err.message, severity: 'common', cause: `HttpError: ${err.message}` } });
-        this.emit({ type: 'TrackEndEvent', guildId: this.guildId, track, reason: 'loadFailed' });
-        return;
-      }
+      if (err instanceof HttpError && err.status >= 400 && err.status < 500 && err.status !== 429) return this.loadFailed(track, err, 'common');
       throw err;
     }
     this.track = track;
     this.restart(positionMs);
     if (!this.paused) this.playingSince ??= Date.now();
     this.emit({ type: 'TrackStartEvent', guildId: this.guildId, track });
+  }
+
+  private loadFailed(track: LavalinkTrack, err: Error, severity: 'common' | 'fault'): void {
+    this.emit({ type: 'TrackStartEvent', guildId: this.guildId, track });
+    this.emit({ type: 'TrackExceptionEvent', guildId: this.guildId, track, exception: { message: err.message, severity, cause: `${err.name}: ${err.message}` } });
+    this.emit({ type: 'TrackEndEvent', guildId: this.guildId, track, reason: 'loadFailed' });
   }
 
   /** What the engine applies: volume and the volume filter as one linear gain, and the other filters. */

@@ -52,7 +52,7 @@ const TIMESCALE_MAX = 10;
 const MUTED_DB = -30;
 
 function objectOf(value: unknown, name: string): Record<string, unknown> {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new FilterError(`filters.${name} must be a JSON object`);
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new FilterError(`${name === '' ? 'filters' : `filters.${name}`} must be a JSON object`);
   return value as Record<string, unknown>;
 }
 

@@ -1,11 +1,11 @@
 /**
- * `npm run bench:lavalink [-- --players N[,N…] --seconds S --patches K --json FILE]`
+ * `npm run bench:lavalink [-- --players N[,N…] --seconds S --patches K --per-thread T --json FILE]`
  *
  * N Lavalink players driven through a real client (shoukaku 4, as a bot drives it, its Discord
  * voice events fed by a fake shard) on a real chorus node (engine: ffmpeg + Opus per player;
  * gateway: a worker per player) to stand-in Discord voice receivers on loopback
  * (test/helpers/discord-voice-server.ts, decoding off). Each player plays its own tone. Over a
- * window of S seconds once all play:
+ * window of S seconds once all play (players that failed to start are counted and left out):
  *
  *   cadence p50/p99/max   audio packet inter-arrival at the receivers, ms, all players pooled
  *   lost                  packets of S × 50 a player should have had in the window and did not
@@ -39,12 +39,13 @@ const TONE_SECONDS = 3600;
 
 const COMMAND = defineCommand({
   name: 'bench:lavalink',
-  usage: 'npm run bench:lavalink -- [--players N[,N…]] [--seconds S] [--patches K] [--json FILE]',
+  usage: 'npm run bench:lavalink -- [--players N[,N…]] [--seconds S] [--patches K] [--per-thread T] [--json FILE]',
   about: 'N Lavalink players through shoukaku to stand-in Discord voice receivers: cadence, loss, frameStats, CPU and RSS per player, PATCH latency.',
   flags: {
     players: { type: 'string', value: 'N[,N…]', help: 'player counts to measure (20,50)' },
     seconds: { type: 'string', value: 'S', help: 'measured window once all play (30)' },
     patches: { type: 'string', value: 'K', help: 'volume PATCHes spread over the window (20)' },
+    'per-thread': { type: 'string', value: 'T', help: "the gateway's CHORUS_SESSIONS_PER_THREAD (1: a worker per player)" },
     json: { type: 'string', value: 'FILE', help: 'also write the rows as JSON' },
   },
 });
@@ -54,6 +55,7 @@ function options() {
     counts: (v.players ?? '20,50').split(',').map((n) => numberFlag('players', n, 1, 10_000, true)),
     seconds: numberFlag('seconds', v.seconds ?? '30', 5, 3600),
     patches: numberFlag('patches', v.patches ?? '20', 0, 10_000, true),
+    perThread: numberFlag('per-thread', v['per-thread'] ?? '1', 1, 1000, true),
     json: v.json,
   }));
 }
@@ -79,6 +81,10 @@ interface Row {
   patchP50: number;
   patchP99: number;
   patches: number;
+  failedPatches: number;
+  /** Players whose join or play failed, and players that started but sent nothing within a minute: left out of every figure. */
+  failedPlays: number;
+  silentPlayers: number;
   /** Seconds from the first join to every player's first packet. */
   setupS: number;
 }
@@ -115,7 +121,7 @@ function fakeDiscord(server: VoiceServer, guilds: Map<string, { sessionId: strin
   };
 }
 
-async function runOnce(n: number, seconds: number, patches: number): Promise<Row> {
+async function runOnce(n: number, seconds: number, patches: number, perThread: number): Promise<Row> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'chorus-bench-lavalink-'));
   // Discord's heartbeat interval (the stand-in's 1 s default closes a starved client with 4009).
   const server = await VoiceServer.start({ decode: false, heartbeatIntervalMs: 13_750 });
@@ -140,6 +146,7 @@ async function runOnce(n: number, seconds: number, patches: number): Promise<Row
       CHORUS_ENGINE_URL: engineUrl,
       CHORUS_VOICE_ALLOW: '127.0.0.1',
       CHORUS_YTDLP: 'off',
+      CHORUS_SESSIONS_PER_THREAD: String(perThread),
     });
     started.push(gateway);
     const gw = (await gateway.waitFor(/gateway ready http=(\S+)/, 60_000))[1]!;
@@ -166,31 +173,48 @@ async function runOnce(n: number, seconds: number, patches: number): Promise<Row
     // Every player, JOIN_BATCH at a time: join, then play its own tone, longer than any ramp-up and window.
     const setupStart = performance.now();
     const players: Player[] = [];
+    const playing: VoiceGuild[] = [];
+    let failedPlays = 0;
     for (let i = 0; i < n; i += JOIN_BATCH) {
       const batch = ids.slice(i, i + JOIN_BATCH).map(async (guildId, j) => {
-        const loaded = (await node.rest.resolve(`tone:${toneHz(i + j)}?seconds=${TONE_SECONDS}`)) as { data: { encoded: string } };
-        const player = await shoukaku!.joinVoiceChannel({ guildId, channelId: `8${String(200000000000 + i + j)}`, shardId: 0 });
-        await player.playTrack({ track: { encoded: loaded.data.encoded } });
-        return player;
+        try {
+          const loaded = (await node.rest.resolve(`tone:${toneHz(i + j)}?seconds=${TONE_SECONDS}`)) as { data: { encoded: string } };
+          const player = await shoukaku!.joinVoiceChannel({ guildId, channelId: `8${String(200000000000 + i + j)}`, shardId: 0 });
+          await player.playTrack({ track: { encoded: loaded.data.encoded } });
+          players.push(player);
+          playing.push(voiceGuilds[i + j]!);
+        } catch (err) {
+          // A node too loaded to start a player is a figure of the run, not the end of it.
+          failedPlays++;
+          process.stderr.write(`player ${guildId} did not start: ${(err as Error).message}\n`);
+        }
       });
-      players.push(...(await Promise.all(batch)));
+      await Promise.all(batch);
     }
-    while (!voiceGuilds.every((g) => g.packets.length > 0)) await sleep(100);
+    const waitUntil = performance.now() + 60_000;
+    while (!playing.every((g) => g.packets.length > 0) && performance.now() < waitUntil) await sleep(100);
+    const heard = playing.filter((g) => g.packets.length > 0);
     const setupS = (performance.now() - setupStart) / 1000;
     await sleep(1000);
 
     const before = await sessionCounts(gw);
     const t0 = performance.now();
     const cpu0 = (readProc(gateway.pid, 0)?.cpuSeconds ?? 0) + (readTree(engine.pid, 0)?.cpuSeconds ?? 0);
-    const from = voiceGuilds.map((g) => g.packets.length);
+    const from = heard.map((g) => g.packets.length);
 
     // The PATCHes, spread over the window, each to another player (a volume change replays the track at the new level).
     const latencies: number[] = [];
+    let failedPatches = 0;
     for (let k = 0; k < patches; k++) {
       await sleep(Math.max(0, t0 + ((k + 0.5) * seconds * 1000) / patches - performance.now()));
       const start = performance.now();
-      await players[k % n]!.setGlobalVolume(k % 2 === 0 ? 60 : 100);
-      latencies.push(performance.now() - start);
+      try {
+        await players[k % players.length]!.setGlobalVolume(k % 2 === 0 ? 60 : 100);
+        latencies.push(performance.now() - start);
+      } catch (err) {
+        failedPatches++;
+        process.stderr.write(`PATCH failed: ${(err as Error).message}\n`);
+      }
     }
     await sleep(Math.max(0, t0 + seconds * 1000 - performance.now()));
     const elapsed = (performance.now() - t0) / 1000;
@@ -200,7 +224,7 @@ async function runOnce(n: number, seconds: number, patches: number): Promise<Row
 
     const gaps: number[] = [];
     let lost = 0;
-    voiceGuilds.forEach((g, i) => {
+    heard.forEach((g, i) => {
       const window = g.packets.slice(from[i]).filter((p) => !p.silence && p.at - t0 <= elapsed * 1000);
       lost += Math.max(0, Math.round(elapsed * 50) - window.length);
       for (let j = 1; j < window.length; j++) gaps.push(window[j]!.at - window[j - 1]!.at);
@@ -214,7 +238,7 @@ async function runOnce(n: number, seconds: number, patches: number): Promise<Row
       sent += a.sent - b.sent;
       nulled += a.underruns - b.underruns;
     }
-    const perMin = 60 / elapsed / n;
+    const perMin = 60 / elapsed / heard.length;
     latencies.sort((a, b) => a - b);
     return {
       players: n,
@@ -225,11 +249,14 @@ async function runOnce(n: number, seconds: number, patches: number): Promise<Row
       sentPerMin: sent * perMin,
       nulledPerMin: nulled * perMin,
       deficitPerMin: 3000 - (sent + nulled) * perMin,
-      cpuPerPlayerPct: (((cpu1 - cpu0) / elapsed) * 100) / n,
-      rssPerPlayerMiB: rss / 1024 / 1024 / n,
+      cpuPerPlayerPct: (((cpu1 - cpu0) / elapsed) * 100) / heard.length,
+      rssPerPlayerMiB: rss / 1024 / 1024 / heard.length,
       patchP50: quantile(latencies, 0.5),
       patchP99: quantile(latencies, 0.99),
       patches: latencies.length,
+      failedPatches,
+      failedPlays,
+      silentPlayers: playing.length - heard.length,
       setupS,
     };
   } finally {
@@ -250,20 +277,20 @@ function table(rows: Row[]): string {
 }
 
 async function main(): Promise<void> {
-  const { counts, seconds, patches, json } = options();
+  const { counts, seconds, patches, perThread, json } = options();
   const rows: Row[] = [];
   for (const n of counts) {
     process.stderr.write(`bench:lavalink ${n} players…\n`);
-    rows.push(await runOnce(n, seconds, patches));
+    rows.push(await runOnce(n, seconds, patches, perThread));
     process.stderr.write(`${JSON.stringify(rows.at(-1))}\n`);
   }
   const load = os.loadavg().map((l) => l.toFixed(1)).join(' ');
-  console.log(`\nLavalink players through shoukaku, ${seconds} s window (node ${process.version}, ${os.cpus().length} cores, load average ${load})`);
+  console.log(`\nLavalink players through shoukaku, ${seconds} s window, ${perThread} player(s) per worker thread (node ${process.version}, ${os.cpus().length} cores, load average ${load})`);
   console.log('cadence: audio packet inter-arrival at the receivers, ms; lost: packets of seconds × 50 not received;');
   console.log('sent/nulled/deficit: Lavalink frameStats per player per minute; cpu/rss: engine (with ffmpeg) + gateway, per player;');
   console.log('patch: REST latency of a volume PATCH through shoukaku, ms\n');
   console.log(table(rows));
-  if (json) fs.writeFileSync(json, JSON.stringify({ node: process.version, cpus: os.cpus().length, loadavg: os.loadavg(), seconds, patches, rows }, null, 2));
+  if (json) fs.writeFileSync(json, JSON.stringify({ node: process.version, cpus: os.cpus().length, loadavg: os.loadavg(), seconds, patches, perThread, rows }, null, 2));
 }
 
 main().catch((err: Error) => {

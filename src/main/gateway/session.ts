@@ -9,7 +9,8 @@ import { Ring, recordBytes } from '../../shared/ring.js';
 import { OggPacketReader, startsWithOggCapture } from '../../shared/ogg.js';
 import { logger } from '../../shared/log.js';
 import { FRAME_MS, framesIn, maxPayloadBytes, type AudioFormat } from '../../shared/audio.js';
-import type { ListenerEvent, SessionStateName } from '../../shared/listener-protocol.js';
+import type { ListenerEvent } from '../../shared/listener-protocol.js';
+import { isUnderWay, type UnderWayState } from '../../shared/session-state.js';
 import type { SessionSummary } from '../../shared/gateway-api.js';
 import type { ReadyEvent } from '../../shared/protocol.js';
 import { CONTROL_WORDS, Control, type PlayerStatus, type RtpTarget, type VoiceEvent, type VoiceServerState } from '../../shared/worker-messages.js';
@@ -31,13 +32,11 @@ export interface Track {
   gain?: number;
 }
 
-type PlayingStatus = 'starting' | 'buffering' | 'playing' | 'paused' | 'autopaused';
-
 const log = logger('gateway');
 
 export type SessionState =
   | { status: 'idle' }
-  | { status: PlayingStatus; track: Track; reason?: string }
+  | { status: UnderWayState; track: Track; reason?: string }
   | { status: 'finished'; track: Track }
   | { status: 'stopped'; reason?: string }
   | { status: 'error'; reason: string };
@@ -153,8 +152,7 @@ export class GatewaySession {
 
   /** A track is under way: the engine plays it and the worker paces it. */
   get active(): boolean {
-    const s = this.current.status;
-    return s === 'starting' || s === 'buffering' || s === 'playing' || s === 'paused' || s === 'autopaused';
+    return isUnderWay(this.current.status);
   }
 
   /** Runs control operations of this session one at a time, in order. */
@@ -416,7 +414,7 @@ export class GatewaySession {
     const state = this.current;
     const out: SessionSummary = {
       id: this.id,
-      state: state.status as SessionStateName,
+      state: state.status,
       format: this.ringFormat ?? 'opus',
       ringFrames: stats?.records ?? 0,
       ringCapacityFrames: framesIn(this.ringMs),

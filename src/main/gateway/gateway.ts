@@ -123,7 +123,7 @@ export class Gateway {
     this.closing = true;
     for (const t of this.timers) clearInterval(t);
     if (this.lostTimer) clearTimeout(this.lostTimer);
-    for (const session of this.sessions.values()) session.clearReadyTimer();
+    for (const session of this.sessions.values()) session.stopTimers();
     this.link.close();
     await Promise.allSettled(
       [...this.sessions.values()].filter((s) => s.active).map((s) => this.engine.control(s.id, 'stop')),
@@ -212,26 +212,22 @@ export class Gateway {
     if (!this.link.creditEnabled) return;
     const grants: { sessionId: string; frames: number }[] = [];
     for (const session of this.sessions.values()) {
-      const frames = session.creditDue();
-      if (frames > 0) {
-        session.outstanding += frames;
-        grants.push({ sessionId: session.id, frames });
-      }
+      const frames = session.grantCredit();
+      if (frames > 0) grants.push({ sessionId: session.id, frames });
     }
     this.link.sendCredits(grants);
   }
 
   private grantNow(session: GatewaySession): void {
     if (!this.link.creditEnabled) return;
-    const frames = session.creditDue();
+    const frames = session.grantCredit();
     if (frames <= 0) return;
-    session.outstanding += frames;
     this.link.sendCredits([{ sessionId: session.id, frames }]);
   }
 
   /** A new connection said hello: the engine's windows start at zero, so grant from scratch. */
   private regrantAll(): void {
-    for (const session of this.sessions.values()) session.outstanding = 0;
+    for (const session of this.sessions.values()) session.forgetCredit();
     this.grantCredits();
   }
 
@@ -240,10 +236,7 @@ export class Gateway {
   private onEngineLost(reason: string): void {
     let lost = 0;
     for (const session of this.sessions.values()) {
-      if (session.active) {
-        session.engineLost = true;
-        lost++;
-      }
+      if (session.markEngineLost()) lost++;
     }
     log.warn('engine connection lost; tracks under way play out what they hold', { reason, tracks: lost });
     if (lost > 0 && !this.lostTimer) {
@@ -275,12 +268,12 @@ export class Gateway {
             if (!session.engineLost) return;
             if (state === 'finished') {
               // The engine sent every frame: what the ring holds is the track's end, to play out.
-              session.engineLost = false;
-              if (session.active) this.endOfStream(session);
+              session.engineBack();
+              this.endOfStream(session);
             } else if (state === undefined || state === 'stopped' || state === 'error') {
               this.endLost(session, 'engine restarted; the track was lost');
             } else {
-              session.engineLost = false;
+              session.engineBack();
             }
           },
           (err: Error) => this.endLost(session, `engine unreachable after reconnect: ${err.message}`),
@@ -292,14 +285,13 @@ export class Gateway {
 
   /** The engine has sent the track's last frame: the worker plays out the ring, then reports `finished`. */
   private endOfStream(session: GatewaySession): void {
-    session.inputEnded = true;
-    if (session.slot?.alive) void session.slot.call((api) => api.endOfStream()).catch(() => undefined);
-    else session.state = { status: 'finished', track: session.track! };
+    const slot = session.slot;
+    session.endInput(slot?.alive === true);
+    if (slot?.alive) void slot.call((api) => api.endOfStream()).catch(() => undefined);
   }
 
   private endLost(session: GatewaySession, reason: string): void {
-    session.engineLost = false;
-    if (!session.active) return;
+    if (!session.engineLost) return;
     session.fail(reason);
     this.releaseSlot(session);
   }
@@ -324,7 +316,7 @@ export class Gateway {
     const session = this.bySid.get(sid);
     if (!session) return;
     this.counters.framesDelivered++;
-    session.deliver(frame, this.egressNow);
+    session.sendToListeners(frame, this.egressNow);
   };
 
   private checkListeners(): void {
@@ -343,7 +335,7 @@ export class Gateway {
     if (this.link.connected) {
       for (const s of this.sessions.values()) {
         const status = s.state.status;
-        if ((status === 'buffering' || status === 'playing') && s.ready && !s.inputEnded && (!credit || s.outstanding > 0)) {
+        if (s.awaitsEngine(credit)) {
           waiting = true;
           break;
         }
@@ -435,26 +427,23 @@ export class Gateway {
         throw err;
       }
       session.playAccepted(answer.play);
-      this.awaitReady(session, track);
+      this.awaitReady(session);
       this.grantNow(session);
       return session.summary();
     });
   }
 
   /** Ends the track in error if its `ready` has not come within CHORUS_READY_TIMEOUT_MS. */
-  private awaitReady(session: GatewaySession, track: Track): void {
+  private awaitReady(session: GatewaySession): void {
     const ms = this.config.CHORUS_READY_TIMEOUT_MS;
-    session.clearReadyTimer();
-    session.readyTimer = setTimeout(() => {
-      session.readyTimer = undefined;
-      if (session.track !== track || !session.active || session.ready) return;
+    session.awaitReady(ms, () => {
       this.counters.readyTimeouts++;
       const why = this.link.connected ? 'its event may have been lost' : 'the engine socket is not connected';
       log.warn('no ready from the engine; ending the play', { session: session.id, waitedMs: ms, connected: this.link.connected });
       session.fail(`the engine sent no ready within ${ms / 1000} s (${why})`);
       this.releaseSlot(session);
       void this.engine.control(session.id, 'stop').catch(() => undefined);
-    }, ms);
+    });
   }
 
   async pause(id: string): Promise<SessionSummary> {
@@ -482,9 +471,8 @@ export class Gateway {
         const slot = session.slot;
         // With a voice connection the slot stays: the bot remains in its channel between tracks.
         const kept = session.voice !== undefined && slot?.alive === true && (await slot.call((api) => api.stop()).then(() => true, () => false));
-        session.endTrack();
         if (!kept) this.releaseSlot(session);
-        session.state = reason === undefined ? { status: 'stopped' } : { status: 'stopped', reason };
+        session.stopTrack(reason);
         await this.engine.control(id, 'stop').catch((err: Error) => log.warn('engine stop failed', { session: id, message: err.message }));
       }
       return session.summary();
@@ -504,12 +492,12 @@ export class Gateway {
     return session.exclusive(async () => {
       const slot = session.slot;
       if (!slot?.alive || !session.active) throw new HttpError(409, 'session is not playing: play first, then add RTP');
-      if (session.rtpSinks.length >= maxSinks && !session.rtpSinks.some((t) => sameTarget(t, target))) {
+      if (session.rtpSinks.length >= maxSinks && !session.hasRtpSink(target)) {
         throw new HttpError(429, `RTP sink limit reached (${maxSinks} per session)`);
       }
       const info = await slot.call((api) => api.addRtpSink(target));
       // Kept with its stream, so the next track's worker slot continues SSRC, seq and timestamp.
-      if (!session.rtpSinks.some((t) => sameTarget(t, target))) session.rtpSinks.push({ host: target.host, port: target.port, stream: info.stream });
+      session.keepRtpSink({ host: target.host, port: target.port, stream: info.stream });
       return info;
     });
   }
@@ -517,9 +505,7 @@ export class Gateway {
   async removeRtpSink(id: string, target: RtpTarget): Promise<boolean> {
     const session = this.session(id, false);
     return session.exclusive(async () => {
-      const i = session.rtpSinks.findIndex((t) => sameTarget(t, target));
-      if (i < 0) return false;
-      session.rtpSinks.splice(i, 1);
+      if (!session.dropRtpSink(target)) return false;
       if (session.slot?.alive) await session.slot.call((api) => api.removeRtpSink(target)).catch(() => false);
       return true;
     });
@@ -532,12 +518,12 @@ export class Gateway {
   async setVoice(id: string, state: VoiceServerState): Promise<VoiceEvent> {
     const session = this.session(id, true);
     return session.exclusive(async () => {
-      session.voice = { ...state };
+      session.joinVoice(state);
       const slot = session.slot;
       if (slot?.alive) {
         session.onVoice(await slot.call((api) => api.setVoice(state)));
       } else {
-        await session.slotClosing;
+        await session.slotClosed;
         session.ensureRing();
         // A new slot connects with session.voice as it attaches.
         await this.attachSlot(session);
@@ -550,9 +536,7 @@ export class Gateway {
   async leaveVoice(id: string): Promise<boolean> {
     const session = this.session(id, false);
     return session.exclusive(async () => {
-      if (!session.voice) return false;
-      session.voice = undefined;
-      session.voiceEvent = undefined;
+      if (!session.leaveVoice()) return false;
       const slot = session.slot;
       if (slot?.alive) await slot.call((api) => api.leaveVoice()).catch(() => false);
       return true;
@@ -613,7 +597,7 @@ export class Gateway {
     }
     this.releaseSlot(session);
     // The closing slot reports where seq and timestamp continue: wait for it.
-    await session.slotClosing;
+    await session.slotClosed;
     const slot = await this.attachSlot(session);
     for (const target of session.rtpSinks) await slot.call((api) => api.addRtpSink(target));
     session.onPlayerStatus(await slot.call((api) => api.reset(paused)));
@@ -630,8 +614,7 @@ export class Gateway {
       prebufferFrames: this.config.CHORUS_PREBUFFER_MS === 0 ? 1 : framesIn(this.config.CHORUS_PREBUFFER_MS),
       noListener: this.config.CHORUS_NO_LISTENER,
       listeners: session.listeners.size,
-      nextSeq: session.nextSeq,
-      nextTimestamp: session.nextTimestamp,
+      ...session.continuation,
     };
     let slot: Slot;
     try {
@@ -639,26 +622,15 @@ export class Gateway {
     } catch (err) {
       throw new HttpError(503, `no worker thread for the session: ${(err as Error).message}`);
     }
-    session.slot = slot;
-    slot.done.then(
-      (result) => {
-        // Slots of one session never overlap (a new one waits for the old to close).
-        session.nextSeq = result.nextSeq;
-        session.nextTimestamp = result.nextTimestamp;
-        if (session.slot === slot) session.slot = undefined;
-      },
-      (err: Error) => {
-        if (session.slot !== slot || this.closing) return;
-        session.slot = undefined;
-        session.slotClosing = Promise.resolve();
-        log.error('session worker thread died', { session: session.id, message: err.message });
-        if (session.active) {
-          session.fail(`session worker thread failed: ${err.message}`);
-          void this.engine.control(session.id, 'stop').catch(() => undefined);
-        }
-        if (session.voice) session.onVoice({ status: 'disconnected', reason: `voice lost with its worker thread: ${err.message}` });
-      },
-    );
+    session.holdSlot(slot, (err) => {
+      if (this.closing) return;
+      log.error('session worker thread died', { session: session.id, message: err.message });
+      if (session.active) {
+        session.fail(`session worker thread failed: ${err.message}`);
+        void this.engine.control(session.id, 'stop').catch(() => undefined);
+      }
+      if (session.voice) session.onVoice({ status: 'disconnected', reason: `voice lost with its worker thread: ${err.message}` });
+    });
     // A listener that came while the slot was booting was told to no slot: under
     // CHORUS_NO_LISTENER=pause the track would stay autopaused with someone listening.
     if (session.listeners.size !== init.listeners) await slot.call((api) => api.setListeners(session.listeners.size));
@@ -667,16 +639,9 @@ export class Gateway {
     return slot;
   }
 
-  /** Lets go of the session's slot; session.slotClosing settles when it has ended. */
+  /** Lets go of the session's slot; session.slotClosed settles when it has ended. */
   private releaseSlot(session: GatewaySession): void {
-    const slot = session.slot;
-    if (!slot) return;
-    session.slot = undefined;
-    session.slotClosing = slot.done.then(
-      () => undefined,
-      () => undefined,
-    );
-    if (slot.alive) void slot.call((api) => api.close()).catch(() => undefined);
+    session.releaseSlot();
   }
 
   private async control(session: GatewaySession, action: 'pause' | 'resume'): Promise<void> {
@@ -756,10 +721,6 @@ function mediaRoots(root: string): string[] {
   } catch {
     return [absolute];
   }
-}
-
-function sameTarget(a: RtpTarget, b: RtpTarget): boolean {
-  return a.port === b.port && a.host === b.host;
 }
 
 export function isStreamFormat(value: unknown): value is StreamFormat {

@@ -28,9 +28,11 @@ import { CONTROL_WORDS, Control, type RtpTarget, type SlotResult, type VoiceEven
 import { HIGH_WATER_BYTES, Listener, type SlowListenerPolicy } from './listener.js';
 import type { Slot } from './slot-pool.js';
 import type { Redactor } from '../../shared/redact.js';
-import { TrackRun, type DemuxCounters, type StreamFormat, type Track } from './track-run.js';
+import type { DemuxCounters } from './counters.js';
+import { TrackRun, type StreamFormat, type Track } from './track-run.js';
 
-export type { DemuxCounters, StreamFormat, Track } from './track-run.js';
+export type { DemuxCounters } from './counters.js';
+export type { StreamFormat, Track } from './track-run.js';
 
 const log = logger('gateway');
 
@@ -76,7 +78,7 @@ export class GatewaySession {
     /** The session id, as clients and the engine name it. */
     readonly id: string,
     /** Main's number for the session: the worker's egress entries carry it. */
-    readonly sid: number,
+    readonly egressId: number,
     private readonly ringMs: number,
     private readonly slowPolicy: SlowListenerPolicy,
     private readonly counters: DemuxCounters,

@@ -10,11 +10,16 @@ import { OggPacketReader, startsWithOggCapture } from '../../shared/ogg.js';
 import { logger } from '../../shared/log.js';
 import { framesIn, maxPayloadBytes, type AudioFormat } from '../../shared/audio.js';
 import type { PlayerStatus } from '../../shared/session-state.js';
+import type { DemuxCounters } from './counters.js';
 
 const log = logger('gateway');
 
 /** Formats a listener can be sent: Opus packets (PCM is for engine clients, not listeners). */
 export type StreamFormat = Extract<AudioFormat, 'opus' | 'web'>;
+
+export function isStreamFormat(value: unknown): value is StreamFormat {
+  return value === 'opus' || value === 'web';
+}
 
 export interface Track {
   url: string;
@@ -25,15 +30,6 @@ export interface Track {
   duration?: number;
   /** Linear gain the engine applies (1: none); a seek keeps it. */
   gain?: number;
-}
-
-/** What the demux counts, over all sessions (the gateway's /metrics). */
-export interface DemuxCounters {
-  framesRouted: number;
-  framesStale: number;
-  framesOverrun: number;
-  /** Payloads larger than one Opus packet, refused before they reach a ring. */
-  framesOversize: number;
 }
 
 /**

@@ -30,7 +30,7 @@ import { EngineLink } from './engine-link.js';
 import { HttpError } from './errors.js';
 import { PlayRate, RefusedError, Refusals } from './limits.js';
 import type { Listener } from './listener.js';
-import { GatewaySession, type DemuxCounters, type StreamFormat, type Track } from './session.js';
+import { GatewaySession, type DemuxCounters, type Follower, type StreamFormat, type Track } from './session.js';
 import { SlotEndedError, SlotPool, type Slot } from './slot-pool.js';
 
 const log = logger('gateway');
@@ -196,10 +196,19 @@ export class Gateway {
         return;
       case 'finished':
         if (session.isStale(event.play)) return;
+        // The follower's frames come next: the worker goes on into them with no end between.
+        if (session.follower) {
+          session.awaitingFollower = true;
+          return;
+        }
         this.endOfStream(session);
         return;
       case 'error':
         if (event.play !== undefined && session.isStale(event.play)) return;
+        if (session.isFollowerPlay(event.play)) {
+          this.followerFailed(session, event.message);
+          return;
+        }
         session.fail(event.message);
         this.releaseSlot(session);
         return;
@@ -295,6 +304,15 @@ export class Gateway {
     session.inputEnded = true;
     if (session.slot?.alive) void session.slot.call((api) => api.endOfStream()).catch(() => undefined);
     else session.state = { status: 'finished', track: session.track! };
+  }
+
+  /** The follower failed: the current track plays out and ends, if its input has ended. */
+  private followerFailed(session: GatewaySession, reason: string): void {
+    session.followerFailed(reason);
+    if (session.awaitingFollower && session.active) {
+      session.awaitingFollower = false;
+      this.endOfStream(session);
+    }
   }
 
   private endLost(session: GatewaySession, reason: string): void {
@@ -403,13 +421,13 @@ export class Gateway {
     return session;
   }
 
-  async play(id: string, url: string, format: StreamFormat, startAt = 0, keepPaused = false, gain = 1): Promise<SessionSummary> {
+  async play(id: string, url: string, format: StreamFormat, startAt = 0, keepPaused = false, gain = 1, item?: number): Promise<SessionSummary> {
     const created = !this.sessions.has(id);
     const session = this.session(id, true);
     try {
       // Every play (and seek) starts an ffmpeg: CHORUS_PLAY_RATE per session, checked on arrival.
       this.playRate.take(session, id);
-      return await this.startTrack(session, url, format, startAt, keepPaused, gain);
+      return await this.startTrack(session, url, format, startAt, keepPaused, gain, item);
     } catch (err) {
       // A session this play made and nobody listens to has nothing to keep: the answer said why.
       if (created && session.listeners.size === 0 && session.rtpSinks.length === 0 && this.sessions.get(id) === session) {
@@ -419,10 +437,10 @@ export class Gateway {
     }
   }
 
-  private startTrack(session: GatewaySession, url: string, format: StreamFormat, startAt: number, keepPaused: boolean, gain: number): Promise<SessionSummary> {
+  private startTrack(session: GatewaySession, url: string, format: StreamFormat, startAt: number, keepPaused: boolean, gain: number, item: number | undefined): Promise<SessionSummary> {
     const id = session.id;
     return session.exclusive(async () => {
-      const track: Track = gain === 1 ? { url, format, startAt } : { url, format, startAt, gain };
+      const track: Track = { url, format, startAt, ...(gain === 1 ? {} : { gain }), ...(item === undefined ? {} : { item }) };
       const { ringChanged } = session.beginTrack(track);
       await this.prepareSlot(session, ringChanged, keepPaused);
       let answer;
@@ -438,6 +456,49 @@ export class Gateway {
       this.awaitReady(session, track);
       this.grantNow(session);
       return session.summary();
+    });
+  }
+
+  /** The engine can queue a track behind the current one for a gapless change. */
+  get gapless(): boolean {
+    return this.link.nextEnabled;
+  }
+
+  /**
+   * Queues `track` in the engine to follow the session's track with no gap, replacing an earlier
+   * follower. False when it cannot (no track under way, another format, an engine without the
+   * `next` feature): the caller then plays it once the track has finished.
+   */
+  async follow(id: string, track: Track): Promise<boolean> {
+    const session = this.session(id, false);
+    return session.exclusive(async () => {
+      if (!this.link.nextEnabled || !session.active || session.inputEnded || session.format !== track.format || !session.track) return false;
+      const follower: Follower = { track };
+      session.replaceFollower(follower);
+      try {
+        const answer = await this.engine.next(id, { url: track.url, format: track.format, ...(track.gain !== undefined && track.gain !== 1 ? { gain: track.gain } : {}) });
+        if (session.follower === follower) follower.play = answer.play ?? undefined;
+      } catch (err) {
+        if (session.follower === follower) this.followerFailed(session, err instanceof Error ? err.message : String(err));
+        throw err;
+      }
+      return true;
+    });
+  }
+
+  /** Takes the session's follower back (the queue changed): the track ends by itself again. */
+  async unfollow(id: string): Promise<void> {
+    const session = this.session(id, false);
+    return session.exclusive(async () => {
+      const follower = session.follower;
+      if (!follower) return;
+      await this.engine.dropNext(id).catch((err: Error) => log.warn('engine next drop failed', { session: id, message: err.message }));
+      if (session.follower !== follower) return;
+      session.replaceFollower(undefined);
+      if (session.awaitingFollower && session.active) {
+        session.awaitingFollower = false;
+        this.endOfStream(session);
+      }
     });
   }
 
@@ -496,7 +557,7 @@ export class Gateway {
     const session = this.session(id, false);
     const track = session.track;
     if (!track) throw new HttpError(409, 'session has no track to seek in');
-    return this.play(id, track.url, track.format, seconds, session.state.status === 'paused', gain ?? track.gain);
+    return this.play(id, track.url, track.format, seconds, session.state.status === 'paused', gain ?? track.gain, track.item);
   }
 
   async addRtpSink(id: string, target: RtpTarget, maxSinks: number): Promise<RtpSinkInfo> {

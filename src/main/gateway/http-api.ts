@@ -7,6 +7,7 @@
  *   POST   /sessions/:id/rtp      {"host","port"}    DELETE the same to remove
  *   PUT    /sessions/:id/voice    the bot's voice state (voice-state.ts); DELETE leaves
  *   GET    /sessions/:id/sdp[?port=n]
+ *   GET|POST|DELETE /sessions/:id/queue[/op]   the session's queue (queue-routes.ts)
  *   GET    /sessions  /sessions/:id  /health  /metrics  and the web player (static.ts)
  *   GET    /ws?session=id         WebSocket listener (src/shared/listener-protocol.ts)
  *   POST   /debug/block?ms=n  /debug/crash?session=id&kind=session|thread   (CHORUS_DEBUG_ENDPOINTS=1)
@@ -36,6 +37,9 @@ import { renderMetrics } from './metrics.js';
 import { serveStatic } from './static.js';
 import { parseVoiceState } from './voice-state.js';
 import { LavalinkNode } from '../lavalink/node.js';
+import { trackLoader } from '../lavalink/load-tracks.js';
+import { QueuePlayers } from './queue-player.js';
+import { queueRoute } from './queue-routes.js';
 import { sendJson } from '../send-json.js';
 
 const log = logger('gateway');
@@ -49,7 +53,7 @@ const CLOSE_TRY_AGAIN = 1013;
 
 const URL_WITH_AUTHORITY = /^[a-z][a-z0-9+.-]*:\/\//i;
 
-const SESSION_ROUTE = /^\/sessions\/([^/]+)(?:\/(play|pause|resume|stop|seek|rtp|sdp|voice))?$/;
+const SESSION_ROUTE = /^\/sessions\/([^/]+)(?:\/(play|pause|resume|stop|seek|rtp|sdp|voice)|\/(queue)(?:\/([a-z]+))?)?$/;
 
 /** What every request handler needs: the gateway, its config and its access policy. */
 interface Ctx {
@@ -58,6 +62,7 @@ interface Ctx {
   access: GatewayAccess;
   rtpAllow: net.BlockList;
   lavalink: LavalinkNode;
+  queues: QueuePlayers;
 }
 
 /** How long listeners get to answer a 1001 "going away" before they are cut off. */
@@ -67,6 +72,8 @@ export interface GatewayServer {
   server: http.Server;
   /** Tells every WebSocket listener the gateway is going away; resolves once all are gone. */
   closeListeners(): Promise<void>;
+  /** The sessions' queues (a store restores them and hears their changes: queue-player.ts). */
+  queues: QueuePlayers;
 }
 
 export function createGatewayServer(gateway: Gateway, config: Config): GatewayServer {
@@ -74,6 +81,7 @@ export function createGatewayServer(gateway: Gateway, config: Config): GatewaySe
   const ctx: Ctx = { gateway, config, access,
     rtpAllow: addressSet(config.CHORUS_RTP_ALLOW),
     lavalink: new LavalinkNode(gateway, config, access, (req) => readBody(req, config.CHORUS_MAX_BODY_BYTES)),
+    queues: new QueuePlayers(gateway, trackLoader(config)),
   };
   // Listeners are pinged (for lag and liveness) by their session: see listener.ts.
   const wss = new WebSocketServer({ noServer: true, maxPayload: config.CHORUS_MAX_WS_MESSAGE_BYTES, perMessageDeflate: false });
@@ -139,7 +147,7 @@ export function createGatewayServer(gateway: Gateway, config: Config): GatewaySe
     while (wss.clients.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     for (const ws of wss.clients) ws.terminate();
   };
-  return { server, closeListeners };
+  return { server, closeListeners, queues: ctx.queues };
 }
 
 function checkListenerRoom(session: GatewaySession, max: number): void {
@@ -183,7 +191,7 @@ function attachListener(ctx: Ctx, ws: WebSocket, socket: Duplex, sessionId: stri
       reply(err.message);
       return;
     }
-    runAction(gateway, session.id, action).catch((err: unknown) => {
+    runAction(ctx, session.id, action).catch((err: unknown) => {
       if (err instanceof RefusedError) gateway.refusals.note(err, { session: session.id, action: action.action });
       reply(errorMessage(err));
     });
@@ -202,8 +210,11 @@ function attachListener(ctx: Ctx, ws: WebSocket, socket: Duplex, sessionId: stri
   });
 }
 
-async function runAction(gateway: Gateway, id: string, action: ListenerAction): Promise<unknown> {
+async function runAction(ctx: Ctx, id: string, action: ListenerAction): Promise<unknown> {
+  const { gateway } = ctx;
   switch (action.action) {
+    case 'queue':
+      return ctx.queues.run(id, action.command);
     case 'play':
       return gateway.play(id, checkUrl(action.url), checkFormat(action.format));
     case 'pause':
@@ -260,14 +271,18 @@ async function handle(ctx: Ctx, req: IncomingMessage, res: ServerResponse): Prom
   }
   ctx.access.checkOrigin(req.headers);
   const grant = ctx.access.authorize(req.headers, url, id);
-  if (grant.kind === 'listen' && !(match?.[2] === undefined && method === 'GET')) throw listenOnly();
+  // A listener may read its session and its queue, and change neither.
+  if (grant.kind === 'listen' && !(match?.[2] === undefined && match?.[4] === undefined && method === 'GET')) throw listenOnly();
 
   if (path === '/metrics' && method === 'GET') {
     res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
     res.end(renderMetrics(gateway));
     return;
   }
-  if (path === '/sessions' && method === 'GET') return sendJson(res, 200, gateway.summary());
+  if (path === '/sessions' && method === 'GET') {
+    const summary = gateway.summary();
+    return sendJson(res, 200, { ...summary, sessions: summary.sessions.map((s) => ctx.queues.describe(s)) });
+  }
   if (path.startsWith('/debug/')) {
     if (!config.CHORUS_DEBUG_ENDPOINTS) throw new HttpError(404, 'debug endpoints are off (CHORUS_DEBUG_ENDPOINTS=1 turns them on)');
     return debug(gateway, url, method, res);
@@ -275,6 +290,17 @@ async function handle(ctx: Ctx, req: IncomingMessage, res: ServerResponse): Prom
 
   if (match) {
     if (id === undefined) throw new HttpError(400, 'session id is not valid percent-encoding');
+    if (match[3] === 'queue') {
+      const sessionId = id;
+      const state = () => {
+        try {
+          return gateway.session(sessionId, false).state.status;
+        } catch {
+          return undefined;
+        }
+      };
+      return queueRoute(ctx.queues, id, match[4], method, () => readOptionalJson(req, config.CHORUS_MAX_BODY_BYTES), res, state);
+    }
     return sessionRoute(ctx, grant, id, match[2], method, url, req, res);
   }
   throw new HttpError(404, `no route for ${method} ${path}`);
@@ -458,9 +484,19 @@ function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
   });
 }
 
+/** A JSON object body, or {} when there is no body. */
+async function readOptionalJson(req: IncomingMessage, max: number): Promise<Record<string, unknown>> {
+  const body = await readBody(req, max);
+  return body.length === 0 ? {} : parseJsonObject(body);
+}
+
 async function readJson(req: IncomingMessage, max: number): Promise<Record<string, unknown>> {
   const body = await readBody(req, max);
   if (body.length === 0) throw new HttpError(400, 'body must be a JSON object');
+  return parseJsonObject(body);
+}
+
+function parseJsonObject(body: Buffer): Record<string, unknown> {
   let value: unknown;
   try {
     value = JSON.parse(body.toString('utf8'));

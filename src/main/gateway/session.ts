@@ -29,6 +29,33 @@ export interface Track {
   duration?: number;
   /** Linear gain the engine applies (1: none); a seek keeps it. */
   gain?: number;
+  /** The queue item this track plays (src/main/gateway/queue.ts), when the queue started it. */
+  item?: number;
+}
+
+/** What the session's queue hears besides the listeners' events. */
+export interface TrackObserver {
+  /** Every event the listeners get. */
+  event(event: ListenerEvent): void;
+  /** The follower's first frame is in the ring: the engine plays it now (listeners hear it soon). */
+  followerStarted(track: Track): void;
+  /** The listeners have reached the follower's first frame: it is the session's track now. */
+  trackChanged(track: Track): void;
+  /** The follower could not be played; the current track ends as if it had none. */
+  followerFailed(track: Track, reason: string): void;
+}
+
+/** The track queued in the engine to follow the current one with no gap. */
+export interface Follower {
+  track: Track;
+  /** The engine's play number for it, once its answer came. */
+  play?: number;
+}
+
+/** Where in the ring the follower's frames begin: the ring's write count at its `ready`. */
+interface Boundary {
+  at: number;
+  track: Track;
 }
 
 type PlayingStatus = 'starting' | 'buffering' | 'playing' | 'paused' | 'autopaused';
@@ -114,6 +141,16 @@ export class GatewaySession {
   pausedSince = 0;
   /** Hears every event the listeners hear, listeners or not (a Lavalink player: src/main/lavalink). */
   observer: ((event: ListenerEvent) => void) | undefined;
+  /** The session's queue, when it has one. */
+  trackObserver: TrackObserver | undefined;
+  follower: Follower | undefined;
+  private boundary: Boundary | undefined;
+  /** The current play's `finished` came while a follower was asked for: its frames are to come. */
+  awaitingFollower = false;
+  /** Events of plays up to this number are a retired follower's: stale. */
+  private retiredPlay = 0;
+  /** Control.Sent when the current track's first frame was (or will be) taken: its position's origin. */
+  private trackStartSent = 0;
   private queue: Promise<unknown> = Promise.resolve();
 
   constructor(
@@ -190,6 +227,12 @@ export class GatewaySession {
     this.outstanding = 0;
     this.creditOpen = false;
     this.accepting = false;
+    this.retiredPlay = Math.max(this.retiredPlay, this.follower?.play ?? 0, this.boundaryPlay ?? 0);
+    this.follower = undefined;
+    this.boundary = undefined;
+    this.boundaryPlay = undefined;
+    this.awaitingFollower = false;
+    this.trackStartSent = Atomics.load(this.control, Control.Sent);
     this.expectPlay = undefined;
     this.readyPlay = undefined;
     this.readySeen = false;
@@ -206,6 +249,8 @@ export class GatewaySession {
 
   /** The engine accepted the play and numbered it (a seed engine does not). */
   playAccepted(play: number | undefined): void {
+    // The engine forgot the id (and restarted its count): nothing older is in flight any more.
+    if (play !== undefined && play <= this.retiredPlay) this.retiredPlay = 0;
     this.expectPlay = play;
     this.creditOpen = true;
     this.updateAccepting();
@@ -213,6 +258,11 @@ export class GatewaySession {
 
   /** Ends the current track's intake: frames still in flight are refused, the ring emptied. */
   endTrack(): void {
+    this.retiredPlay = Math.max(this.retiredPlay, this.follower?.play ?? 0, this.boundaryPlay ?? 0);
+    this.follower = undefined;
+    this.boundary = undefined;
+    this.boundaryPlay = undefined;
+    this.awaitingFollower = false;
     this.accepting = false;
     this.creditOpen = false;
     this.outstanding = 0;
@@ -231,13 +281,23 @@ export class GatewaySession {
 
   /** An engine event is for an earlier play of this id than the current one. */
   isStale(play: number | undefined): boolean {
+    if (play !== undefined && play <= this.retiredPlay) return true;
     if (play !== undefined && this.expectPlay !== undefined) return play < this.expectPlay;
     // Without play numbers, a finish before the current track's `ready` is the old track's.
     return !this.readySeen;
   }
 
+  /** An event of the follower's play (its number, or one past the current's before its answer came). */
+  isFollowerPlay(play: number | undefined): boolean {
+    const follower = this.follower;
+    if (!follower || play === undefined) return false;
+    return follower.play !== undefined ? play === follower.play : this.expectPlay !== undefined && play > this.expectPlay;
+  }
+
   onReady(ready: ReadyEvent): void {
     const { play } = ready;
+    if (play !== undefined && play <= this.retiredPlay) return;
+    if (this.isFollowerPlay(play)) return this.followerReady(ready);
     if (play !== undefined) {
       if (this.expectPlay !== undefined && play < this.expectPlay) return;
       this.readyPlay = play;
@@ -257,6 +317,84 @@ export class GatewaySession {
     }
     this.broadcast(event);
     this.refresh();
+  }
+
+  /**
+   * The follower's `ready`: every frame of the current track is in the ring already, the
+   * follower's come next. It becomes the track once the worker has taken the frames written so far.
+   */
+  private followerReady(ready: ReadyEvent): void {
+    const track = this.follower!.track;
+    this.follower = undefined;
+    this.awaitingFollower = false;
+    this.inputEnded = false;
+    this.expectPlay = ready.play;
+    this.readyPlay = ready.play;
+    this.boundaryPlay = ready.play;
+    track.startAt = ready.start_at ?? track.startAt;
+    const length = ready.track_duration ?? (ready.duration === undefined ? undefined : track.startAt + ready.duration);
+    if (length !== undefined) track.duration = length;
+    this.boundary = { at: this.ring?.stats().written ?? 0, track };
+    this.trackObserver?.followerStarted(track);
+    this.crossBoundary();
+  }
+
+  /** The play number of the follower whose frames are in the ring and not yet heard. */
+  private boundaryPlay: number | undefined;
+
+  /** A follower's frames are in the ring, not yet reached by the worker. */
+  get boundaryPending(): boolean {
+    return this.boundary !== undefined;
+  }
+
+  /**
+   * When the worker has taken the current track's last frame, the follower becomes the track:
+   * listeners get its `ready`. Returns true when it did.
+   */
+  crossBoundary(): boolean {
+    const boundary = this.boundary;
+    const ring = this.ring;
+    if (!boundary || !ring) return false;
+    const stats = ring.stats();
+    const beyond = ((stats.read + stats.dropped + stats.flushed) >>> 0) - boundary.at;
+    if ((beyond | 0) < 0) return false;
+    this.boundary = undefined;
+    this.boundaryPlay = undefined;
+    if (!this.active) return false;
+    this.trackStartSent = Atomics.load(this.control, Control.Sent) - (beyond | 0);
+    const track = boundary.track;
+    const state = this.current;
+    this.current = { ...state, track } as SessionState;
+    const event: ListenerEvent = { type: 'ready', session: this.id, startAt: track.startAt };
+    if (track.duration !== undefined) event.duration = track.duration;
+    this.broadcast(event);
+    this.trackObserver?.trackChanged(track);
+    return true;
+  }
+
+  /** A new follower (or none) in place of the one asked before (the engine drops it too), silently. */
+  replaceFollower(follower: Follower | undefined): void {
+    if (this.follower?.play !== undefined) this.retiredPlay = Math.max(this.retiredPlay, this.follower.play);
+    this.follower = follower;
+  }
+
+  /** The follower was refused or failed: forgotten, the current track ends as if it had none. */
+  followerFailed(reason: string): void {
+    const follower = this.follower;
+    if (!follower) return;
+    this.follower = undefined;
+    if (follower.play !== undefined) this.retiredPlay = Math.max(this.retiredPlay, follower.play);
+    this.trackObserver?.followerFailed(follower.track, reason);
+  }
+
+  /** Seconds into the current track that the listeners have reached. */
+  get position(): number {
+    const track = this.track;
+    if (!track) return 0;
+    const taken = Math.max(0, Atomics.load(this.control, Control.Sent) - this.trackStartSent);
+    // Frames of the follower taken before the poll noticed belong to the track before.
+    const shown = track.startAt + (taken * FRAME_MS) / 1000;
+    return track.duration === undefined ? shown : Math.min(shown, track.duration);
   }
 
   private updateAccepting(): void {
@@ -323,6 +461,7 @@ export class GatewaySession {
     this.playerStatus = status;
     this.playerReason = reason;
     if (status === 'finished') {
+      this.crossBoundary();
       const track = this.track;
       if (track && this.active) {
         this.state = { status: 'finished', track };
@@ -405,6 +544,7 @@ export class GatewaySession {
 
   broadcast(event: ListenerEvent): void {
     this.observer?.(event);
+    this.trackObserver?.event(event);
     if (this.listeners.size === 0) return;
     const text = JSON.stringify(event);
     for (const listener of this.listeners.values()) listener.send(text);
@@ -434,6 +574,7 @@ export class GatewaySession {
     if (track) {
       out.url = track.url;
       out.startAt = track.startAt;
+      out.position = Math.round(this.position * 1000) / 1000;
       if (track.duration !== undefined) out.duration = track.duration;
     }
     if (this.voice) {

@@ -12,7 +12,9 @@
  * refuses (confinement) or cannot be read.
  */
 import path from 'node:path';
-import { SourceError, type FfmpegInput } from '../engine/source.js';
+import type { Config } from '../../shared/config.js';
+import { resolveFfmpeg } from '../../shared/ffmpeg.js';
+import { SourceError, sourceResolver, type FfmpegInput } from '../engine/source.js';
 import { probe, ProbeError } from './probe.js';
 import { encodeTrack, LONG_MAX, probeSourceData, TRACK_VERSION, type TrackInfo } from './track-codec.js';
 
@@ -42,6 +44,18 @@ export interface TrackLoader {
   /** The engine's source rules: an identifier to ffmpeg input arguments. */
   resolve(url: string): Promise<FfmpegInput>;
   ffmpeg: string;
+}
+
+/** The engine's source rules under `config`, with ffmpeg found on first use. */
+export function trackLoader(config: Config): TrackLoader {
+  const resolve = sourceResolver({ mediaRoot: config.CHORUS_MEDIA_ROOT, remoteAllow: config.CHORUS_REMOTE_ALLOW });
+  let ffmpeg: string | undefined;
+  return {
+    resolve,
+    get ffmpeg() {
+      return (ffmpeg ??= resolveFfmpeg(config.CHORUS_FFMPEG).path);
+    },
+  };
 }
 
 /** The sources chorus plays, as GET /v4/info names them. */

@@ -21,14 +21,12 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
 import type { Config } from '../../shared/config.js';
 import { sameSecret } from '../../shared/access.js';
-import { resolveFfmpeg } from '../../shared/ffmpeg.js';
-import { sourceResolver } from '../engine/source.js';
 import type { GatewayAccess } from '../gateway/auth.js';
 import { HttpError } from '../gateway/errors.js';
 import type { Gateway } from '../gateway/gateway.js';
 import { ClientSession, newSessionId } from './client-session.js';
 import { lavalinkErrorBody, sendLavalinkError } from './errors.js';
-import { lavalinkTrack, loadTracks, SOURCE_NAMES, type LavalinkTrack, type TrackLoader } from './load-tracks.js';
+import { lavalinkTrack, loadTracks, SOURCE_NAMES, trackLoader, type LavalinkTrack, type TrackLoader } from './load-tracks.js';
 import type { LavalinkVoice } from './player.js';
 import { decodeTrack, TrackCodecError } from './track-codec.js';
 import { sendJson } from '../send-json.js';
@@ -55,14 +53,7 @@ export class LavalinkNode {
     private readonly access: GatewayAccess,
     private readonly readBody: BodyReader,
   ) {
-    const resolve = sourceResolver({ mediaRoot: config.CHORUS_MEDIA_ROOT, remoteAllow: config.CHORUS_REMOTE_ALLOW });
-    let ffmpeg: string | undefined;
-    this.loader = {
-      resolve,
-      get ffmpeg() {
-        return (ffmpeg ??= resolveFfmpeg(config.CHORUS_FFMPEG).path);
-      },
-    };
+    this.loader = trackLoader(config);
   }
 
   owns(path: string): boolean {

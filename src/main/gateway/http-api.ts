@@ -142,6 +142,7 @@ export function createGatewayServer(gateway: Gateway, config: Config): GatewaySe
   // Upgraded sockets are no longer the HTTP server's: server.close() would wait on them for ever.
   const closeListeners = async () => {
     await ctx.lavalink.close();
+    ctx.queues.close();
     for (const ws of wss.clients) ws.close(1001, 'gateway shutting down');
     const deadline = Date.now() + CLOSE_GRACE_MS;
     while (wss.clients.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));

@@ -23,12 +23,17 @@ import type { GatewaySession, Track, TrackObserver } from './session.js';
 const log = logger('gateway.queue');
 /** Identifiers of one add resolved at once (each may run ffmpeg to read its tags). */
 const RESOLVE_CONCURRENCY = 4;
+/** How often sessions with a follower's frames in their ring are checked for the change (a frame). */
+const BOUNDARY_POLL_MS = 20;
 
 /** What a queue is told after each change: the state a store keeps. */
 export type QueueChangeHook = (sessionId: string, state: QueueState) => void;
 
 export class QueuePlayers {
   private readonly players = new Map<string, QueuePlayer>();
+  /** Sessions with a follower's frames in their ring, watched for when the listeners reach them. */
+  private readonly watched = new Set<GatewaySession>();
+  private poll: NodeJS.Timeout | undefined;
   /** Called after every change of any queue (a store writes it behind). */
   onChange: QueueChangeHook | undefined;
 
@@ -46,9 +51,29 @@ export class QueuePlayers {
       throw new HttpError(404, `session ${JSON.stringify(id)} has no queue: add to it first`);
     }
     this.gateway.session(id, true);
-    const player = new QueuePlayer(id, this.gateway, this.loader, (state) => this.onChange?.(id, state));
+    const player = new QueuePlayer(id, this.gateway, this.loader, (state) => this.onChange?.(id, state), (session) => this.watch(session));
     this.players.set(id, player);
     return player;
+  }
+
+  private watch(session: GatewaySession): void {
+    this.watched.add(session);
+    this.poll ??= setInterval(() => {
+      for (const s of this.watched) {
+        s.crossBoundary();
+        if (!s.boundaryPending) this.watched.delete(s);
+      }
+      if (this.watched.size === 0) {
+        clearInterval(this.poll);
+        this.poll = undefined;
+      }
+    }, BOUNDARY_POLL_MS);
+  }
+
+  close(): void {
+    clearInterval(this.poll);
+    this.poll = undefined;
+    this.watched.clear();
   }
 
   /** Session ids that have a queue. */
@@ -82,7 +107,7 @@ export class QueuePlayer implements TrackObserver {
   readonly queue = new Queue();
   private chain: Promise<unknown> = Promise.resolve();
   private bound: GatewaySession | undefined;
-  /** The item the engine plays now: ahead of the listeners while a follower's frames wait in the ring. */
+  /** The follower the engine plays now: ahead of the listeners while its frames wait in the ring. */
   private engineItem: number | undefined;
   /** The item the queue last started (or the listeners reached): what an `error` is about. */
   private startedItem: number | undefined;
@@ -94,6 +119,7 @@ export class QueuePlayer implements TrackObserver {
     private readonly gateway: Gateway,
     private readonly loader: TrackLoader,
     private readonly changed: (state: QueueState) => void,
+    private readonly watch: (session: GatewaySession) => void,
   ) {
     this.queue.onChange = (change, state) => {
       this.tell({ type: 'queue', session: id, change, queue: state });
@@ -192,10 +218,12 @@ export class QueuePlayer implements TrackObserver {
 
   followerStarted(track: Track): void {
     this.engineItem = track.item;
+    if (this.bound) this.watch(this.bound);
+    // The engine plays the follower now: the item after it is to follow it.
+    void this.run(() => this.refreshFollower()).catch(() => undefined);
   }
 
   trackChanged(track: Track): void {
-    this.engineItem = undefined;
     if (track.item === undefined) return;
     this.startedItem = track.item;
     this.failures = 0;
@@ -241,6 +269,8 @@ export class QueuePlayer implements TrackObserver {
     this.session();
     await this.gateway.play(this.id, item.url, item.format, 0, false, 1, item.id);
     this.session();
+    // Asked at once, not at its ready: a short item may be all in the ring before then.
+    await this.refreshFollower();
   }
 
   /** The item `id` ended by itself (or failed): the next plays, unless something else already does. */
@@ -265,7 +295,7 @@ export class QueuePlayer implements TrackObserver {
   /** Puts in the engine, as the follower of what it plays, the item that is to come after it. */
   private async refreshFollower(): Promise<void> {
     const session = this.session();
-    if (!session || !this.gateway.gapless || !session.active || !session.ready) return;
+    if (!session || !this.gateway.gapless || !session.active) return;
     const playing = session.boundaryPending ? this.engineItem : session.track?.item;
     if (playing === undefined) return;
     const at = this.queue.indexOf(playing);

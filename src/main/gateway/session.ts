@@ -52,10 +52,11 @@ export interface Follower {
   play?: number;
 }
 
-/** Where in the ring the follower's frames begin: the ring's write count at its `ready`. */
+/** Where in the ring a follower's frames begin: the ring's write count at its `ready`. */
 interface Boundary {
   at: number;
   track: Track;
+  play: number | undefined;
 }
 
 type PlayingStatus = 'starting' | 'buffering' | 'playing' | 'paused' | 'autopaused';
@@ -144,7 +145,8 @@ export class GatewaySession {
   /** The session's queue, when it has one. */
   trackObserver: TrackObserver | undefined;
   follower: Follower | undefined;
-  private boundary: Boundary | undefined;
+  /** Followers whose frames are in the ring, not yet reached by the worker, oldest first. */
+  private boundaries: Boundary[] = [];
   /** The current play's `finished` came while a follower was asked for: its frames are to come. */
   awaitingFollower = false;
   /** Events of plays up to this number are a retired follower's: stale. */
@@ -227,10 +229,7 @@ export class GatewaySession {
     this.outstanding = 0;
     this.creditOpen = false;
     this.accepting = false;
-    this.retiredPlay = Math.max(this.retiredPlay, this.follower?.play ?? 0, this.boundaryPlay ?? 0);
-    this.follower = undefined;
-    this.boundary = undefined;
-    this.boundaryPlay = undefined;
+    this.retireFollowers();
     this.awaitingFollower = false;
     this.trackStartSent = Atomics.load(this.control, Control.Sent);
     this.expectPlay = undefined;
@@ -258,10 +257,7 @@ export class GatewaySession {
 
   /** Ends the current track's intake: frames still in flight are refused, the ring emptied. */
   endTrack(): void {
-    this.retiredPlay = Math.max(this.retiredPlay, this.follower?.play ?? 0, this.boundaryPlay ?? 0);
-    this.follower = undefined;
-    this.boundary = undefined;
-    this.boundaryPlay = undefined;
+    this.retireFollowers();
     this.awaitingFollower = false;
     this.accepting = false;
     this.creditOpen = false;
@@ -330,21 +326,25 @@ export class GatewaySession {
     this.inputEnded = false;
     this.expectPlay = ready.play;
     this.readyPlay = ready.play;
-    this.boundaryPlay = ready.play;
     track.startAt = ready.start_at ?? track.startAt;
     const length = ready.track_duration ?? (ready.duration === undefined ? undefined : track.startAt + ready.duration);
     if (length !== undefined) track.duration = length;
-    this.boundary = { at: this.ring?.stats().written ?? 0, track };
+    this.boundaries.push({ at: this.ring?.stats().written ?? 0, track, play: ready.play });
     this.trackObserver?.followerStarted(track);
     this.crossBoundary();
   }
 
-  /** The play number of the follower whose frames are in the ring and not yet heard. */
-  private boundaryPlay: number | undefined;
-
   /** A follower's frames are in the ring, not yet reached by the worker. */
   get boundaryPending(): boolean {
-    return this.boundary !== undefined;
+    return this.boundaries.length > 0;
+  }
+
+  /** Forgets the followers, asked for or in the ring: their events are stale from now. */
+  private retireFollowers(): void {
+    for (const b of this.boundaries) this.retiredPlay = Math.max(this.retiredPlay, b.play ?? 0);
+    this.retiredPlay = Math.max(this.retiredPlay, this.follower?.play ?? 0);
+    this.follower = undefined;
+    this.boundaries = [];
   }
 
   /**
@@ -352,24 +352,25 @@ export class GatewaySession {
    * listeners get its `ready`. Returns true when it did.
    */
   crossBoundary(): boolean {
-    const boundary = this.boundary;
     const ring = this.ring;
-    if (!boundary || !ring) return false;
-    const stats = ring.stats();
-    const beyond = ((stats.read + stats.dropped + stats.flushed) >>> 0) - boundary.at;
-    if ((beyond | 0) < 0) return false;
-    this.boundary = undefined;
-    this.boundaryPlay = undefined;
-    if (!this.active) return false;
-    this.trackStartSent = Atomics.load(this.control, Control.Sent) - (beyond | 0);
-    const track = boundary.track;
-    const state = this.current;
-    this.current = { ...state, track } as SessionState;
-    const event: ListenerEvent = { type: 'ready', session: this.id, startAt: track.startAt };
-    if (track.duration !== undefined) event.duration = track.duration;
-    this.broadcast(event);
-    this.trackObserver?.trackChanged(track);
-    return true;
+    let crossed = false;
+    while (this.boundaries.length > 0 && ring) {
+      const boundary = this.boundaries[0]!;
+      const stats = ring.stats();
+      const beyond = (((stats.read + stats.dropped + stats.flushed) >>> 0) - boundary.at) | 0;
+      if (beyond < 0) break;
+      this.boundaries.shift();
+      if (!this.active) continue;
+      crossed = true;
+      this.trackStartSent = Atomics.load(this.control, Control.Sent) - beyond;
+      const track = boundary.track;
+      this.current = { ...this.current, track } as SessionState;
+      const event: ListenerEvent = { type: 'ready', session: this.id, startAt: track.startAt };
+      if (track.duration !== undefined) event.duration = track.duration;
+      this.broadcast(event);
+      this.trackObserver?.trackChanged(track);
+    }
+    return crossed;
   }
 
   /** A new follower (or none) in place of the one asked before (the engine drops it too), silently. */

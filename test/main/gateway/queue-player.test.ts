@@ -209,16 +209,16 @@ describe('queue operations', () => {
 describe('repeat and cut-over', () => {
   it('repeats a track gaplessly under repeat track', async () => {
     const l = await listen('loop');
-    await api('POST', '/sessions/loop/queue/add', { tracks: ['tone:523?seconds=0.4'] });
+    await api('POST', '/sessions/loop/queue/add', { tracks: ['tone:523?seconds=1'] });
     await api('POST', '/sessions/loop/queue/repeat', { mode: 'track' });
-    await l.until(() => l.frames.length >= 70, 10_000, '70 frames');
+    await l.until(() => l.frames.length >= 120, 10_000, '120 frames');
     await api('POST', '/sessions/loop/queue/repeat', { mode: 'off' });
     await finished(l);
     expect(l.seqBreaks()).toEqual([]);
     expect(timestampBreaks(l)).toEqual([]);
-    // Whole repeats of 20 frames each, and nothing between them.
-    expect(l.frames.length % 20).toBe(0);
-    expect(l.frames.length).toBeGreaterThanOrEqual(80);
+    // Whole repeats of 50 frames each, and nothing between them.
+    expect(l.frames.length % 50).toBe(0);
+    expect(l.frames.length).toBeGreaterThanOrEqual(150);
     expect((await api('GET', '/sessions/loop')).json.session.underruns).toBe(0);
   });
 
@@ -260,7 +260,9 @@ describe('next racing the end of an item', () => {
       expect([400, 800, 1200].filter((f) => order.includes(f))).toEqual(order);
       expect(order[0]).toBe(400);
       expect(order[order.length - 1]).toBe(1200);
-      expect(l.seqBreaks()).toEqual([]);
+      // Seq only grows; a cut may skip the one frame the worker had sent of the item cut off.
+      expect(l.seqBreaks().filter((b) => b.to - b.from !== 2)).toEqual([]);
+      expect(l.seqBreaks().length).toBeLessThanOrEqual(1);
       const tail = runs(frameTones(l, freqs)).pop()!;
       expect(tail[0]).toBe(1200);
       expect(tail[1]).toBeGreaterThanOrEqual(29);

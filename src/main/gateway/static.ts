@@ -35,8 +35,10 @@ export const ASSETS: readonly string[] = [
     'web/jitter-worklet',
     'web/test-hook',
     'web/token',
+    'web/queue-panel',
     'shared/listener-protocol',
     'shared/audio',
+    'shared/queue',
   ].flatMap((m) => [`${m}.js`, `${m}.js.map`]),
 ];
 

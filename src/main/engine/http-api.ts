@@ -3,9 +3,10 @@
  *
  *   POST /session/:id/play    {"url", "format"?: "opus"|"web"|"pcm" (opus), "start_at"?, "duration"?,
  *                             "gain"? (linear, 0 to 10: ffmpeg's volume filter on the PCM before encoding)}
- *   POST /session/:id/next    the play's body: queued to follow the current play with no gap
- *                             (its frames come right after the current play's last, behind its
- *                             `finished` and its own `ready`); a play when none is live
+ *   POST /session/:id/next    the play's body, and "after"?: a play number: queued to follow the
+ *                             current play (or the queued play `after`) with no gap (its frames
+ *                             come right after that play's last, behind its `finished` and its own
+ *                             `ready`), replacing what followed it; a play when none is live
  *   DELETE /session/:id/next  drops the queued follower (404 when there is none)
  *   POST /session/:id/stop | pause | resume
  *   GET  /session/:id/status
@@ -108,7 +109,7 @@ async function handle(parts: ApiParts, origins: OriginPolicy, req: http.Incoming
     case 'play':
     case 'next': {
       const request = parsePlay(body);
-      const { session, refused } = await (action === 'play' ? manager.play(id, request) : manager.follow(id, request));
+      const { session, refused } = await (action === 'play' ? manager.play(id, request) : manager.follow(id, request, parseAfter(body)));
       if (refused) throw new HttpError(refused.status, refused.message, statusOf(session));
       return sendJson(res, 200, statusOf(session));
     }
@@ -206,6 +207,14 @@ function parsePlay(body: string): PlayRequest {
     request.gain = v.gain;
   }
   return request;
+}
+
+/** A /next body's "after": the play number to follow (absent: the current play). */
+function parseAfter(body: string): number | undefined {
+  const after = (JSON.parse(body) as Record<string, unknown>).after;
+  if (after === undefined || after === null) return undefined;
+  if (!Number.isSafeInteger(after) || (after as number) < 1) throw new HttpError(400, '"after" must be a play number (an integer ≥ 1)');
+  return after as number;
 }
 
 function asHttpError(err: unknown): HttpError {

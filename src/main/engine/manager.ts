@@ -118,17 +118,34 @@ export class SessionManager {
   }
 
   /**
-   * Queues a play to follow the id's live play with no gap: its source is resolved now, its
-   * ffmpeg started once the current play's source has ended, and its frames follow the current
-   * play's last frame, behind its `finished` and its own `ready`. It replaces an earlier follower.
-   * With no live play for the id, it is a play.
+   * Queues a play to follow the id's live play with no gap (or, with `after`, the queued play of
+   * that number): its source is resolved now, its ffmpeg started once the play before it has
+   * read its source to the end, and its frames follow that play's last frame, behind its
+   * `finished` and its own `ready`. It replaces what followed that play before. With no live
+   * play for the id, it is a play.
    */
-  async follow(id: string, request: PlayRequest): Promise<{ session: Session; refused?: SourceError }> {
+  async follow(id: string, request: PlayRequest, after?: number): Promise<{ session: Session; refused?: SourceError }> {
     const current = this.sessions.get(id);
-    if (!current?.live) return this.play(id, request);
-    const next = new Session(id, Math.max(current.play, current.follower?.play ?? 0) + 1, request, this.capacity, performance.now());
-    current.follower?.stop(`replaced by play ${next.play}`);
-    current.follower = next;
+    if (!current?.live) {
+      // The play before ended already: this one goes on where it stopped, on the credit it left.
+      const played = await this.play(id, request);
+      if (current && this.sessions.get(id) === played.session) {
+        played.session.credit += current.credit;
+        played.session.nextDue = current.nextDue;
+        current.credit = 0;
+      }
+      return played;
+    }
+    let lead: Session | undefined = current;
+    let last = current.play;
+    for (let s = current.follower; s; s = s.follower) last = Math.max(last, s.play);
+    if (after !== undefined) {
+      while (lead && lead.play !== after) lead = lead.follower;
+      if (!lead?.live) throw new StateError(`play ${after} is neither under way nor queued for ${JSON.stringify(id)}`);
+    }
+    const next = new Session(id, last + 1, request, this.capacity, performance.now());
+    lead.follower?.stop(`replaced by play ${next.play}`);
+    lead.follower = next;
     this.plays++;
     if (this.opts.config.CHORUS_ENGINE_DIALECT === 'natashi' && request.format !== 'pcm') next.useOgg(randomInt(2 ** 32));
     this.observe(next);
@@ -138,13 +155,13 @@ export class SessionManager {
       input = await this.opts.resolve(request.url);
     } catch (err) {
       const refused = err instanceof SourceError ? err : new SourceError(`cannot resolve source: ${(err as Error).message}`, 400);
-      if (current.follower === next) current.follower = undefined;
+      if (lead.follower === next) lead.follower = undefined;
       if (next.live) next.fail(refused.message);
       return { session: next, refused };
     }
-    if (!next.live || current.follower !== next) return { session: next };
+    if (!next.live || lead.follower !== next) return { session: next };
     next.sourceDuration = input.duration;
-    if (current.sourceEnded || !current.live) this.startPipeline(next, input);
+    if (lead.sourceEnded || !lead.live) this.startPipeline(next, input);
     else next.pendingInput = input;
     return { session: next };
   }

@@ -13,6 +13,8 @@ export interface EnginePlayBody {
   start_at?: number;
   /** Linear gain on the PCM before encoding (the engine's volume filter). */
   gain?: number;
+  /** A `next` request: the queued play number to follow (absent: the current play). */
+  after?: number;
 }
 
 export interface EnginePlayAnswer {

@@ -197,7 +197,7 @@ export class Gateway {
       case 'finished':
         if (session.isStale(event.play)) return;
         // The follower's frames come next: the worker goes on into them with no end between.
-        if (session.follower) {
+        if (session.followers.length > 0) {
           session.awaitingFollower = true;
           return;
         }
@@ -465,36 +465,40 @@ export class Gateway {
   }
 
   /**
-   * Queues `track` in the engine to follow the session's track with no gap, replacing an earlier
-   * follower. False when it cannot (no track under way, another format, an engine without the
-   * `next` feature): the caller then plays it once the track has finished.
+   * Queues `track` in the engine to follow, with no gap, the session's track (`at` 0) or its
+   * `at`-th follower, replacing what followed it. False when it cannot (no track under way,
+   * another format, an engine without the `next` feature, the follower before it unknown): the
+   * caller then plays it once the track has finished.
    */
-  async follow(id: string, track: Track): Promise<boolean> {
+  async follow(id: string, track: Track, at = 0): Promise<boolean> {
     const session = this.session(id, false);
     return session.exclusive(async () => {
       if (!this.link.nextEnabled || !session.active || session.inputEnded || session.format !== track.format || !session.track) return false;
+      const lead = at === 0 ? undefined : session.followers[at - 1];
+      if (at > session.followers.length || (at > 0 && lead?.play === undefined)) return false;
       const follower: Follower = { track };
-      session.replaceFollower(follower);
+      session.replaceFollowers(at, follower);
       try {
-        const answer = await this.engine.next(id, { url: track.url, format: track.format, ...(track.gain !== undefined && track.gain !== 1 ? { gain: track.gain } : {}) });
-        if (session.follower === follower) follower.play = answer.play ?? undefined;
+        const body = { url: track.url, format: track.format, ...(track.gain !== undefined && track.gain !== 1 ? { gain: track.gain } : {}), ...(lead ? { after: lead.play } : {}) };
+        const answer = await this.engine.next(id, body);
+        follower.play = answer.play;
       } catch (err) {
-        if (session.follower === follower) this.followerFailed(session, err instanceof Error ? err.message : String(err));
+        const i = session.followers.indexOf(follower);
+        if (i === 0) this.followerFailed(session, err instanceof Error ? err.message : String(err));
+        else if (i > 0) session.replaceFollowers(i);
         throw err;
       }
       return true;
     });
   }
 
-  /** Takes the session's follower back (the queue changed): the track ends by itself again. */
+  /** Takes the session's followers back (the queue changed): the track ends by itself again. */
   async unfollow(id: string): Promise<void> {
     const session = this.session(id, false);
     return session.exclusive(async () => {
-      const follower = session.follower;
-      if (!follower) return;
+      if (session.followers.length === 0) return;
       await this.engine.dropNext(id).catch((err: Error) => log.warn('engine next drop failed', { session: id, message: err.message }));
-      if (session.follower !== follower) return;
-      session.replaceFollower(undefined);
+      session.replaceFollowers(0);
       if (session.awaitingFollower && session.active) {
         session.awaitingFollower = false;
         this.endOfStream(session);

@@ -292,21 +292,36 @@ export class QueuePlayer implements TrackObserver {
     await this.start(next, 'advance').catch((err: Error) => log.warn('queue item failed to start', { session: this.id, message: err.message }));
   }
 
-  /** Puts in the engine, as the follower of what it plays, the item that is to come after it. */
+  /**
+   * Puts in the engine, behind what it plays, the two items that are to come after it: the second
+   * is asked for as soon as the first is queued, so a short item is followed in time too.
+   */
   private async refreshFollower(): Promise<void> {
     const session = this.session();
     if (!session || !this.gateway.gapless || !session.active) return;
     const playing = session.boundaryPending ? this.engineItem : session.track?.item;
     if (playing === undefined) return;
     const at = this.queue.indexOf(playing);
-    const next = at < 0 ? undefined : this.queue.following(at);
-    const want = next === undefined ? undefined : this.queue.item(next);
-    const have = session.follower?.track.item;
-    if (want?.id === have && (want === undefined) === (session.follower === undefined)) return;
-    if (!want) return this.gateway.unfollow(this.id);
-    await this.gateway
-      .follow(this.id, { url: want.url, format: want.format, startAt: 0, item: want.id })
-      .catch((err: Error) => log.warn('could not queue the next item in the engine', { session: this.id, message: err.message }));
+    const first = at < 0 ? undefined : this.queue.following(at);
+    const second = first === undefined ? undefined : this.queue.following(first);
+    const want = [first, second].flatMap((i) => (i === undefined ? [] : [this.queue.item(i)!]));
+    if (want.length === 0) {
+      if (session.followers.length > 0) await this.gateway.unfollow(this.id);
+      return;
+    }
+    const have = session.followers.map((f) => f.track.item);
+    // From the first follower that differs (or that is one too many), everything is asked again.
+    let from = want.findIndex((item, i) => have[i] !== item.id);
+    if (from < 0 && have.length > want.length) from = 0;
+    if (from < 0) return;
+    try {
+      for (let i = from; i < want.length; i++) {
+        const item = want[i]!;
+        if (!(await this.gateway.follow(this.id, { url: item.url, format: item.format, startAt: 0, item: item.id }, i))) return;
+      }
+    } catch (err) {
+      log.warn('could not queue the next item in the engine', { session: this.id, message: (err as Error).message });
+    }
   }
 
   private tell(event: QueueEvent): void {

@@ -144,7 +144,8 @@ export class GatewaySession {
   observer: ((event: ListenerEvent) => void) | undefined;
   /** The session's queue, when it has one. */
   trackObserver: TrackObserver | undefined;
-  follower: Follower | undefined;
+  /** The plays asked of the engine to follow the one it plays now, in order (`next` requests). */
+  followers: Follower[] = [];
   /** Followers whose frames are in the ring, not yet reached by the worker, oldest first. */
   private boundaries: Boundary[] = [];
   /** The current play's `finished` came while a follower was asked for: its frames are to come. */
@@ -283,9 +284,9 @@ export class GatewaySession {
     return !this.readySeen;
   }
 
-  /** An event of the follower's play (its number, or one past the current's before its answer came). */
+  /** An event of the next follower's play (its number, or one past the current's before its answer came). */
   isFollowerPlay(play: number | undefined): boolean {
-    const follower = this.follower;
+    const follower = this.followers[0];
     if (!follower || play === undefined) return false;
     return follower.play !== undefined ? play === follower.play : this.expectPlay !== undefined && play > this.expectPlay;
   }
@@ -320,8 +321,7 @@ export class GatewaySession {
    * follower's come next. It becomes the track once the worker has taken the frames written so far.
    */
   private followerReady(ready: ReadyEvent): void {
-    const track = this.follower!.track;
-    this.follower = undefined;
+    const track = this.followers.shift()!.track;
     this.awaitingFollower = false;
     this.inputEnded = false;
     this.expectPlay = ready.play;
@@ -342,8 +342,8 @@ export class GatewaySession {
   /** Forgets the followers, asked for or in the ring: their events are stale from now. */
   private retireFollowers(): void {
     for (const b of this.boundaries) this.retiredPlay = Math.max(this.retiredPlay, b.play ?? 0);
-    this.retiredPlay = Math.max(this.retiredPlay, this.follower?.play ?? 0);
-    this.follower = undefined;
+    for (const f of this.followers) this.retiredPlay = Math.max(this.retiredPlay, f.play ?? 0);
+    this.followers = [];
     this.boundaries = [];
   }
 
@@ -373,19 +373,21 @@ export class GatewaySession {
     return crossed;
   }
 
-  /** A new follower (or none) in place of the one asked before (the engine drops it too), silently. */
-  replaceFollower(follower: Follower | undefined): void {
-    if (this.follower?.play !== undefined) this.retiredPlay = Math.max(this.retiredPlay, this.follower.play);
-    this.follower = follower;
+  /**
+   * Followers from `at` on are replaced by `follower` (or dropped), silently: the engine drops
+   * what followed the play they follow too.
+   */
+  replaceFollowers(at: number, follower?: Follower): void {
+    for (const f of this.followers.splice(at)) this.retiredPlay = Math.max(this.retiredPlay, f.play ?? 0);
+    if (follower) this.followers.push(follower);
   }
 
-  /** The follower was refused or failed: forgotten, the current track ends as if it had none. */
+  /** The next follower was refused or failed, and those after it went with it in the engine. */
   followerFailed(reason: string): void {
-    const follower = this.follower;
-    if (!follower) return;
-    this.follower = undefined;
-    if (follower.play !== undefined) this.retiredPlay = Math.max(this.retiredPlay, follower.play);
-    this.trackObserver?.followerFailed(follower.track, reason);
+    const failed = this.followers[0];
+    if (!failed) return;
+    this.replaceFollowers(0);
+    this.trackObserver?.followerFailed(failed.track, reason);
   }
 
   /** Seconds into the current track that the listeners have reached. */

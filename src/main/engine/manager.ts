@@ -144,24 +144,24 @@ export class SessionManager {
       if (!lead?.live) throw new StateError(`play ${after} is neither under way nor queued for ${JSON.stringify(id)}`);
     }
     const next = new Session(id, last + 1, request, this.capacity, performance.now());
-    lead.follower?.stop(`replaced by play ${next.play}`);
-    lead.follower = next;
-    this.plays++;
     if (this.opts.config.CHORUS_ENGINE_DIALECT === 'natashi' && request.format !== 'pcm') next.useOgg(randomInt(2 ** 32));
-    this.observe(next);
-    next.state = { status: 'starting' };
     let input: FfmpegInput;
     try {
       input = await this.opts.resolve(request.url);
     } catch (err) {
+      // A refused source replaces nothing: what was queued stays.
       const refused = err instanceof SourceError ? err : new SourceError(`cannot resolve source: ${(err as Error).message}`, 400);
-      if (lead.follower === next) lead.follower = undefined;
-      if (next.live) next.fail(refused.message);
+      next.fail(refused.message);
       return { session: next, refused };
     }
-    if (!next.live || lead.follower !== next) return { session: next };
+    if (!lead.live) return this.follow(id, request, lead === current ? undefined : after);
+    lead.follower?.stop(`replaced by play ${next.play}`);
+    lead.follower = next;
+    this.plays++;
+    this.observe(next);
+    next.state = { status: 'starting' };
     next.sourceDuration = input.duration;
-    if (lead.sourceEnded || !lead.live) this.startPipeline(next, input);
+    if (lead.sourceEnded) this.startPipeline(next, input);
     else next.pendingInput = input;
     return { session: next };
   }

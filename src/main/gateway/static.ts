@@ -37,6 +37,7 @@ export const ASSETS: readonly string[] = [
     'web/token',
     'web/queue-panel',
     'shared/listener-protocol',
+    'shared/session-state',
     'shared/audio',
     'shared/queue',
   ].flatMap((m) => [`${m}.js`, `${m}.js.map`]),

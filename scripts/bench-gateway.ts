@@ -1,5 +1,5 @@
 /**
- * `npm run bench:gateway [-- --json FILE] [-- --only demux,egress,first-frame,lateness]`: the
+ * `npm run bench:gateway [-- --json FILE] [-- --only demux,egress,first-frame,boundary,lateness]`: the
  * gateway's figures, each against its comparison in the same run. Prints tables; writes JSON.
  */
 import fs from 'node:fs';
@@ -7,11 +7,12 @@ import path from 'node:path';
 import { benchChorusDemux, benchSeedDemux, type DemuxResult } from './bench/demux.js';
 import { benchEgress, type EgressResult } from './bench/egress.js';
 import { benchFirstFrame } from './bench/first-frame.js';
+import { benchBoundaries } from './bench/boundary.js';
 import { defineCommand, parseCommandLine, UsageError } from './lib/cli.js';
 import { DEFAULT_LOAD, runOnce, type Mode } from './lib/run.js';
 import { runsTable } from './lib/report.js';
 
-const PARTS = ['demux', 'egress', 'first-frame', 'lateness'] as const;
+const PARTS = ['demux', 'egress', 'first-frame', 'boundary', 'lateness'] as const;
 
 const COMMAND = defineCommand({
   name: 'bench-gateway',
@@ -100,6 +101,32 @@ async function main(): Promise<void> {
     console.log('\nPlay → first frame at a WebSocket listener (real engine, tone: source, pre-warmed threads)\n');
     console.log(table([{ plays: r.plays, 'p50 ms': r.p50Ms, 'p99 ms': r.p99Ms, 'max ms': r.maxMs, 'first (cold) ms': r.coldMs }]));
     out.firstFrame = r;
+  }
+
+  if (only.has('boundary')) {
+    const results = [await benchBoundaries('queue'), await benchBoundaries('play-on-finished')];
+    console.log('\nTrack changes at a WebSocket listener: 10 sessions × 10 boundaries between one-second tones (real engine)');
+    console.log('missing/added: frames an item lacked or had over its 50; gap: silence at the listener at the change\n');
+    console.log(
+      table(
+        results.map((r) => ({
+          way: r.way,
+          boundaries: r.boundaries,
+          'missing p99': r.missingFrames.p99,
+          'missing total': r.missingFrames.total,
+          'added p99': r.addedFrames.p99,
+          'added total': r.addedFrames.total,
+          'seq breaks': r.seqBreaks,
+          'ts breaks': r.timestampBreaks,
+          'gap p50 ms': r.gapMs.p50,
+          'gap p99 ms': r.gapMs.p99,
+          'gap max ms': r.gapMs.max,
+          'in-item gap p99 ms': r.withinItemGapMs.p99,
+          underruns: r.underruns,
+        })),
+      ),
+    );
+    out.boundary = results;
   }
 
   if (only.has('lateness')) {

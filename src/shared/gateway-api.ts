@@ -11,9 +11,15 @@ export interface SessionSummary {
   /** Why the session is in its state, when it says (error message, 'idle timeout', …). */
   reason?: string;
   url?: string;
+  /** What the track is, when the session's queue started it (its tags, or the resolver's names). */
+  title?: string;
+  author?: string;
+  artworkUrl?: string;
   /** The track's start in seconds (a seek's target) and its whole length, once known. */
   startAt?: number;
   duration?: number;
+  /** Seconds into the track the listeners have reached (startAt plus the frames played since). */
+  position?: number;
   format: string;
   /** Frames in the ring now, and how many it holds. */
   ringFrames: number;

@@ -10,9 +10,12 @@
  *                   "voice": the session's Discord voice connection changed; `rejoin: true` asks
  *                   the bot to rejoin the channel and PUT its new voice state (chorus cannot
  *                   reach Discord's gateway itself)
+ *                   "queue": the session's queue changed (src/shared/queue.ts), with the whole queue
  *   Client → server a JSON action: {"action":"play","url":…,"format"?}, {"action":"pause"},
- *                   {"action":"resume"}, {"action":"stop"}, {"action":"seek","seconds":n}
+ *                   {"action":"resume"}, {"action":"stop"}, {"action":"seek","seconds":n},
+ *                   {"action":"queue","op":"add"|"next"|…, …the op's fields} (src/shared/queue.ts)
  */
+import { parseQueueCommand, type QueueCommand, type QueueEvent } from './queue.js';
 import type { SessionStateName } from './session-state.js';
 
 /** The states a listener's `state` event names (src/shared/session-state.ts). */
@@ -57,14 +60,16 @@ export type ListenerEvent =
   | { type: 'ready'; session: string; duration?: number; startAt?: number }
   | { type: 'finished'; session: string }
   | { type: 'error'; session: string; message: string }
-  | { type: 'voice'; session: string; status: VoiceStatus; reason?: string; closeCode?: number; rejoin?: boolean };
+  | { type: 'voice'; session: string; status: VoiceStatus; reason?: string; closeCode?: number; rejoin?: boolean }
+  | QueueEvent;
 
 export type ListenerAction =
   | { action: 'play'; url: string; format?: string }
   | { action: 'pause' }
   | { action: 'resume' }
   | { action: 'stop' }
-  | { action: 'seek'; seconds: number };
+  | { action: 'seek'; seconds: number }
+  | { action: 'queue'; command: QueueCommand };
 
 /** Parses a client's text message; a string is the reason it was refused. */
 export function parseListenerAction(text: string): ListenerAction | string {
@@ -90,7 +95,11 @@ export function parseListenerAction(text: string): ListenerAction | string {
         return 'seek needs "seconds", a number ≥ 0';
       }
       return { action: 'seek', seconds: v.seconds };
+    case 'queue': {
+      const command = parseQueueCommand(v.op, v);
+      return typeof command === 'string' ? command : { action: 'queue', command };
+    }
     default:
-      return 'unknown action; expected play, pause, resume, stop or seek';
+      return 'unknown action; expected play, pause, resume, stop, seek or queue';
   }
 }

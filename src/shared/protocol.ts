@@ -26,6 +26,9 @@
  *                an additive window in frames. Without any credit the engine paces at real time.
  *                Session events may carry "play": n, the engine's play counter for that id, so a
  *                gateway can tell the frames and events of a replaced play from the new one's.
+ *                With the "next" feature, a play queued by POST /session/:id/next follows the
+ *                current one on the wire: its last frame, its `finished` (play n), the next
+ *                play's `ready` (play n+1), the next play's first frame, on the same credit.
  *
  * A reader tells a frame from an event by the first byte: `{` (0x7b) starts an event, anything
  * else is the first byte of a length. The 64 KiB cap keeps every valid length far below
@@ -50,6 +53,11 @@ export const MAX_EVENT_BYTES = 64 * 1024;
 export const MAX_EVENT_MESSAGE_CHARS = 2000;
 export const PROTOCOL_VERSION = 2;
 export const FEATURE_CREDIT = 'credit';
+/**
+ * The engine takes `POST /session/:id/next`: a play queued behind the current one whose frames
+ * follow its last frame with none missing and none added (a gapless track change).
+ */
+export const FEATURE_NEXT = 'next';
 
 const OPEN_BRACE = 0x7b;
 const NEWLINE = 0x0a;
@@ -256,7 +264,7 @@ export function escapeBracesInStrings(json: string): string {
   return out + json.slice(from);
 }
 
-export const HELLO: HelloEvent = { type: 'hello', protocol: PROTOCOL_VERSION, features: [FEATURE_CREDIT] };
+export const HELLO: HelloEvent = { type: 'hello', protocol: PROTOCOL_VERSION, features: [FEATURE_CREDIT, FEATURE_NEXT] };
 
 /**
  * What went wrong in a stream. A fatal error means framing is lost: the decoder ignores all

@@ -6,6 +6,13 @@
  * gateway logs paths without their query). Without one, nothing is sent.
  */
 import type { SessionSummary, SessionsResponse } from '../shared/gateway-api.js';
+import type { QueueItem, QueueOp, QueueState } from '../shared/queue.js';
+
+/** GET /sessions/:id/queue: the queue, and what plays now if the queue started it. */
+export interface QueueAnswer {
+  queue: QueueState;
+  nowPlaying?: { index: number; item: QueueItem; position: number; state: string };
+}
 
 export class ApiError extends Error {
   override name = 'ApiError';
@@ -98,6 +105,21 @@ export class GatewayApi {
 
   seek(id: string, seconds: number): Promise<SessionSummary | undefined> {
     return this.action(id, 'seek', { seconds });
+  }
+
+  /** The session's queue; undefined when it has none (404). */
+  async queue(id: string): Promise<QueueAnswer | undefined> {
+    try {
+      return await this.request<QueueAnswer>('GET', `sessions/${encodeURIComponent(id)}/queue`);
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 404) return undefined;
+      throw err;
+    }
+  }
+
+  /** A queue operation (add, next, jump, …); answers the queue after it. */
+  queueOp(id: string, op: QueueOp, body: Record<string, unknown> = {}): Promise<QueueState> {
+    return this.request<{ queue: QueueState }>('POST', `sessions/${encodeURIComponent(id)}/queue/${op}`, body).then((r) => r.queue);
   }
 
   /** ws(s)://…/ws?session=<id>[&token=…] */

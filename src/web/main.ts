@@ -14,6 +14,7 @@ import type { ListenerEvent } from '../shared/listener-protocol.js';
 import type { SessionStateName } from '../shared/session-state.js';
 import { ApiError, GatewayApi } from './api.js';
 import { Player, type PlayerStats } from './player.js';
+import { isRepeatMode, QueuePanel } from './queue-panel.js';
 import { Scope } from './scope.js';
 import { isUnderWay, SessionsTable } from './sessions-table.js';
 import { installHook, type GatewayReach } from './test-hook.js';
@@ -81,6 +82,12 @@ const el = {
   tokenError: byId('token-error'),
   streamMeta: byId('stream-meta'),
   events: byId<HTMLOListElement>('events'),
+  queueAdd: byId<HTMLButtonElement>('queue-add'),
+  queuePrev: byId<HTMLButtonElement>('queue-prev'),
+  queueNext: byId<HTMLButtonElement>('queue-next'),
+  queueShuffle: byId<HTMLButtonElement>('queue-shuffle'),
+  queueRepeat: byId<HTMLSelectElement>('queue-repeat'),
+  queueClear: byId<HTMLButtonElement>('queue-clear'),
 };
 
 const log = new EventLog(el.events);
@@ -163,8 +170,10 @@ function useSession(id: string, how: 'load' | 'edit'): void {
   setState('idle', undefined, false);
   stateAt = 0;
   player.setSession(id);
+  queuePanel.update(undefined);
   if (how === 'edit') log.add('listening to session', undefined, id);
   void poll();
+  void loadQueue();
 }
 
 el.sessionId.addEventListener('change', () => useSession(el.sessionId.value.trim(), 'edit'));
@@ -252,15 +261,16 @@ el.stop.addEventListener('click', async () => {
   await act('stop', () => api.stop(sessionId()));
 });
 
-el.seek.addEventListener('click', async () => {
-  const seconds = Number(el.seekSeconds.value);
+el.seek.addEventListener('click', () => void seekTo(Number(el.seekSeconds.value)));
+
+async function seekTo(seconds: number): Promise<void> {
   if (!Number.isFinite(seconds) || seconds < 0) return;
   player.flush();
   positionBase = seconds;
   playedAtBase = player.stats.playedSeconds;
   positionValid = true;
   await act(`seek to ${fmtClock(seconds)}`, () => api.seek(sessionId(), seconds));
-});
+}
 
 for (const chip of document.querySelectorAll<HTMLButtonElement>('.chip')) {
   chip.addEventListener('click', () => {
@@ -352,6 +362,8 @@ const describe = (e: ListenerEvent): [string, Tone] => {
       return ['finished', undefined];
     case 'error':
       return [`error: ${e.message}`, 'bad'];
+    case 'queue':
+      return [`queue ${e.change}${e.reason ? ` (${e.reason})` : ''}: ${e.queue.items.length} items, at ${e.queue.index + 1}`, e.change === 'failed' ? 'bad' : undefined];
     default:
       return [JSON.stringify(e), undefined];
   }
@@ -370,7 +382,8 @@ player.addEventListener('event', (ev) => {
       playedAtBase = player.stats.playedSeconds;
       positionValid = true;
     }
-  } else if (e.type === 'finished') setState('finished');
+  } else if (e.type === 'queue') queuePanel.update(e.queue);
+  else if (e.type === 'finished') setState('finished');
   else if (e.type === 'error') setState('error', e.message);
 });
 
@@ -459,8 +472,81 @@ function renderStats(s: PlayerStats): void {
   el.nowSource.title = nowUrl ?? '';
   const position = positionValid ? positionBase + (s.playedSeconds - playedAtBase) : undefined;
   setText(el.position, position === undefined ? '' : duration ? `${fmtClock(position)} / ${fmtClock(duration)}` : fmtClock(position));
+  queuePanel.progress(position === undefined ? undefined : duration ? Math.min(position, duration) : position, duration);
   setText(el.streamMeta, s.lastSeq !== undefined ? `seq ${s.lastSeq}` : '');
   audioNotice();
+}
+
+// ── the queue and now playing ───────────────────────────────────────────────────────────────
+
+async function queueAct(label: string, run: () => Promise<unknown>): Promise<void> {
+  try {
+    await run();
+    log.add(label);
+  } catch (err) {
+    const message = err instanceof ApiError ? `${err.message}${err.status ? ` (${err.status})` : ''}` : String(err);
+    log.add(`${label} failed: ${message}`, 'bad');
+    showNotice(`${label} failed: ${message}`, 'bad', 6000);
+  }
+}
+
+/** A queue operation on this page's session; its `queue` event updates the panel. */
+function queueOp(label: string, op: Parameters<typeof api.queueOp>[1], body?: Record<string, unknown>, cut = false): void {
+  const id = sessionId();
+  if (!isValidSessionId(id)) return;
+  // A jump or a skip cuts over at once: what the page holds of the old item is dropped too.
+  if (cut) player.flush();
+  void queueAct(label, async () => queuePanel.update(await api.queueOp(id, op, body)));
+}
+
+const queuePanel = new QueuePanel(
+  {
+    list: byId<HTMLOListElement>('queue-list'),
+    empty: byId('queue-empty'),
+    meta: byId('queue-meta'),
+    repeat: el.queueRepeat,
+    artwork: byId('np-artwork'),
+    title: byId('np-title'),
+    author: byId('np-author'),
+    progress: byId('np-bar'),
+    elapsed: byId('np-elapsed'),
+    length: byId('np-length'),
+  },
+  {
+    jump: (index) => queueOp(`jump to ${index + 1}`, 'jump', { index }, true),
+    remove: (index) => queueOp(`remove ${index + 1}`, 'remove', { index }),
+    move: (from, to) => queueOp(`move ${from + 1} to ${to + 1}`, 'move', { from, to }),
+    seek: (seconds) => el.seek.disabled || seekTo(seconds),
+  },
+);
+
+el.queueAdd.addEventListener('click', () => {
+  const url = el.source.value.trim();
+  if (!url) return;
+  void ensureAudio();
+  player.listen(true);
+  player.reconnectNow();
+  const format = el.format.value || undefined;
+  queueOp(`queue ${url}`, 'add', format ? { tracks: [url], format } : { tracks: [url] });
+});
+el.queuePrev.addEventListener('click', () => queueOp('previous', 'previous', {}, true));
+el.queueNext.addEventListener('click', () => queueOp('next', 'next', {}, true));
+el.queueShuffle.addEventListener('click', () => queueOp('shuffle', 'shuffle'));
+el.queueClear.addEventListener('click', () => queueOp('clear the queue', 'clear'));
+el.queueRepeat.addEventListener('change', () => {
+  const mode = el.queueRepeat.value;
+  if (isRepeatMode(mode)) queueOp(`repeat ${mode}`, 'repeat', { mode });
+});
+
+async function loadQueue(): Promise<void> {
+  const id = player.session;
+  if (!id) return;
+  try {
+    const answer = await api.queue(id);
+    if (player.session === id) queuePanel.update(answer?.queue);
+  } catch {
+    // The poll shows the gateway out of reach.
+  }
 }
 
 // ── the sessions table ───────────────────────────────────────────────────────────────────────

@@ -22,6 +22,7 @@ interface Row {
   tr: HTMLTableRowElement;
   id: HTMLTableCellElement;
   state: HTMLSpanElement;
+  playing: HTMLTableCellElement;
   fill: HTMLDivElement;
   ringText: HTMLSpanElement;
   listeners: HTMLTableCellElement;
@@ -84,6 +85,7 @@ export class SessionsTable {
     const state = document.createElement('span');
     state.className = 'badge';
     td('', 'state').append(state);
+    const playing = td('Playing', 'playing');
     const ring = document.createElement('div');
     ring.className = 'ring';
     const bar = document.createElement('div');
@@ -113,6 +115,7 @@ export class SessionsTable {
       tr,
       id: idCell,
       state,
+      playing,
       fill,
       ringText,
       listeners: td('Listeners', 'n'),
@@ -144,6 +147,8 @@ export class SessionsTable {
     row.fill.style.width = `${Math.min(100, (100 * s.ringFrames) / cap).toFixed(1)}%`;
     setText(row.ringText, `${s.ringFrames}/${s.ringCapacityFrames}`);
     row.id.title = s.url ? `${s.id} · ${s.url} (${s.format})` : s.id;
+    setText(row.playing, playingText(s));
+    row.playing.title = s.url ?? '';
     count(row.listeners, s.listeners, false, s.rtpSinks > 0 ? ` +${s.rtpSinks} rtp` : '');
     count(row.sent, s.sent, false);
     count(row.late, s.late, lateMatters(s));
@@ -154,6 +159,13 @@ export class SessionsTable {
     row.drops.title = `${s.dropped} dropped on ring overflow, ${s.skipped} skipped for slow listeners`;
     row.stop.hidden = !isUnderWay(s.state);
   }
+}
+
+/** What a session plays: its queue item's title and author, else its source, else nothing. */
+export function playingText(s: Pick<SessionSummary, 'title' | 'author' | 'url' | 'state'>): string {
+  if (!isUnderWay(s.state) && s.state !== 'finished') return '';
+  if (s.title !== undefined) return s.author ? `${s.title} — ${s.author}` : s.title;
+  return s.url ?? '';
 }
 
 /** A few late frames are absorbed by a listener's jitter buffer; a steady share of them is heard. */

@@ -8,12 +8,12 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ChorusHook } from '../../src/web/test-hook.js';
 import { REPO_ROOT, startChorus, tempDir, type ChorusProcess } from '../helpers/chorus-process.js';
+import { launchChromium, type TestBrowser } from '../helpers/browser.js';
 
-const CHROMIUM = '/usr/bin/chromium';
 const SCREENSHOT = path.join(REPO_ROOT, 'artifacts', 'web-player.png');
 /** A tone counts as heard within this many Hz (the analyser refines a 5.9 Hz bin to about ±1 Hz). */
 const TOLERANCE_HZ = 5;
@@ -59,41 +59,20 @@ let engine: ChorusProcess | undefined;
 let gateway: ChorusProcess | undefined;
 let browser: BrowserContext | undefined;
 let base: string;
-let profileDir: string | undefined;
+let testBrowser: TestBrowser | undefined;
 const pageErrors: string[] = [];
 const run = Math.random().toString(36).slice(2, 8);
 
 beforeAll(async () => {
-  if (!fs.existsSync(CHROMIUM)) {
-    throw new Error(`${CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium); .ci/run does`);
-  }
   stack = await startStack();
   ({ engine, gateway, base } = stack);
-  profileDir = tempDir('chorus-web-profile-');
-  browser = await chromium.launchPersistentContext(profileDir, {
-    executablePath: CHROMIUM,
-    headless: true,
-    viewport: { width: 1280, height: 860 },
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  testBrowser = await launchChromium();
+  browser = testBrowser.context;
 }, 60_000);
 
 afterAll(async () => {
   // Stop everything even if one step fails, then report the first failure.
-  const results = await Promise.allSettled([
-    browser?.close(),
-    stack?.stop(),
-  ]);
-  if (profileDir) fs.rmSync(profileDir, { recursive: true, force: true });
+  const results = await Promise.allSettled([testBrowser?.close(), stack?.stop()]);
   for (const r of results) if (r.status === 'rejected') throw r.reason;
 }, 30_000);
 

@@ -4,6 +4,11 @@
  *   POST /session/:id/play    {"url", "format"?: "opus"|"web"|"pcm" (opus), "start_at"?, "duration"?,
  *                             "gain"? (linear, 0 to 10: ffmpeg's volume filter on the PCM before encoding),
  *                             "filters"? (Lavalink's filters object: src/shared/audio-filters.ts)}
+ *   POST /session/:id/next    the play's body, and "after"?: a play number: queued to follow the
+ *                             current play (or the queued play `after`) with no gap (its frames
+ *                             come right after that play's last, behind its `finished` and its own
+ *                             `ready`), replacing what followed it; a play when none is live
+ *   DELETE /session/:id/next  drops the queued follower (404 when there is none)
  *   POST /session/:id/stop | pause | resume
  *   GET  /session/:id/status
  *   GET  /health, GET /metrics (Prometheus text)
@@ -28,7 +33,7 @@ import { millis, type PlayRequest, type Session } from './session.js';
 export const MAX_BODY_BYTES = 64 * 1024;
 /** Most amplification a play may ask for (Lavalink's volume 1000 % is 10). */
 export const MAX_GAIN = 10;
-const SESSION_ROUTE = /^\/session\/([^/]*)\/(play|stop|pause|resume|status)$/;
+const SESSION_ROUTE = /^\/session\/([^/]*)\/(play|next|stop|pause|resume|status)$/;
 
 class HttpError extends Error {
   constructor(
@@ -93,13 +98,20 @@ async function handle(parts: ApiParts, origins: OriginPolicy, req: http.Incoming
   const m = SESSION_ROUTE.exec(url.pathname);
   if (!m) throw new HttpError(404, `no route ${method} ${url.pathname}`);
   const action = m[2]!;
-  requireMethod(method, action === 'status' ? 'GET' : 'POST');
   const id = decodeId(m[1]!);
-  const body = await readBody(req);
   const { manager } = parts;
+  if (action === 'next' && method === 'DELETE') {
+    await readBody(req);
+    if (!manager.unfollow(id)) throw new HttpError(404, `session ${JSON.stringify(id)} has no queued next play`);
+    return sendJson(res, 200, statusOf(manager.get(id)));
+  }
+  requireMethod(method, action === 'status' ? 'GET' : 'POST');
+  const body = await readBody(req);
   switch (action) {
-    case 'play': {
-      const { session, refused } = await manager.play(id, parsePlay(body));
+    case 'play':
+    case 'next': {
+      const request = parsePlay(body);
+      const { session, refused } = await (action === 'play' ? manager.play(id, request) : manager.follow(id, request, parseAfter(body)));
       if (refused) throw new HttpError(refused.status, refused.message, statusOf(session));
       return sendJson(res, 200, statusOf(session));
     }
@@ -133,6 +145,7 @@ export function statusOf(s: Session): Record<string, unknown> {
     frames_queued: s.outbox.frames,
     credit: s.credit,
     ffmpeg_pid: s.pipeline?.pid ?? null,
+    ...(s.follower ? { next: { play: s.follower.play, url: s.follower.request.url, state: s.follower.state.status } } : {}),
   };
 }
 
@@ -204,6 +217,14 @@ function parsePlay(body: string): PlayRequest {
     }
   }
   return request;
+}
+
+/** A /next body's "after": the play number to follow (absent: the current play). */
+function parseAfter(body: string): number | undefined {
+  const after = (JSON.parse(body) as Record<string, unknown>).after;
+  if (after === undefined || after === null) return undefined;
+  if (!Number.isSafeInteger(after) || (after as number) < 1) throw new HttpError(400, '"after" must be a play number (an integer ≥ 1)');
+  return after as number;
 }
 
 function asHttpError(err: unknown): HttpError {

@@ -114,24 +114,92 @@ export class SessionManager {
     // Stopped or replaced while the source was being resolved: nothing to start.
     if (!session.live) return { session };
     session.sourceDuration = input.duration;
+    this.startPipeline(session, input);
+    return { session };
+  }
+
+  /**
+   * Queues a play to follow the id's live play with no gap (or, with `after`, the queued play of
+   * that number): its source is resolved now, its ffmpeg started once the play before it has
+   * read its source to the end, and its frames follow that play's last frame, behind its
+   * `finished` and its own `ready`. It replaces what followed that play before. With no live
+   * play for the id, it is a play.
+   */
+  async follow(id: string, request: PlayRequest, after?: number): Promise<{ session: Session; refused?: SourceError }> {
+    const current = this.sessions.get(id);
+    if (!current?.live) {
+      // The play before ended already: this one goes on where it stopped, on the credit it left.
+      const played = await this.play(id, request);
+      if (current && this.sessions.get(id) === played.session) {
+        played.session.credit += current.credit;
+        played.session.nextDue = current.nextDue;
+        current.credit = 0;
+      }
+      return played;
+    }
+    let lead: Session | undefined = current;
+    let last = current.play;
+    for (let s = current.follower; s; s = s.follower) last = Math.max(last, s.play);
+    if (after !== undefined) {
+      while (lead && lead.play !== after) lead = lead.follower;
+      if (!lead?.live) throw new StateError(`play ${after} is neither under way nor queued for ${JSON.stringify(id)}`);
+    }
+    const next = new Session(id, last + 1, request, this.capacity, performance.now());
+    if (this.opts.config.CHORUS_ENGINE_DIALECT === 'natashi' && request.format !== 'pcm') next.useOgg(randomInt(2 ** 32));
+    let input: FfmpegInput;
+    try {
+      input = await this.opts.resolve(request.url);
+    } catch (err) {
+      // A refused source replaces nothing: what was queued stays.
+      const refused = err instanceof SourceError ? err : new SourceError(`cannot resolve source: ${(err as Error).message}`, 400);
+      next.fail(refused.message);
+      return { session: next, refused };
+    }
+    if (!lead.live) return this.follow(id, request, lead === current ? undefined : after);
+    lead.follower?.stop(`replaced by play ${next.play}`);
+    lead.follower = next;
+    this.plays++;
+    this.observe(next);
+    next.state = { status: 'starting' };
+    next.sourceDuration = input.duration;
+    if (lead.sourceEnded) this.startPipeline(next, input);
+    else next.pendingInput = input;
+    return { session: next };
+  }
+
+  /** Drops the id's queued follower; false when it had none. */
+  unfollow(id: string): boolean {
+    const current = this.get(id);
+    const next = current.follower;
+    if (!next) return false;
+    current.follower = undefined;
+    next.stop('taken off by request');
+    return true;
+  }
+
+  private startPipeline(session: Session, input: FfmpegInput): void {
+    session.pendingInput = undefined;
     try {
       const pipeline = new Pipeline(
         {
           ffmpegPath: this.opts.ffmpegPath,
           input,
-          startAt: request.startAt,
-          gain: request.gain,
-          filters: request.filters,
-          format: request.format,
+          startAt: session.request.startAt,
+          gain: session.request.gain,
+          filters: session.request.filters,
+          format: session.request.format,
           paddedId: session.paddedId,
-          bitrate: this.opts.config.CHORUS_OPUS_BITRATE ?? (request.format === 'web' ? 256_000 : 128_000),
+          bitrate: this.opts.config.CHORUS_OPUS_BITRATE ?? (session.request.format === 'web' ? 256_000 : 128_000),
           complexity: this.opts.config.CHORUS_OPUS_COMPLEXITY,
           pool: this.opts.pool,
           proxyUrl: this.opts.proxyUrl,
         },
         {
           frames: (frames, count) => session.addFrames(frames, count),
-          end: (error) => session.endPlay(error),
+          end: (error) => {
+            session.endPlay(error);
+            if (error === undefined) this.sourceEnded(session);
+          },
           canRead: () => session.canRead,
         },
       );
@@ -140,7 +208,29 @@ export class SessionManager {
     } catch (err) {
       session.fail(`cannot start ffmpeg: ${(err as Error).message}`);
     }
-    return { session };
+  }
+
+  /** The play's source is read to its end: its follower's ffmpeg starts now, ahead of its turn. */
+  private sourceEnded(session: Session): void {
+    session.sourceEnded = true;
+    const next = session.follower;
+    if (next?.pendingInput && next.live) this.startPipeline(next, next.pendingInput);
+  }
+
+  /** The play's `finished` went out: its follower takes the id, with its credit and its clock. */
+  private promote(session: Session, next: Session): void {
+    session.follower = undefined;
+    if (this.sessions.get(session.id) !== session) {
+      next.stop('its predecessor was replaced');
+      return;
+    }
+    if (next.pendingInput && next.live) this.startPipeline(next, next.pendingInput);
+    next.credit = session.credit;
+    next.nextDue = session.nextDue;
+    session.credit = 0;
+    this.forget(session.id, session);
+    this.sessions.set(session.id, next);
+    this.opts.scheduler.kick();
   }
 
   /** Stops a live session (a no-op for one that has ended). Throws if the id is unknown. */
@@ -187,7 +277,14 @@ export class SessionManager {
     session.on('stateChange', (oldState, newState) => {
       if (newState.status === 'finished' || newState.status === 'stopped' || newState.status === 'error') {
         this.ended[newState.status]++;
-        this.endedKept++;
+        // A follower that never took its id's place was never in the map to be forgotten.
+        if (this.sessions.get(session.id) === session) this.endedKept++;
+        const next = session.follower;
+        if (next && newState.status === 'finished') this.promote(session, next);
+        else if (next) {
+          session.follower = undefined;
+          next.stop(`the play before it ended (${newState.status})`);
+        }
         this.trimEnded();
       }
       if (newState.status === 'error') log.warn('session failed', { session: session.id, play: session.play, error: newState.message });

@@ -23,6 +23,7 @@ import { encodeEvent, encodeFrame, FRAME_HEADER_BYTES, paddedSessionId, type Rea
 import { ENGINE_LIVE_STATES } from '../../shared/session-state.js';
 import { Outbox } from './outbox.js';
 import type { Pipeline } from './pipeline.js';
+import type { FfmpegInput } from './source.js';
 
 /** An ended session's record keeps this much of its url (the play is over: status only shows it). */
 export const MAX_ENDED_URL_CHARS = 1024;
@@ -83,6 +84,16 @@ export class Session extends EventEmitter {
   duration: number | undefined;
   /** Seconds of the whole source, once known (sent with `ready` as `track_duration`). */
   trackDuration: number | undefined;
+  /**
+   * The play queued to follow this one with no gap (POST /session/:id/next): its ffmpeg starts
+   * once this play's source has been read to its end, and it takes this id's place (credit and
+   * clock included) the moment this play's `finished` has gone out.
+   */
+  follower: Session | undefined;
+  /** A follower's resolved source, waiting for its predecessor's source to end. */
+  pendingInput: FfmpegInput | undefined;
+  /** ffmpeg has given this play's whole source. */
+  sourceEnded = false;
   /**
    * Set for a peer that reads Ogg Opus (CHORUS_ENGINE_DIALECT=natashi): each packet goes out as
    * one Ogg page, after the stream's two header pages.

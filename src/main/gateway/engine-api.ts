@@ -17,6 +17,8 @@ export interface EnginePlayBody {
   gain?: number;
   /** Effects on the PCM before the gain (audio-filters.ts). */
   filters?: AudioFilters;
+  /** A `next` request: the queued play number to follow (absent: the current play). */
+  after?: number;
 }
 
 export interface EnginePlayAnswer {
@@ -33,6 +35,21 @@ export class EngineApi {
   async play(sessionId: string, body: EnginePlayBody): Promise<EnginePlayAnswer> {
     const answer = await this.post(`/session/${encodeURIComponent(sessionId)}/play`, body);
     return Number.isSafeInteger(answer.play) ? { play: answer.play as number } : {};
+  }
+
+  /** Queues a play to follow the id's current one with no gap (the engine's `next` feature). */
+  async next(sessionId: string, body: EnginePlayBody): Promise<EnginePlayAnswer> {
+    const answer = await this.post(`/session/${encodeURIComponent(sessionId)}/next`, body);
+    return Number.isSafeInteger(answer.play) ? { play: answer.play as number } : {};
+  }
+
+  /** Drops the id's queued next play; one the engine no longer has is not an error here. */
+  async dropNext(sessionId: string): Promise<void> {
+    try {
+      await this.request('DELETE', `/session/${encodeURIComponent(sessionId)}/next`);
+    } catch (err) {
+      if (!(err instanceof HttpError && err.status === 404)) throw err;
+    }
   }
 
   /** Stop, pause or resume; an id the engine does not know is not an error here. */

@@ -8,6 +8,7 @@ import {
   describeProtocolError,
   encodeEvent,
   FEATURE_CREDIT,
+  FEATURE_NEXT,
   WireDecoder,
   type DecoderHandlers,
   type ProtocolError,
@@ -40,6 +41,7 @@ export class EngineLink {
   private retryTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private credit = false;
+  private next = false;
   private connectedOnce = false;
   /** Why the last connection attempt failed, or the last connection ended. */
   private lastError = 'not connected yet';
@@ -57,7 +59,8 @@ export class EngineLink {
       event: (event) => {
         if (event.type === 'hello') {
           this.credit = event.features.includes(FEATURE_CREDIT);
-          log.info('engine said hello', { protocol: event.protocol, credit: this.credit });
+          this.next = event.features.includes(FEATURE_NEXT);
+          log.info('engine said hello', { protocol: event.protocol, credit: this.credit, next: this.next });
           if (this.credit) handlers.creditsEnabled();
         } else if (event.type === 'credit') {
           this.protocolError({ kind: 'bad-event', fatal: false, reason: 'credit sent by the engine' });
@@ -83,6 +86,11 @@ export class EngineLink {
     return this.credit && this.connected;
   }
 
+  /** The engine queues a play behind the current one (POST /session/:id/next): gapless changes. */
+  get nextEnabled(): boolean {
+    return this.next && this.connected;
+  }
+
   start(): void {
     this.connect();
   }
@@ -105,6 +113,7 @@ export class EngineLink {
     if (this.closed) return;
     this.decoder.reset();
     this.credit = false;
+    this.next = false;
     const socket = net.createConnection(this.socketPath);
     this.socket = socket;
     let opened = false;
@@ -129,6 +138,7 @@ export class EngineLink {
       if (this.socket !== socket) return;
       this.socket = undefined;
       this.credit = false;
+      this.next = false;
       if (opened) {
         this.lastError = 'the engine closed the connection';
         this.handlers.disconnected('engine connection lost');

@@ -19,7 +19,7 @@ import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
 import type { Config } from '../../shared/config.js';
 import type { SessionEvent } from '../../shared/protocol.js';
-import type { Sound } from '../../shared/audio-filters.js';
+import type { AudioFilters, Sound } from '../../shared/audio-filters.js';
 import type { SessionsResponse, SessionSummary } from '../../shared/gateway-api.js';
 import type { GatewayHealth } from '../../shared/health.js';
 import type { RtpSinkInfo, RtpTarget, VoiceEvent, VoiceServerState, WorkerSessionStats } from '../../shared/worker-messages.js';
@@ -36,7 +36,7 @@ import { HttpError } from './errors.js';
 import { PlayRate, Refusals } from './limits.js';
 import type { Listener } from './listener.js';
 import { SessionRegistry } from './registry.js';
-import type { GatewaySession, StreamFormat, Track } from './session.js';
+import type { Follower, GatewaySession, StreamFormat, Track } from './session.js';
 import { SlotEndedError, SlotPool } from './slot-pool.js';
 import { StarvationWatch } from './starvation.js';
 import { WorkerSlots } from './worker-slots.js';
@@ -180,10 +180,19 @@ export class Gateway {
         return;
       case 'finished':
         if (session.isStale(event.play)) return;
+        // The follower's frames come next: the worker goes on into them with no end between.
+        if (session.followers.length > 0) {
+          session.awaitingFollower = true;
+          return;
+        }
         this.endOfStream(session);
         return;
       case 'error':
         if (event.play !== undefined && session.isStale(event.play)) return;
+        if (session.isFollowerPlay(event.play)) {
+          this.followerFailed(session, event.message);
+          return;
+        }
         this.fail(session, event.message);
         return;
     }
@@ -196,6 +205,15 @@ export class Gateway {
     if (slot?.alive) void slot.call((api) => api.endOfStream()).catch(() => undefined);
   }
 
+  /** The follower failed: the current track plays out and ends, if its input has ended. */
+  private followerFailed(session: GatewaySession, reason: string): void {
+    session.followerFailed(reason);
+    if (session.awaitingFollower && session.active) {
+      session.awaitingFollower = false;
+      this.endOfStream(session);
+    }
+  }
+
   /** The track ends in error; its worker slot is let go. */
   private fail(session: GatewaySession, reason: string): void {
     session.fail(reason);
@@ -204,13 +222,13 @@ export class Gateway {
 
   // ---- control ----
 
-  async play(sessionId: string, url: string, format: StreamFormat, startAt = 0, keepPaused = false, sound: Sound = {}): Promise<SessionSummary> {
+  async play(sessionId: string, url: string, format: StreamFormat, startAt = 0, keepPaused = false, sound: Sound = {}, item?: number): Promise<SessionSummary> {
     const created = !this.sessions.has(sessionId);
     const session = this.session(sessionId, true);
     try {
       // Every play (and seek) starts an ffmpeg: CHORUS_PLAY_RATE per session, checked on arrival.
       this.playRate.take(session, sessionId);
-      return await this.startTrack(session, url, format, startAt, keepPaused, sound);
+      return await this.startTrack(session, url, format, startAt, keepPaused, sound, item);
     } catch (err) {
       // A session this play made and nobody listens to has nothing to keep: the answer said why.
       if (created && session.listeners.size === 0 && session.rtpSinks.length === 0 && this.sessions.find(sessionId) === session) {
@@ -220,17 +238,16 @@ export class Gateway {
     }
   }
 
-  private startTrack(session: GatewaySession, url: string, format: StreamFormat, startAt: number, keepPaused: boolean, sound: Sound): Promise<SessionSummary> {
+  private startTrack(session: GatewaySession, url: string, format: StreamFormat, startAt: number, keepPaused: boolean, sound: Sound, item: number | undefined): Promise<SessionSummary> {
     const sessionId = session.id;
-    const { gain = 1, filters } = sound;
-    const filtered = filters !== undefined && Object.keys(filters).length > 0;
+    const engineSound = soundBody(sound);
     return session.exclusive(async () => {
-      const track: Track = gain === 1 && !filtered ? { url, format, startAt } : { url, format, startAt, sound };
+      const track: Track = { url, format, startAt, ...(Object.keys(engineSound).length === 0 ? {} : { sound }), ...(item === undefined ? {} : { item }) };
       const { ringChanged } = session.beginTrack(track);
       await this.slots.prepare(session, ringChanged, keepPaused);
       let answer;
       try {
-        answer = await this.engine.play(sessionId, { url, format, ...(startAt > 0 ? { start_at: startAt } : {}), ...(gain !== 1 ? { gain } : {}), ...(filtered ? { filters } : {}) });
+        answer = await this.engine.play(sessionId, { url, format, ...(startAt > 0 ? { start_at: startAt } : {}), ...engineSound });
       } catch (err) {
         const message = err instanceof HttpError ? err.message : String(err);
         session.fail(message);
@@ -241,6 +258,53 @@ export class Gateway {
       this.awaitReady(session);
       this.credit.grantNow(session);
       return session.summary();
+    });
+  }
+
+  /** The engine can queue a track behind the current one for a gapless change. */
+  get gapless(): boolean {
+    return this.link.nextEnabled;
+  }
+
+  /**
+   * Queues `track` in the engine to follow, with no gap, the session's track (`at` 0) or its
+   * `at`-th follower, replacing what followed it. False when it cannot (no track under way,
+   * another format, an engine without the `next` feature, the follower before it unknown): the
+   * caller then plays it once the track has finished.
+   */
+  async follow(sessionId: string, track: Track, at = 0): Promise<boolean> {
+    const session = this.session(sessionId, false);
+    return session.exclusive(async () => {
+      if (!this.link.nextEnabled || !session.active || session.inputEnded || session.format !== track.format || !session.track) return false;
+      const lead = at === 0 ? undefined : session.followers[at - 1];
+      if (at > session.followers.length || (at > 0 && lead?.play === undefined)) return false;
+      const follower: Follower = { track };
+      session.replaceFollowers(at, follower);
+      try {
+        const body = { url: track.url, format: track.format, ...soundBody(track.sound ?? {}), ...(lead ? { after: lead.play } : {}) };
+        const answer = await this.engine.next(sessionId, body);
+        follower.play = answer.play;
+      } catch (err) {
+        const i = session.followers.indexOf(follower);
+        if (i === 0) this.followerFailed(session, err instanceof Error ? err.message : String(err));
+        else if (i > 0) session.replaceFollowers(i);
+        throw err;
+      }
+      return true;
+    });
+  }
+
+  /** Takes the session's followers back (the queue changed): the track ends by itself again. */
+  async unfollow(sessionId: string): Promise<void> {
+    const session = this.session(sessionId, false);
+    return session.exclusive(async () => {
+      if (session.followers.length === 0) return;
+      await this.engine.dropNext(sessionId).catch((err: Error) => log.warn('engine next drop failed', { session: sessionId, message: err.message }));
+      session.replaceFollowers(0);
+      if (session.awaitingFollower && session.active) {
+        session.awaitingFollower = false;
+        this.endOfStream(session);
+      }
     });
   }
 
@@ -295,7 +359,7 @@ export class Gateway {
     const session = this.session(sessionId, false);
     const track = session.track;
     if (!track) throw new HttpError(409, 'session has no track to seek in');
-    return this.play(sessionId, track.url, track.format, seconds, session.state.status === 'paused', sound ?? track.sound);
+    return this.play(sessionId, track.url, track.format, seconds, session.state.status === 'paused', sound ?? track.sound, track.item);
   }
 
   async addRtpSink(sessionId: string, target: RtpTarget, maxSinks: number): Promise<RtpSinkInfo> {
@@ -435,4 +499,10 @@ function mediaRoots(root: string): string[] {
   } catch {
     return [absolute];
   }
+}
+
+/** The engine play fields of a sound: only what changes the audio (gain 1 and no filters: none). */
+function soundBody({ gain = 1, filters }: Sound): { gain?: number; filters?: AudioFilters } {
+  const filtered = filters !== undefined && Object.keys(filters).length > 0;
+  return { ...(gain !== 1 ? { gain } : {}), ...(filtered ? { filters } : {}) };
 }

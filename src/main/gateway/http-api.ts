@@ -8,6 +8,7 @@
  *   POST   /sessions/:id/rtp      {"host","port"}    DELETE the same to remove
  *   PUT    /sessions/:id/voice    the bot's voice state (voice-state.ts); DELETE leaves
  *   GET    /sessions/:id/sdp[?port=n]
+ *   GET|POST|DELETE /sessions/:id/queue[/op]   the session's queue (queue-routes.ts)
  *   GET    /sessions  /sessions/:id  /health  /metrics  and the web player (static.ts)
  *   GET    /ws?session=id         WebSocket listener (src/shared/listener-protocol.ts)
  *   POST   /debug/block?ms=n  /debug/crash?session=id&kind=session|thread   (CHORUS_DEBUG_ENDPOINTS=1)
@@ -40,12 +41,16 @@ import {
   pathOf,
   readBody,
   readJson,
+  readOptionalJson,
   requestUrl,
   requireHost,
 } from './request-checks.js';
 import { serveStatic } from './static.js';
 import { parseVoiceState } from './voice-state.js';
 import { LavalinkNode } from '../lavalink/node.js';
+import { trackLoader, type SharedTrackLoader } from '../lavalink/load-tracks.js';
+import { QueuePlayers } from './queue-player.js';
+import { queueRoute } from './queue-routes.js';
 import { sendJson } from '../send-json.js';
 
 const log = logger('gateway');
@@ -54,7 +59,7 @@ const REQUEST_TIMEOUT_MS = 300_000;
 /** An idle keep-alive connection is closed after this long (Node's default). */
 const KEEP_ALIVE_MS = 5000;
 
-const SESSION_ROUTE = /^\/sessions\/([^/]+)(?:\/(play|pause|resume|stop|seek|rtp|sdp|voice))?$/;
+const SESSION_ROUTE = /^\/sessions\/([^/]+)(?:\/(play|pause|resume|stop|seek|rtp|sdp|voice)|\/(queue)(?:\/([a-z]+))?)?$/;
 
 /** What every request handler needs: the gateway, its config and its access policy. */
 interface Ctx {
@@ -63,21 +68,27 @@ interface Ctx {
   access: GatewayAccess;
   rtpAllow: net.BlockList;
   lavalink: LavalinkNode;
+  queues: QueuePlayers;
+  loader: SharedTrackLoader;
 }
 
 export interface GatewayServer {
   server: http.Server;
   /** Tells every WebSocket listener the gateway is going away; resolves once all are gone. */
   closeListeners(): Promise<void>;
+  /** The sessions' queues (a store restores them and hears their changes: queue-player.ts). */
+  queues: QueuePlayers;
 }
 
 export function createGatewayServer(gateway: Gateway, config: Config): GatewayServer {
   const access = new GatewayAccess(config.CHORUS_TOKEN, config.CHORUS_HOST);
-  const ctx: Ctx = { gateway, config, access,
+  const loader = trackLoader(config);
+  const ctx: Ctx = { gateway, config, access, loader,
     rtpAllow: addressSet(config.CHORUS_RTP_ALLOW),
-    lavalink: new LavalinkNode(gateway, config, access, (req) => readBody(req, config.CHORUS_MAX_BODY_BYTES)),
+    lavalink: new LavalinkNode(gateway, config, access, (req) => readBody(req, config.CHORUS_MAX_BODY_BYTES), loader),
+    queues: new QueuePlayers(gateway, loader),
   };
-  const listeners = new ListenerSockets(gateway, config, access);
+  const listeners = new ListenerSockets(gateway, config, access, ctx.queues);
 
   const headersTimeout = config.CHORUS_HEADERS_TIMEOUT_MS;
   const server = http.createServer(
@@ -128,9 +139,11 @@ export function createGatewayServer(gateway: Gateway, config: Config): GatewaySe
   // Upgraded sockets are no longer the HTTP server's: server.close() would wait on them for ever.
   const closeListeners = async () => {
     await ctx.lavalink.close();
+    ctx.queues.close();
+    await ctx.loader.close();
     await listeners.closeAll();
   };
-  return { server, closeListeners };
+  return { server, closeListeners, queues: ctx.queues };
 }
 
 async function handle(ctx: Ctx, req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -162,14 +175,18 @@ async function handle(ctx: Ctx, req: IncomingMessage, res: ServerResponse): Prom
   }
   ctx.access.checkOrigin(req.headers);
   const grant = ctx.access.authorize(req.headers, url, id);
-  if (grant.kind === 'listen' && !(match?.[2] === undefined && method === 'GET')) throw listenOnly();
+  // A listener may read its session and its queue, and change neither.
+  if (grant.kind === 'listen' && !(match?.[2] === undefined && match?.[4] === undefined && method === 'GET')) throw listenOnly();
 
   if (path === '/metrics' && method === 'GET') {
     res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
     res.end(renderMetrics(gateway));
     return;
   }
-  if (path === '/sessions' && method === 'GET') return sendJson(res, 200, gateway.summary());
+  if (path === '/sessions' && method === 'GET') {
+    const summary = gateway.summary();
+    return sendJson(res, 200, { ...summary, sessions: summary.sessions.map((s) => ctx.queues.describe(s)) });
+  }
   if (path.startsWith('/debug/')) {
     if (!config.CHORUS_DEBUG_ENDPOINTS) throw new HttpError(404, 'debug endpoints are off (CHORUS_DEBUG_ENDPOINTS=1 turns them on)');
     return debug(gateway, url, method, res);
@@ -177,6 +194,17 @@ async function handle(ctx: Ctx, req: IncomingMessage, res: ServerResponse): Prom
 
   if (match) {
     if (id === undefined) throw new HttpError(400, 'session id is not valid percent-encoding');
+    if (match[3] === 'queue') {
+      const sessionId = id;
+      const state = () => {
+        try {
+          return gateway.session(sessionId, false).state.status;
+        } catch {
+          return undefined;
+        }
+      };
+      return queueRoute(ctx.queues, id, match[4], method, () => readOptionalJson(req, config.CHORUS_MAX_BODY_BYTES), res, state);
+    }
     return sessionRoute(ctx, grant, id, match[2], method, url, req, res);
   }
   throw new HttpError(404, `no route for ${method} ${path}`);

@@ -8,6 +8,7 @@ import type { Config } from '../../shared/config.js';
 import { logger } from '../../shared/log.js';
 import { Gateway } from './gateway.js';
 import { createGatewayServer } from './http-api.js';
+import type { QueuePlayers } from './queue-player.js';
 import { listen } from '../listen.js';
 import { nextStopSignal } from '../signals.js';
 import { raiseFdLimit } from '../fd-limit.js';
@@ -18,6 +19,8 @@ export interface RunningGateway {
   url: string;
   port: number;
   gateway: Gateway;
+  /** The sessions' queues: a store restores them and hears every change (queue-player.ts). */
+  queues: QueuePlayers;
   /** Stops the engine's tracks, the threads and the server. */
   close(): Promise<void>;
 }
@@ -43,7 +46,7 @@ function logFdLimit(maxConnections: number): void {
 export async function startGateway(config: Config): Promise<RunningGateway> {
   logFdLimit(config.CHORUS_MAX_CONNECTIONS);
   const gateway = new Gateway(config);
-  const { server, closeListeners } = createGatewayServer(gateway, config);
+  const { server, closeListeners, queues } = createGatewayServer(gateway, config);
   await listen(server, config.CHORUS_HOST, config.CHORUS_PORT, 'CHORUS_PORT', 'CHORUS_HOST').catch(async (err: Error) => {
     await gateway.close();
     throw err;
@@ -63,7 +66,7 @@ export async function startGateway(config: Config): Promise<RunningGateway> {
     await closeListeners();
     await Promise.all([closed, gateway.close()]);
   };
-  return { url, port, gateway, close: () => (closing ??= close()) };
+  return { url, port, gateway, queues, close: () => (closing ??= close()) };
 }
 
 export async function runGateway(config: Config): Promise<void> {

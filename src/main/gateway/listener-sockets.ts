@@ -17,6 +17,7 @@ import { HttpError } from './errors.js';
 import type { Gateway } from './gateway.js';
 import { RefusedError } from './limits.js';
 import { checkFormat, checkUrl, errorMessage, pathOf } from './request-checks.js';
+import type { QueuePlayers } from './queue-player.js';
 import type { GatewaySession } from './session.js';
 
 const log = logger('gateway');
@@ -39,6 +40,7 @@ export class ListenerSockets {
     private readonly gateway: Gateway,
     private readonly config: Config,
     private readonly access: GatewayAccess,
+    private readonly queues: QueuePlayers,
   ) {
     this.wss = new WebSocketServer({ noServer: true, maxPayload: config.CHORUS_MAX_WS_MESSAGE_BYTES, perMessageDeflate: false });
   }
@@ -123,7 +125,7 @@ export class ListenerSockets {
         reply(err.message);
         return;
       }
-      runAction(gateway, session.id, action).catch((err: unknown) => {
+      runAction(gateway, this.queues, session.id, action).catch((err: unknown) => {
         if (err instanceof RefusedError) gateway.refusals.note(err, { session: session.id, action: action.action });
         reply(errorMessage(err));
       });
@@ -143,8 +145,10 @@ export class ListenerSockets {
   }
 }
 
-async function runAction(gateway: Gateway, sessionId: string, action: ListenerAction): Promise<unknown> {
+async function runAction(gateway: Gateway, queues: QueuePlayers, sessionId: string, action: ListenerAction): Promise<unknown> {
   switch (action.action) {
+    case 'queue':
+      return queues.run(sessionId, action.command);
     case 'play':
       return gateway.play(sessionId, checkUrl(action.url), checkFormat(action.format));
     case 'pause':

@@ -103,6 +103,16 @@ export function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
 export async function readJson(req: IncomingMessage, max: number): Promise<Record<string, unknown>> {
   const body = await readBody(req, max);
   if (body.length === 0) throw new HttpError(400, 'body must be a JSON object');
+  return parseJsonObject(body);
+}
+
+/** A JSON object body, or {} when there is no body. */
+export async function readOptionalJson(req: IncomingMessage, max: number): Promise<Record<string, unknown>> {
+  const body = await readBody(req, max);
+  return body.length === 0 ? {} : parseJsonObject(body);
+}
+
+function parseJsonObject(body: Buffer): Record<string, unknown> {
   let value: unknown;
   try {
     value = JSON.parse(body.toString('utf8'));

@@ -34,6 +34,32 @@ import { TrackRun, type StreamFormat, type Track } from './track-run.js';
 export type { DemuxCounters } from './counters.js';
 export type { StreamFormat, Track } from './track-run.js';
 
+/** What the session's queue hears besides the listeners' events. */
+export interface TrackObserver {
+  /** Every event the listeners get. */
+  event(event: ListenerEvent): void;
+  /** The follower's first frame is in the ring: the engine plays it now (listeners hear it soon). */
+  followerStarted(track: Track): void;
+  /** The listeners have reached the follower's first frame: it is the session's track now. */
+  trackChanged(track: Track): void;
+  /** The follower could not be played; the current track ends as if it had none. */
+  followerFailed(track: Track, reason: string): void;
+}
+
+/** A play asked of the engine to follow the current one with no gap (a `next` request). */
+export interface Follower {
+  track: Track;
+  /** The engine's play number for it, once its answer came. */
+  play?: number;
+}
+
+/** Where in the ring a follower's frames begin: the ring's write count at its `ready`. */
+interface Boundary {
+  at: number;
+  track: Track;
+  play: number | undefined;
+}
+
 const log = logger('gateway');
 
 export type SessionState =
@@ -72,6 +98,18 @@ export class GatewaySession {
   private pausedAt = 0;
   /** Hears every event the listeners hear, listeners or not (a Lavalink player: src/main/lavalink). */
   observer: ((event: ListenerEvent) => void) | undefined;
+  /** The session's queue, when it has one. */
+  trackObserver: TrackObserver | undefined;
+  /** The plays asked of the engine to follow the one it plays now, in order (`next` requests). */
+  followers: Follower[] = [];
+  /** Followers whose frames are in the ring, not yet reached by the worker, oldest first. */
+  private boundaries: Boundary[] = [];
+  /** The current play's `finished` came while a follower was asked for: its frames are to come. */
+  awaitingFollower = false;
+  /** Events of plays up to this number are a retired follower's: stale. */
+  private retiredPlay = 0;
+  /** Control.Sent when the current track's first frame was (or will be) taken: its position's origin. */
+  private trackStartSent = 0;
   private queue: Promise<unknown> = Promise.resolve();
 
   constructor(
@@ -170,12 +208,16 @@ export class GatewaySession {
       this.ringNow!.clear();
     }
     const run = new TrackRun(track, this.id, this.ringNow!, this.ringMs, this.counters);
+    this.retireFollowers();
+    this.trackStartSent = Atomics.load(this.control, Control.Sent);
     this.state = { status: 'starting', track, run };
     return { ringChanged };
   }
 
   /** The engine accepted the play and numbered it (a seed engine does not): credit may flow. */
   playAccepted(play: number | undefined): void {
+    // The engine forgot the id (and restarted its count): nothing older is in flight any more.
+    if (play !== undefined && play <= this.retiredPlay) this.retiredPlay = 0;
     this.run?.answer(play);
   }
 
@@ -199,10 +241,27 @@ export class GatewaySession {
 
   /** An engine event is for an earlier play of this id than the current one. */
   isStale(play: number | undefined): boolean {
+    if (play !== undefined && play <= this.retiredPlay) return true;
     return this.run?.isStale(play) ?? true;
   }
 
+  /** The engine has sent the current play's last frame. */
+  get inputEnded(): boolean {
+    return this.run?.ended ?? false;
+  }
+
+  /** An event of the next follower's play (its number, or one past the current's before its answer came). */
+  isFollowerPlay(play: number | undefined): boolean {
+    const follower = this.followers[0];
+    if (!follower || play === undefined) return false;
+    if (follower.play !== undefined) return play === follower.play;
+    const current = this.run?.playNumber;
+    return current !== undefined && play > current;
+  }
+
   onReady(ready: ReadyEvent): void {
+    if (ready.play !== undefined && ready.play <= this.retiredPlay) return;
+    if (this.isFollowerPlay(ready.play)) return this.followerReady(ready);
     const run = this.run;
     if (!run || !run.takeReady(ready.play)) return;
     const event: ListenerEvent = { type: 'ready', session: this.id };
@@ -271,15 +330,108 @@ export class GatewaySession {
 
   /** stopped: frames still in flight are refused, the ring emptied. */
   stopTrack(reason?: string): void {
+    this.retireFollowers();
     this.ringNow?.clear();
     this.state = reason === undefined ? { status: 'stopped' } : { status: 'stopped', reason };
   }
 
   /** error: the track ends, frames still in flight are refused, the ring emptied, everyone told. */
   fail(reason: string): void {
+    this.retireFollowers();
     this.ringNow?.clear();
     this.state = { status: 'error', reason };
     this.broadcast({ type: 'error', session: this.id, message: reasonOf(this.current)! });
+  }
+
+  // ---- followers: gapless changes ----
+
+  /**
+   * The follower's `ready`: every frame of the current play is in the ring already, the
+   * follower's come next. Its run takes over the engine's side now (credit, events); the
+   * listeners' track changes when the worker reaches the frames written so far.
+   */
+  private followerReady(ready: ReadyEvent): void {
+    const current = this.current;
+    if (!('run' in current)) return;
+    const { track } = this.followers.shift()!;
+    this.awaitingFollower = false;
+    const run = new TrackRun(track, this.id, this.ringNow!, this.ringMs, this.counters);
+    run.answer(ready.play);
+    run.takeReady(ready.play);
+    run.takeOver(current.run);
+    track.startAt = ready.start_at ?? track.startAt;
+    const length = ready.track_duration ?? (ready.duration === undefined ? undefined : track.startAt + ready.duration);
+    if (length !== undefined) track.duration = length;
+    this.boundaries.push({ at: this.ringNow?.stats().written ?? 0, track, play: ready.play });
+    this.state = { ...current, run };
+    this.trackObserver?.followerStarted(track);
+    this.crossBoundary();
+  }
+
+  /** A follower's frames are in the ring, not yet reached by the worker. */
+  get boundaryPending(): boolean {
+    return this.boundaries.length > 0;
+  }
+
+  /**
+   * When the worker has taken the current track's last frame, the follower becomes the track:
+   * listeners get its `ready`. Returns true when it did.
+   */
+  crossBoundary(): boolean {
+    const ring = this.ringNow;
+    let crossed = false;
+    while (this.boundaries.length > 0 && ring) {
+      const boundary = this.boundaries[0]!;
+      const stats = ring.stats();
+      const beyond = (((stats.read + stats.dropped + stats.flushed) >>> 0) - boundary.at) | 0;
+      if (beyond < 0) break;
+      this.boundaries.shift();
+      const current = this.current;
+      if (!('run' in current)) continue;
+      crossed = true;
+      this.trackStartSent = Atomics.load(this.control, Control.Sent) - beyond;
+      const track = boundary.track;
+      this.state = { ...current, track };
+      const event: ListenerEvent = { type: 'ready', session: this.id, startAt: track.startAt };
+      if (track.duration !== undefined) event.duration = track.duration;
+      this.broadcast(event);
+      this.trackObserver?.trackChanged(track);
+    }
+    return crossed;
+  }
+
+  /**
+   * Followers from `at` on are replaced by `follower` (or dropped), silently: the engine drops
+   * what followed the play they follow too.
+   */
+  replaceFollowers(at: number, follower?: Follower): void {
+    for (const f of this.followers.splice(at)) this.retiredPlay = Math.max(this.retiredPlay, f.play ?? 0);
+    if (follower) this.followers.push(follower);
+  }
+
+  /** The next follower was refused or failed, and those after it went with it in the engine. */
+  followerFailed(reason: string): void {
+    const failed = this.followers[0];
+    if (!failed) return;
+    this.replaceFollowers(0);
+    this.trackObserver?.followerFailed(failed.track, reason);
+  }
+
+  /** Forgets the followers, asked for or in the ring: their events are stale from now. */
+  private retireFollowers(): void {
+    for (const b of this.boundaries) this.retiredPlay = Math.max(this.retiredPlay, b.play ?? 0);
+    this.replaceFollowers(0);
+    this.boundaries = [];
+    this.awaitingFollower = false;
+  }
+
+  /** Seconds into the current track that the listeners have reached. */
+  get position(): number {
+    const track = this.track;
+    if (!track) return 0;
+    const taken = Math.max(0, Atomics.load(this.control, Control.Sent) - this.trackStartSent);
+    const shown = track.startAt + (taken * FRAME_MS) / 1000;
+    return track.duration === undefined ? shown : Math.min(shown, track.duration);
   }
 
   // ---- the worker's view ----
@@ -288,6 +440,7 @@ export class GatewaySession {
     const run = this.run;
     if (run) run.player = reason === undefined ? { status } : { status, reason };
     if (status === 'finished') {
+      this.crossBoundary();
       if (run) {
         this.state = { status: 'finished', track: run.track };
         this.broadcast({ type: 'finished', session: this.id });
@@ -454,6 +607,7 @@ export class GatewaySession {
 
   broadcast(event: ListenerEvent): void {
     this.observer?.(event);
+    this.trackObserver?.event(event);
     if (this.listeners.size === 0) return;
     const text = JSON.stringify(event);
     for (const listener of this.listeners.values()) listener.send(text);
@@ -483,6 +637,7 @@ export class GatewaySession {
     if (track) {
       out.url = track.url;
       out.startAt = track.startAt;
+      out.position = Math.round(this.position * 1000) / 1000;
       if (track.duration !== undefined) out.duration = track.duration;
     }
     if (this.voiceState) {

@@ -35,9 +35,11 @@ export const ASSETS: readonly string[] = [
     'web/jitter-worklet',
     'web/test-hook',
     'web/token',
+    'web/queue-panel',
     'shared/listener-protocol',
     'shared/session-state',
     'shared/audio',
+    'shared/queue',
   ].flatMap((m) => [`${m}.js`, `${m}.js.map`]),
 ];
 

@@ -31,6 +31,8 @@ export interface Track {
   duration?: number;
   /** Gain and filters the engine applies (none when absent); a seek keeps them. */
   sound?: Sound;
+  /** The queue item this track plays (src/main/gateway/queue.ts), when the queue started it. */
+  item?: number;
 }
 
 /**
@@ -74,6 +76,20 @@ export class TrackRun {
   answer(play: number | undefined): void {
     this.play = play;
     this.answered = true;
+  }
+
+  /** The engine's play number, once its answer came. */
+  get playNumber(): number | undefined {
+    return this.play;
+  }
+
+  /**
+   * A follower's run takes over from the run before it on the same ring (a gapless change):
+   * the credit granted to that run and not yet used is this one's now, as in the engine.
+   */
+  takeOver(from: TrackRun): void {
+    this.outstanding = from.outstanding;
+    from.outstanding = 0;
   }
 
   /** The track's `ready` has come. */

@@ -13,11 +13,16 @@
  * refuses (confinement) or cannot be read.
  */
 import path from 'node:path';
-import { ffmpegEnv } from '../../shared/ffmpeg.js';
-import { SourceError, type FfmpegInput } from '../engine/source.js';
+import type { Config } from '../../shared/config.js';
+import { ffmpegEnv, resolveFfmpeg } from '../../shared/ffmpeg.js';
+import { logger } from '../../shared/log.js';
+import { EgressProxy } from '../engine/egress-proxy.js';
+import { remoteGuard, SourceError, sourceResolver, type FfmpegInput } from '../engine/source.js';
 import { probe, ProbeError } from './probe.js';
-import { SEARCH_RESULTS, YtDlpError, type YtDlp, type YtDlpInfo } from './yt-dlp.js';
+import { resolveYtDlp, SEARCH_RESULTS, YtDlp, YtDlpError, type YtDlpInfo } from './yt-dlp.js';
 import { encodeTrack, LONG_MAX, probeSourceData, TRACK_VERSION, type TrackInfo } from './track-codec.js';
+
+const log = logger('lavalink');
 
 export interface LavalinkTrack {
   encoded: string;
@@ -49,6 +54,42 @@ export interface TrackLoader {
   proxyUrl(): Promise<string>;
   /** Site URLs and searches, when yt-dlp is there. */
   ytDlp?: YtDlp;
+}
+
+/** What the queue and the Lavalink node resolve with; close() stops its egress proxy. */
+export interface SharedTrackLoader extends TrackLoader {
+  close(): Promise<void>;
+}
+
+/**
+ * The engine's source rules under `config`, with ffmpeg found on first use, and yt-dlp when it is
+ * there. The probes' ffmpeg and yt-dlp reach remote hosts only through a proxy that checks every
+ * host they ask for, redirects included (started at the first use).
+ */
+export function trackLoader(config: Config): SharedTrackLoader {
+  const resolve = sourceResolver({ mediaRoot: config.CHORUS_MEDIA_ROOT, remoteAllow: config.CHORUS_REMOTE_ALLOW });
+  let ffmpeg: string | undefined;
+  let egress: { proxy: EgressProxy; url: Promise<string> } | undefined;
+  const proxyUrl = (): Promise<string> => {
+    if (!egress) {
+      const proxy = new EgressProxy(remoteGuard({ remoteAllow: config.CHORUS_REMOTE_ALLOW }), { tunnels: true });
+      egress = { proxy, url: proxy.listen() };
+    }
+    return egress.url;
+  };
+  const ytDlpBinary = resolveYtDlp(config.CHORUS_YTDLP);
+  if (ytDlpBinary) log.info('site URLs and searches through yt-dlp', { path: ytDlpBinary });
+  return {
+    resolve,
+    get ffmpeg() {
+      return (ffmpeg ??= resolveFfmpeg(config.CHORUS_FFMPEG).path);
+    },
+    proxyUrl,
+    ...(ytDlpBinary ? { ytDlp: new YtDlp(ytDlpBinary, proxyUrl, config.CHORUS_YTDLP_TIMEOUT_MS) } : {}),
+    async close() {
+      if (egress) await egress.proxy.close();
+    },
+  };
 }
 
 /** The sources chorus plays without yt-dlp, as GET /v4/info names them. */

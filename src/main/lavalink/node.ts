@@ -22,17 +22,12 @@ import { WebSocketServer } from 'ws';
 import type { Config } from '../../shared/config.js';
 import { sameSecret } from '../../shared/access.js';
 import { FILTER_NAMES, FilterError, parseFilters, type AudioFilters } from '../../shared/audio-filters.js';
-import { resolveFfmpeg } from '../../shared/ffmpeg.js';
-import { remoteGuard, sourceResolver } from '../engine/source.js';
 import type { GatewayAccess } from '../gateway/auth.js';
 import { HttpError } from '../gateway/errors.js';
 import type { Gateway } from '../gateway/gateway.js';
 import { ClientSession, newSessionId } from './client-session.js';
 import { lavalinkErrorBody, sendLavalinkError } from './errors.js';
 import { lavalinkTrack, loadTracks, SOURCE_NAMES, sourceNames, YTDLP_SOURCE_NAMES, type LavalinkTrack, type TrackLoader } from './load-tracks.js';
-import { resolveYtDlp, YtDlp } from './yt-dlp.js';
-import { EgressProxy } from '../engine/egress-proxy.js';
-import { logger } from '../../shared/log.js';
 import type { LavalinkVoice } from './player.js';
 import { decodeTrack, TrackCodecError } from './track-codec.js';
 import { sendJson } from '../send-json.js';
@@ -41,49 +36,22 @@ import { sendJson } from '../send-json.js';
 export const LAVALINK_VERSION = { semver: '4.0.0+chorus', major: 4, minor: 0, patch: 0, preRelease: null, build: 'chorus' };
 const SESSION_ROUTE = /^\/v4\/sessions\/([^/]+)(?:\/players(?:\/([^/]+))?)?$/;
 const SNOWFLAKE = /^\d{1,20}$/;
-const log = logger('lavalink');
 
 export type BodyReader = (req: IncomingMessage) => Promise<Buffer>;
 
 export class LavalinkNode {
   private readonly sessions = new Map<string, ClientSession>();
   private readonly wss = new WebSocketServer({ noServer: true, perMessageDeflate: false });
-  private readonly loader: TrackLoader;
   private readonly started = Date.now();
   private lastCpu = { usage: process.cpuUsage(), at: performance.now() };
-  private egress: { proxy: EgressProxy; url: Promise<string> } | undefined;
 
   constructor(
     private readonly gateway: Gateway,
     private readonly config: Config,
     private readonly access: GatewayAccess,
     private readonly readBody: BodyReader,
-  ) {
-    const resolve = sourceResolver({ mediaRoot: config.CHORUS_MEDIA_ROOT, remoteAllow: config.CHORUS_REMOTE_ALLOW });
-    let ffmpeg: string | undefined;
-    const ytDlpBinary = resolveYtDlp(config.CHORUS_YTDLP);
-    if (ytDlpBinary) log.info('site URLs and searches through yt-dlp', { path: ytDlpBinary });
-    this.loader = {
-      resolve,
-      get ffmpeg() {
-        return (ffmpeg ??= resolveFfmpeg(config.CHORUS_FFMPEG).path);
-      },
-      proxyUrl: () => this.egressProxy(),
-      ...(ytDlpBinary ? { ytDlp: new YtDlp(ytDlpBinary, () => this.egressProxy(), config.CHORUS_YTDLP_TIMEOUT_MS) } : {}),
-    };
-  }
-
-  /**
-   * The only way out of the probes' ffmpeg and of yt-dlp: a proxy that checks every host they
-   * ask for, redirects included (started at the first use).
-   */
-  private egressProxy(): Promise<string> {
-    if (!this.egress) {
-      const proxy = new EgressProxy(remoteGuard({ remoteAllow: this.config.CHORUS_REMOTE_ALLOW }), { tunnels: true });
-      this.egress = { proxy, url: proxy.listen() };
-    }
-    return this.egress.url;
-  }
+    private readonly loader: TrackLoader,
+  ) {}
 
   /** The engine URL of a track chorus can play (a yt-dlp track's media URL, asked for now); 400 for another source's. */
   private async playUrl(track: LavalinkTrack, signal: AbortSignal): Promise<string> {
@@ -155,7 +123,6 @@ export class LavalinkNode {
   async close(): Promise<void> {
     await Promise.allSettled([...this.sessions.values()].map((s) => s.close()));
     for (const ws of this.wss.clients) ws.terminate();
-    if (this.egress) await this.egress.proxy.close();
   }
 
   private authorize(req: IncomingMessage): void {

@@ -81,3 +81,44 @@ describe('gateway grace', () => {
     await back.close();
   });
 });
+
+describe('queued plays (next)', () => {
+  it('sends a queued play right after the one before: its last frame, finished, the next ready, the next first frame', async () => {
+    engine = await startEngineFixture();
+    const gw = await FakeGateway.connect(engine.socketPath);
+    gw.credit('nobody', 1); // credit mode, so the frames go out as fast as they are granted
+    await api(engine.url, 'POST', '/session/q/play', { url: 'tone:440?seconds=1' });
+    const a = await api(engine.url, 'POST', '/session/q/next', { url: 'tone:660?seconds=1' });
+    expect(a.status).toBe(200);
+    const b = await api(engine.url, 'POST', '/session/q/next', { url: 'tone:880?seconds=1', after: a.body.play });
+    expect([a.body.play, b.body.play]).toEqual([2, 3]);
+    expect((await api(engine.url, 'GET', '/session/q/status')).body.next).toMatchObject({ play: 2, url: 'tone:660?seconds=1' });
+    gw.credit('q', 1000);
+    await gw.waitFor(() => gw.log('q').events.filter((e) => e.type === 'finished').length === 3, 10_000, 'three finished');
+    const units = gw.log('q').units.map((u) => (u.kind === 'frame' ? 'f' : `${u.event!.type}${u.event!.play ?? ''}`));
+    // Each play's 50 frames between its ready and its finished, and nothing between one finished and the next ready.
+    const f50 = Array(50).fill('f');
+    expect(units).toEqual(['ready1', ...f50, 'finished', 'ready2', ...f50, 'finished', 'ready3', ...f50, 'finished']);
+    await gw.close();
+  });
+
+  it('drops a queued play on request, replaces it, and refuses what it cannot queue', async () => {
+    engine = await startEngineFixture();
+    await api(engine.url, 'POST', '/session/d/play', { url: 'tone:440?seconds=30' });
+    expect((await api(engine.url, 'DELETE', '/session/d/next')).status).toBe(404);
+    expect((await api(engine.url, 'POST', '/session/d/next', { url: 'tone:500' })).body.play).toBe(2);
+    // A second next for the current play replaces the first.
+    expect((await api(engine.url, 'POST', '/session/d/next', { url: 'tone:600' })).body.play).toBe(3);
+    expect((await api(engine.url, 'GET', '/session/d/status')).body.next).toMatchObject({ play: 3, url: 'tone:600' });
+    expect((await api(engine.url, 'POST', '/session/d/next', { url: 'tone:700', after: 9 })).status).toBe(409);
+    expect((await api(engine.url, 'POST', '/session/d/next', { url: 'tone:700', after: 'x' })).status).toBe(400);
+    expect((await api(engine.url, 'POST', '/session/d/next', { url: 'tone:99999' })).status).toBe(400);
+    expect((await api(engine.url, 'DELETE', '/session/d/next')).status).toBe(200);
+    expect((await api(engine.url, 'GET', '/session/d/status')).body.next).toBeUndefined();
+    // With nothing under way, next is a play.
+    await api(engine.url, 'POST', '/session/d/stop');
+    const played = await api(engine.url, 'POST', '/session/d/next', { url: 'tone:440?seconds=1' });
+    expect(played.body).toMatchObject({ state: 'starting' });
+    expect((await api(engine.url, 'GET', '/session/d/status')).body.url).toBe('tone:440?seconds=1');
+  });
+});

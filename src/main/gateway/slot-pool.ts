@@ -85,6 +85,11 @@ export class SlotPool {
   private readonly target: PrewarmTarget;
   private readonly trimTimer: NodeJS.Timeout;
   private starting = 0;
+  /**
+   * Slots started at once. With shared threads, one at a time: piscina boots a thread for every
+   * task queued while none is ready, so starting k slots together would boot k threads for them.
+   */
+  private readonly maxStarting: number;
   private closed = false;
   private readonly egressPorts = new Set<MessagePort>();
 
@@ -93,6 +98,7 @@ export class SlotPool {
     private readonly onEgress: (message: EgressMessage) => void,
   ) {
     const k = options.sessionsPerThread;
+    this.maxStarting = k === 1 ? Infinity : 1;
     this.target = new PrewarmTarget(options.prewarm, options.prewarmMax);
     const maxThreads = Math.ceil(options.maxSessions / k) + Math.max(1, this.target.max);
     this.piscina = new Piscina({
@@ -167,7 +173,7 @@ export class SlotPool {
 
   /** Starts slots until the waiting plays and the target ahead are covered. */
   private refill(): void {
-    while (!this.closed && this.warm.length + this.starting < this.target.value + this.waiting.length) {
+    while (!this.closed && this.starting < this.maxStarting && this.warm.length + this.starting < this.target.value + this.waiting.length) {
       this.starting++;
       this.start().then(
         (slot) => {
@@ -177,17 +183,17 @@ export class SlotPool {
             return;
           }
           const waiter = this.waiting.shift();
-          if (waiter) {
-            waiter.resolve(slot);
-            return;
+          if (waiter) waiter.resolve(slot);
+          else {
+            this.warm.push(slot);
+            // A warm slot whose thread dies is no longer warm.
+            slot.done.catch(() => {
+              const i = this.warm.indexOf(slot);
+              if (i >= 0) this.warm.splice(i, 1);
+              this.refill();
+            });
           }
-          this.warm.push(slot);
-          // A warm slot whose thread dies is no longer warm.
-          slot.done.catch(() => {
-            const i = this.warm.indexOf(slot);
-            if (i >= 0) this.warm.splice(i, 1);
-            this.refill();
-          });
+          this.refill();
         },
         (err: Error) => {
           this.starting--;
@@ -195,6 +201,7 @@ export class SlotPool {
           log.error('could not start a session thread', { message: err.message });
           // The play that has waited longest gets the error (a 503), not an endless wait.
           this.waiting.shift()?.reject(err);
+          if (this.waiting.length > 0) this.refill();
         },
       );
     }

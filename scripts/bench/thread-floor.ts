@@ -12,7 +12,9 @@
  * CPU per session is the child's CPU outside its main thread (the workers, and V8's helper
  * threads that collect their garbage) over the window, divided by N; RSS per session is the
  * child's RSS growth from before its workers started, divided by N. `--profile` writes a CPU
- * profile of every session thread and summarises where their time goes.
+ * profile of every session thread and summarises where their time goes. Then (`--play-rate R`,
+ * 20 by default) N plays arriving at R per second on a thread-per-session pool with the
+ * gateway's default prewarm: ms from play to the slot playing.
  */
 import dgram from 'node:dgram';
 import fs from 'node:fs';
@@ -58,7 +60,9 @@ const COMMAND = defineCommand({
     variants: { type: 'string', value: 'V[,V…]', help: 'of wait, timeout, thread, shared:<k> (wait,timeout,thread,shared:64)' },
     profile: { type: 'boolean', help: 'CPU-profile the session threads (artifacts/profiles/floor-…) and summarise' },
     json: { type: 'string', value: 'FILE', help: 'where the JSON goes (artifacts/thread-floor.json)' },
+    'play-rate': { type: 'string', value: 'R', help: 'also time N plays arriving at R/s on a thread-per-session pool: play → slot playing (0: skip; 20)' },
     child: { type: 'string', value: 'VARIANT', help: '(internal) run one variant in this process' },
+    'attach-rate': { type: 'string', value: 'R', help: '(internal) time plays at R/s in this process' },
   },
 });
 
@@ -69,6 +73,8 @@ interface Options {
   profile: boolean;
   json: string;
   child?: Variant;
+  playRate: number;
+  attachRate?: number;
   rtpPort: number;
 }
 
@@ -91,6 +97,8 @@ function readArgs(): Options {
       profile: v.profile ?? false,
       json: v.json ?? 'artifacts/thread-floor.json',
       ...(v.child ? { child: readVariant(v.child) } : {}),
+      playRate: numberFlag('play-rate', v['play-rate'] ?? '20', 0, 1000),
+      ...(v['attach-rate'] ? { attachRate: numberFlag('attach-rate', v['attach-rate'], 1, 1000) } : {}),
       rtpPort: Number(process.env.FLOOR_RTP_PORT ?? 0),
     };
   });
@@ -151,7 +159,54 @@ async function startSessions(variant: Variant, n: number, rtpPort: number): Prom
   };
 }
 
+/**
+ * Plays arriving at `rate` per second on a thread-per-session pool with the gateway's default
+ * prewarm (2, up to 32): ms from each play's attach to its slot playing (attached, RTP target
+ * added, track started). What a session's own thread adds to play → first frame.
+ */
+async function attachLatency(n: number, rate: number, rtpPort: number): Promise<number[]> {
+  const pool = new SlotPool({ sessionsPerThread: 1, prewarm: 2, prewarmMax: 32, maxSessions: n }, () => undefined);
+  // The two threads started ahead are booted before the first play, as in a gateway that has run a while.
+  await sleep(3000);
+  const frame = new Uint8Array(FRAME_BYTES).fill(0x55);
+  const plays: Promise<number>[] = [];
+  const start = performance.now();
+  for (let i = 0; i < n; i++) {
+    await sleep(Math.max(0, start + (i * 1000) / rate - performance.now()));
+    const ring = Ring.create(Ring.capacityFor(FEED_AHEAD * 2, FRAME_BYTES));
+    for (let f = 0; f < FEED_AHEAD; f++) ring.write(frame);
+    const t0 = performance.now();
+    plays.push(
+      (async () => {
+        const { slot } = await pool.attach({
+          sid: i,
+          sessionId: `play-${i}`,
+          format: 'opus',
+          ring: ring.buffer,
+          control: new SharedArrayBuffer(CONTROL_WORDS * 4),
+          prebufferFrames: 3,
+          noListener: 'pause',
+          listeners: 0,
+          nextSeq: 0,
+          nextTimestamp: 0,
+        });
+        await slot.call((api) => api.addRtpSink({ host: '127.0.0.1', port: rtpPort }));
+        await slot.call((api) => api.reset(false));
+        return performance.now() - t0;
+      })(),
+    );
+  }
+  const ms = await Promise.all(plays);
+  await pool.close();
+  return ms;
+}
+
 async function child(opts: Options): Promise<void> {
+  if (opts.attachRate) {
+    const ms = await attachLatency(opts.sessions, opts.attachRate, opts.rtpPort);
+    process.stdout.write(`floor-attach ${JSON.stringify(ms)}\n`);
+    process.exit(0);
+  }
   const variant = opts.child!;
   const rss0 = process.memoryUsage.rss();
   const t0 = performance.now();
@@ -208,6 +263,20 @@ async function runVariant(opts: Options, variant: Variant, profileDir: string | 
   }
 }
 
+/** The plays phase, in a child process of its own; their times sorted. */
+async function timePlays(opts: Options): Promise<number[]> {
+  const rtp = dgram.createSocket('udp4');
+  await new Promise<void>((resolve) => rtp.bind(0, '127.0.0.1', resolve));
+  const proc = spawnRole('floor-plays', [SELF, '--attach-rate', String(opts.playRate), '--sessions', String(opts.sessions)], { ...process.env, FLOOR_RTP_PORT: String(rtp.address().port) });
+  try {
+    const m = await proc.waitFor(/floor-attach (\[.*\])/, 120_000 + opts.sessions * 2000);
+    return (JSON.parse(m[1]!) as number[]).sort((a, b) => a - b);
+  } finally {
+    await proc.stop();
+    rtp.close();
+  }
+}
+
 function table(rows: Record<string, string | number>[]): string {
   const cols = Object.keys(rows[0] ?? {});
   const cell = (v: string | number) => (typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toFixed(2)) : v);
@@ -218,7 +287,7 @@ function table(rows: Record<string, string | number>[]): string {
 
 async function main(): Promise<void> {
   const opts = readArgs();
-  if (opts.child) return child(opts);
+  if (opts.child || opts.attachRate) return child(opts);
   const profileDir = opts.profile ? path.resolve('artifacts/profiles', `floor-${new Date().toISOString().replace(/[:.]/g, '-')}`) : undefined;
   if (profileDir) fs.mkdirSync(profileDir, { recursive: true });
   const results: VariantResult[] = [];
@@ -228,6 +297,13 @@ async function main(): Promise<void> {
     const { window, ...result } = await runVariant(opts, variant, profileDir);
     results.push(result);
     if (variant !== 'wait' && variant !== 'timeout') windows.push(window);
+  }
+  let firstSlot: { plays: number; perSecond: number; p50Ms: number; p99Ms: number; maxMs: number } | undefined;
+  if (opts.playRate > 0) {
+    process.stderr.write(`thread-floor: ${opts.sessions} plays at ${opts.playRate}/s…\n`);
+    const ms = await timePlays(opts);
+    const at = (q: number) => ms[Math.min(ms.length - 1, Math.floor(q * ms.length))]!;
+    firstSlot = { plays: ms.length, perSecond: opts.playRate, p50Ms: at(0.5), p99Ms: at(0.99), maxMs: ms[ms.length - 1]! };
   }
   const floorOf = (kind: 'wait' | 'timeout') => results.find((r) => r.variant === kind)?.cpuPerSessionPct;
   const ratio = (r: VariantResult, kind: 'wait' | 'timeout') => {
@@ -248,8 +324,12 @@ async function main(): Promise<void> {
       })),
     ),
   );
+  if (firstSlot) {
+    console.log(`\nPlay → slot playing (thread per session, prewarm 2 up to 32), ${firstSlot.plays} plays at ${firstSlot.perSecond}/s: p50 ${firstSlot.p50Ms.toFixed(1)} ms, p99 ${firstSlot.p99Ms.toFixed(1)} ms, max ${firstSlot.maxMs.toFixed(1)} ms`);
+  }
   const out = {
     date: new Date().toISOString(),
+    ...(firstSlot ? { firstSlot } : {}),
     machine: { cpus: os.cpus().length, node: process.version },
     results: results.map((r) => ({ ...r, vsWaitFloor: Number(ratio(r, 'wait')) || null, vsTimeoutFloor: Number(ratio(r, 'timeout')) || null })),
   };

@@ -5,11 +5,15 @@
  * their bound; plays beyond them are served in arrival order; k sessions share a thread.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { SlotPool, type Slot } from '../../../dist/main/gateway/slot-pool.js';
+import type { Slot, SlotPool } from '../../../src/main/gateway/slot-pool.js';
 import { PrewarmTarget } from '../../../src/main/gateway/prewarm.js';
 import { Ring } from '../../../src/shared/ring.js';
 import { CONTROL_WORDS, type SessionInit } from '../../../src/shared/worker-messages.js';
 import { RtpReceiver } from '../../helpers/rtp-receiver.js';
+
+// The pool's threads run the built worker, found beside the pool's own module: take it from dist/.
+const BUILT_POOL: string = '../../../dist/main/gateway/slot-pool.js';
+const { SlotPool: BuiltSlotPool } = (await import(BUILT_POOL)) as typeof import('../../../src/main/gateway/slot-pool.js');
 
 const open: { close(): unknown }[] = [];
 afterEach(async () => {
@@ -19,7 +23,7 @@ afterEach(async () => {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function pool(options: { sessionsPerThread?: number; prewarm?: number; prewarmMax?: number; maxSessions?: number }): SlotPool {
-  const p = new SlotPool(
+  const p = new BuiltSlotPool(
     { sessionsPerThread: options.sessionsPerThread ?? 1, prewarm: options.prewarm ?? 0, prewarmMax: options.prewarmMax ?? 0, maxSessions: options.maxSessions ?? 8 },
     () => undefined,
   );

@@ -35,11 +35,20 @@ function frameName(n: ProfileNode): string {
   return `${f.functionName || '(anonymous)'}${file ? ` ${file}:${f.lineNumber + 1}` : ''}`;
 }
 
+/** Samples taken from `from` to `to` (µs of the monotonic clock, as process.hrtime) count. */
+export interface ProfileWindow {
+  fromUs: number;
+  toUs: number;
+}
+
 /** Self time per node in ms, from samples and time deltas (hitCount × interval when absent). */
-function selfTimes(p: CpuProfile): Map<number, number> {
+function selfTimes(p: CpuProfile, window?: ProfileWindow): Map<number, number> {
   const out = new Map<number, number>();
   if (p.samples && p.timeDeltas && p.samples.length === p.timeDeltas.length) {
+    let at = p.startTime;
     for (let i = 0; i < p.samples.length; i++) {
+      at += p.timeDeltas[i]!;
+      if (window && (at < window.fromUs || at > window.toUs)) continue;
       const dt = (p.timeDeltas[i + 1] ?? p.timeDeltas[i] ?? 0) / 1000;
       out.set(p.samples[i]!, (out.get(p.samples[i]!) ?? 0) + dt);
     }
@@ -51,8 +60,8 @@ function selfTimes(p: CpuProfile): Map<number, number> {
   return out;
 }
 
-function addProfile(root: Tree, flat: Map<string, number>, p: CpuProfile): void {
-  const self = selfTimes(p);
+function addProfile(root: Tree, flat: Map<string, number>, p: CpuProfile, window?: ProfileWindow): void {
+  const self = selfTimes(p, window);
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
   const walk = (id: number, parent: Tree) => {
     const n = byId.get(id);
@@ -113,8 +122,8 @@ function flameSvg(root: Tree, title: string): string {
 
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 
-/** Summarises every profile in `dir`; writes flame graphs next to them. */
-export function summarizeProfile(dir: string, top = 20): string {
+/** Summarises every profile in `dir` (the samples within `window`, if given); writes flame graphs next to them. */
+export function summarizeProfile(dir: string, top = 20, window?: ProfileWindow): string {
   const files = fs.readdirSync(dir).filter((f) => f.endsWith('.cpuprofile'));
   const groups = new Map<string, { root: Tree; flat: Map<string, number>; files: number; wallMs: number }>();
   for (const f of files) {
@@ -127,9 +136,9 @@ export function summarizeProfile(dir: string, top = 20): string {
       groups.set(group, g);
     }
     const p = JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')) as CpuProfile;
-    addProfile(g.root, g.flat, p);
+    addProfile(g.root, g.flat, p, window);
     g.files++;
-    g.wallMs = Math.max(g.wallMs, (p.endTime - p.startTime) / 1000);
+    g.wallMs = Math.max(g.wallMs, ((window ? Math.min(p.endTime, window.toUs) - Math.max(p.startTime, window.fromUs) : p.endTime - p.startTime)) / 1000);
   }
   const lines: string[] = [`CPU profile (${dir}):`];
   for (const [name, g] of groups) {

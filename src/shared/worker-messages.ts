@@ -174,7 +174,7 @@ export interface SlotApi {
   addRtpSink(target: RtpTarget): RtpSinkInfo;
   removeRtpSink(target: RtpTarget): boolean;
   /** Connects (or reconnects, when anything changed) the session's Discord voice. */
-  setVoice(state: VoiceServerState): VoiceEvent;
+  setVoice(state: VoiceServerState): Promise<VoiceEvent>;
   /** Leaves voice; the slot ends once no track is under way either. */
   leaveVoice(): boolean;
   stats(): WorkerSessionStats;

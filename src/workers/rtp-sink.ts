@@ -1,6 +1,7 @@
 /**
  * RTP senders of one session, owned by its worker thread so their cadence never depends on the
- * gateway's main thread. One UDP socket per session (per address family); one RTP stream per
+ * gateway's main thread. One UDP socket connected to each target (and one unconnected per
+ * session and address family for the packets before that connect completes); one RTP stream per
  * target: its own SSRC and random seq and timestamp offsets (RFC 3550 §5.1), added to the
  * session's own frame seq and 48 kHz media timestamp. Those advance only when a frame is sent,
  * so the stream is continuous across pause/resume; and since the gateway hands a target's stream
@@ -28,16 +29,30 @@ export function newRtpStream(): RtpStream {
 class RtpSink {
   packets = 0;
   private lastSentAt = -Infinity;
+  /**
+   * A socket connected to the target, once its connect completes: a send on it skips the
+   * address lookup (and its nextTick) that every send to an address costs.
+   */
+  private connected: dgram.Socket | undefined;
+  private readonly own: dgram.Socket;
 
   constructor(
     readonly host: string,
     readonly port: number,
     readonly stream: RtpStream,
-    private readonly socket: dgram.Socket,
-  ) {}
+    /** The session's unconnected socket, for the packets before the connect completes. */
+    private readonly fallback: () => dgram.Socket,
+    onError: (err: Error) => void,
+  ) {
+    this.own = dgram.createSocket(net.isIPv6(host) ? 'udp6' : 'udp4');
+    this.own.on('error', onError);
+    this.own.connect(port, host, () => {
+      this.connected = this.own;
+    });
+  }
 
   send(payload: Uint8Array, seq: number, timestamp: number, now: number): void {
-    // The payload is a view of a buffer the player reuses, and dgram sends later: copy it.
+    // The payload is a view of a buffer the player reuses, and dgram may send later: copy it.
     const packet = Buffer.allocUnsafe(RTP_HEADER_BYTES + payload.length);
     writeRtpHeader(
       packet,
@@ -47,9 +62,15 @@ class RtpSink {
       now - this.lastSentAt > TALKSPURT_GAP_MS,
     );
     packet.set(payload, RTP_HEADER_BYTES);
-    this.socket.send(packet, this.port, this.host);
+    if (this.connected) this.connected.send(packet);
+    else this.fallback().send(packet, this.port, this.host);
     this.lastSentAt = now;
     this.packets++;
+  }
+
+  close(): void {
+    this.connected = undefined;
+    this.own.close();
   }
 
   info(): RtpSinkInfo {
@@ -75,7 +96,8 @@ export class RtpSinks {
     const existing = this.sinks.find((s) => s.host === target.host && s.port === target.port);
     if (existing) return existing.info();
     const family = net.isIPv6(target.host) ? 'udp6' : 'udp4';
-    const sink = new RtpSink(target.host, target.port, target.stream ? { ...target.stream } : newRtpStream(), this.socket(family));
+    const stream = target.stream ? { ...target.stream } : newRtpStream();
+    const sink = new RtpSink(target.host, target.port, stream, () => this.socket(family), this.onError);
     this.sinks.push(sink);
     return sink.info();
   }
@@ -83,7 +105,7 @@ export class RtpSinks {
   remove(target: RtpTarget): boolean {
     const i = this.sinks.findIndex((s) => s.host === target.host && s.port === target.port);
     if (i < 0) return false;
-    this.sinks.splice(i, 1);
+    this.sinks.splice(i, 1)[0]!.close();
     return true;
   }
 
@@ -99,7 +121,7 @@ export class RtpSinks {
   }
 
   close(): void {
-    this.sinks.length = 0;
+    for (const sink of this.sinks.splice(0)) sink.close();
     for (const socket of this.sockets.values()) socket.close();
     this.sockets.clear();
   }

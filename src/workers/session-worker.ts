@@ -25,7 +25,7 @@ import type {
 import { EgressBatch } from './egress-batch.js';
 import { Scheduler } from './scheduler.js';
 import { SessionPlayer, type PlayerHost } from './session-player.js';
-import { VoiceLink } from './voice-link.js';
+import type { VoiceLink } from './voice-link.js';
 
 /**
  * Session clocks on one thread start on this grid (see PlayerHost.clockStart): a start or a
@@ -78,6 +78,14 @@ class ThreadContext implements PlayerHost {
 }
 
 let thread: ThreadContext | undefined;
+
+/**
+ * @discordjs/voice and DAVE's native addon are loaded by the first voice state a thread gets, not
+ * at its start: most sessions never have one, and loading them costs a thread ~4 MB and most of
+ * its boot time.
+ */
+let voiceModule: Promise<typeof import('./voice-link.js')> | undefined;
+const loadVoice = () => (voiceModule ??= import('./voice-link.js'));
 
 class Slot {
   private player: SessionPlayer | undefined;
@@ -157,7 +165,11 @@ class Slot {
     return p.current;
   }
 
-  private setVoice(state: VoiceServerState): VoiceEvent {
+  private async setVoice(state: VoiceServerState): Promise<VoiceEvent> {
+    this.need();
+    const { VoiceLink } = await loadVoice();
+    // Another voice state may have come in while the module loaded, or the slot ended.
+    if (this.finished) throw new Error('session slot has ended');
     const p = this.need();
     if (this.voice) return this.voice.update(state);
     const sid = p.sid;

@@ -79,6 +79,7 @@ export class Gateway {
       {
         sessionsPerThread: config.CHORUS_SESSIONS_PER_THREAD,
         prewarm: config.CHORUS_PREWARM_THREADS,
+        prewarmMax: config.CHORUS_PREWARM_MAX_THREADS,
         maxSessions: config.CHORUS_MAX_SESSIONS,
       },
       egress.onMessage,

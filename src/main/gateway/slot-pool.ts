@@ -1,20 +1,26 @@
 /**
  * Session slots on piscina's worker threads. A slot is one long-running piscina task driven
  * over comlink (src/shared/worker-messages.ts); up to CHORUS_SESSIONS_PER_THREAD slots share a
- * thread. CHORUS_PREWARM_THREADS slots are kept started ahead of need, so a new session attaches
- * to a running thread at once instead of waiting ~40 ms for one to boot; taking one starts its
- * replacement in the background.
+ * thread. Slots are kept started ahead of need, so a new session attaches to a running thread at
+ * once instead of waiting for one to boot: CHORUS_PREWARM_THREADS of them with no plays coming,
+ * up to CHORUS_PREWARM_MAX_THREADS while plays come fast (prewarm.ts); taking one starts its
+ * replacement in the background. A session that ends gives its thread back to piscina, where the
+ * next slot started reuses it (no boot). Plays that find no slot ready wait in arrival order:
+ * each slot that becomes ready goes to the one that has waited longest.
  */
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import * as Comlink from 'comlink';
 import { Piscina } from 'piscina';
 import type { AttachResult, EgressMessage, SessionInit, SlotApi, SlotResult, SlotTask } from '../../shared/worker-messages.js';
 import { logger } from '../../shared/log.js';
+import { PrewarmTarget } from './prewarm.js';
 
 const log = logger('gateway');
 const WORKER_FILE = new URL('../../workers/session-worker.js', import.meta.url);
 /** Idle threads above the pre-warmed ones live this long, to be reused by the next sessions. */
 const IDLE_THREAD_MS = 30_000;
+/** How often slots started ahead beyond the play rate's need are let go. */
+const TRIM_EVERY_MS = 1000;
 
 export class SlotEndedError extends Error {
   override name = 'SlotEndedError';
@@ -59,14 +65,31 @@ export class Slot {
 
 export interface SlotPoolOptions {
   sessionsPerThread: number;
+  /** Slots kept started ahead with no plays coming. */
   prewarm: number;
+  /** Most slots kept started ahead while plays come fast. */
+  prewarmMax: number;
   maxSessions: number;
+}
+
+interface Waiter {
+  resolve(slot: Slot): void;
+  reject(err: Error): void;
 }
 
 export class SlotPool {
   private readonly piscina: Piscina;
   private readonly warm: Slot[] = [];
+  /** Plays waiting for a slot, oldest first. */
+  private readonly waiting: Waiter[] = [];
+  private readonly target: PrewarmTarget;
+  private readonly trimTimer: NodeJS.Timeout;
   private starting = 0;
+  /**
+   * Slots started at once. With shared threads, one at a time: piscina boots a thread for every
+   * task queued while none is ready, so starting k slots together would boot k threads for them.
+   */
+  private readonly maxStarting: number;
   private closed = false;
   private readonly egressPorts = new Set<MessagePort>();
 
@@ -75,7 +98,9 @@ export class SlotPool {
     private readonly onEgress: (message: EgressMessage) => void,
   ) {
     const k = options.sessionsPerThread;
-    const maxThreads = Math.ceil(options.maxSessions / k) + Math.max(1, options.prewarm);
+    this.maxStarting = k === 1 ? Infinity : 1;
+    this.target = new PrewarmTarget(options.prewarm, options.prewarmMax);
+    const maxThreads = Math.ceil(options.maxSessions / k) + Math.max(1, this.target.max);
     this.piscina = new Piscina({
       filename: WORKER_FILE.href,
       minThreads: Math.min(maxThreads, Math.ceil(options.prewarm / k)),
@@ -88,6 +113,8 @@ export class SlotPool {
       recordTiming: false,
     });
     this.piscina.on('error', (err: Error) => log.error('session thread error', { message: err.message }));
+    this.trimTimer = setInterval(() => this.trim(), TRIM_EVERY_MS);
+    this.trimTimer.unref();
     this.refill();
   }
 
@@ -96,9 +123,24 @@ export class SlotPool {
     return this.piscina.threads.length;
   }
 
-  /** A running slot with `init` attached to it. */
+  /** Slots started ahead now (ready, and on their way). */
+  get prewarmed(): number {
+    return this.warm.length + this.starting - this.waiting.length;
+  }
+
+  /** Slots the pool keeps started ahead now, after the recent play rate. */
+  get prewarmTarget(): number {
+    return this.target.value;
+  }
+
+  /** A running slot with `init` attached to it: the oldest ready one, or the next to start. */
   async attach(init: SessionInit): Promise<{ slot: Slot; threadId: number }> {
-    const slot = this.warm.shift() ?? (await this.start());
+    this.target.note();
+    const ready = this.warm.shift();
+    const slot = ready ?? (await new Promise<Slot>((resolve, reject) => {
+      this.waiting.push({ resolve, reject });
+      this.refill();
+    }));
     this.refill();
     const result: AttachResult = await slot.call((api) => api.attach(init));
     if (result.egress) this.listen(result.egress);
@@ -107,6 +149,8 @@ export class SlotPool {
 
   async close(): Promise<void> {
     this.closed = true;
+    clearInterval(this.trimTimer);
+    for (const w of this.waiting.splice(0)) w.reject(new SlotEndedError('gateway closing'));
     for (const slot of this.warm.splice(0)) void slot.call((api) => api.close()).catch(() => undefined);
     for (const port of this.egressPorts) port.close();
     await this.piscina.destroy();
@@ -127,26 +171,48 @@ export class SlotPool {
     return slot;
   }
 
+  /** Starts slots until the waiting plays and the target ahead are covered. */
   private refill(): void {
-    while (!this.closed && this.warm.length + this.starting < this.options.prewarm) {
+    while (!this.closed && this.starting < this.maxStarting && this.warm.length + this.starting < this.target.value + this.waiting.length) {
       this.starting++;
       this.start().then(
         (slot) => {
           this.starting--;
-          if (this.closed) void slot.call((api) => api.close()).catch(() => undefined);
-          else this.warm.push(slot);
-          // A warm slot whose thread dies is no longer warm.
-          slot.done.catch(() => {
-            const i = this.warm.indexOf(slot);
-            if (i >= 0) this.warm.splice(i, 1);
-            this.refill();
-          });
+          if (this.closed) {
+            void slot.call((api) => api.close()).catch(() => undefined);
+            return;
+          }
+          const waiter = this.waiting.shift();
+          if (waiter) waiter.resolve(slot);
+          else {
+            this.warm.push(slot);
+            // A warm slot whose thread dies is no longer warm.
+            slot.done.catch(() => {
+              const i = this.warm.indexOf(slot);
+              if (i >= 0) this.warm.splice(i, 1);
+              this.refill();
+            });
+          }
+          this.refill();
         },
         (err: Error) => {
           this.starting--;
-          if (!this.closed) log.error('could not start a session thread', { message: err.message });
+          if (this.closed) return;
+          log.error('could not start a session thread', { message: err.message });
+          // The play that has waited longest gets the error (a 503), not an endless wait.
+          this.waiting.shift()?.reject(err);
+          if (this.waiting.length > 0) this.refill();
         },
       );
+    }
+  }
+
+  /** Lets go of ready slots beyond the target: their threads go back to piscina, idle. */
+  private trim(): void {
+    const excess = this.warm.length + this.starting - this.waiting.length - this.target.value;
+    for (let i = 0; i < excess && this.warm.length > 0; i++) {
+      const slot = this.warm.pop()!;
+      void slot.call((api) => api.close()).catch(() => undefined);
     }
   }
 }

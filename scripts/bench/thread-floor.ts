@@ -1,0 +1,343 @@
+/**
+ * `npm run bench:floor`: what a session thread costs against the least a Node worker that wakes
+ * every 20 ms can cost, measured in one run. Each variant runs in a child process of its own:
+ *
+ *   wait      N bare workers, each looping on Atomics.wait(…, 20 ms)
+ *   timeout   N bare workers, each on a drift-free setTimeout chain of 20 ms
+ *   thread    N chorus session slots (SlotPool, one session per thread), each paced from its ring
+ *             and sent to one RTP target (a UDP socket of this process), the child's main thread
+ *             keeping every ring fed as the gateway's demux would
+ *   shared:k  the same sessions, k per thread
+ *
+ * CPU per session is the child's CPU outside its main thread (the workers, and V8's helper
+ * threads that collect their garbage) over the window, divided by N; RSS per session is the
+ * child's RSS growth from before its workers started, divided by N. `--profile` writes a CPU
+ * profile of every session thread and summarises where their time goes. Then (`--play-rate R`,
+ * 20 by default) N plays arriving at R per second on a thread-per-session pool with the
+ * gateway's default prewarm: ms from play to the slot playing.
+ */
+import dgram from 'node:dgram';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { performance } from 'node:perf_hooks';
+import { Ring } from '../../src/shared/ring.js';
+import { CONTROL_WORDS } from '../../src/shared/worker-messages.js';
+import { SlotPool } from '../../src/main/gateway/slot-pool.js';
+import { choiceFlag, defineCommand, numberFlag, parseCommandLine, UsageError } from '../lib/cli.js';
+import { readProc, readThreadsCpu, spawnRole } from '../lib/procs.js';
+import { summarizeProfile, type ProfileWindow } from '../lib/profile.js';
+
+const SELF = fileURLToPath(import.meta.url);
+const FRAME_BYTES = 320;
+const FEED_AHEAD = 25;
+
+type Variant = 'wait' | 'timeout' | 'thread' | `shared:${number}`;
+
+interface VariantResult {
+  variant: Variant;
+  sessions: number;
+  windowS: number;
+  /** % of one core per session (threads other than the child's main). */
+  cpuPerSessionPct: number;
+  /** MB of RSS per session, grown from before the workers started. */
+  rssPerSessionMb: number;
+  /** ms from the first worker asked for to the last one running, and per worker. */
+  bootMs: number;
+  /** RTP packets per second received from the session variants (50 × N when all play). */
+  packetsPerSecond?: number;
+}
+
+const COMMAND = defineCommand({
+  name: 'thread-floor',
+  usage: 'npm run bench:floor -- [flags]',
+  about: 'Bare 20 ms workers against chorus session threads with RTP targets: CPU and RSS per session, in one run.',
+  flags: {
+    sessions: { type: 'string', value: 'N', help: 'workers / sessions per variant (50)' },
+    seconds: { type: 'string', value: 'S', help: 'measured window per variant, after 3 s of warm-up (10)' },
+    variants: { type: 'string', value: 'V[,V…]', help: 'of wait, timeout, thread, shared:<k> (wait,timeout,thread,shared:64)' },
+    profile: { type: 'boolean', help: 'CPU-profile the session threads (artifacts/profiles/floor-…) and summarise' },
+    json: { type: 'string', value: 'FILE', help: 'where the JSON goes (artifacts/thread-floor.json)' },
+    'play-rate': { type: 'string', value: 'R', help: 'also time N plays arriving at R/s on a thread-per-session pool: play → slot playing (0: skip; 20)' },
+    child: { type: 'string', value: 'VARIANT', help: '(internal) run one variant in this process' },
+    'attach-rate': { type: 'string', value: 'R', help: '(internal) time plays at R/s in this process' },
+  },
+});
+
+interface Options {
+  sessions: number;
+  seconds: number;
+  variants: Variant[];
+  profile: boolean;
+  json: string;
+  child?: Variant;
+  playRate: number;
+  attachRate?: number;
+  rtpPort: number;
+}
+
+function readVariant(text: string): Variant {
+  if (/^shared:\d+$/.test(text)) {
+    numberFlag('variants', text.slice(7), 1, 1024, true);
+    return text as Variant;
+  }
+  return choiceFlag('variants', text, ['wait', 'timeout', 'thread'] as const);
+}
+
+function readArgs(): Options {
+  return parseCommandLine(COMMAND, (v) => {
+    const variants = (v.variants ?? 'wait,timeout,thread,shared:64').split(',').map(readVariant);
+    if (variants.length === 0) throw new UsageError('--variants: name at least one');
+    return {
+      sessions: numberFlag('sessions', v.sessions ?? '50', 1, 2000, true),
+      seconds: numberFlag('seconds', v.seconds ?? '10', 1, 600),
+      variants,
+      profile: v.profile ?? false,
+      json: v.json ?? 'artifacts/thread-floor.json',
+      ...(v.child ? { child: readVariant(v.child) } : {}),
+      playRate: numberFlag('play-rate', v['play-rate'] ?? '20', 0, 1000),
+      ...(v['attach-rate'] ? { attachRate: numberFlag('attach-rate', v['attach-rate'], 1, 1000) } : {}),
+      rtpPort: Number(process.env.FLOOR_RTP_PORT ?? 0),
+    };
+  });
+}
+
+/** Bare workers: the least a thread that wakes every 20 ms costs. */
+const BARE = {
+  wait: `const w = new Int32Array(new SharedArrayBuffer(4)); require('node:worker_threads').parentPort.postMessage('up'); for (;;) Atomics.wait(w, 0, 0, 20);`,
+  timeout: `const { parentPort } = require('node:worker_threads'); const { performance } = require('node:perf_hooks');
+let next = performance.now() + 20; const tick = () => { next += 20; setTimeout(tick, Math.max(0, next - performance.now())); };
+setTimeout(tick, 20); parentPort.postMessage('up');`,
+};
+
+async function startBare(kind: 'wait' | 'timeout', n: number): Promise<Worker[]> {
+  const workers: Worker[] = [];
+  for (let i = 0; i < n; i++) {
+    const w = new Worker(BARE[kind], { eval: true });
+    await new Promise<void>((resolve, reject) => {
+      w.once('message', () => resolve());
+      w.once('error', reject);
+    });
+    workers.push(w);
+  }
+  return workers;
+}
+
+/** The child's side: sessions played from rings this thread keeps fed, sent by RTP to the parent. */
+async function startSessions(variant: Variant, n: number, rtpPort: number): Promise<() => Promise<void>> {
+  const k = variant === 'thread' ? 1 : Number(variant.slice(7));
+  const pool = new SlotPool({ sessionsPerThread: k, prewarm: 0, prewarmMax: 0, maxSessions: n }, () => undefined);
+  const frame = new Uint8Array(FRAME_BYTES).fill(0x55);
+  const rings: Ring[] = [];
+  for (let i = 0; i < n; i++) {
+    const ring = Ring.create(Ring.capacityFor(FEED_AHEAD * 2, FRAME_BYTES));
+    for (let f = 0; f < FEED_AHEAD; f++) ring.write(frame);
+    rings.push(ring);
+    const { slot } = await pool.attach({
+      sid: i,
+      sessionId: `floor-${i}`,
+      format: 'opus',
+      ring: ring.buffer,
+      control: new SharedArrayBuffer(CONTROL_WORDS * 4),
+      prebufferFrames: 3,
+      noListener: 'pause',
+      listeners: 0,
+      nextSeq: 0,
+      nextTimestamp: 0,
+    });
+    await slot.call((api) => api.addRtpSink({ host: '127.0.0.1', port: rtpPort }));
+    await slot.call((api) => api.reset(false));
+  }
+  const feeder = setInterval(() => {
+    for (const ring of rings) while (ring.records() < FEED_AHEAD) ring.write(frame);
+  }, 10);
+  return async () => {
+    clearInterval(feeder);
+    await pool.close();
+  };
+}
+
+/**
+ * Plays arriving at `rate` per second on a thread-per-session pool with the gateway's default
+ * prewarm (2, up to 32): ms from each play's attach to its slot playing (attached, RTP target
+ * added, track started). What a session's own thread adds to play → first frame.
+ */
+async function attachLatency(n: number, rate: number, rtpPort: number): Promise<number[]> {
+  const pool = new SlotPool({ sessionsPerThread: 1, prewarm: 2, prewarmMax: 32, maxSessions: n }, () => undefined);
+  // The two threads started ahead are booted before the first play, as in a gateway that has run a while.
+  await sleep(3000);
+  const frame = new Uint8Array(FRAME_BYTES).fill(0x55);
+  const plays: Promise<number>[] = [];
+  const start = performance.now();
+  for (let i = 0; i < n; i++) {
+    await sleep(Math.max(0, start + (i * 1000) / rate - performance.now()));
+    const ring = Ring.create(Ring.capacityFor(FEED_AHEAD * 2, FRAME_BYTES));
+    for (let f = 0; f < FEED_AHEAD; f++) ring.write(frame);
+    const t0 = performance.now();
+    plays.push(
+      (async () => {
+        const { slot } = await pool.attach({
+          sid: i,
+          sessionId: `play-${i}`,
+          format: 'opus',
+          ring: ring.buffer,
+          control: new SharedArrayBuffer(CONTROL_WORDS * 4),
+          prebufferFrames: 3,
+          noListener: 'pause',
+          listeners: 0,
+          nextSeq: 0,
+          nextTimestamp: 0,
+        });
+        await slot.call((api) => api.addRtpSink({ host: '127.0.0.1', port: rtpPort }));
+        await slot.call((api) => api.reset(false));
+        return performance.now() - t0;
+      })(),
+    );
+  }
+  const ms = await Promise.all(plays);
+  await pool.close();
+  return ms;
+}
+
+async function child(opts: Options): Promise<void> {
+  if (opts.attachRate) {
+    const ms = await attachLatency(opts.sessions, opts.attachRate, opts.rtpPort);
+    process.stdout.write(`floor-attach ${JSON.stringify(ms)}\n`);
+    process.exit(0);
+  }
+  const variant = opts.child!;
+  const rss0 = process.memoryUsage.rss();
+  const t0 = performance.now();
+  let stop: () => Promise<void> = async () => undefined;
+  if (variant === 'wait' || variant === 'timeout') await startBare(variant, opts.sessions);
+  else stop = await startSessions(variant, opts.sessions, opts.rtpPort);
+  process.stdout.write(`floor-ready rss0=${rss0} bootMs=${(performance.now() - t0).toFixed(1)}\n`);
+  // The parent measures, then ends this process: a clean exit, so that --cpu-prof writes its profiles.
+  const keepAlive = setInterval(() => undefined, 60_000);
+  process.once('SIGTERM', () => {
+    clearInterval(keepAlive);
+    void stop().finally(() => process.exit(0));
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const monotonicUs = () => Number(process.hrtime.bigint() / 1000n);
+
+async function runVariant(opts: Options, variant: Variant, profileDir: string | undefined): Promise<VariantResult & { window: ProfileWindow }> {
+  const rtp = dgram.createSocket('udp4');
+  let packets = 0;
+  rtp.on('message', () => packets++);
+  await new Promise<void>((resolve) => rtp.bind(0, '127.0.0.1', resolve));
+  const nodeArgs = profileDir && variant !== 'wait' && variant !== 'timeout' ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
+  const proc = spawnRole(`floor-${variant}`, [SELF, '--child', variant, '--sessions', String(opts.sessions)], { ...process.env, FLOOR_RTP_PORT: String(rtp.address().port) }, { nodeArgs });
+  try {
+    const m = await proc.waitFor(/floor-ready rss0=(\d+) bootMs=([\d.]+)/, 120_000 + opts.sessions * 2000);
+    const rss0 = Number(m[1]);
+    const bootMs = Number(m[2]);
+    await sleep(3000);
+    const cpu0 = readThreadsCpu(proc.pid)!;
+    const p0 = packets;
+    const t0 = performance.now();
+    const fromUs = monotonicUs();
+    await sleep(opts.seconds * 1000);
+    const cpu1 = readThreadsCpu(proc.pid)!;
+    const windowS = (performance.now() - t0) / 1000;
+    const rss = readProc(proc.pid, 0)!.rssBytes;
+    const result: VariantResult & { window: ProfileWindow } = {
+      window: { fromUs, toUs: monotonicUs() },
+      variant,
+      sessions: opts.sessions,
+      windowS,
+      cpuPerSessionPct: ((cpu1.others - cpu0.others) / windowS / opts.sessions) * 100,
+      rssPerSessionMb: (rss - rss0) / opts.sessions / 2 ** 20,
+      bootMs,
+    };
+    if (variant !== 'wait' && variant !== 'timeout') result.packetsPerSecond = (packets - p0) / windowS;
+    return result;
+  } finally {
+    await proc.stop();
+    rtp.close();
+  }
+}
+
+/** The plays phase, in a child process of its own; their times sorted. */
+async function timePlays(opts: Options): Promise<number[]> {
+  const rtp = dgram.createSocket('udp4');
+  await new Promise<void>((resolve) => rtp.bind(0, '127.0.0.1', resolve));
+  const proc = spawnRole('floor-plays', [SELF, '--attach-rate', String(opts.playRate), '--sessions', String(opts.sessions)], { ...process.env, FLOOR_RTP_PORT: String(rtp.address().port) });
+  try {
+    const m = await proc.waitFor(/floor-attach (\[.*\])/, 120_000 + opts.sessions * 2000);
+    return (JSON.parse(m[1]!) as number[]).sort((a, b) => a - b);
+  } finally {
+    await proc.stop();
+    rtp.close();
+  }
+}
+
+function table(rows: Record<string, string | number>[]): string {
+  const cols = Object.keys(rows[0] ?? {});
+  const cell = (v: string | number) => (typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toFixed(2)) : v);
+  const width = cols.map((c) => Math.max(c.length, ...rows.map((r) => cell(r[c]!).length)));
+  const line = (vals: string[]) => vals.map((v, i) => v.padStart(width[i]!)).join('  ');
+  return [line(cols), line(width.map((w) => '-'.repeat(w))), ...rows.map((r) => line(cols.map((c) => cell(r[c]!))))].join('\n');
+}
+
+async function main(): Promise<void> {
+  const opts = readArgs();
+  if (opts.child || opts.attachRate) return child(opts);
+  const profileDir = opts.profile ? path.resolve('artifacts/profiles', `floor-${new Date().toISOString().replace(/[:.]/g, '-')}`) : undefined;
+  if (profileDir) fs.mkdirSync(profileDir, { recursive: true });
+  const results: VariantResult[] = [];
+  const windows: ProfileWindow[] = [];
+  for (const variant of opts.variants) {
+    process.stderr.write(`thread-floor: ${variant}, ${opts.sessions} sessions…\n`);
+    const { window, ...result } = await runVariant(opts, variant, profileDir);
+    results.push(result);
+    if (variant !== 'wait' && variant !== 'timeout') windows.push(window);
+  }
+  let firstSlot: { plays: number; perSecond: number; p50Ms: number; p99Ms: number; maxMs: number } | undefined;
+  if (opts.playRate > 0) {
+    process.stderr.write(`thread-floor: ${opts.sessions} plays at ${opts.playRate}/s…\n`);
+    const ms = await timePlays(opts);
+    const at = (q: number) => ms[Math.min(ms.length - 1, Math.floor(q * ms.length))]!;
+    firstSlot = { plays: ms.length, perSecond: opts.playRate, p50Ms: at(0.5), p99Ms: at(0.99), maxMs: ms[ms.length - 1]! };
+  }
+  const floorOf = (kind: 'wait' | 'timeout') => results.find((r) => r.variant === kind)?.cpuPerSessionPct;
+  const ratio = (r: VariantResult, kind: 'wait' | 'timeout') => {
+    const floor = floorOf(kind);
+    return floor ? (r.cpuPerSessionPct / floor).toFixed(2) : '-';
+  };
+  console.log(`\nThread floor: ${opts.sessions} per variant, ${opts.seconds} s window, ${os.cpus().length} cores, node ${process.version}\n`);
+  console.log(
+    table(
+      results.map((r) => ({
+        variant: r.variant,
+        'CPU %/session': r.cpuPerSessionPct,
+        '× wait floor': ratio(r, 'wait'),
+        '× timeout floor': ratio(r, 'timeout'),
+        'RSS MB/session': r.rssPerSessionMb,
+        'start ms/session': r.bootMs / r.sessions,
+        'RTP pkt/s': r.packetsPerSecond === undefined ? '-' : Math.round(r.packetsPerSecond),
+      })),
+    ),
+  );
+  if (firstSlot) {
+    console.log(`\nPlay → slot playing (thread per session, prewarm 2 up to 32), ${firstSlot.plays} plays at ${firstSlot.perSecond}/s: p50 ${firstSlot.p50Ms.toFixed(1)} ms, p99 ${firstSlot.p99Ms.toFixed(1)} ms, max ${firstSlot.maxMs.toFixed(1)} ms`);
+  }
+  const out = {
+    date: new Date().toISOString(),
+    ...(firstSlot ? { firstSlot } : {}),
+    machine: { cpus: os.cpus().length, node: process.version },
+    results: results.map((r) => ({ ...r, vsWaitFloor: Number(ratio(r, 'wait')) || null, vsTimeoutFloor: Number(ratio(r, 'timeout')) || null })),
+  };
+  fs.mkdirSync(path.dirname(path.resolve(opts.json)), { recursive: true });
+  fs.writeFileSync(opts.json, JSON.stringify(out, null, 2));
+  console.log(`\nJSON: ${opts.json}`);
+  // The measured windows only: not the threads' start, nor their end.
+  if (profileDir) console.log(`\n${summarizeProfile(profileDir, 30, { fromUs: Math.min(...windows.map((w) => w.fromUs)), toUs: Math.max(...windows.map((w) => w.toUs)) })}`);
+}
+
+await main();

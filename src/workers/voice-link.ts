@@ -25,11 +25,11 @@ import type { VoiceEvent, VoiceServerState, VoiceStats } from '../shared/worker-
 const SILENCE_FRAME = Buffer.from([0xf8, 0xff, 0xfe]);
 export const SILENCE_FRAMES = 5;
 /**
- * A server that echoed the library's UDP keep-alives (one every 5 s) and then stays silent this
- * long is taken as gone: connect afresh. Discord's servers do not always echo them (discord.js
- * #9185, #9202), so a server that never echoed one is never judged by this.
+ * How often the UDP silence is checked. A server that echoed the library's UDP keep-alives (one
+ * every 5 s; the library itself no longer tracks the answers) and then stays silent for
+ * CHORUS_VOICE_UDP_SILENCE_MS is taken as gone: connect afresh. Discord's servers do not always
+ * echo them (discord.js #9185, #9202), so a server that never echoed one is never judged by this.
  */
-export const UDP_SILENCE_MS = 15_000;
 const UDP_CHECK_MS = 1_000;
 /** The library's UDP keep-alive (a u32 counter in 8 bytes), which a server may echo. */
 const KEEP_ALIVE_BYTES = 8;
@@ -81,6 +81,8 @@ export class VoiceLink {
 
   constructor(
     voice: VoiceServerState,
+    /** UDP silence after answered keep-alives that means the server is gone (CHORUS_VOICE_UDP_SILENCE_MS). */
+    private readonly udpSilenceMs: number,
     /** Told of every change of status (connecting, ready, disconnected). */
     private readonly onChange: (event: VoiceEvent) => void,
   ) {
@@ -279,8 +281,8 @@ export class VoiceLink {
 
   private checkUdp(): void {
     if (!this.ready || !this.udpAnswered) return;
-    if (performance.now() - this.lastUdpAt > UDP_SILENCE_MS) {
-      this.report({ status: 'connecting', reason: `no UDP from the voice server for ${UDP_SILENCE_MS / 1000} s: reconnecting` });
+    if (performance.now() - this.lastUdpAt > this.udpSilenceMs) {
+      this.report({ status: 'connecting', reason: `no UDP from the voice server for ${this.udpSilenceMs / 1000} s: reconnecting` });
       this.connect();
     }
   }

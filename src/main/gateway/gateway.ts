@@ -632,6 +632,7 @@ export class Gateway {
       listeners: session.listeners.size,
       nextSeq: session.nextSeq,
       nextTimestamp: session.nextTimestamp,
+      voiceUdpSilenceMs: this.config.CHORUS_VOICE_UDP_SILENCE_MS,
     };
     let slot: Slot;
     try {

@@ -31,6 +31,30 @@ export const SILENCE_FRAMES = 5;
  * echo them (discord.js #9185, #9202), so a server that never echoed one is never judged by this.
  */
 const UDP_CHECK_MS = 1_000;
+
+/**
+ * The links of this thread, checked by one timer: a thread of shared sessions holds hundreds of
+ * links, and a timer each would wake it hundreds of times a second for nothing.
+ */
+const watched = new Set<VoiceLink>();
+let watchdog: NodeJS.Timeout | undefined;
+
+function watchUdp(link: VoiceLink): void {
+  watched.add(link);
+  if (watchdog) return;
+  watchdog = setInterval(() => {
+    for (const l of watched) l.checkUdp();
+  }, UDP_CHECK_MS);
+  watchdog.unref();
+}
+
+function unwatchUdp(link: VoiceLink): void {
+  watched.delete(link);
+  if (watched.size === 0 && watchdog) {
+    clearInterval(watchdog);
+    watchdog = undefined;
+  }
+}
 /** The library's UDP keep-alive (a u32 counter in 8 bytes), which a server may echo. */
 const KEEP_ALIVE_BYTES = 8;
 
@@ -71,7 +95,6 @@ export class VoiceLink {
   private connects = 0;
   private lastUdpAt = 0;
   private udpAnswered = false;
-  private readonly watchdog: NodeJS.Timeout;
   private destroyed = false;
   /**
    * Steps of the trailing silence still to go: a silence frame each, and a last one, a frame
@@ -101,8 +124,7 @@ export class VoiceLink {
     // A failed socket is reported here and then closes, which the state machine handles.
     this.connection.on('error', () => undefined);
     this.connection.on('stateChange', (from, to) => this.onConnectionState(from, to));
-    this.watchdog = setInterval(() => this.checkUdp(), UDP_CHECK_MS);
-    this.watchdog.unref();
+    watchUdp(this);
     this.connect();
   }
 
@@ -176,7 +198,7 @@ export class VoiceLink {
   destroy(): void {
     if (this.destroyed) return;
     this.destroyed = true;
-    clearInterval(this.watchdog);
+    unwatchUdp(this);
     if (this.connection.state.status !== VoiceConnectionStatus.Destroyed) this.connection.destroy(false);
   }
 
@@ -279,7 +301,8 @@ export class VoiceLink {
     });
   }
 
-  private checkUdp(): void {
+  /** Connects afresh if the server answered keep-alives once and has been silent on UDP too long since. */
+  checkUdp(): void {
     if (!this.ready || !this.udpAnswered) return;
     if (performance.now() - this.lastUdpAt > this.udpSilenceMs) {
       this.report({ status: 'connecting', reason: `no UDP from the voice server for ${this.udpSilenceMs / 1000} s: reconnecting` });

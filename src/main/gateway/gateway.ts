@@ -535,7 +535,7 @@ export class Gateway {
       session.voice = { ...state };
       const slot = session.slot;
       if (slot?.alive) {
-        session.onVoice(await slot.call((api) => api.setVoice(state)));
+        await session.voiceFrom(() => slot.call((api) => api.setVoice(state)));
       } else {
         await session.slotClosing;
         session.ensureRing();
@@ -664,7 +664,7 @@ export class Gateway {
     // CHORUS_NO_LISTENER=pause the track would stay autopaused with someone listening.
     if (session.listeners.size !== init.listeners) await slot.call((api) => api.setListeners(session.listeners.size));
     const voice = session.voice;
-    if (voice) session.onVoice(await slot.call((api) => api.setVoice(voice)));
+    if (voice) await session.voiceFrom(() => slot.call((api) => api.setVoice(voice)));
     return slot;
   }
 

@@ -77,6 +77,8 @@ export class GatewaySession {
   voice: VoiceServerState | undefined;
   /** The voice connection's last reported state. */
   voiceEvent: VoiceEvent | undefined;
+  /** onVoice() calls so far (see voiceFrom). */
+  private voiceChanges = 0;
   /** Frames the engine may still send under credits already granted. */
   outstanding = 0;
   /** The engine took the current track's play: credit may be granted for it. */
@@ -354,8 +356,19 @@ export class GatewaySession {
     this.broadcast({ type: 'error', session: this.id, message: reasonOf(this.current)! });
   }
 
+  /**
+   * The worker's answer to setVoice. Its later changes come on the egress port, which may be read
+   * before this answer: one that came meanwhile is newer than the answer, which is then dropped.
+   */
+  async voiceFrom(call: () => Promise<VoiceEvent>): Promise<void> {
+    const seen = this.voiceChanges;
+    const event = await call();
+    if (this.voiceChanges === seen) this.onVoice(event);
+  }
+
   /** The voice connection changed: every listener (the bot among them) hears of it. */
   onVoice(event: VoiceEvent): void {
+    this.voiceChanges++;
     const old = this.voiceEvent;
     this.voiceEvent = event;
     if (old && old.status === event.status && old.reason === event.reason) return;

@@ -1,5 +1,5 @@
 /**
- * `npm run bench:voice [-- --guilds 10,50,100,200,500 --modes thread,shared:32,baseline --seconds 10 --json FILE]`
+ * `npm run bench:voice [-- --guilds 10,50,100,200,500 --modes thread,shared:64,baseline --seconds 10 --json FILE]`
  *
  * N guilds from the synthetic engine to stand-in Discord voice receivers on loopback
  * (scripts/lib/voice-receiver-main.ts: test/helpers/discord-voice-server.ts in processes of their
@@ -11,8 +11,9 @@
  * each once as is and once with a 100 ms main-thread block every 2 s (chorus: /debug/block; the
  * baseline blocks its own main thread). At the receivers: lateness p50/p99/max (as the load
  * test's listeners count it: against each guild's own 20 ms schedule), packet inter-arrival
- * p99/max, lost packets (a tone of S seconds is exactly S × 50). Of the sending process: CPU and
- * RSS per guild; of the receivers: their CPU; of the machine: how busy its cores were.
+ * p99/max, lost packets (a tone of S seconds is exactly S × 50). Of the sending process: CPU per
+ * guild and per packet while every guild plays (not the start of the plays), its main thread's
+ * share of it, RSS per guild; of the receivers: their CPU; of the machine: how busy its cores were.
  *
  * --profile DIR runs the senders under `node --cpu-prof` and prints where their time went.
  */
@@ -35,6 +36,12 @@ const CLI = path.join(REPO_ROOT, 'dist/main/cli.js');
 const SYNTHETIC_MAIN = path.join(HERE, 'lib/synthetic-engine-main.js');
 const BASELINE_MAIN = path.join(HERE, 'lib/voice-baseline-main.js');
 const RECEIVER_MAIN = path.join(HERE, 'lib/voice-receiver-main.js');
+const FRAMES_PER_SECOND = 50;
+/** The sender's CPU window: from this long after the last play was started … */
+const STEADY_AFTER_MS = 1000;
+/** … to this long before the first tone ends; shorter than MIN_WINDOW_MS is no window. */
+const STEADY_BEFORE_END_MS = 500;
+const MIN_WINDOW_MS = 1000;
 const BLOCK_EVERY_MS = 2000;
 const BLOCK_MS = 100;
 /** The bound a mode must hold at the receivers, with nothing lost, to count as carrying N guilds. */
@@ -46,7 +53,7 @@ const COMMAND = defineCommand({
   about: 'N guilds to stand-in Discord voice receivers (processes of their own) on loopback: chorus (thread, shared:k) beside an AudioPlayer-per-guild baseline, with and without main-thread blocks.',
   flags: {
     guilds: { type: 'string', value: 'N[,N…]', help: 'guild counts to measure (10,50,100,200,500)' },
-    modes: { type: 'string', value: 'M[,M…]', help: 'thread | shared:<k> | baseline (thread,shared:32,baseline)' },
+    modes: { type: 'string', value: 'M[,M…]', help: 'thread | shared:<k> | baseline (thread,shared:64,baseline)' },
     'thread-max': { type: 'string', value: 'N', help: 'thread mode only up to this many guilds: a thread each costs ~7 MB and past a few hundred the machine, not the mode, is measured (200)' },
     seconds: { type: 'string', value: 'S', help: 'length of each tone, and of each run (10)' },
     receivers: { type: 'string', value: 'R', help: 'receiver processes (one per 100 guilds, at most 4)' },
@@ -59,7 +66,7 @@ const COMMAND = defineCommand({
 function options() {
   return parseCommandLine(COMMAND, (v) => {
     const guildCounts = (v.guilds ?? '10,50,100,200,500').split(',').map((n) => numberFlag('guilds', n, 1, 10_000, true));
-    const modes = (v.modes ?? 'thread,shared:32,baseline').split(',');
+    const modes = (v.modes ?? 'thread,shared:64,baseline').split(',');
     for (const mode of modes) {
       if (!/^(thread|baseline|shared:[1-9]\d*)$/.test(mode)) throw new UsageError(`--modes: thread, shared:<k> or baseline, got ${JSON.stringify(mode)}`);
     }
@@ -182,7 +189,7 @@ interface RunOptions {
 
 async function runOnce(mode: string, n: number, block: boolean, o: RunOptions): Promise<VoiceRow> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'chorus-bench-voice-'));
-  const frames = o.seconds * 50;
+  const frames = o.seconds * FRAMES_PER_SECOND;
   const creds = Array.from({ length: n }, (_, i) => ({
     guildId: `7${String(100000000000 + i)}`,
     channelId: `8${String(100000000000 + i)}`,
@@ -205,8 +212,7 @@ async function runOnce(mode: string, n: number, block: boolean, o: RunOptions): 
     const profile = o.profileDir ? path.join(o.profileDir, `${mode.replace(':', '-')}-${n}${block ? '-blocks' : ''}`) : undefined;
     const nodeArgs = profile ? ['--cpu-prof', '--cpu-prof-dir', profile] : [];
     let sender: Spawned;
-    let cpuBefore = 0;
-    let mainBefore = 0;
+    let firstPlayAt = 0;
     let gw = '';
     if (mode === 'baseline') {
       const specFile = path.join(dir, 'guilds.json');
@@ -219,8 +225,7 @@ async function runOnce(mode: string, n: number, block: boolean, o: RunOptions): 
       );
       started.push(sender);
       await sender.waitFor(/voice-baseline ready/, 300_000);
-      cpuBefore = readProc(sender.pid, 0)?.cpuSeconds ?? 0;
-      mainBefore = readThreadsCpu(sender.pid)?.main ?? 0;
+      firstPlayAt = performance.now();
       await sender.waitFor(/voice-baseline playing/, 120_000);
     } else {
       const k = mode.startsWith('shared:') ? mode.slice(7) : '1';
@@ -254,8 +259,7 @@ async function runOnce(mode: string, n: number, block: boolean, o: RunOptions): 
         if (performance.now() > readyBy) throw new Error(`${mode} ${n}: voice connections not all ready within 300 s`);
         await sleep(200);
       }
-      cpuBefore = readProc(sender.pid, 0)?.cpuSeconds ?? 0;
-      mainBefore = readThreadsCpu(sender.pid)?.main ?? 0;
+      firstPlayAt = performance.now();
       for (const s of specs) {
         const r = await fetch(`${gw}/sessions/${s.id}/play`, { method: 'POST', body: JSON.stringify({ url: s.url }) });
         if (!r.ok) throw new Error(`play ${s.id}: ${r.status} ${await r.text()}`);
@@ -268,12 +272,26 @@ async function runOnce(mode: string, n: number, block: boolean, o: RunOptions): 
     const rcvbufBefore = udpRcvbufErrors();
     const machineBefore = readMachineCpu();
     const receiversBefore = receivers.reduce((a, r) => a + (readProc(r.child.pid!, 0)?.cpuSeconds ?? 0), 0);
+    const allDone = Promise.all(receivers.map((r) => r.done));
+    // The sender's CPU is read while every guild plays: after the last play started (and its
+    // start-up settled) and before the first tone ends, so that it is the cost of sending.
+    const windowFrom = t0 + STEADY_AFTER_MS;
+    const windowTo = firstPlayAt + o.seconds * 1000 - STEADY_BEFORE_END_MS;
+    let cpu = { total: NaN, main: NaN, seconds: NaN };
+    if (windowTo - windowFrom >= MIN_WINDOW_MS) {
+      await sleep(windowFrom - performance.now());
+      const from = { at: performance.now(), total: readProc(sender.pid, 0)?.cpuSeconds ?? NaN, main: readThreadsCpu(sender.pid)?.main ?? NaN };
+      await sleep(windowTo - performance.now());
+      const seconds = (performance.now() - from.at) / 1000;
+      cpu = { total: (readProc(sender.pid, 0)?.cpuSeconds ?? NaN) - from.total, main: (readThreadsCpu(sender.pid)?.main ?? NaN) - from.main, seconds };
+    } else {
+      process.stderr.write(`  ${mode} ${n}: the plays took too long to start for a CPU window; raise --seconds\n`);
+    }
     // Every guild's tone, or the time it had.
-    await Promise.race([Promise.all(receivers.map((r) => r.done)), sleep((o.seconds + 10) * 1000)]);
+    await Promise.race([allDone, sleep(Math.max(0, t0 + (o.seconds + 10) * 1000 - performance.now()))]);
     const elapsed = (performance.now() - t0) / 1000;
     for (const t of blockTimers.splice(0)) clearInterval(t);
     const after = readProc(sender.pid, 0);
-    const mainCpu = (readThreadsCpu(sender.pid)?.main ?? NaN) - mainBefore;
     for (const line of sender.logs.filter((l) => /voice disconnected|reconnecting/.test(l)).slice(0, 3)) process.stderr.write(`  ${sender.name}: ${line}\n`);
     const machineAfter = readMachineCpu();
     const receiversCpu = receivers.reduce((a, r) => a + (readProc(r.child.pid!, 0)?.cpuSeconds ?? 0), 0) - receiversBefore;
@@ -314,10 +332,10 @@ async function runOnce(mode: string, n: number, block: boolean, o: RunOptions): 
       reconnects,
       resumes,
       rcvbufErrors: udpRcvbufErrors() - rcvbufBefore,
-      cpuPerGuildPct: after ? (((after.cpuSeconds - cpuBefore) / elapsed) * 100) / n : NaN,
-      cpuPerPacketUs: after && packets > 0 ? ((after.cpuSeconds - cpuBefore) * 1e6) / packets : NaN,
+      cpuPerGuildPct: (100 * cpu.total) / cpu.seconds / n,
+      cpuPerPacketUs: (1e6 * cpu.total) / (cpu.seconds * n * FRAMES_PER_SECOND),
       rssPerGuildMiB: after ? after.rssBytes / 1024 / 1024 / n : NaN,
-      mainShare: after ? (100 * mainCpu) / Math.max(1e-9, after.cpuSeconds - cpuBefore) : NaN,
+      mainShare: (100 * cpu.main) / cpu.total,
       receiversCpuPct: (receiversCpu / elapsed) * 100,
       machineBusyPct: (100 * (machineAfter.busy - machineBefore.busy)) / Math.max(1, machineAfter.total - machineBefore.total),
       holds: l.count > 0 && l.p99 <= VOICE_P99_TARGET_MS && lost === 0,
@@ -354,6 +372,12 @@ function carried(rows: VoiceRow[]): string[] {
   return out;
 }
 
+function writeJson(file: string, seconds: number, rows: VoiceRow[]): void {
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  const load = os.loadavg();
+  fs.writeFileSync(file, JSON.stringify({ at: new Date().toISOString(), node: process.version, cpus: os.cpus().length, loadAverage: load, seconds, rows }, null, 2));
+}
+
 async function main(): Promise<void> {
   const o = options();
   const rows: VoiceRow[] = [];
@@ -366,6 +390,8 @@ async function main(): Promise<void> {
         try {
           rows.push(await runOnce(mode, n, block, { seconds: o.seconds, receivers, profileDir: o.profile }));
           process.stderr.write(`${JSON.stringify(rows.at(-1))}\n`);
+          // After every run, so that a long run stopped part way keeps what it measured.
+          writeJson(o.json, o.seconds, rows);
         } catch (err) {
           process.stderr.write(`bench:voice ${mode} ${n}: ${(err as Error).message}\n`);
         }
@@ -385,8 +411,7 @@ async function main(): Promise<void> {
   console.log(`receiversCpuPct: the receiver processes, % of one core; machineBusyPct: both cores, everything; holds: p99 ≤ ${VOICE_P99_TARGET_MS} ms and 0 lost\n`);
   console.log(table(rows));
   console.log(`\n${carried(rows).join('\n')}`);
-  fs.mkdirSync(path.dirname(o.json), { recursive: true });
-  fs.writeFileSync(o.json, JSON.stringify({ at: new Date().toISOString(), node: process.version, cpus: os.cpus().length, seconds: o.seconds, rows }, null, 2));
+  writeJson(o.json, o.seconds, rows);
   writePanelsChart(
     o.chart,
     rows.map((r) => ({ series: r.block === 'none' ? r.mode : `${r.mode} + blocks`, n: r.guilds, values: [r.p99, r.cpuPerPacketUs], bad: r.lost > 0 })),

@@ -303,11 +303,18 @@ export class VoiceLink {
 
   /** Connects afresh if the server answered keep-alives once and has been silent on UDP too long since. */
   checkUdp(): void {
-    if (!this.ready || !this.udpAnswered) return;
-    if (performance.now() - this.lastUdpAt > this.udpSilenceMs) {
+    if (!this.silent()) return;
+    // After a stall of this thread the timer runs before the datagrams that came meanwhile are
+    // read (timers come first in the event loop): judge again once they have been.
+    setImmediate(() => {
+      if (!this.silent() || this.destroyed) return;
       this.report({ status: 'connecting', reason: `no UDP from the voice server for ${this.udpSilenceMs / 1000} s: reconnecting` });
       this.connect();
-    }
+    });
+  }
+
+  private silent(): boolean {
+    return this.ready && this.udpAnswered && performance.now() - this.lastUdpAt > this.udpSilenceMs;
   }
 
   private report(event: VoiceEvent): void {

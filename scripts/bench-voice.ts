@@ -1,75 +1,123 @@
 /**
- * `npm run bench:voice [-- --guilds 10,50 --modes thread,shared:8,baseline --seconds 10 --json FILE]`
+ * `npm run bench:voice [-- --guilds 10,50,100,200,500 --modes thread,shared:64,baseline --seconds 10 --json FILE]`
  *
  * N guilds from the synthetic engine to stand-in Discord voice receivers on loopback
- * (test/helpers/discord-voice-server.ts, decoding off), in three ways side by side:
+ * (scripts/lib/voice-receiver-main.ts: test/helpers/discord-voice-server.ts in processes of their
+ * own, decoding off), in three ways side by side:
  *   thread     chorus, a worker thread per session, voice sent from the worker's clock
  *   shared:k   chorus, k sessions per worker thread
  *   baseline   @discordjs/voice the ordinary way: an AudioPlayer per guild on one main thread,
  *              fed the same frames (scripts/lib/voice-baseline-main.ts)
  * each once as is and once with a 100 ms main-thread block every 2 s (chorus: /debug/block; the
- * baseline blocks its own main thread). At the receivers: packet inter-arrival p50/p99/max and
- * lost packets (a fixed-length tone has exactly seconds × 50); of the sending process: CPU and
- * RSS per guild. The receivers run in this process, so their load counts in the machine's.
+ * baseline blocks its own main thread). At the receivers: lateness p50/p99/max (as the load
+ * test's listeners count it: against each guild's own 20 ms schedule), packet inter-arrival
+ * p99/max, lost packets (a tone of S seconds is exactly S × 50). Of the sending process: CPU per
+ * guild and per packet while every guild plays (not the start of the plays), its main thread's
+ * share of it, RSS per guild; of the receivers: their CPU; of the machine: how busy its cores were.
+ *
+ * --profile DIR runs the senders under `node --cpu-prof` and prints where their time went.
  */
+import { fork } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { writePanelsChart } from './lib/chart.js';
 import { defineCommand, numberFlag, parseCommandLine, UsageError } from './lib/cli.js';
-import { readProc, spawnRole, type Spawned } from './lib/procs.js';
+import { readMachineCpu, readProc, readThreadsCpu, spawnRole, type Spawned } from './lib/procs.js';
+import { summarizeProfile } from './lib/profile.js';
+import { LatencyHistogram } from './lib/stats.js';
 import { toneHz, toneUrl } from './lib/tones.js';
-import { VoiceServer, type VoiceGuild } from '../test/helpers/discord-voice-server.js';
+import type { ReceiverReport } from './lib/voice-receiver-main.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO_ROOT = path.resolve(HERE, '../..');
 const CLI = path.join(REPO_ROOT, 'dist/main/cli.js');
 const SYNTHETIC_MAIN = path.join(HERE, 'lib/synthetic-engine-main.js');
 const BASELINE_MAIN = path.join(HERE, 'lib/voice-baseline-main.js');
+const RECEIVER_MAIN = path.join(HERE, 'lib/voice-receiver-main.js');
+const FRAMES_PER_SECOND = 50;
+/** The sender's CPU window: from this long after the last play was started … */
+const STEADY_AFTER_MS = 1000;
+/** … to this long before the first tone ends; shorter than MIN_WINDOW_MS is no window. */
+const STEADY_BEFORE_END_MS = 500;
+const MIN_WINDOW_MS = 1000;
+/** Play requests the bench has open at once. */
+const PLAYS_AT_ONCE = 16;
 const BLOCK_EVERY_MS = 2000;
 const BLOCK_MS = 100;
+/** The bound a mode must hold at the receivers, with nothing lost, to count as carrying N guilds. */
+export const VOICE_P99_TARGET_MS = 5;
 
 const COMMAND = defineCommand({
   name: 'bench:voice',
-  usage: 'npm run bench:voice -- [--guilds N[,N…]] [--modes M[,M…]] [--seconds S] [--json FILE]',
-  about: 'N guilds to stand-in Discord voice receivers on loopback: chorus (thread, shared:k) beside an AudioPlayer-per-guild baseline, with and without main-thread blocks.',
+  usage: 'npm run bench:voice -- [--guilds N[,N…]] [--modes M[,M…]] [--seconds S] [--receivers R] [--json FILE] [--chart FILE] [--profile DIR]',
+  about: 'N guilds to stand-in Discord voice receivers (processes of their own) on loopback: chorus (thread, shared:k) beside an AudioPlayer-per-guild baseline, with and without main-thread blocks.',
   flags: {
-    guilds: { type: 'string', value: 'N[,N…]', help: 'guild counts to measure (10,50)' },
-    modes: { type: 'string', value: 'M[,M…]', help: 'thread | shared:<k> | baseline (thread,shared:8,baseline)' },
+    guilds: { type: 'string', value: 'N[,N…]', help: 'guild counts to measure (10,50,100,200,500)' },
+    modes: { type: 'string', value: 'M[,M…]', help: 'thread | shared:<k> | baseline (thread,shared:64,baseline)' },
+    'thread-max': { type: 'string', value: 'N', help: 'thread mode only up to this many guilds: a thread each costs ~7 MB and past a few hundred the machine, not the mode, is measured (200)' },
     seconds: { type: 'string', value: 'S', help: 'length of each tone, and of each run (10)' },
-    json: { type: 'string', value: 'FILE', help: 'also write the rows as JSON' },
+    receivers: { type: 'string', value: 'R', help: 'receiver processes (one per 100 guilds, at most 4)' },
+    json: { type: 'string', value: 'FILE', help: 'write the rows as JSON (artifacts/bench-voice.json)' },
+    chart: { type: 'string', value: 'FILE', help: 'write the chart as SVG (artifacts/bench-voice.svg)' },
+    profile: { type: 'string', value: 'DIR', help: 'run the senders under node --cpu-prof, profiles in DIR/<mode>-<N>' },
   },
 });
 
 function options() {
   return parseCommandLine(COMMAND, (v) => {
-    const guildCounts = (v.guilds ?? '10,50').split(',').map((n) => numberFlag('guilds', n, 1, 10_000, true));
-    const modes = (v.modes ?? 'thread,shared:8,baseline').split(',');
+    const guildCounts = (v.guilds ?? '10,50,100,200,500').split(',').map((n) => numberFlag('guilds', n, 1, 10_000, true));
+    const modes = (v.modes ?? 'thread,shared:64,baseline').split(',');
     for (const mode of modes) {
       if (!/^(thread|baseline|shared:[1-9]\d*)$/.test(mode)) throw new UsageError(`--modes: thread, shared:<k> or baseline, got ${JSON.stringify(mode)}`);
     }
-    const seconds = numberFlag('seconds', v.seconds ?? '10', 2, 3600);
-    return { guildCounts, modes, seconds, json: v.json };
+    return {
+      guildCounts,
+      modes,
+      threadMax: numberFlag('thread-max', v['thread-max'] ?? '200', 1, 10_000, true),
+      seconds: numberFlag('seconds', v.seconds ?? '10', 2, 3600),
+      receivers: v.receivers === undefined ? undefined : numberFlag('receivers', v.receivers, 1, 64, true),
+      json: v.json ?? path.join(REPO_ROOT, 'artifacts/bench-voice.json'),
+      chart: v.chart ?? path.join(REPO_ROOT, 'artifacts/bench-voice.svg'),
+      profile: v.profile,
+    };
   });
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-interface Row {
+export interface VoiceRow {
   mode: string;
   guilds: number;
   block: string;
+  /** Lateness at the receivers, ms. */
   p50: number;
   p99: number;
   max: number;
+  /** Inter-arrival of audio packets at the receivers, ms. */
+  gapP99: number;
+  gapMax: number;
   lost: number;
-  /** Frames the chorus workers had sent by the end (baseline: not counted), and voice disconnects logged. */
+  /** Frames the chorus workers had sent by the end (baseline: not counted). */
   sent: number | string;
-  disconnects: number | string;
+  /** Fresh voice connections beyond the first, and resumed ones, as the receivers saw them. */
+  reconnects: number;
+  resumes: number;
   /** UDP datagrams the kernel dropped for a full receive buffer during the run (whole machine). */
   rcvbufErrors: number;
   cpuPerGuildPct: number;
+  /** Sender CPU per audio packet received: what a guild costs, whatever share of the cores the sender got. */
+  cpuPerPacketUs: number;
   rssPerGuildMiB: number;
+  /** Of the sender's CPU, the share its main thread took, %. */
+  mainShare: number;
+  /** CPU of the receiver processes together, % of one core. */
+  receiversCpuPct: number;
+  /** Both cores, everything on the machine, % busy. */
+  machineBusyPct: number;
+  /** p99 ≤ 5 ms and nothing lost. */
+  holds: boolean;
 }
 
 /** The kernel's count of UDP datagrams dropped for a full socket receive buffer (/proc/net/snmp). */
@@ -80,21 +128,52 @@ function udpRcvbufErrors(): number {
   return Number(values[names.indexOf('RcvbufErrors')]);
 }
 
-function quantile(sorted: number[], q: number): number {
-  return sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]!;
+interface Receiver {
+  child: ReturnType<typeof fork>;
+  endpoint: string;
+  ca: string;
+  done: Promise<void>;
+  report(): Promise<ReceiverReport>;
+  stop(): Promise<void>;
 }
 
-/** Inter-arrival of audio packets (silence frames left out), all guilds pooled; lost against `expected` each. */
-function measure(guilds: VoiceGuild[], expected: number): { p50: number; p99: number; max: number; lost: number } {
-  const gaps: number[] = [];
-  let lost = 0;
-  for (const g of guilds) {
-    const audio = g.packets.filter((p) => !p.silence);
-    lost += Math.max(0, expected - audio.length);
-    for (let i = 1; i < audio.length; i++) gaps.push(audio[i]!.at - audio[i - 1]!.at);
-  }
-  gaps.sort((a, b) => a - b);
-  return { p50: quantile(gaps, 0.5), p99: quantile(gaps, 0.99), max: gaps.at(-1) ?? NaN, lost };
+/** A receiver process for `guilds`; resolves once its voice server listens. */
+async function startReceiver(dir: string, index: number, guilds: object[], frames: number): Promise<Receiver> {
+  const spec = path.join(dir, `receiver-${index}.json`);
+  fs.writeFileSync(spec, JSON.stringify(guilds));
+  const child = fork(RECEIVER_MAIN, ['--spec', spec, '--frames', String(frames)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const next = (type: string) =>
+    new Promise<any>((resolve, reject) => {
+      const onMessage = (m: { type?: string }) => {
+        if (m.type !== type) return;
+        child.off('message', onMessage);
+        resolve(m);
+      };
+      child.on('message', onMessage);
+      void exited.then(() => reject(new Error(`voice receiver ${index} exited before '${type}'`)));
+    });
+  const done = next('done');
+  done.catch(() => undefined);
+  const ready = (await next('ready')) as { endpoint: string; ca: string };
+  return {
+    child,
+    endpoint: ready.endpoint,
+    ca: ready.ca,
+    done,
+    report: () => {
+      const answer = next('report') as Promise<ReceiverReport>;
+      child.send({ type: 'report' });
+      return answer;
+    },
+    stop: async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
 }
 
 async function startEngine(dir: string, guilds: number): Promise<{ proc: Spawned; url: string; socket: string }> {
@@ -104,69 +183,93 @@ async function startEngine(dir: string, guilds: number): Promise<{ proc: Spawned
   return { proc, url: m[1]!, socket };
 }
 
-async function runOnce(mode: string, n: number, seconds: number, block: boolean): Promise<Row> {
+interface RunOptions {
+  seconds: number;
+  receivers: number;
+  profileDir?: string;
+}
+
+async function runOnce(mode: string, n: number, block: boolean, o: RunOptions): Promise<VoiceRow> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'chorus-bench-voice-'));
-  // Discord's heartbeat interval (the stand-in's 1 s default closes a starved client with 4009).
-  const server = await VoiceServer.start({ decode: false, heartbeatIntervalMs: 13_750 });
-  const specs = Array.from({ length: n }, (_, i) => {
-    const creds = {
-      guildId: `7${String(100000000000 + i)}`,
-      channelId: `8${String(100000000000 + i)}`,
-      userId: '900000000000000001',
-      sessionId: `bench-session-${i}`,
-      token: `bench-token-${i}`,
-    };
-    return { ...creds, id: `bv-${i}`, url: toneUrl(toneHz(i), seconds), endpoint: server.endpoint };
-  });
-  const guilds = specs.map((s) => server.guild(s));
+  const frames = o.seconds * FRAMES_PER_SECOND;
+  const creds = Array.from({ length: n }, (_, i) => ({
+    guildId: `7${String(100000000000 + i)}`,
+    channelId: `8${String(100000000000 + i)}`,
+    userId: '900000000000000001',
+    sessionId: `bench-session-${i}`,
+    token: `bench-token-${i}`,
+  }));
   const started: Spawned[] = [];
-  let sender: Spawned | undefined;
-  let cpuBefore = 0;
+  const receivers: Receiver[] = [];
+  const blockTimers: NodeJS.Timeout[] = [];
   try {
+    const share = Math.ceil(n / o.receivers);
+    for (let r = 0; r * share < n; r++) receivers.push(await startReceiver(dir, r, creds.slice(r * share, (r + 1) * share), frames));
+    // Each receiver made its own test CA: the sender trusts them all.
+    const caBundle = path.join(dir, 'voice-ca.pem');
+    fs.writeFileSync(caBundle, receivers.map((r) => r.ca).join('\n'));
+    const specs = creds.map((c, i) => ({ ...c, id: `bv-${i}`, url: toneUrl(toneHz(i), o.seconds), endpoint: receivers[Math.floor(i / share)]!.endpoint }));
     const engine = await startEngine(dir, n);
     started.push(engine.proc);
-    const blockTimers: NodeJS.Timeout[] = [];
+    const profile = o.profileDir ? path.join(o.profileDir, `${mode.replace(':', '-')}-${n}${block ? '-blocks' : ''}`) : undefined;
+    const nodeArgs = profile ? ['--cpu-prof', '--cpu-prof-dir', profile] : [];
+    let sender: Spawned;
+    let firstPlayAt = 0;
+    let gw = '';
     if (mode === 'baseline') {
       const specFile = path.join(dir, 'guilds.json');
       fs.writeFileSync(specFile, JSON.stringify(specs));
       sender = spawnRole(
         'voice-baseline',
-        [BASELINE_MAIN, '--socket', engine.socket, '--engine', engine.url, '--spec', specFile, '--frames', String(seconds * 50 + 10), ...(block ? ['--block-every', String(BLOCK_EVERY_MS), '--block-ms', String(BLOCK_MS)] : [])],
-        { ...process.env, NODE_EXTRA_CA_CERTS: server.caFile },
+        [BASELINE_MAIN, '--socket', engine.socket, '--engine', engine.url, '--spec', specFile, '--frames', String(frames + 10), ...(block ? ['--block-every', String(BLOCK_EVERY_MS), '--block-ms', String(BLOCK_MS)] : [])],
+        { ...process.env, NODE_EXTRA_CA_CERTS: caBundle },
+        { nodeArgs },
       );
       started.push(sender);
-      await sender.waitFor(/voice-baseline ready/, 120_000);
-      cpuBefore = readProc(sender.pid, 0)?.cpuSeconds ?? 0;
+      await sender.waitFor(/voice-baseline ready/, 300_000);
+      firstPlayAt = performance.now();
       await sender.waitFor(/voice-baseline playing/, 120_000);
     } else {
       const k = mode.startsWith('shared:') ? mode.slice(7) : '1';
-      sender = spawnRole('gateway', [CLI, 'gateway'], {
-        ...Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('CHORUS_'))),
-        NODE_EXTRA_CA_CERTS: server.caFile,
-        CHORUS_PORT: '0',
-        CHORUS_SOCKET: engine.socket,
-        CHORUS_ENGINE_URL: engine.url,
-        CHORUS_VOICE_ALLOW: '127.0.0.1',
-        CHORUS_SESSIONS_PER_THREAD: k,
-        CHORUS_MAX_SESSIONS: String(Math.max(256, n)),
-        CHORUS_DEBUG_ENDPOINTS: '1',
-      });
+      sender = spawnRole(
+        'gateway',
+        [CLI, 'gateway'],
+        {
+          ...Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('CHORUS_'))),
+          NODE_EXTRA_CA_CERTS: caBundle,
+          CHORUS_PORT: '0',
+          CHORUS_SOCKET: engine.socket,
+          CHORUS_ENGINE_URL: engine.url,
+          CHORUS_VOICE_ALLOW: '127.0.0.1',
+          CHORUS_SESSIONS_PER_THREAD: k,
+          CHORUS_MAX_SESSIONS: String(Math.max(256, n)),
+          CHORUS_DEBUG_ENDPOINTS: '1',
+        },
+        { nodeArgs },
+      );
       started.push(sender);
-      const gw = (await sender.waitFor(/gateway ready http=(\S+)/, 60_000))[1]!;
+      gw = (await sender.waitFor(/gateway ready http=(\S+)/, 60_000))[1]!;
       for (const s of specs) {
         const { id, url: _url, ...voice } = s;
         const r = await fetch(`${gw}/sessions/${id}/voice`, { method: 'PUT', body: JSON.stringify(voice) });
         if (!r.ok) throw new Error(`PUT voice ${id}: ${r.status} ${await r.text()}`);
       }
+      const readyBy = performance.now() + 300_000;
       for (;;) {
         const body = (await (await fetch(`${gw}/sessions`)).json()) as { sessions: { voice?: { status: string } }[] };
         if (body.sessions.filter((s) => s.voice?.status === 'ready').length === n) break;
+        if (performance.now() > readyBy) throw new Error(`${mode} ${n}: voice connections not all ready within 300 s`);
         await sleep(200);
       }
-      cpuBefore = readProc(sender.pid, 0)?.cpuSeconds ?? 0;
-      for (const s of specs) {
-        const r = await fetch(`${gw}/sessions/${s.id}/play`, { method: 'POST', body: JSON.stringify({ url: s.url }) });
-        if (!r.ok) throw new Error(`play ${s.id}: ${r.status} ${await r.text()}`);
+      firstPlayAt = performance.now();
+      // A few at a time: started one by one, 500 plays take longer than a tone on a busy machine.
+      for (let i = 0; i < specs.length; i += PLAYS_AT_ONCE) {
+        await Promise.all(
+          specs.slice(i, i + PLAYS_AT_ONCE).map(async (s) => {
+            const r = await fetch(`${gw}/sessions/${s.id}/play`, { method: 'POST', body: JSON.stringify({ url: s.url }) });
+            if (!r.ok) throw new Error(`play ${s.id}: ${r.status} ${await r.text()}`);
+          }),
+        );
       }
       if (block) {
         blockTimers.push(setInterval(() => void fetch(`${gw}/debug/block?ms=${BLOCK_MS}`, { method: 'POST' }).catch(() => undefined), BLOCK_EVERY_MS));
@@ -174,66 +277,160 @@ async function runOnce(mode: string, n: number, seconds: number, block: boolean)
     }
     const t0 = performance.now();
     const rcvbufBefore = udpRcvbufErrors();
-    // Every guild's tone, then its five silence frames, or the time it had.
-    while (performance.now() - t0 < (seconds + 10) * 1000) {
-      if (guilds.every((g) => g.packets.filter((p) => !p.silence).length >= seconds * 50)) break;
-      await sleep(250);
+    const machineBefore = readMachineCpu();
+    const receiversBefore = receivers.reduce((a, r) => a + (readProc(r.child.pid!, 0)?.cpuSeconds ?? 0), 0);
+    const allDone = Promise.all(receivers.map((r) => r.done));
+    // The sender's CPU is read while every guild plays: after the last play started (and its
+    // start-up settled) and before the first tone ends, so that it is the cost of sending.
+    const windowFrom = t0 + STEADY_AFTER_MS;
+    const windowTo = firstPlayAt + o.seconds * 1000 - STEADY_BEFORE_END_MS;
+    let cpu = { total: NaN, main: NaN, seconds: NaN };
+    if (windowTo - windowFrom >= MIN_WINDOW_MS) {
+      await sleep(windowFrom - performance.now());
+      const from = { at: performance.now(), total: readProc(sender.pid, 0)?.cpuSeconds ?? NaN, main: readThreadsCpu(sender.pid)?.main ?? NaN };
+      await sleep(windowTo - performance.now());
+      const seconds = (performance.now() - from.at) / 1000;
+      cpu = { total: (readProc(sender.pid, 0)?.cpuSeconds ?? NaN) - from.total, main: (readThreadsCpu(sender.pid)?.main ?? NaN) - from.main, seconds };
+    } else {
+      process.stderr.write(`  ${mode} ${n}: the plays took too long to start for a CPU window; raise --seconds\n`);
     }
+    // Every guild's tone, or the time it had.
+    await Promise.race([allDone, sleep(Math.max(0, t0 + (o.seconds + 10) * 1000 - performance.now()))]);
     const elapsed = (performance.now() - t0) / 1000;
-    for (const t of blockTimers) clearInterval(t);
+    for (const t of blockTimers.splice(0)) clearInterval(t);
+    const after = readProc(sender.pid, 0);
+    for (const line of sender.logs.filter((l) => /voice disconnected|reconnecting/.test(l)).slice(0, 3)) process.stderr.write(`  ${sender.name}: ${line}\n`);
+    const machineAfter = readMachineCpu();
+    const receiversCpu = receivers.reduce((a, r) => a + (readProc(r.child.pid!, 0)?.cpuSeconds ?? 0), 0) - receiversBefore;
     let sent: number | string = '-';
-    let disconnects: number | string = '-';
     if (mode !== 'baseline') {
-      const gw = (await sender.waitFor(/gateway ready http=(\S+)/, 1000))[1]!;
       const body = (await (await fetch(`${gw}/sessions`)).json()) as { sessions: { sent: number }[] };
       sent = body.sessions.reduce((a, s) => a + s.sent, 0);
-      disconnects = sender.logs.filter((l) => l.includes('voice disconnected')).length;
     }
-    const after = readProc(sender.pid, 0);
-    const m = measure(guilds, seconds * 50);
+    const lateness = new LatencyHistogram();
+    const interval = new LatencyHistogram();
+    let lost = 0;
+    let packets = 0;
+    let reconnects = 0;
+    let resumes = 0;
+    for (const r of receivers) {
+      const rep = await r.report();
+      lateness.merge(rep.lateness);
+      interval.merge(rep.interval);
+      lost += rep.lost;
+      packets += rep.packets;
+      reconnects += rep.reconnects;
+      resumes += rep.resumes;
+      for (const v of rep.violations.slice(0, 3)) process.stderr.write(`  receiver: ${v}\n`);
+    }
+    const l = lateness.percentiles();
+    const g = interval.percentiles();
     return {
       mode,
       guilds: n,
       block: block ? `${BLOCK_MS} ms / ${BLOCK_EVERY_MS / 1000} s` : 'none',
-      ...m,
+      p50: l.p50,
+      p99: l.p99,
+      max: l.max,
+      gapP99: g.p99,
+      gapMax: g.max,
+      lost,
       sent,
-      disconnects,
+      reconnects,
+      resumes,
       rcvbufErrors: udpRcvbufErrors() - rcvbufBefore,
-      cpuPerGuildPct: after ? (((after.cpuSeconds - cpuBefore) / elapsed) * 100) / n : NaN,
+      cpuPerGuildPct: (100 * cpu.total) / cpu.seconds / n,
+      cpuPerPacketUs: (1e6 * cpu.total) / (cpu.seconds * n * FRAMES_PER_SECOND),
       rssPerGuildMiB: after ? after.rssBytes / 1024 / 1024 / n : NaN,
+      mainShare: (100 * cpu.main) / cpu.total,
+      receiversCpuPct: (receiversCpu / elapsed) * 100,
+      machineBusyPct: (100 * (machineAfter.busy - machineBefore.busy)) / Math.max(1, machineAfter.total - machineBefore.total),
+      holds: l.count > 0 && l.p99 <= VOICE_P99_TARGET_MS && lost === 0,
     };
   } finally {
-    for (const p of started.reverse()) await p.stop(3000).catch(() => undefined);
-    await server.stop();
+    for (const t of blockTimers) clearInterval(t);
+    for (const p of started.reverse()) await p.stop(5000).catch(() => undefined);
+    for (const r of receivers) await r.stop();
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }
 
-function table(rows: Row[]): string {
-  const cols = Object.keys(rows[0]!) as (keyof Row)[];
-  const cell = (v: string | number) => (typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toFixed(2)) : v);
+function table(rows: VoiceRow[]): string {
+  const cols = Object.keys(rows[0]!) as (keyof VoiceRow)[];
+  const cell = (v: string | number | boolean) => (typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toFixed(2)) : typeof v === 'boolean' ? (v ? 'yes' : 'NO') : v);
   const width = cols.map((c) => Math.max(c.length, ...rows.map((r) => cell(r[c]).length)));
   const line = (vals: string[]) => vals.map((v, i) => v.padStart(width[i]!)).join('  ');
   return [line(cols), line(width.map((w) => '-'.repeat(w))), ...rows.map((r) => line(cols.map((c) => cell(r[c]))))].join('\n');
 }
 
+/** Per mode and block: the most guilds that held (p99 ≤ 5 ms, nothing lost) with every smaller N holding too. */
+function carried(rows: VoiceRow[]): string[] {
+  const out: string[] = [];
+  for (const block of [...new Set(rows.map((r) => r.block))]) {
+    for (const mode of [...new Set(rows.map((r) => r.mode))]) {
+      let most = 0;
+      for (const r of rows.filter((x) => x.mode === mode && x.block === block).sort((a, b) => a.guilds - b.guilds)) {
+        if (!r.holds) break;
+        most = r.guilds;
+      }
+      out.push(`${mode.padStart(10)}  blocks ${block.padEnd(12)}  carries ${most || 'none of the'} guilds at p99 ≤ ${VOICE_P99_TARGET_MS} ms, nothing lost`);
+    }
+  }
+  return out;
+}
+
+function writeJson(file: string, seconds: number, rows: VoiceRow[]): void {
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  const load = os.loadavg();
+  fs.writeFileSync(file, JSON.stringify({ at: new Date().toISOString(), node: process.version, cpus: os.cpus().length, loadAverage: load, seconds, rows }, null, 2));
+}
+
 async function main(): Promise<void> {
-  const { guildCounts, modes, seconds, json } = options();
-  const rows: Row[] = [];
-  for (const n of guildCounts) {
+  const o = options();
+  const rows: VoiceRow[] = [];
+  for (const n of o.guildCounts) {
     for (const block of [false, true]) {
-      for (const mode of modes) {
+      for (const mode of o.modes) {
+        if (mode === 'thread' && n > o.threadMax) continue;
         process.stderr.write(`bench:voice ${mode} ${n} guilds${block ? ', main-thread blocks' : ''}…\n`);
-        rows.push(await runOnce(mode, n, seconds, block));
-        process.stderr.write(`${JSON.stringify(rows.at(-1))}\n`);
+        const receivers = o.receivers ?? Math.min(4, Math.ceil(n / 100));
+        try {
+          rows.push(await runOnce(mode, n, block, { seconds: o.seconds, receivers, profileDir: o.profile }));
+          process.stderr.write(`${JSON.stringify(rows.at(-1))}\n`);
+          // After every run, so that a long run stopped part way keeps what it measured.
+          writeJson(o.json, o.seconds, rows);
+        } catch (err) {
+          process.stderr.write(`bench:voice ${mode} ${n}: ${(err as Error).message}\n`);
+        }
+        if (o.profile) {
+          const dir = path.join(o.profile, `${mode.replace(':', '-')}-${n}${block ? '-blocks' : ''}`);
+          if (fs.existsSync(dir)) process.stderr.write(`${summarizeProfile(dir, 25)}\n`);
+        }
       }
     }
   }
-  console.log(`\nDiscord voice: ${seconds} s tones to stand-in receivers on loopback (node ${process.version}, ${os.cpus().length} cores)`);
-  console.log('p50/p99/max: audio packet inter-arrival at the receivers, ms; lost: packets of seconds × 50 not received;');
-  console.log('cpu/rss: the sending process (chorus gateway or the baseline), per guild\n');
+  if (rows.length === 0) throw new Error('no run completed');
+  const load = os.loadavg().map((v) => v.toFixed(1)).join(' ');
+  console.log(`\nDiscord voice: ${o.seconds} s tones to stand-in receivers (separate processes) on loopback (node ${process.version}, ${os.cpus().length} cores, load average now ${load})`);
+  console.log('p50/p99/max: lateness at the receivers against each guild\'s 20 ms schedule, ms; gapP99/gapMax: packet inter-arrival, ms;');
+  console.log('lost: packets of seconds × 50 not received; reconnects/resumes: fresh and resumed voice connections the receivers saw;');
+  console.log('cpu/rss: the sending process (chorus gateway or the baseline): per guild, per packet received, and its main thread\'s share;');
+  console.log(`receiversCpuPct: the receiver processes, % of one core; machineBusyPct: both cores, everything; holds: p99 ≤ ${VOICE_P99_TARGET_MS} ms and 0 lost\n`);
   console.log(table(rows));
-  if (json) fs.writeFileSync(json, JSON.stringify({ node: process.version, cpus: os.cpus().length, seconds, rows }, null, 2));
+  console.log(`\n${carried(rows).join('\n')}`);
+  writeJson(o.json, o.seconds, rows);
+  writePanelsChart(
+    o.chart,
+    rows.map((r) => ({ series: r.block === 'none' ? r.mode : `${r.mode} + blocks`, n: r.guilds, values: [r.p99, r.cpuPerPacketUs], bad: r.lost > 0 })),
+    `Discord voice: ${o.seconds} s tones to stand-in receivers, ${os.cpus().length} cores (${new Date().toISOString().slice(0, 10)})`,
+    'guilds N (log scale)',
+    'hollow: packets lost',
+    [
+      { label: 'receiver p99 lateness, ms (log scale)', target: VOICE_P99_TARGET_MS, floor: 0.1 },
+      { label: 'sender CPU per packet, µs (log scale)', floor: 1 },
+    ],
+  );
+  console.log(`\nJSON: ${o.json}\nchart: ${o.chart}`);
 }
 
 main().catch((err: Error) => {

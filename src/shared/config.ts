@@ -236,6 +236,12 @@ export const SCHEMA = {
     '*.discord.media',
     'Discord voice endpoints chorus may open WSS and UDP to (PUT /sessions/:id/voice); any other gets 403 and no connection.',
   ),
+  CHORUS_VOICE_UDP_SILENCE_MS: int(
+    6000,
+    600_000,
+    15_000,
+    "A Discord voice server that echoed the UDP keep-alives (one every 5 s, so this must be longer) and then sends nothing on UDP this long gets a fresh connection. A server that never echoed one is never judged.",
+  ),
   CHORUS_MAX_LISTENERS: int(1, 100_000, 64, 'WebSocket listeners one session may have; one more gets 429 on the upgrade.'),
   CHORUS_MAX_RTP_SINKS: int(1, 1024, 8, 'RTP targets one session may send to; one more gets 429.'),
   CHORUS_PLAY_RATE: int(1, 1000, 5, 'Plays (play or seek) one session may start per second, in bursts of as many; past it 429 with Retry-After.'),

@@ -69,6 +69,8 @@ export interface SessionInit {
   listeners: number;
   nextSeq: number;
   nextTimestamp: number;
+  /** CHORUS_VOICE_UDP_SILENCE_MS, for the session's voice connection. */
+  voiceUdpSilenceMs: number;
 }
 
 export interface AttachResult {

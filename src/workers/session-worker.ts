@@ -90,6 +90,7 @@ const loadVoice = () => (voiceModule ??= import('./voice-link.js'));
 class Slot {
   private player: SessionPlayer | undefined;
   private voice: VoiceLink | undefined;
+  private voiceUdpSilenceMs = 0;
   /** No track under way (finished, failed or stopped): the slot stays only for its voice. */
   private trackDone = false;
   private finished = false;
@@ -144,6 +145,7 @@ class Slot {
     if (this.player) throw new Error('slot already attached');
     thread ??= ThreadContext.create();
     const ctx = thread;
+    this.voiceUdpSilenceMs = init.voiceUdpSilenceMs;
     this.player = new SessionPlayer(init, new Ring(init.ring), maxPayloadBytes(init.format), ctx, () => {
       this.trackDone = true;
       if (!this.voice) this.settle();
@@ -173,7 +175,7 @@ class Slot {
     const p = this.need();
     if (this.voice) return this.voice.update(state);
     const sid = p.sid;
-    const link = new VoiceLink(state, (event) => {
+    const link = new VoiceLink(state, this.voiceUdpSilenceMs, (event) => {
       if (this.voice !== link) return;
       thread!.postVoice(sid, event);
       this.run((player) => player.voiceChanged(event.reason));

@@ -25,12 +25,36 @@ import type { VoiceEvent, VoiceServerState, VoiceStats } from '../shared/worker-
 const SILENCE_FRAME = Buffer.from([0xf8, 0xff, 0xfe]);
 export const SILENCE_FRAMES = 5;
 /**
- * A server that echoed the library's UDP keep-alives (one every 5 s) and then stays silent this
- * long is taken as gone: connect afresh. Discord's servers do not always echo them (discord.js
- * #9185, #9202), so a server that never echoed one is never judged by this.
+ * How often the UDP silence is checked. A server that echoed the library's UDP keep-alives (one
+ * every 5 s; the library itself no longer tracks the answers) and then stays silent for
+ * CHORUS_VOICE_UDP_SILENCE_MS is taken as gone: connect afresh. Discord's servers do not always
+ * echo them (discord.js #9185, #9202), so a server that never echoed one is never judged by this.
  */
-export const UDP_SILENCE_MS = 15_000;
 const UDP_CHECK_MS = 1_000;
+
+/**
+ * The links of this thread, checked by one timer: a thread of shared sessions holds hundreds of
+ * links, and a timer each would wake it hundreds of times a second for nothing.
+ */
+const watched = new Set<VoiceLink>();
+let watchdog: NodeJS.Timeout | undefined;
+
+function watchUdp(link: VoiceLink): void {
+  watched.add(link);
+  if (watchdog) return;
+  watchdog = setInterval(() => {
+    for (const l of watched) l.checkUdp();
+  }, UDP_CHECK_MS);
+  watchdog.unref();
+}
+
+function unwatchUdp(link: VoiceLink): void {
+  watched.delete(link);
+  if (watched.size === 0 && watchdog) {
+    clearInterval(watchdog);
+    watchdog = undefined;
+  }
+}
 /** The library's UDP keep-alive (a u32 counter in 8 bytes), which a server may echo. */
 const KEEP_ALIVE_BYTES = 8;
 
@@ -71,7 +95,6 @@ export class VoiceLink {
   private connects = 0;
   private lastUdpAt = 0;
   private udpAnswered = false;
-  private readonly watchdog: NodeJS.Timeout;
   private destroyed = false;
   /**
    * Steps of the trailing silence still to go: a silence frame each, and a last one, a frame
@@ -81,6 +104,8 @@ export class VoiceLink {
 
   constructor(
     voice: VoiceServerState,
+    /** UDP silence after answered keep-alives that means the server is gone (CHORUS_VOICE_UDP_SILENCE_MS). */
+    private readonly udpSilenceMs: number,
     /** Told of every change of status (connecting, ready, disconnected). */
     private readonly onChange: (event: VoiceEvent) => void,
   ) {
@@ -99,8 +124,7 @@ export class VoiceLink {
     // A failed socket is reported here and then closes, which the state machine handles.
     this.connection.on('error', () => undefined);
     this.connection.on('stateChange', (from, to) => this.onConnectionState(from, to));
-    this.watchdog = setInterval(() => this.checkUdp(), UDP_CHECK_MS);
-    this.watchdog.unref();
+    watchUdp(this);
     this.connect();
   }
 
@@ -174,7 +198,7 @@ export class VoiceLink {
   destroy(): void {
     if (this.destroyed) return;
     this.destroyed = true;
-    clearInterval(this.watchdog);
+    unwatchUdp(this);
     if (this.connection.state.status !== VoiceConnectionStatus.Destroyed) this.connection.destroy(false);
   }
 
@@ -277,12 +301,20 @@ export class VoiceLink {
     });
   }
 
-  private checkUdp(): void {
-    if (!this.ready || !this.udpAnswered) return;
-    if (performance.now() - this.lastUdpAt > UDP_SILENCE_MS) {
-      this.report({ status: 'connecting', reason: `no UDP from the voice server for ${UDP_SILENCE_MS / 1000} s: reconnecting` });
+  /** Connects afresh if the server answered keep-alives once and has been silent on UDP too long since. */
+  checkUdp(): void {
+    if (!this.silent()) return;
+    // After a stall of this thread the timer runs before the datagrams that came meanwhile are
+    // read (timers come first in the event loop): judge again once they have been.
+    setImmediate(() => {
+      if (!this.silent() || this.destroyed) return;
+      this.report({ status: 'connecting', reason: `no UDP from the voice server for ${this.udpSilenceMs / 1000} s: reconnecting` });
       this.connect();
-    }
+    });
+  }
+
+  private silent(): boolean {
+    return this.ready && this.udpAnswered && performance.now() - this.lastUdpAt > this.udpSilenceMs;
   }
 
   private report(event: VoiceEvent): void {

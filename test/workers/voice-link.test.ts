@@ -38,6 +38,7 @@ describe('VoiceLink on Node ' + process.versions.node, () => {
         token: 'def',
         endpoint: `127.0.0.1:${port}`,
       },
+      15_000,
       (e) => events.push(e),
     );
     try {

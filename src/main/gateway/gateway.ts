@@ -397,7 +397,7 @@ export class Gateway {
       session.joinVoice(state);
       const slot = session.slot;
       if (slot?.alive) {
-        session.onVoice(await slot.call((api) => api.setVoice(state)));
+        await session.voiceFrom(() => slot.call((api) => api.setVoice(state)));
       } else {
         await session.slotClosed;
         session.ensureRing();

@@ -92,6 +92,8 @@ export class GatewaySession {
   private readonly sinks: RtpTarget[] = [];
   private voiceState: VoiceServerState | undefined;
   private voiceNow: VoiceEvent | undefined;
+  /** onVoice() calls so far (see voiceFrom). */
+  private voiceChanges = 0;
   /** Frames not sent to a listener that lagged under CHORUS_SLOW_LISTENER=drop. */
   private skipped = 0;
   private lastActiveAt = Date.now();
@@ -557,8 +559,19 @@ export class GatewaySession {
     return true;
   }
 
+  /**
+   * The worker's answer to setVoice. Its later changes come on the egress port, which may be read
+   * before this answer: one that came meanwhile is newer than the answer, which is then dropped.
+   */
+  async voiceFrom(call: () => Promise<VoiceEvent>): Promise<void> {
+    const seen = this.voiceChanges;
+    const event = await call();
+    if (this.voiceChanges === seen) this.onVoice(event);
+  }
+
   /** The voice connection changed: every listener (the bot among them) hears of it. */
   onVoice(event: VoiceEvent): void {
+    this.voiceChanges++;
     const old = this.voiceNow;
     this.voiceNow = event;
     if (old && old.status === event.status && old.reason === event.reason) return;

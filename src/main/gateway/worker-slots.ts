@@ -55,6 +55,7 @@ export class WorkerSlots {
       prebufferFrames: this.config.CHORUS_PREBUFFER_MS === 0 ? 1 : framesIn(this.config.CHORUS_PREBUFFER_MS),
       noListener: this.config.CHORUS_NO_LISTENER,
       listeners: session.listeners.size,
+      voiceUdpSilenceMs: this.config.CHORUS_VOICE_UDP_SILENCE_MS,
       ...session.continuation,
     };
     let slot: Slot;
@@ -76,7 +77,7 @@ export class WorkerSlots {
     // CHORUS_NO_LISTENER=pause the track would stay autopaused with someone listening.
     if (session.listeners.size !== init.listeners) await slot.call((api) => api.setListeners(session.listeners.size));
     const voice = session.voice;
-    if (voice) session.onVoice(await slot.call((api) => api.setVoice(voice)));
+    if (voice) await session.voiceFrom(() => slot.call((api) => api.setVoice(voice)));
     return slot;
   }
 

@@ -20,6 +20,8 @@ import { TestListener } from '../../helpers/listener.js';
 import { VoiceServer, type ReceivedPacket, type VoiceGuild } from '../../helpers/discord-voice-server.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** CHORUS_VOICE_UDP_SILENCE_MS for the fault tests. */
+const UDP_SILENCE_MS = 6000;
 
 
 /** The engine and gateway, the gateway trusting the test voice servers' CA and allowed to reach them. */
@@ -251,7 +253,9 @@ describe('Discord voice faults and the voice API', () => {
 
   beforeAll(async () => {
     home = await VoiceServer.start();
-    stack = await startVoiceStack(home.caFile, {});
+    // The shortest UDP silence allowed (the library's keep-alives go every 5 s), so that the
+    // silence test takes seconds, and every other test here shows a healthy server is not judged.
+    stack = await startVoiceStack(home.caFile, { CHORUS_VOICE_UDP_SILENCE_MS: String(UDP_SILENCE_MS) });
     api = client(stack.gateway.httpUrl);
   });
 
@@ -361,6 +365,57 @@ describe('Discord voice faults and the voice API', () => {
     expect(body.session.sent).toBe(150);
     expect(audio(guild.packets)).toHaveLength(150);
     expect(guild.violations).toEqual([]);
+  });
+
+  it('UDP silence from a server that answered keep-alives: a fresh connection and the audio goes on, nothing lost; a server that never answered is not judged', async () => {
+    const a = await join(home, 'udpquiet');
+    const unanswering = await VoiceServer.start({ echoKeepAlives: false });
+    servers.push(unanswering);
+    const b = await join(unanswering, 'noecho');
+    // The library's first keep-alive goes out as its UDP socket opens; the link judges only a server that answered one.
+    await a.guild.until(() => a.guild.keepAlivesEchoed >= 1, 'a keep-alive echoed', 6000);
+    const seconds = 12;
+    for (const [{ id }, hz] of [[a, 440], [b, 660]] as const) {
+      const r = await api('POST', `/sessions/${id}/play`, { url: `tone:${hz}?seconds=${seconds}` });
+      expect(r.status, r.text).toBe(200);
+    }
+    await a.guild.waitForPackets(25);
+    a.guild.muteUdp();
+    const mutedAt = performance.now();
+    const second = await a.guild.waitForEstablished('identify', 1, UDP_SILENCE_MS + 5000);
+    const reconnectedAfter = second.openedAt - mutedAt;
+    await a.guild.until(() => a.guild.packets.some((p) => p.session === 2), 'audio in the new voice session', 3000);
+    const firstNew = a.guild.packets.find((p) => p.session === 2)!;
+    const bodyA = await finished(a.id);
+    const bodyB = await finished(b.id);
+    await a.guild.until(() => a.guild.speaking.at(-1)?.speaking === 0, 'speaking off', 2000);
+    const events = voiceEvents(a.listener).map((e) => `${e.status}${e.reason ? ` (${e.reason})` : ''}`);
+    const inNew = audio(a.guild.packets.filter((p) => p.session === 2));
+    console.log(
+      `UDP silence: muted after ${a.guild.keepAlivesEchoed} echoed keep-alives; new Identify ${reconnectedAfter.toFixed(0)} ms after the mute, ` +
+        `first packet on it ${(firstNew.at - second.openedAt).toFixed(0)} ms later; ${audio(a.guild.packets).length} audio packets ` +
+        `(${inNew.length} in the new voice session); events ${events.join(' → ')}; ` +
+        `unanswering server: ${b.guild.keepAlives} keep-alives, ${b.guild.keepAlivesEchoed} echoed, voice ${JSON.stringify(bodyB.voice)}`,
+    );
+    // Judged after the threshold since the last answer (at most one keep-alive interval before the mute), within a check.
+    expect(reconnectedAfter).toBeGreaterThan(UDP_SILENCE_MS - 5000);
+    expect(reconnectedAfter).toBeLessThan(UDP_SILENCE_MS + 2500);
+    expect(events).toContain(`connecting (no UDP from the voice server for ${UDP_SILENCE_MS / 1000} s: reconnecting)`);
+    expect(events.at(-1)).toBe('ready');
+    expect(bodyA.voice).toMatchObject({ status: 'ready', connects: 2, resumes: 0 });
+    expect(bodyA.session.sent).toBe(seconds * 50);
+    expect(audio(a.guild.packets)).toHaveLength(seconds * 50);
+    expect(inNew.length).toBeGreaterThan(50);
+    expect(Math.abs(toneOf(inNew) - 440)).toBeLessThan(3);
+    expect(breaks(a.guild.packets)).toEqual([]);
+    expect(a.guild.violations).toEqual([]);
+    // Never answered, never judged: the same one connection throughout, every frame.
+    expect(b.guild.keepAlives).toBeGreaterThanOrEqual(2);
+    expect(b.guild.keepAlivesEchoed).toBe(0);
+    expect(bodyB.voice).toMatchObject({ status: 'ready', connects: 1 });
+    expect(audio(b.guild.packets)).toHaveLength(seconds * 50);
+    expect(new Set(b.guild.packets.map((p) => p.session))).toEqual(new Set([1]));
+    expect(b.guild.violations).toEqual([]);
   });
 
   it('a new endpoint mid-track: the audio moves to the new voice server, nothing lost', async () => {

@@ -3,7 +3,7 @@
  * answers with an error passes its status and reason on; one that cannot be reached is a 502.
  * With CHORUS_TOKEN set, every call carries it (the engine then requires it too).
  */
-import { HttpError } from './errors.js';
+import { HttpError } from '../http-kit.js';
 
 const TIMEOUT_MS = 5000;
 

@@ -27,7 +27,7 @@ import { Redactor } from '../../shared/redact.js';
 import { forEachEgressEntry } from '../../workers/egress-batch.js';
 import { EngineApi } from './engine-api.js';
 import { EngineLink } from './engine-link.js';
-import { HttpError } from './errors.js';
+import { HttpError } from '../http-kit.js';
 import { PlayRate, RefusedError, Refusals } from './limits.js';
 import type { Listener } from './listener.js';
 import { GatewaySession, type DemuxCounters, type StreamFormat, type Track } from './session.js';

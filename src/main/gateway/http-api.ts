@@ -28,7 +28,7 @@ import { opusSdp } from '../../shared/rtp.js';
 import type { RtpTarget } from '../../shared/worker-messages.js';
 import { logger } from '../../shared/log.js';
 import { GatewayAccess, listenOnly, type Grant } from './auth.js';
-import { HttpError } from './errors.js';
+import { errorMessage, HttpError, parseJsonObject, readBody, sendError as sendErrorJson, sendJson } from '../http-kit.js';
 import { isStreamFormat, type Gateway } from './gateway.js';
 import type { GatewaySession } from './session.js';
 import { RefusedError } from './limits.js';
@@ -36,7 +36,6 @@ import { renderMetrics } from './metrics.js';
 import { serveStatic } from './static.js';
 import { parseVoiceState } from './voice-state.js';
 import { LavalinkNode } from '../lavalink/node.js';
-import { sendJson } from '../send-json.js';
 
 const log = logger('gateway');
 const MAX_URL_CHARS = 4096;
@@ -73,7 +72,7 @@ export function createGatewayServer(gateway: Gateway, config: Config): GatewaySe
   const access = new GatewayAccess(config.CHORUS_TOKEN, config.CHORUS_HOST);
   const ctx: Ctx = { gateway, config, access,
     rtpAllow: addressSet(config.CHORUS_RTP_ALLOW),
-    lavalink: new LavalinkNode(gateway, config, access, (req) => readBody(req, config.CHORUS_MAX_BODY_BYTES)),
+    lavalink: new LavalinkNode(gateway, config, access, (req) => readGatewayBody(req, config.CHORUS_MAX_BODY_BYTES)),
   };
   // Listeners are pinged (for lag and liveness) by their session: see listener.ts.
   const wss = new WebSocketServer({ noServer: true, maxPayload: config.CHORUS_MAX_WS_MESSAGE_BYTES, perMessageDeflate: false });
@@ -263,8 +262,9 @@ async function handle(ctx: Ctx, req: IncomingMessage, res: ServerResponse): Prom
   if (grant.kind === 'listen' && !(match?.[2] === undefined && method === 'GET')) throw listenOnly();
 
   if (path === '/metrics' && method === 'GET') {
-    res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
-    res.end(renderMetrics(gateway));
+    const { text, contentType } = await renderMetrics(gateway);
+    res.writeHead(200, { 'content-type': contentType });
+    res.end(text);
     return;
   }
   if (path === '/sessions' && method === 'GET') return sendJson(res, 200, gateway.summary());
@@ -308,7 +308,7 @@ async function sessionRoute(
       return sendJson(res, 200, { voice: await gateway.setVoice(id, state) });
     }
     if (method === 'DELETE') {
-      await readBody(req, maxBody);
+      await readGatewayBody(req, maxBody);
       if (!(await gateway.leaveVoice(id))) throw new HttpError(404, 'session has no voice connection');
       return sendJson(res, 200, { left: true });
     }
@@ -335,7 +335,7 @@ async function sessionRoute(
     return sendJson(res, 200, { rtp: await gateway.addRtpSink(id, target, config.CHORUS_MAX_RTP_SINKS) });
   }
   if (method !== 'POST') throw methodNotAllowed(method, 'POST');
-  const body = action === 'play' || action === 'seek' ? await readJson(req, maxBody) : (await readBody(req, maxBody), {});
+  const body = action === 'play' || action === 'seek' ? await readJson(req, maxBody) : (await readGatewayBody(req, maxBody), {});
   let session;
   switch (action) {
     case 'play':
@@ -428,69 +428,20 @@ function methodNotAllowed(method: string, allowed: string): HttpError {
   return new HttpError(405, `${method} is not allowed here; use ${allowed}`);
 }
 
-/**
- * The request body, up to `max` bytes. Past it (declared or streamed): a 413 that closes the
- * connection once answered, so the rest is never read, and nothing more is kept meanwhile.
- */
-function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
-  const tooLarge = () =>
-    new RefusedError('body', 413, `request body is larger than ${max} bytes (CHORUS_MAX_BODY_BYTES)`, { connection: 'close' });
-  const declared = Number(req.headers['content-length'] ?? 0);
-  if (declared > max) return Promise.reject(tooLarge());
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let over = false;
-    req.on('data', (chunk: Buffer) => {
-      if (over) return;
-      size += chunk.length;
-      if (size > max) {
-        over = true;
-        chunks.length = 0;
-        req.pause();
-        reject(tooLarge());
-        return;
-      }
-      chunks.push(chunk);
-    });
-    req.on('end', () => resolve(Buffer.concat(chunks)));
-    req.on('error', reject);
-  });
+/** The request body, up to CHORUS_MAX_BODY_BYTES: past it, a 413 counted as a `body` refusal. */
+function readGatewayBody(req: IncomingMessage, max: number): Promise<Buffer> {
+  return readBody(req, max, () => new RefusedError('body', 413, `request body is larger than ${max} bytes (CHORUS_MAX_BODY_BYTES)`, { connection: 'close' }));
 }
 
 async function readJson(req: IncomingMessage, max: number): Promise<Record<string, unknown>> {
-  const body = await readBody(req, max);
-  if (body.length === 0) throw new HttpError(400, 'body must be a JSON object');
-  let value: unknown;
-  try {
-    value = JSON.parse(body.toString('utf8'));
-  } catch {
-    throw new HttpError(400, 'body is not valid JSON');
-  }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new HttpError(400, 'body must be a JSON object');
-  return value as Record<string, unknown>;
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
+  return parseJsonObject(await readGatewayBody(req, max));
 }
 
 function sendError(ctx: Ctx, req: IncomingMessage, res: ServerResponse, err: unknown): void {
   const status = err instanceof HttpError ? err.status : 500;
   if (status >= 500) log.error('request failed', { status, message: errorMessage(err) });
   if (err instanceof RefusedError) ctx.gateway.refusals.note(err, { method: req.method, path: pathOf(req) });
-  if (res.headersSent) {
-    res.destroy();
-    return;
-  }
-  const body: ErrorResponse = { error: errorMessage(err) };
-  const text = JSON.stringify(body);
-  res.writeHead(status, {
-    ...(err instanceof HttpError ? err.headers : {}),
-    'content-type': 'application/json',
-    'content-length': Buffer.byteLength(text),
-  });
-  res.end(text);
+  sendErrorJson(res, err);
 }
 
 /** The request's path for a log line (no query: it may hold a token), cut short. */

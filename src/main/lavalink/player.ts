@@ -14,7 +14,7 @@ import type { ListenerEvent } from '../../shared/listener-protocol.js';
 import { Control } from '../../shared/worker-messages.js';
 import { FRAME_MS } from '../../shared/audio.js';
 import type { Gateway } from '../gateway/gateway.js';
-import { HttpError } from '../gateway/errors.js';
+import { HttpError } from '../http-kit.js';
 import type { GatewaySession } from '../gateway/session.js';
 import { parseVoiceState } from '../gateway/voice-state.js';
 import type { LavalinkTrack } from './load-tracks.js';

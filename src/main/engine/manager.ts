@@ -20,8 +20,7 @@ import { randomInt } from 'node:crypto';
 import type { Config } from '../../shared/config.js';
 import { framesIn } from '../../shared/audio.js';
 import { logger } from '../../shared/log.js';
-import type { EncoderPool } from './encoder-pool.js';
-import { Pipeline } from './pipeline.js';
+import type { StartSource } from './pipeline.js';
 import type { Scheduler } from './scheduler.js';
 import { Session, type PlayRequest, type SessionStatus } from './session.js';
 import { SourceError, type FfmpegInput } from './source.js';
@@ -39,12 +38,10 @@ export class StateError extends Error {
 
 export interface ManagerOptions {
   config: Config;
-  ffmpegPath: string;
-  pool: EncoderPool;
   scheduler: Scheduler;
   resolve: (url: string) => Promise<FfmpegInput>;
-  /** The egress proxy ffmpeg reaches remote sources through. */
-  proxyUrl: string;
+  /** Starts a play's frames once its source is resolved (the engine's: pipelineSource). */
+  startSource: StartSource;
 }
 
 export class SessionManager {
@@ -114,25 +111,11 @@ export class SessionManager {
     if (!session.live) return { session };
     session.sourceDuration = input.duration;
     try {
-      const pipeline = new Pipeline(
-        {
-          ffmpegPath: this.opts.ffmpegPath,
-          input,
-          startAt: request.startAt,
-          gain: request.gain,
-          format: request.format,
-          paddedId: session.paddedId,
-          bitrate: this.opts.config.CHORUS_OPUS_BITRATE ?? (request.format === 'web' ? 256_000 : 128_000),
-          complexity: this.opts.config.CHORUS_OPUS_COMPLEXITY,
-          pool: this.opts.pool,
-          proxyUrl: this.opts.proxyUrl,
-        },
-        {
-          frames: (frames, count) => session.addFrames(frames, count),
-          end: (error) => session.endPlay(error),
-          canRead: () => session.canRead,
-        },
-      );
+      const pipeline = this.opts.startSource(request, input, session.paddedId, {
+        frames: (frames, count) => session.addFrames(frames, count),
+        end: (error) => session.endPlay(error),
+        canRead: () => session.canRead,
+      });
       this.ffmpegStarted++;
       session.attach(pipeline);
     } catch (err) {

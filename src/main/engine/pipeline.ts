@@ -12,7 +12,9 @@ import type { Readable } from 'node:stream';
 import { PCM_FRAME_BYTES, type AudioFormat } from '../../shared/audio.js';
 import { reportedDuration } from '../../shared/ffmpeg.js';
 import { FRAME_HEADER_BYTES, writeFrameHeader } from '../../shared/protocol.js';
+import type { Config } from '../../shared/config.js';
 import type { EncoderPool } from './encoder-pool.js';
+import type { FrameSource, PlayRequest } from './session.js';
 import type { FfmpegInput } from './source.js';
 
 export interface PipelineOptions {
@@ -52,7 +54,7 @@ export interface PipelineEvents {
 
 const STDERR_TAIL_BYTES = 2048;
 
-export class Pipeline {
+export class Pipeline implements FrameSource {
   private readonly child: ChildProcessByStdio<null, Readable, Readable>;
   private readonly handle: number | undefined;
   /** Bytes of a frame not yet complete, carried to the next read. */
@@ -192,4 +194,27 @@ export class Pipeline {
     this.child.stdout.destroy();
     this.child.stderr.destroy();
   }
+}
+
+/** What the session manager calls to start a play's frames: the caller attaches the result. */
+export type StartSource = (request: PlayRequest, input: FfmpegInput, paddedId: string, events: PipelineEvents) => FrameSource;
+
+/** The engine's sources: one ffmpeg → Opus pipeline per play. */
+export function pipelineSource(config: Config, ffmpegPath: string, pool: EncoderPool, proxyUrl: string): StartSource {
+  return (request, input, paddedId, events) =>
+    new Pipeline(
+      {
+        ffmpegPath,
+        input,
+        startAt: request.startAt,
+        gain: request.gain,
+        format: request.format,
+        paddedId,
+        bitrate: config.CHORUS_OPUS_BITRATE ?? (request.format === 'web' ? 256_000 : 128_000),
+        complexity: config.CHORUS_OPUS_COMPLEXITY,
+        pool,
+        proxyUrl,
+      },
+      events,
+    );
 }

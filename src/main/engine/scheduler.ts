@@ -39,6 +39,11 @@ export class Scheduler {
     return this.socket !== undefined;
   }
 
+  /** The gateway connection frames go to, if any. */
+  get connection(): Socket | undefined {
+    return this.socket;
+  }
+
   get mode(): 'paced' | 'credit' {
     return this.creditMode ? 'credit' : 'paced';
   }

@@ -9,6 +9,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { startChorus, tempDir, type ChorusProcess } from './chorus-process.js';
+import { waitForHealth } from './http.js';
 
 export interface Stack {
   dir: string;
@@ -39,7 +40,7 @@ export async function startStack(shared: Record<string, string>, engineEnv: Reco
     fs.rmSync(dir, { recursive: true, force: true });
     throw err;
   }
-  await gateway.waitForLog(/engine said hello/);
+  await waitForHealth(gateway.httpUrl, "the engine's hello", (h) => h.engine_flow === 'credit');
   return { dir, engine, gateway, url: gateway.httpUrl };
 }
 

@@ -156,6 +156,7 @@ export class Gateway {
       sessions: live,
       max_sessions: this.config.CHORUS_MAX_SESSIONS,
       engine_connected: down === undefined,
+      engine_flow: this.link.creditEnabled ? 'credit' : 'paced',
       engine_starved: this.starved,
       threads: this.pool.threads,
       uptime_s: Math.round((performance.now() - this.started) / 1000),

@@ -9,6 +9,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { SessionsResponse, SessionSummary } from '../../../src/shared/gateway-api.js';
 import { goertzel, channel } from '../../helpers/audio-analysis.js';
 import { startChorus, tempDir, type ChorusProcess } from '../../helpers/chorus-process.js';
+import { waitForHealth } from '../../helpers/http.js';
 import { TestListener } from '../../helpers/listener.js';
 
 interface Stack {
@@ -31,7 +32,7 @@ async function startStack(gatewayEnv: Record<string, string> = {}): Promise<Stac
     CHORUS_RECONNECT_MAX_MS: '200',
     ...gatewayEnv,
   });
-  await gateway.waitForLog(/engine said hello/);
+  await waitForHealth(gateway.httpUrl, "the engine's hello", (h) => h.engine_flow === 'credit');
   return { dir, engine, gateway, url: gateway.httpUrl, engineEnv };
 }
 
@@ -351,7 +352,7 @@ describe('engine restart', () => {
     await l.waitForFrames(10);
     const port = new URL(stack.engine.httpUrl).port;
     stack.engine.child.kill('SIGKILL');
-    await stack.gateway.waitForLog(/engine connection lost/, 5000);
+    await waitForHealth(stack.url, 'the gateway to see the engine gone', (h) => h.engine_connected === false, 5000);
 
     // While the engine is away: /health says so (503, with why), and a play that fails leaves
     // no session behind.
@@ -366,7 +367,7 @@ describe('engine restart', () => {
     expect((await fetch(`${stack.url}/sessions/while-down`)).status).toBe(404);
 
     stack.engine = await startChorus('engine', { ...stack.engineEnv, CHORUS_ENGINE_PORT: port });
-    await stack.gateway.waitForLog(/reconnected to engine/, 10_000);
+    await waitForHealth(stack.url, 'the gateway to reconnect', (h) => h.engine_connected === true, 10_000);
     const error = await l.waitForEvent('error', 10_000);
     expect((error as { message: string }).message).toMatch(/engine restarted/);
     expect(stack.gateway.child.exitCode).toBeNull();

@@ -16,13 +16,16 @@ export interface Stack {
   engine: ChorusProcess;
   gateway: ChorusProcess;
   url: string;
+  /** The engine's variables, to start it again on the same socket. */
+  engineEnv: Record<string, string>;
 }
 
 export async function startStack(shared: Record<string, string>, engineEnv: Record<string, string>, gatewayEnv: Record<string, string>): Promise<Stack> {
   const dir = tempDir('chorus-security-');
   const socket = path.join(dir, 'engine.sock');
   fs.mkdirSync(path.join(dir, 'media'));
-  const engine = await startChorus('engine', { CHORUS_ENGINE_PORT: '0', CHORUS_SOCKET: socket, CHORUS_MEDIA_ROOT: path.join(dir, 'media'), ...shared, ...engineEnv });
+  const engineVars = { CHORUS_ENGINE_PORT: '0', CHORUS_SOCKET: socket, CHORUS_MEDIA_ROOT: path.join(dir, 'media'), ...shared, ...engineEnv };
+  const engine = await startChorus('engine', engineVars);
   let gateway: ChorusProcess;
   try {
     gateway = await startChorus('gateway', {
@@ -41,7 +44,7 @@ export async function startStack(shared: Record<string, string>, engineEnv: Reco
     throw err;
   }
   await waitForHealth(gateway.httpUrl, "the engine's hello", (h) => h.engine_flow === 'credit');
-  return { dir, engine, gateway, url: gateway.httpUrl };
+  return { dir, engine, gateway, url: gateway.httpUrl, engineEnv: engineVars };
 }
 
 export async function stopStack(stack: Stack | undefined): Promise<void> {

@@ -86,7 +86,7 @@ async function main(): Promise<void> {
 
 async function measureBuild(cli: string, seconds: number, connections: number): Promise<RouteFigure[]> {
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CHORUS_')));
-  const chorus = spawnRole('chorus start', [cli, 'start'], { ...env, CHORUS_PORT: '0', CHORUS_LOG_LEVEL: 'warn' });
+  const chorus = spawnRole('chorus start', [cli, 'start'], { ...env, CHORUS_PORT: '0' });
   try {
     const base = new URL((await chorus.waitFor(/start ready http=(\S+)/, 30_000))[1]!);
     const agent = new http.Agent({ keepAlive: true, maxSockets: connections });

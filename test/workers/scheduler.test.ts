@@ -2,8 +2,8 @@ import { performance } from 'node:perf_hooks';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Scheduler, type Pacer } from '../../src/workers/scheduler.js';
 
-/** A pacer that wakes every `period` ms from `start`, `count` times, and records when it ran. */
-function periodic(start: number, period: number, count: number) {
+/** A pacer that records each wake and asks for the next one `next(now)` returns. */
+function pacer(next: (now: number) => number) {
   const ran: number[] = [];
   const p: Pacer & { ran: number[] } = {
     wakeAt: Infinity,
@@ -11,10 +11,16 @@ function periodic(start: number, period: number, count: number) {
     ran,
     wake(now) {
       ran.push(now);
-      return ran.length >= count ? Infinity : start + ran.length * period;
+      return next(now);
     },
   };
   return p;
+}
+
+/** A pacer that wakes every `period` ms from `start`, `count` times. */
+function periodic(start: number, period: number, count: number) {
+  let runs = 0;
+  return pacer(() => (++runs >= count ? Infinity : start + runs * period));
 }
 
 describe('Scheduler', () => {
@@ -59,21 +65,6 @@ describe('Scheduler', () => {
 });
 
 describe('Scheduler on a fake clock', () => {
-  /** A pacer that records each wake and asks for the next one `next(now)` returns. */
-  function pacer(next: (now: number) => number) {
-    const ran: number[] = [];
-    const p: Pacer & { ran: number[] } = {
-      wakeAt: Infinity,
-      heapIndex: -1,
-      ran,
-      wake(now) {
-        ran.push(now);
-        return next(now);
-      },
-    };
-    return p;
-  }
-
   beforeEach(() => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'], now: 1000 });
   });

@@ -28,7 +28,7 @@ function sessionTotals(gateway: Gateway): SessionTotals {
   return t;
 }
 
-export function gatewayMetrics(gateway: Gateway): PrometheusMetrics {
+function createMetrics(gateway: Gateway): PrometheusMetrics {
   const m = new PrometheusMetrics();
   // Summed once per scrape, read by every session metric.
   let totals: SessionTotals | undefined;
@@ -59,9 +59,18 @@ export function gatewayMetrics(gateway: Gateway): PrometheusMetrics {
 
 const byGateway = new WeakMap<Gateway, PrometheusMetrics>();
 
+/**
+ * The gateway's metrics, made on the first call: call it as the gateway starts, so the process's
+ * counters (CPU seconds, garbage collection) count from then and not from the first scrape.
+ */
+export function gatewayMetrics(gateway: Gateway): PrometheusMetrics {
+  let m = byGateway.get(gateway);
+  if (!m) byGateway.set(gateway, (m = createMetrics(gateway)));
+  return m;
+}
+
 /** The gateway's /metrics text and its content type. */
 export async function renderMetrics(gateway: Gateway): Promise<{ text: string; contentType: string }> {
-  let m = byGateway.get(gateway);
-  if (!m) byGateway.set(gateway, (m = gatewayMetrics(gateway)));
+  const m = gatewayMetrics(gateway);
   return { text: await m.render(), contentType: m.contentType };
 }

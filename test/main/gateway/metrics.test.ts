@@ -3,6 +3,7 @@
  * names), the process's own metrics, and the main thread's event-loop delay, which a blocked
  * gateway main thread (/debug/block) raises.
  */
+import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { client } from '../../helpers/http.js';
 import { startStack, stopStack, type Stack } from '../../helpers/stack.js';
@@ -25,6 +26,13 @@ const ENGINE_NAMES = [
 ];
 const PROCESS_NAMES = ['process_cpu_user_seconds_total', 'process_resident_memory_bytes', 'nodejs_eventloop_lag_p50_seconds', 'nodejs_eventloop_lag_p99_seconds', 'nodejs_eventloop_lag_max_seconds'];
 
+/** CPU seconds (user + system) of `pid` so far, from /proc (100 ticks a second on Linux). */
+function procCpuSeconds(pid: number): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
 function value(text: string, series: string): number {
   const line = text.split('\n').find((l) => l.startsWith(`${series} `));
   if (line === undefined) throw new Error(`no ${series} in /metrics`);
@@ -46,6 +54,8 @@ describe('/metrics', () => {
     expect(value(res.text, 'chorus_gateway_sessions{state="idle"}')).toBe(0);
     expect(value(res.text, 'chorus_gateway_refused_total{kind="auth"}')).toBe(0);
     expect(value(res.text, 'chorus_gateway_engine_connected')).toBe(1);
+    // Counted from the gateway's start (Node's own boot before it is not), not from its first scrape.
+    expect(value(res.text, 'process_cpu_seconds_total')).toBeGreaterThan(0.2 * procCpuSeconds(stack.gateway.pid));
   });
 
   it("the engine's: every chorus_engine_ figure and the process's metrics", async () => {
@@ -61,6 +71,8 @@ describe('/metrics', () => {
     await api('GET', '/metrics');
     const quiet = await api('GET', '/metrics');
     expect(value(quiet.text, 'nodejs_eventloop_lag_max_seconds')).toBeLessThan(0.25);
+    // The first 10 ms after a scrape are not measured (the histogram restarts its clock).
+    await new Promise((resolve) => setTimeout(resolve, 50));
     expect((await api('POST', '/debug/block?ms=300')).status).toBe(200);
     const blocked = await api('GET', '/metrics');
     expect(value(blocked.text, 'nodejs_eventloop_lag_max_seconds')).toBeGreaterThanOrEqual(0.25);

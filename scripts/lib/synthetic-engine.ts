@@ -31,7 +31,7 @@ import { createHttpApi } from '../../src/main/engine/http-api.js';
 import { SessionManager } from '../../src/main/engine/manager.js';
 import { engineMetrics } from '../../src/main/engine/metrics.js';
 import type { PipelineEvents, StartSource } from '../../src/main/engine/pipeline.js';
-import { Scheduler } from '../../src/main/engine/scheduler.js';
+import { FrameScheduler } from '../../src/main/engine/scheduler.js';
 import type { FrameSource, Session } from '../../src/main/engine/session.js';
 import { SocketServer } from '../../src/main/engine/socket-server.js';
 import { SourceError } from '../../src/main/engine/source.js';
@@ -127,7 +127,7 @@ export class SyntheticEngine {
   readonly bank: ToneBank;
   readonly seed: boolean;
   private readonly sessions = new Map<string, Session>();
-  private readonly scheduler = new Scheduler(this.sessions);
+  private readonly scheduler = new FrameScheduler(this.sessions);
   private readonly socket: SocketServer;
   private readonly manager: SessionManager;
   private readonly http: http.Server;

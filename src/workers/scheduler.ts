@@ -18,7 +18,7 @@ export interface Pacer {
 /** Sessions due within this much of the earliest are served in the same wake. */
 const SLACK_MS = 0.25;
 
-export class Scheduler {
+export class WakeScheduler {
   private readonly heap: Pacer[] = [];
   private timer: NodeJS.Timeout | undefined;
   private armedFor = Infinity;

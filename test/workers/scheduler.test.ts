@@ -1,6 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { Scheduler, type Pacer } from '../../src/workers/scheduler.js';
+import { WakeScheduler, type Pacer } from '../../src/workers/scheduler.js';
 
 /** A pacer that records each wake and asks for the next one `next(now)` returns. */
 function pacer(next: (now: number) => number) {
@@ -23,10 +23,10 @@ function periodic(start: number, period: number, count: number) {
   return pacer(() => (++runs >= count ? Infinity : start + runs * period));
 }
 
-describe('Scheduler', () => {
+describe('WakeScheduler', () => {
   it('runs many pacers on one timer, each on its own deadlines, never early, in deadline order', async () => {
     let wakes = 0;
-    const s = new Scheduler(() => wakes++);
+    const s = new WakeScheduler(() => wakes++);
     const t0 = performance.now() + 5;
     const pacers = Array.from({ length: 20 }, (_, i) => periodic(t0 + i * 0.9, 20, 10));
     // Scheduled in reverse so the heap, not insertion order, decides.
@@ -47,7 +47,7 @@ describe('Scheduler', () => {
   });
 
   it('takes a pacer out with Infinity and puts it back', async () => {
-    const s = new Scheduler(() => undefined);
+    const s = new WakeScheduler(() => undefined);
     const p = periodic(performance.now(), 5, 1000);
     s.schedule(p, performance.now());
     await new Promise((r) => setTimeout(r, 30));
@@ -64,7 +64,7 @@ describe('Scheduler', () => {
   });
 });
 
-describe('Scheduler on a fake clock', () => {
+describe('WakeScheduler on a fake clock', () => {
   beforeEach(() => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'], now: 1000 });
   });
@@ -74,7 +74,7 @@ describe('Scheduler on a fake clock', () => {
 
   it('wakes each pacer at its deadline, never before; pacers due within the slack share one wake', () => {
     let wakes = 0;
-    const s = new Scheduler(() => wakes++, () => Date.now());
+    const s = new WakeScheduler(() => wakes++, () => Date.now());
     const a = pacer(() => Infinity);
     const b = pacer(() => Infinity);
     const c = pacer(() => Infinity);
@@ -97,7 +97,7 @@ describe('Scheduler on a fake clock', () => {
   it('keeps a drift-free 20 ms cadence: the next deadline is the pacer\'s, not now + 20', () => {
     let deadline = 1020;
     const p = pacer(() => (deadline += 20));
-    const s = new Scheduler(() => undefined, () => Date.now());
+    const s = new WakeScheduler(() => undefined, () => Date.now());
     s.schedule(p, deadline);
     vi.advanceTimersByTime(20 * 50);
     expect(p.ran).toHaveLength(50);
@@ -107,7 +107,7 @@ describe('Scheduler on a fake clock', () => {
   it('a pacer that asks to run again at once runs on a later wake, so one wake always ends', () => {
     let wakes = 0;
     const p = pacer((now) => now);
-    const s = new Scheduler(() => wakes++, () => Date.now());
+    const s = new WakeScheduler(() => wakes++, () => Date.now());
     s.schedule(p, 1001);
     vi.advanceTimersByTime(1);
     expect(p.ran).toEqual([1001]);
@@ -119,7 +119,7 @@ describe('Scheduler on a fake clock', () => {
 
   it('moving a pacer earlier re-arms the timer; Infinity takes it out', () => {
     const p = pacer(() => Infinity);
-    const s = new Scheduler(() => undefined, () => Date.now());
+    const s = new WakeScheduler(() => undefined, () => Date.now());
     s.schedule(p, 1100);
     s.schedule(p, 1010);
     vi.advanceTimersByTime(10);

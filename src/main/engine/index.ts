@@ -12,7 +12,7 @@ import { pipelineSource } from './pipeline.js';
 import { createHttpApi } from './http-api.js';
 import { SessionManager } from './manager.js';
 import { engineMetrics } from './metrics.js';
-import { Scheduler } from './scheduler.js';
+import { FrameScheduler } from './scheduler.js';
 import type { Session } from './session.js';
 import { SocketServer } from './socket-server.js';
 import { EgressProxy } from './egress-proxy.js';
@@ -45,7 +45,7 @@ export async function startEngine(config: Config): Promise<RunningEngine> {
   const egress = new EgressProxy(remoteGuard(policy));
   const proxyUrl = await egress.listen();
   const sessions = new Map<string, Session>();
-  const scheduler = new Scheduler(sessions);
+  const scheduler = new FrameScheduler(sessions);
   const pool = new EncoderPool(config.CHORUS_ENCODER_THREADS);
   const manager = new SessionManager(sessions, {
     config,

@@ -21,7 +21,7 @@ import type { Config } from '../../shared/config.js';
 import { framesIn } from '../../shared/audio.js';
 import { logger } from '../../shared/log.js';
 import type { StartSource } from './pipeline.js';
-import type { Scheduler } from './scheduler.js';
+import type { FrameScheduler } from './scheduler.js';
 import { Session, type PlayRequest, type SessionStatus } from './session.js';
 import { SourceError, type FfmpegInput } from './source.js';
 
@@ -38,7 +38,7 @@ export class StateError extends Error {
 
 export interface ManagerOptions {
   config: Config;
-  scheduler: Scheduler;
+  scheduler: FrameScheduler;
   resolve: (url: string) => Promise<FfmpegInput>;
   /** Starts a play's frames once its source is resolved (the engine's: pipelineSource). */
   startSource: StartSource;

@@ -3,12 +3,12 @@ import { PrometheusMetrics } from '../prometheus.js';
 import type { EgressProxy } from './egress-proxy.js';
 import type { EncoderPool } from './encoder-pool.js';
 import type { SessionManager } from './manager.js';
-import type { Scheduler } from './scheduler.js';
+import type { FrameScheduler } from './scheduler.js';
 import type { SocketServer } from './socket-server.js';
 
 interface Parts {
   manager: SessionManager;
-  scheduler: Scheduler;
+  scheduler: FrameScheduler;
   socket: SocketServer;
   /** Absent in the load scripts' synthetic engine, which encodes nothing and fetches nothing. */
   pool?: EncoderPool;

@@ -20,7 +20,7 @@ const MAX_LATE_MS = 100;
 /** Timers fire up to about a millisecond early. */
 const EARLY_MS = 1;
 
-export class Scheduler {
+export class FrameScheduler {
   private socket: Socket | undefined;
   private creditMode = false;
   private waitingDrain = false;

@@ -22,7 +22,8 @@ import { framesIn } from '../../shared/audio.js';
 import { logger } from '../../shared/log.js';
 import type { StartSource } from './pipeline.js';
 import type { FrameScheduler } from './scheduler.js';
-import { Session, type PlayRequest, type SessionStatus } from './session.js';
+import { ENGINE_STATES, type EngineState } from '../../shared/session-state.js';
+import { Session, type PlayRequest } from './session.js';
 import { SourceError, type FfmpegInput } from './source.js';
 
 const log = logger('engine.sessions');
@@ -72,8 +73,8 @@ export class SessionManager {
     return n;
   }
 
-  countByState(): Record<SessionStatus, number> {
-    const counts: Record<SessionStatus, number> = { idle: 0, starting: 0, streaming: 0, paused: 0, finished: 0, stopped: 0, error: 0 };
+  countByState(): Record<EngineState, number> {
+    const counts = Object.fromEntries(ENGINE_STATES.map((s) => [s, 0])) as Record<EngineState, number>;
     for (const s of this.sessions.values()) counts[s.state.status]++;
     return counts;
   }

@@ -19,6 +19,7 @@ import type { AudioFormat } from '../../shared/audio.js';
 import { OggOpusWriter } from '../../shared/ogg.js';
 import { cutText } from '../../shared/cut-text.js';
 import { encodeEvent, encodeFrame, FRAME_HEADER_BYTES, paddedSessionId, type ReadyEvent, type SessionEvent } from '../../shared/protocol.js';
+import { ENGINE_LIVE_STATES } from '../../shared/session-state.js';
 import { Outbox } from './outbox.js';
 
 /** An ended session's record keeps this much of its url (the play is over: status only shows it). */
@@ -53,9 +54,10 @@ export type SessionState =
   | { status: 'stopped'; reason: string }
   | { status: 'error'; message: string };
 
+/** The engine's words of src/shared/session-state.ts (ENGINE_STATES), as the status answer gives them. */
 export type SessionStatus = SessionState['status'];
 
-export const LIVE_STATES: ReadonlySet<SessionStatus> = new Set(['idle', 'starting', 'streaming', 'paused']);
+export const LIVE_STATES: ReadonlySet<SessionStatus> = new Set<SessionStatus>(ENGINE_LIVE_STATES);
 
 export interface PlayRequest {
   url: string;

@@ -23,6 +23,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
+import { loadConfig } from '../../src/shared/config.js';
 import { Ring } from '../../src/shared/ring.js';
 import { CONTROL_WORDS } from '../../src/shared/worker-messages.js';
 import { SlotPool } from '../../src/main/gateway/slot-pool.js';
@@ -146,6 +147,7 @@ async function startSessions(variant: Variant, n: number, rtpPort: number): Prom
       listeners: 0,
       nextSeq: 0,
       nextTimestamp: 0,
+      voiceUdpSilenceMs: loadConfig({}).CHORUS_VOICE_UDP_SILENCE_MS,
     });
     await slot.call((api) => api.addRtpSink({ host: '127.0.0.1', port: rtpPort }));
     await slot.call((api) => api.reset(false));
@@ -189,6 +191,7 @@ async function attachLatency(n: number, rate: number, rtpPort: number): Promise<
           listeners: 0,
           nextSeq: 0,
           nextTimestamp: 0,
+          voiceUdpSilenceMs: loadConfig({}).CHORUS_VOICE_UDP_SILENCE_MS,
         });
         await slot.call((api) => api.addRtpSink({ host: '127.0.0.1', port: rtpPort }));
         await slot.call((api) => api.reset(false));

@@ -26,6 +26,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { FRAME_SAMPLES } from '../../src/shared/audio.js';
 import { healthHttpStatus, type GatewayHealth } from '../../src/shared/health.js';
 import { writeListenerHeader } from '../../src/shared/listener-protocol.js';
+import { readBody, sendError, sendJson } from '../../src/main/http-kit.js';
 
 /** The seed's socket client: Buffer.concat per read, brace counting for events. */
 class SeedSocketClient extends EventEmitter {
@@ -181,22 +182,10 @@ export async function startBaselineGateway(opts: BaselineOptions): Promise<Runni
     const text = await res.text();
     if (!res.ok) throw Object.assign(new Error(`engine: ${text.slice(0, 200)}`), { status: res.status });
   };
-  const json = (res: http.ServerResponse, status: number, body: unknown) => {
-    const text = JSON.stringify(body);
-    res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
-    res.end(text);
-  };
-  const readBody = (req: http.IncomingMessage) =>
-    new Promise<string>((resolve) => {
-      const chunks: Buffer[] = [];
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    });
-
   const server = http.createServer((req, res) => {
     void (async () => {
       const url = new URL(req.url ?? '/', 'http://baseline');
-      const body = await readBody(req);
+      const body = (await readBody(req, 64 * 1024)).toString('utf8');
       if (url.pathname === '/health') {
         // No session limit here, so no max_sessions.
         const health: Omit<GatewayHealth, 'max_sessions'> = {
@@ -204,14 +193,15 @@ export async function startBaselineGateway(opts: BaselineOptions): Promise<Runni
           ...(client.connected ? {} : { reason: 'engine socket not connected' }),
           sessions: sessions.size,
           engine_connected: client.connected,
+          engine_flow: 'paced',
           engine_starved: false,
           threads: 1,
           uptime_s: Math.round(process.uptime()),
         };
-        return json(res, healthHttpStatus(health), health);
+        return sendJson(res, healthHttpStatus(health), health);
       }
       if (url.pathname === '/sessions') {
-        return json(res, 200, {
+        return sendJson(res, 200, {
           sessions: [...sessions.values()].map((s) => ({ id: s.id, state: s.state, listeners: s.listeners.size, sent: s.sent, underruns: 0, late: 0, dropped: 0, skipped: 0 })),
           threads: 1,
           sessionsPerThread: 0,
@@ -219,7 +209,7 @@ export async function startBaselineGateway(opts: BaselineOptions): Promise<Runni
         });
       }
       const m = /^\/sessions\/([^/]+)\/(play|pause|resume|stop)$/.exec(url.pathname);
-      if (!m || req.method !== 'POST') return json(res, 404, { error: 'no route' });
+      if (!m || req.method !== 'POST') return sendJson(res, 404, { error: 'no route' });
       const id = decodeURIComponent(m[1]!);
       const s = session(id);
       try {
@@ -243,11 +233,11 @@ export async function startBaselineGateway(opts: BaselineOptions): Promise<Runni
             setState(s, 'stopped');
             break;
         }
-        json(res, 200, { session: { id, state: s.state } });
+        sendJson(res, 200, { session: { id, state: s.state } });
       } catch (err) {
-        json(res, (err as { status?: number }).status ?? 502, { error: (err as Error).message });
+        sendJson(res, (err as { status?: number }).status ?? 502, { error: (err as Error).message });
       }
-    })();
+    })().catch((err: unknown) => sendError(res, err));
   });
   const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false });
   server.on('upgrade', (req, socket, head) => {

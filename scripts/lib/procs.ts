@@ -5,6 +5,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import { descendantsOf } from '../../test/helpers/chorus-process.js';
 import { watchLines } from '../../test/helpers/line-log.js';
 
 let clkTck = 100;
@@ -44,32 +45,14 @@ export function readProc(pid: number, at: number): ProcSample | undefined {
 export function readTree(pid: number, at: number): ProcSample | undefined {
   const root = readProc(pid, at);
   if (!root) return undefined;
-  const children = new Map<number, number[]>();
-  for (const e of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(e)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${e}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      const list = children.get(ppid) ?? [];
-      list.push(Number(e));
-      children.set(ppid, list);
-    } catch {
-      // Gone meanwhile.
-    }
-  }
   const sum = { ...root };
-  const walk = (p: number) => {
-    for (const c of children.get(p) ?? []) {
-      const s = readProc(c, at);
-      if (s) {
-        sum.cpuSeconds += s.cpuSeconds;
-        sum.rssBytes += s.rssBytes;
-        sum.threads += s.threads;
-      }
-      walk(c);
-    }
-  };
-  walk(pid);
+  for (const child of descendantsOf(pid)) {
+    const s = readProc(child, at);
+    if (!s) continue;
+    sum.cpuSeconds += s.cpuSeconds;
+    sum.rssBytes += s.rssBytes;
+    sum.threads += s.threads;
+  }
   return sum;
 }
 

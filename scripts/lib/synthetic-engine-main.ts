@@ -2,7 +2,7 @@
  * The synthetic engine as a process (so a load test can kill -9 it and start it again):
  *
  *   node dist-scripts/scripts/lib/synthetic-engine-main.js --socket PATH [--port N] [--host H]
- *        [--seed] [--flood] [--tick-ms N] [--prepare N]
+ *        [--seed] [--prepare N]
  *
  * --prepare N encodes (or reads from the cache) the loops of tones 0…N-1 before it listens, so
  * no play waits for an encoder. Prints `synthetic-engine ready http=URL socket=PATH` when it
@@ -20,8 +20,6 @@ const COMMAND = defineCommand({
     port: { type: 'string', value: 'N', help: 'HTTP port (0: any free one)' },
     host: { type: 'string', value: 'H', help: 'HTTP host (127.0.0.1)' },
     seed: { type: 'boolean', help: 'like the seed engine: no hello, real-time pacing only (for the baseline)' },
-    flood: { type: 'boolean', help: 'ignore time and credit: frames go out as fast as the socket takes them' },
-    'tick-ms': { type: 'string', value: 'N', help: 'pacing tick in ms (1)' },
     prepare: { type: 'string', value: 'N', help: 'encode (or read from the cache) the loops of tones 0…N-1 first (0)' },
   },
 });
@@ -34,8 +32,6 @@ async function main(): Promise<void> {
       port: numberFlag('port', v.port ?? '0', 0, 65535, true),
       host: v.host ?? '127.0.0.1',
       seed: v.seed ?? false,
-      flood: v.flood ?? false,
-      tickMs: numberFlag('tick-ms', v['tick-ms'] ?? '1', 1, 1000),
       prepare: numberFlag('prepare', v.prepare ?? '0', 0, 100_000, true),
     };
   });
@@ -55,8 +51,6 @@ async function main(): Promise<void> {
     httpPort: args.port,
     httpHost: args.host,
     seed: args.seed,
-    pacing: args.flood ? 'flood' : 'engine',
-    tickMs: args.tickMs,
     bank,
   });
   process.stdout.write(`synthetic-engine ready http=${engine.httpUrl} socket=${engine.socketPath} mode=${engine.mode}\n`);

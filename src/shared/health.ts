@@ -24,6 +24,8 @@ export interface EngineHealth extends Health {
 
 export interface GatewayHealth extends Health {
   engine_connected: boolean;
+  /** `credit` once the connected engine said hello with credits; `paced` for a seed engine, or before. */
+  engine_flow: 'paced' | 'credit';
   /** Connected, sessions play, and nothing has come from the engine for CHORUS_ENGINE_STALL_MS. */
   engine_starved: boolean;
   /** Worker threads alive now. */

@@ -223,26 +223,9 @@ export class Ring {
 
   // ---- consumer side ----
 
-  /** Length of the next record's payload, or -1 when empty. */
-  peekLength(): number {
-    for (;;) {
-      const tailWord = Atomics.load(this.control, TAIL);
-      const tail = this.tailOffset(tailWord);
-      if (tail === Atomics.load(this.control, HEAD)) return -1;
-      const len = this.words[tail >> 2]!;
-      if (len === WRAP) {
-        Atomics.compareExchange(this.control, TAIL, tailWord, this.tailAt(tailWord, 0));
-        continue;
-      }
-      // The producer may have reused this offset since TAIL was read (a drop, or an empty ring
-      // restarting at 0): the length counts only if the tail is still where it was.
-      if (Atomics.load(this.control, TAIL) === tailWord) return len;
-    }
-  }
-
   /**
    * Copies the next record's payload into dst at `offset` and consumes it. Returns the payload
-   * length, or -1 when the ring is empty. dst must have room for peekLength() bytes.
+   * length, or -1 when the ring is empty. dst must have room for the record (maxPayload bytes always do).
    */
   readInto(dst: Uint8Array, offset = 0): number {
     for (;;) {
@@ -264,28 +247,6 @@ export class Ring {
       if (Atomics.compareExchange(this.control, TAIL, tailWord, this.tailAt(tailWord, next)) !== tailWord) continue;
       Atomics.add(this.control, READ, 1);
       return len;
-    }
-  }
-
-  /** Consumes the next record without copying it. Returns false when empty. */
-  skip(): boolean {
-    for (;;) {
-      const tailWord = Atomics.load(this.control, TAIL);
-      const tail = this.tailOffset(tailWord);
-      if (tail === Atomics.load(this.control, HEAD)) return false;
-      const len = this.words[tail >> 2]!;
-      if (len === WRAP) {
-        Atomics.compareExchange(this.control, TAIL, tailWord, this.tailAt(tailWord, 0));
-        continue;
-      }
-      const next = tail + recordBytes(len);
-      if (next > this.capacity) {
-        if (Atomics.load(this.control, TAIL) !== tailWord) continue;
-        throw new RangeError(`corrupt record length ${len} at offset ${tail}`);
-      }
-      if (Atomics.compareExchange(this.control, TAIL, tailWord, this.tailAt(tailWord, next)) !== tailWord) continue;
-      Atomics.add(this.control, READ, 1);
-      return true;
     }
   }
 }

@@ -18,7 +18,7 @@ export interface Pacer {
 /** Sessions due within this much of the earliest are served in the same wake. */
 const SLACK_MS = 0.25;
 
-export class Scheduler {
+export class WakeScheduler {
   private readonly heap: Pacer[] = [];
   private timer: NodeJS.Timeout | undefined;
   private armedFor = Infinity;
@@ -26,6 +26,8 @@ export class Scheduler {
   constructor(
     /** Called after each wake, e.g. to post the frames gathered. */
     private readonly afterWake: () => void,
+    /** The clock deadlines are read on (ms); a test's fake clock. */
+    private readonly now: () => number = () => performance.now(),
   ) {}
 
   get size(): number {
@@ -57,13 +59,13 @@ export class Scheduler {
     this.armedFor = at;
     if (at === Infinity) return;
     // Timers have 1 ms granularity and never fire early; ceil so one wake is enough.
-    this.timer = setTimeout(this.fire, Math.max(0, Math.ceil(at - performance.now())));
+    this.timer = setTimeout(this.fire, Math.max(0, Math.ceil(at - this.now())));
   }
 
   private readonly fire = (): void => {
     this.timer = undefined;
     this.armedFor = Infinity;
-    const now = performance.now();
+    const now = this.now();
     for (;;) {
       const p = this.heap[0];
       if (!p || p.wakeAt > now + SLACK_MS) break;

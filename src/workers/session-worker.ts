@@ -23,7 +23,7 @@ import type {
   VoiceServerState,
 } from '../shared/worker-messages.js';
 import { EgressBatch } from './egress-batch.js';
-import { Scheduler } from './scheduler.js';
+import { WakeScheduler } from './scheduler.js';
 import { SessionPlayer, type PlayerHost } from './session-player.js';
 import type { VoiceLink } from './voice-link.js';
 
@@ -38,14 +38,14 @@ const CLOCK_GRID_MS = 5;
 class ThreadContext implements PlayerHost {
   readonly batch: EgressBatch;
   readonly scratch = new Uint8Array(PCM_FRAME_BYTES);
-  readonly scheduler: Scheduler;
+  readonly scheduler: WakeScheduler;
   private readonly epoch = performance.now();
   /** Main's end of the egress channel, until the first attach hands it over. */
   mainEnd: MessagePort | undefined;
 
   constructor(private readonly port: MessagePort) {
     this.batch = new EgressBatch(port);
-    this.scheduler = new Scheduler(() => this.batch.flush());
+    this.scheduler = new WakeScheduler(() => this.batch.flush());
   }
 
   static create(): ThreadContext {
@@ -87,7 +87,7 @@ let thread: ThreadContext | undefined;
 let voiceModule: Promise<typeof import('./voice-link.js')> | undefined;
 const loadVoice = () => (voiceModule ??= import('./voice-link.js'));
 
-class Slot {
+class WorkerSlot {
   private player: SessionPlayer | undefined;
   private voice: VoiceLink | undefined;
   private voiceUdpSilenceMs = 0;
@@ -218,7 +218,7 @@ class Slot {
 }
 
 export default async function sessionSlot(task: SlotTask): Promise<SlotResult> {
-  const slot = new Slot();
+  const slot = new WorkerSlot();
   Comlink.expose(slot.api, task.port as unknown as Comlink.Endpoint);
   try {
     return await slot.ended;

@@ -30,3 +30,22 @@ export async function request(url: string, method: string, body?: unknown, heade
 export function client(base: string): (method: string, path: string, body?: unknown) => Promise<Answer> {
   return (method, path, body) => request(base + path, method, body);
 }
+
+/**
+ * Polls `base`/health until `holds(health)` (a 503 answers JSON too), for a test that waits on a
+ * process's state rather than on its log; rejects after `timeoutMs`, quoting the last answer.
+ */
+export async function waitForHealth(base: string, what: string, holds: (health: any) => boolean, timeoutMs = 10_000): Promise<any> {
+  const deadline = performance.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      last = (await request(`${base}/health`, 'GET')).json;
+      if (holds(last)) return last;
+    } catch (err) {
+      last = (err as Error).message;
+    }
+    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last /health: ${JSON.stringify(last)}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}

@@ -9,19 +9,23 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { startChorus, tempDir, type ChorusProcess } from './chorus-process.js';
+import { waitForHealth } from './http.js';
 
 export interface Stack {
   dir: string;
   engine: ChorusProcess;
   gateway: ChorusProcess;
   url: string;
+  /** The engine's variables, to start it again on the same socket. */
+  engineEnv: Record<string, string>;
 }
 
 export async function startStack(shared: Record<string, string>, engineEnv: Record<string, string>, gatewayEnv: Record<string, string>): Promise<Stack> {
   const dir = tempDir('chorus-security-');
   const socket = path.join(dir, 'engine.sock');
   fs.mkdirSync(path.join(dir, 'media'));
-  const engine = await startChorus('engine', { CHORUS_ENGINE_PORT: '0', CHORUS_SOCKET: socket, CHORUS_MEDIA_ROOT: path.join(dir, 'media'), ...shared, ...engineEnv });
+  const engineVars = { CHORUS_ENGINE_PORT: '0', CHORUS_SOCKET: socket, CHORUS_MEDIA_ROOT: path.join(dir, 'media'), ...shared, ...engineEnv };
+  const engine = await startChorus('engine', engineVars);
   let gateway: ChorusProcess;
   try {
     gateway = await startChorus('gateway', {
@@ -39,8 +43,8 @@ export async function startStack(shared: Record<string, string>, engineEnv: Reco
     fs.rmSync(dir, { recursive: true, force: true });
     throw err;
   }
-  await gateway.waitForLog(/engine said hello/);
-  return { dir, engine, gateway, url: gateway.httpUrl };
+  await waitForHealth(gateway.httpUrl, "the engine's hello", (h) => h.engine_flow === 'credit');
+  return { dir, engine, gateway, url: gateway.httpUrl, engineEnv: engineVars };
 }
 
 export async function stopStack(stack: Stack | undefined): Promise<void> {

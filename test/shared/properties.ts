@@ -346,8 +346,6 @@ type RingOp =
   | { op: 'write'; n: number }
   | { op: 'writeDropping'; n: number }
   | { op: 'read' }
-  | { op: 'skip' }
-  | { op: 'peek' }
   | { op: 'clear' };
 
 /**
@@ -362,8 +360,6 @@ export function ringModelProperty(): fc.IPropertyWithHooks<[number, RingOp[]]> {
     { weight: 4, arbitrary: fc.nat(120).map((n) => ({ op: 'write' as const, n })) },
     { weight: 3, arbitrary: fc.nat(120).map((n) => ({ op: 'writeDropping' as const, n })) },
     { weight: 4, arbitrary: fc.constant({ op: 'read' as const }) },
-    { weight: 1, arbitrary: fc.constant({ op: 'skip' as const }) },
-    { weight: 1, arbitrary: fc.constant({ op: 'peek' as const }) },
     { weight: 1, arbitrary: fc.constant({ op: 'clear' as const }) },
   );
   return fc.property(fc.integer({ min: 8, max: 300 }), fc.array(opArb, { maxLength: 80 }), (cap, ops) => {
@@ -401,23 +397,15 @@ export function ringModelProperty(): fc.IPropertyWithHooks<[number, RingOp[]]> {
           counts.dropped += dropped;
         }
       } else if (o.op === 'read') {
-        const peek = ring.peekLength();
         const n = ring.readInto(dst);
         const want = model.shift();
         if (want === undefined) {
-          if (n !== -1 || peek !== -1) fail(`read ${n} from an empty ring`);
+          if (n !== -1) fail(`read ${n} from an empty ring`);
         } else {
-          if (n !== want.length || peek !== want.length) fail(`read ${n} bytes (peek ${peek}), expected ${want.length}`);
+          if (n !== want.length) fail(`read ${n} bytes, expected ${want.length}`);
           if (!isDeepStrictEqual(Buffer.from(dst.subarray(0, n)), Buffer.from(want))) fail('record corrupted');
           counts.read++;
         }
-      } else if (o.op === 'skip') {
-        const ok = ring.skip();
-        if (ok !== (model.length > 0)) fail(`skip returned ${ok}`);
-        if (model.shift()) counts.read++;
-      } else if (o.op === 'peek') {
-        const want = model[0]?.length ?? -1;
-        if (ring.peekLength() !== want) fail(`peek ${ring.peekLength()}, expected ${want}`);
       } else {
         counts.flushed += model.length;
         model.length = 0;

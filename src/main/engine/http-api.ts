@@ -21,6 +21,7 @@
  * (OriginPolicy): a cross-site page, or with no token a non-loopback Host, gets 403.
  */
 import http from 'node:http';
+import { bodyTooLarge, HttpError, parseJsonObject, readBody, sendError, sendJson } from '../http-kit.js';
 import { isAudioFormat } from '../../shared/audio.js';
 import { FilterError, parseFilters } from '../../shared/audio-filters.js';
 import { credentialOf, OriginPolicy, sameSecret, unauthorizedReason, UNAUTHORIZED_HEADERS } from '../../shared/access.js';
@@ -29,27 +30,17 @@ import { healthHttpStatus, type EngineHealth } from '../../shared/health.js';
 import { sessionIdError } from '../../shared/protocol.js';
 import { LimitError, NotFoundError, StateError, type SessionManager } from './manager.js';
 import { millis, type PlayRequest, type Session } from './session.js';
+import type { PrometheusMetrics } from '../prometheus.js';
 
 export const MAX_BODY_BYTES = 64 * 1024;
 /** Most amplification a play may ask for (Lavalink's volume 1000 % is 10). */
 export const MAX_GAIN = 10;
 const SESSION_ROUTE = /^\/session\/([^/]*)\/(play|next|stop|pause|resume|status)$/;
 
-class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-    readonly extra: Record<string, unknown> = {},
-    readonly headers: http.OutgoingHttpHeaders = {},
-  ) {
-    super(message);
-  }
-}
-
 export interface ApiParts {
   manager: SessionManager;
   health(): EngineHealth;
-  metrics(): string;
+  metrics: PrometheusMetrics;
   /** CHORUS_TOKEN: when set, required on every route but /health. */
   token?: string;
   /** The address the API binds to (CHORUS_ENGINE_HOST), for the Origin/Host rule. */
@@ -59,10 +50,7 @@ export interface ApiParts {
 export function createHttpApi(parts: ApiParts): http.Server {
   const origins = new OriginPolicy('engine', parts.token, parts.bindHost);
   const server = http.createServer((req, res) => {
-    handle(parts, origins, req, res).catch((err: unknown) => {
-      const e = err instanceof HttpError ? err : asHttpError(err);
-      sendJson(res, e.status, { error: e.message, ...e.extra }, e.headers);
-    });
+    handle(parts, origins, req, res).catch((err: unknown) => sendError(res, asHttpError(err)));
   });
   answerClientErrorsInJson(server);
   return server;
@@ -86,33 +74,33 @@ async function handle(parts: ApiParts, origins: OriginPolicy, req: http.Incoming
   if (parts.token !== undefined) {
     const credential = credentialOf(req.headers, url);
     if (credential.kind !== 'token' || !sameSecret(credential.token, parts.token)) {
-      throw new HttpError(401, unauthorizedReason(credential), {}, UNAUTHORIZED_HEADERS);
+      throw new HttpError(401, unauthorizedReason(credential), UNAUTHORIZED_HEADERS);
     }
   }
   if (url.pathname === '/metrics') {
     requireMethod(method, 'GET');
-    res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
-    res.end(parts.metrics());
+    const text = await parts.metrics.render();
+    res.writeHead(200, { 'content-type': parts.metrics.contentType });
+    res.end(text);
     return;
   }
   const m = SESSION_ROUTE.exec(url.pathname);
   if (!m) throw new HttpError(404, `no route ${method} ${url.pathname}`);
   const action = m[2]!;
   const id = decodeId(m[1]!);
+  const body = await readBody(req, MAX_BODY_BYTES, () => bodyTooLarge(MAX_BODY_BYTES, ' (64 KiB)'));
   const { manager } = parts;
   if (action === 'next' && method === 'DELETE') {
-    await readBody(req);
     if (!manager.unfollow(id)) throw new HttpError(404, `session ${JSON.stringify(id)} has no queued next play`);
     return sendJson(res, 200, statusOf(manager.get(id)));
   }
   requireMethod(method, action === 'status' ? 'GET' : 'POST');
-  const body = await readBody(req);
   switch (action) {
     case 'play':
     case 'next': {
       const request = parsePlay(body);
       const { session, refused } = await (action === 'play' ? manager.play(id, request) : manager.follow(id, request, parseAfter(body)));
-      if (refused) throw new HttpError(refused.status, refused.message, statusOf(session));
+      if (refused) throw new HttpError(refused.status, refused.message, {}, statusOf(session));
       return sendJson(res, 200, statusOf(session));
     }
     case 'stop':
@@ -165,32 +153,8 @@ function decodeId(raw: string): string {
   return id;
 }
 
-async function readBody(req: http.IncomingMessage): Promise<string> {
-  const declared = Number(req.headers['content-length'] ?? 0);
-  if (declared > MAX_BODY_BYTES) throw tooLarge();
-  const chunks: Buffer[] = [];
-  let bytes = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    bytes += chunk.length;
-    if (bytes > MAX_BODY_BYTES) throw tooLarge();
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks).toString('utf8');
-}
-
-function tooLarge(): HttpError {
-  return new HttpError(413, `request body is larger than ${MAX_BODY_BYTES / 1024} KiB`);
-}
-
-function parsePlay(body: string): PlayRequest {
-  let value: unknown;
-  try {
-    value = JSON.parse(body);
-  } catch {
-    throw new HttpError(400, 'body is not JSON; expected {"url": ..., "format": "opus"|"web"|"pcm"}');
-  }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new HttpError(400, 'body must be a JSON object');
-  const v = value as Record<string, unknown>;
+function parsePlay(body: Buffer): PlayRequest {
+  const v = parseJsonObject(body, 'body is not JSON; expected {"url": ..., "format": "opus"|"web"|"pcm"}');
   if (typeof v.url !== 'string' || v.url === '') throw new HttpError(400, 'body needs a "url" string');
   const format = v.format ?? 'opus';
   if (!isAudioFormat(format)) throw new HttpError(400, '"format" must be "opus", "web" or "pcm"');
@@ -220,26 +184,17 @@ function parsePlay(body: string): PlayRequest {
 }
 
 /** A /next body's "after": the play number to follow (absent: the current play). */
-function parseAfter(body: string): number | undefined {
-  const after = (JSON.parse(body) as Record<string, unknown>).after;
+function parseAfter(body: Buffer): number | undefined {
+  const after = parseJsonObject(body).after;
   if (after === undefined || after === null) return undefined;
   if (!Number.isSafeInteger(after) || (after as number) < 1) throw new HttpError(400, '"after" must be a play number (an integer ≥ 1)');
   return after as number;
 }
 
 function asHttpError(err: unknown): HttpError {
+  if (err instanceof HttpError) return err;
   if (err instanceof NotFoundError) return new HttpError(404, err.message);
   if (err instanceof StateError) return new HttpError(409, err.message);
   if (err instanceof LimitError) return new HttpError(429, err.message);
   return new HttpError(500, `internal error: ${err instanceof Error ? err.message : String(err)}`);
-}
-
-function sendJson(res: http.ServerResponse, status: number, body: unknown, extra: http.OutgoingHttpHeaders = {}): void {
-  if (res.headersSent) return;
-  const text = JSON.stringify(body);
-  const headers: http.OutgoingHttpHeaders = { ...extra, 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) };
-  // The rest of an oversized body is not read: close the connection after the answer.
-  if (status === 413) headers.connection = 'close';
-  res.writeHead(status, headers);
-  res.end(text);
 }

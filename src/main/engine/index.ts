@@ -8,10 +8,11 @@ import type { Config } from '../../shared/config.js';
 import { resolveFfmpeg, type FfmpegBinary } from '../../shared/ffmpeg.js';
 import { logger } from '../../shared/log.js';
 import { EncoderPool } from './encoder-pool.js';
+import { pipelineSource } from './pipeline.js';
 import { createHttpApi } from './http-api.js';
 import { SessionManager } from './manager.js';
-import { renderMetrics } from './metrics.js';
-import { Scheduler } from './scheduler.js';
+import { engineMetrics } from './metrics.js';
+import { FrameScheduler } from './scheduler.js';
 import type { Session } from './session.js';
 import { SocketServer } from './socket-server.js';
 import { EgressProxy } from './egress-proxy.js';
@@ -44,19 +45,18 @@ export async function startEngine(config: Config): Promise<RunningEngine> {
   const egress = new EgressProxy(remoteGuard(policy));
   const proxyUrl = await egress.listen();
   const sessions = new Map<string, Session>();
-  const scheduler = new Scheduler(sessions);
+  const scheduler = new FrameScheduler(sessions);
   const pool = new EncoderPool(config.CHORUS_ENCODER_THREADS);
   const manager = new SessionManager(sessions, {
     config,
-    ffmpegPath: ffmpeg.path,
-    pool,
     scheduler,
     resolve: sourceResolver(policy),
-    proxyUrl,
+    startSource: pipelineSource(config, ffmpeg.path, pool, proxyUrl),
   });
   const socket = new SocketServer(config.CHORUS_SOCKET, scheduler, config.CHORUS_ENGINE_DIALECT === 'chorus');
   log.info('engine socket dialect', { dialect: config.CHORUS_ENGINE_DIALECT });
   const started = performance.now();
+  const metrics = engineMetrics({ manager, scheduler, socket, pool, egress });
   const http = createHttpApi({
     manager,
     health: () => ({
@@ -70,7 +70,7 @@ export async function startEngine(config: Config): Promise<RunningEngine> {
       ffmpeg: ffmpeg.source,
       uptime_s: Math.round((performance.now() - started) / 1000),
     }),
-    metrics: () => renderMetrics({ manager, scheduler, socket, pool, egress }),
+    metrics,
     token: config.CHORUS_TOKEN,
     bindHost: config.CHORUS_ENGINE_HOST,
   });

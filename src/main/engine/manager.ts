@@ -20,9 +20,8 @@ import { randomInt } from 'node:crypto';
 import type { Config } from '../../shared/config.js';
 import { framesIn } from '../../shared/audio.js';
 import { logger } from '../../shared/log.js';
-import type { EncoderPool } from './encoder-pool.js';
-import { Pipeline } from './pipeline.js';
-import type { Scheduler } from './scheduler.js';
+import type { StartSource } from './pipeline.js';
+import type { FrameScheduler } from './scheduler.js';
 import { ENGINE_STATES, type EngineState } from '../../shared/session-state.js';
 import { Session, type PlayRequest } from './session.js';
 import { SourceError, type FfmpegInput } from './source.js';
@@ -40,12 +39,10 @@ export class StateError extends Error {
 
 export interface ManagerOptions {
   config: Config;
-  ffmpegPath: string;
-  pool: EncoderPool;
-  scheduler: Scheduler;
+  scheduler: FrameScheduler;
   resolve: (url: string) => Promise<FfmpegInput>;
-  /** The egress proxy ffmpeg reaches remote sources through. */
-  proxyUrl: string;
+  /** Starts a play's frames once its source is resolved (the engine's: pipelineSource). */
+  startSource: StartSource;
 }
 
 export class SessionManager {
@@ -180,29 +177,14 @@ export class SessionManager {
   private startPipeline(session: Session, input: FfmpegInput): void {
     session.pendingInput = undefined;
     try {
-      const pipeline = new Pipeline(
-        {
-          ffmpegPath: this.opts.ffmpegPath,
-          input,
-          startAt: session.request.startAt,
-          gain: session.request.gain,
-          filters: session.request.filters,
-          format: session.request.format,
-          paddedId: session.paddedId,
-          bitrate: this.opts.config.CHORUS_OPUS_BITRATE ?? (session.request.format === 'web' ? 256_000 : 128_000),
-          complexity: this.opts.config.CHORUS_OPUS_COMPLEXITY,
-          pool: this.opts.pool,
-          proxyUrl: this.opts.proxyUrl,
+      const pipeline = this.opts.startSource(session.request, input, session.paddedId, {
+        frames: (frames, count) => session.addFrames(frames, count),
+        end: (error) => {
+          session.endPlay(error);
+          if (error === undefined) this.sourceEnded(session);
         },
-        {
-          frames: (frames, count) => session.addFrames(frames, count),
-          end: (error) => {
-            session.endPlay(error);
-            if (error === undefined) this.sourceEnded(session);
-          },
-          canRead: () => session.canRead,
-        },
-      );
+        canRead: () => session.canRead,
+      });
       this.ffmpegStarted++;
       session.attach(pipeline);
     } catch (err) {

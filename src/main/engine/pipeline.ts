@@ -13,7 +13,9 @@ import { PCM_FRAME_BYTES, type AudioFormat } from '../../shared/audio.js';
 import { filterChain, type AudioFilters } from '../../shared/audio-filters.js';
 import { ffmpegEnv, reportedDuration } from '../../shared/ffmpeg.js';
 import { FRAME_HEADER_BYTES, writeFrameHeader } from '../../shared/protocol.js';
+import type { Config } from '../../shared/config.js';
 import type { EncoderPool } from './encoder-pool.js';
+import type { FrameSource, PlayRequest } from './session.js';
 import type { FfmpegInput } from './source.js';
 
 export interface PipelineOptions {
@@ -46,7 +48,7 @@ export interface PipelineEvents {
 
 const STDERR_TAIL_BYTES = 2048;
 
-export class Pipeline {
+export class Pipeline implements FrameSource {
   private readonly child: ChildProcessByStdio<null, Readable, Readable>;
   private readonly handle: number | undefined;
   /** Bytes of a frame not yet complete, carried to the next read. */
@@ -187,4 +189,28 @@ export class Pipeline {
     this.child.stdout.destroy();
     this.child.stderr.destroy();
   }
+}
+
+/** What the session manager calls to start a play's frames: the caller attaches the result. */
+export type StartSource = (request: PlayRequest, input: FfmpegInput, paddedId: string, events: PipelineEvents) => FrameSource;
+
+/** The engine's sources: one ffmpeg → Opus pipeline per play. */
+export function pipelineSource(config: Config, ffmpegPath: string, pool: EncoderPool, proxyUrl: string): StartSource {
+  return (request, input, paddedId, events) =>
+    new Pipeline(
+      {
+        ffmpegPath,
+        input,
+        startAt: request.startAt,
+        gain: request.gain,
+        filters: request.filters,
+        format: request.format,
+        paddedId,
+        bitrate: config.CHORUS_OPUS_BITRATE ?? (request.format === 'web' ? 256_000 : 128_000),
+        complexity: config.CHORUS_OPUS_COMPLEXITY,
+        pool,
+        proxyUrl,
+      },
+      events,
+    );
 }

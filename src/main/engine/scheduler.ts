@@ -20,7 +20,7 @@ const MAX_LATE_MS = 100;
 /** Timers fire up to about a millisecond early. */
 const EARLY_MS = 1;
 
-export class Scheduler {
+export class FrameScheduler {
   private socket: Socket | undefined;
   private creditMode = false;
   private waitingDrain = false;
@@ -37,6 +37,11 @@ export class Scheduler {
 
   get connected(): boolean {
     return this.socket !== undefined;
+  }
+
+  /** The gateway connection frames go to, if any. */
+  get connection(): Socket | undefined {
+    return this.socket;
   }
 
   get mode(): 'paced' | 'credit' {

@@ -22,7 +22,6 @@ import { cutText } from '../../shared/cut-text.js';
 import { encodeEvent, encodeFrame, FRAME_HEADER_BYTES, paddedSessionId, type ReadyEvent, type SessionEvent } from '../../shared/protocol.js';
 import { ENGINE_LIVE_STATES } from '../../shared/session-state.js';
 import { Outbox } from './outbox.js';
-import type { Pipeline } from './pipeline.js';
 import type { FfmpegInput } from './source.js';
 
 /** An ended session's record keeps this much of its url (the play is over: status only shows it). */
@@ -31,11 +30,28 @@ export const MAX_ENDED_URL_CHARS = 1024;
 /** About two ffmpeg reads (64 KiB, 17 frames each). */
 const MAX_IN_FLIGHT_FRAMES = 34;
 
+/**
+ * What makes a play's frames: ffmpeg and an encoder thread (pipeline.ts), or, in the load
+ * scripts' synthetic engine, a loop of packets encoded beforehand.
+ */
+export interface FrameSource {
+  /** The ffmpeg process, when there is one. */
+  readonly pid: number | undefined;
+  /** Frames made and not yet handed over (inside an encoder thread). */
+  readonly inFlight: number;
+  /** Seconds of the source as the source itself reports it, once known. */
+  readonly sourceDuration: number | undefined;
+  /** The session has room again: frames may come. */
+  release(): void;
+  /** Ends the play now: nothing more comes. */
+  kill(): void;
+}
+
 export type SessionState =
   | { status: 'idle' }
-  | { status: 'starting'; pipeline?: Pipeline }
-  | { status: 'streaming'; pipeline: Pipeline }
-  | { status: 'paused'; pipeline?: Pipeline; resumeTo: 'starting' | 'streaming' }
+  | { status: 'starting'; pipeline?: FrameSource }
+  | { status: 'streaming'; pipeline: FrameSource }
+  | { status: 'paused'; pipeline?: FrameSource; resumeTo: 'starting' | 'streaming' }
   | { status: 'finished' }
   | { status: 'stopped'; reason: string }
   | { status: 'error'; message: string };
@@ -140,7 +156,7 @@ export class Session extends EventEmitter {
     return LIVE_STATES.has(this._state.status);
   }
 
-  get pipeline(): Pipeline | undefined {
+  get pipeline(): FrameSource | undefined {
     return 'pipeline' in this._state ? this._state.pipeline : undefined;
   }
 
@@ -169,7 +185,7 @@ export class Session extends EventEmitter {
   }
 
   /** The play's pipeline is running (a pause may have come while its source was resolved). */
-  attach(pipeline: Pipeline): void {
+  attach(pipeline: FrameSource): void {
     this.duration = this.playDuration(undefined);
     const s = this._state;
     if (s.status === 'paused') this.state = { ...s, pipeline };
@@ -248,7 +264,7 @@ export class Session extends EventEmitter {
    * `duration` stays what the seed sends (seconds this play gives); `start_at` and
    * `track_duration` let a listener show position / length after a seek.
    */
-  private queueReady(pipeline: Pipeline): void {
+  private queueReady(pipeline: FrameSource): void {
     this.duration = this.playDuration(pipeline.sourceDuration);
     this.trackDuration = this.sourceDuration ?? pipeline.sourceDuration ?? this.request.duration;
     const event: ReadyEvent = { type: 'ready', session_id: this.id, play: this.play, start_at: this.request.startAt ?? 0 };

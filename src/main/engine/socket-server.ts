@@ -20,7 +20,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { describeProtocolError, encodeEvent, HELLO, WireDecoder } from '../../shared/protocol.js';
 import { logger } from '../../shared/log.js';
-import type { Scheduler } from './scheduler.js';
+import type { FrameScheduler } from './scheduler.js';
 
 const log = logger('engine.socket');
 
@@ -44,7 +44,7 @@ export class SocketServer {
 
   constructor(
     readonly path: string,
-    private readonly scheduler: Scheduler,
+    private readonly scheduler: FrameScheduler,
     /** A natashi peer gets no `hello`: it takes no credit and expects none. */
     private readonly sayHello = true,
   ) {}

@@ -5,7 +5,7 @@
  */
 import type { AudioFilters } from '../../shared/audio-filters.js';
 import { engineStateOf, type EngineState } from '../../shared/session-state.js';
-import { HttpError } from './errors.js';
+import { HttpError } from '../http-kit.js';
 
 const TIMEOUT_MS = 5000;
 

@@ -6,7 +6,7 @@
  */
 import { logger } from '../../shared/log.js';
 import type { EngineApi } from './engine-api.js';
-import { HttpError } from './errors.js';
+import { HttpError } from '../http-kit.js';
 import type { SessionRegistry } from './registry.js';
 import type { GatewaySession } from './session.js';
 

@@ -32,7 +32,7 @@ import { Egress } from './egress.js';
 import { EngineApi } from './engine-api.js';
 import { EngineLink } from './engine-link.js';
 import { EngineRecovery } from './engine-recovery.js';
-import { HttpError } from './errors.js';
+import { HttpError } from '../http-kit.js';
 import { PlayRate, Refusals } from './limits.js';
 import type { Listener } from './listener.js';
 import { SessionRegistry } from './registry.js';
@@ -151,6 +151,7 @@ export class Gateway {
       sessions: live,
       max_sessions: this.config.CHORUS_MAX_SESSIONS,
       engine_connected: down === undefined,
+      engine_flow: this.link.creditEnabled ? 'credit' : 'paced',
       engine_starved: starved,
       threads: this.pool.threads,
       uptime_s: Math.round((performance.now() - this.started) / 1000),

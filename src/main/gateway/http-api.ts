@@ -26,7 +26,7 @@ import type { ErrorResponse, PlayResponse } from '../../shared/gateway-api.js';
 import { opusSdp } from '../../shared/rtp.js';
 import { logger } from '../../shared/log.js';
 import { GatewayAccess, listenOnly, type Grant } from './auth.js';
-import { HttpError } from './errors.js';
+import { errorMessage, HttpError, sendError as sendErrorJson, sendJson } from '../http-kit.js';
 import type { Gateway } from './gateway.js';
 import { RefusedError } from './limits.js';
 import { ListenerSockets, type ListenerRequest } from './listener-sockets.js';
@@ -36,7 +36,6 @@ import {
   checkFormat,
   checkRtpTarget,
   checkUrl,
-  errorMessage,
   methodNotAllowed,
   pathOf,
   readBody,
@@ -51,7 +50,6 @@ import { LavalinkNode } from '../lavalink/node.js';
 import { trackLoader, type SharedTrackLoader } from '../lavalink/load-tracks.js';
 import { QueuePlayers } from './queue-player.js';
 import { queueRoute } from './queue-routes.js';
-import { sendJson } from '../send-json.js';
 
 const log = logger('gateway');
 /** Longest a request may take to arrive (body included); Node's default. */
@@ -179,8 +177,9 @@ async function handle(ctx: Ctx, req: IncomingMessage, res: ServerResponse): Prom
   if (grant.kind === 'listen' && !(match?.[2] === undefined && match?.[4] === undefined && method === 'GET')) throw listenOnly();
 
   if (path === '/metrics' && method === 'GET') {
-    res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
-    res.end(renderMetrics(gateway));
+    const { text, contentType } = await renderMetrics(gateway);
+    res.writeHead(200, { 'content-type': contentType });
+    res.end(text);
     return;
   }
   if (path === '/sessions' && method === 'GET') {
@@ -321,17 +320,6 @@ function sendError(ctx: Ctx, req: IncomingMessage, res: ServerResponse, err: unk
   const status = err instanceof HttpError ? err.status : 500;
   if (status >= 500) log.error('request failed', { status, message: errorMessage(err) });
   if (err instanceof RefusedError) ctx.gateway.refusals.note(err, { method: req.method, path: pathOf(req) });
-  if (res.headersSent) {
-    res.destroy();
-    return;
-  }
-  const body: ErrorResponse = { error: errorMessage(err) };
-  const text = JSON.stringify(body);
-  res.writeHead(status, {
-    ...(err instanceof HttpError ? err.headers : {}),
-    'content-type': 'application/json',
-    'content-length': Buffer.byteLength(text),
-  });
-  res.end(text);
+  sendErrorJson(res, err);
 }
 

@@ -9,6 +9,7 @@ import { logger } from '../../shared/log.js';
 import { Gateway } from './gateway.js';
 import { createGatewayServer } from './http-api.js';
 import type { QueuePlayers } from './queue-player.js';
+import { gatewayMetrics } from './metrics.js';
 import { listen } from '../listen.js';
 import { nextStopSignal } from '../signals.js';
 import { raiseFdLimit } from '../fd-limit.js';
@@ -46,6 +47,7 @@ function logFdLimit(maxConnections: number): void {
 export async function startGateway(config: Config): Promise<RunningGateway> {
   logFdLimit(config.CHORUS_MAX_CONNECTIONS);
   const gateway = new Gateway(config);
+  gatewayMetrics(gateway);
   const { server, closeListeners, queues } = createGatewayServer(gateway, config);
   await listen(server, config.CHORUS_HOST, config.CHORUS_PORT, 'CHORUS_PORT', 'CHORUS_HOST').catch(async (err: Error) => {
     await gateway.close();

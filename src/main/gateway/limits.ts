@@ -15,7 +15,7 @@
  *   rtp_sinks   CHORUS_MAX_RTP_SINKS         429
  */
 import { logger, type LogFields } from '../../shared/log.js';
-import { HttpError } from './errors.js';
+import { HttpError } from '../http-kit.js';
 
 const log = logger('gateway');
 

@@ -13,10 +13,10 @@ import { parseListenerAction, type ListenerAction } from '../../shared/listener-
 import type { ErrorResponse } from '../../shared/gateway-api.js';
 import { logger } from '../../shared/log.js';
 import { listenOnly, type GatewayAccess, type Grant } from './auth.js';
-import { HttpError } from './errors.js';
+import { errorMessage, HttpError } from '../http-kit.js';
 import type { Gateway } from './gateway.js';
 import { RefusedError } from './limits.js';
-import { checkFormat, checkUrl, errorMessage, pathOf } from './request-checks.js';
+import { checkFormat, checkUrl, pathOf } from './request-checks.js';
 import type { QueuePlayers } from './queue-player.js';
 import type { GatewaySession } from './session.js';
 

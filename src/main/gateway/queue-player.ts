@@ -15,7 +15,7 @@ import type { QueueChange, QueueCommand, QueueEvent, QueueItem, QueueState } fro
 import type { SessionSummary } from '../../shared/gateway-api.js';
 import { loadTracks, YTDLP_SOURCE_NAMES, type LavalinkTrack, type TrackLoader } from '../lavalink/load-tracks.js';
 import { LONG_MAX } from '../lavalink/track-codec.js';
-import { HttpError } from './errors.js';
+import { HttpError } from '../http-kit.js';
 import type { Gateway } from './gateway.js';
 import { Queue, type NewItem } from './queue.js';
 import type { GatewaySession, Track, TrackObserver } from './session.js';

@@ -15,8 +15,7 @@
  */
 import type { ServerResponse } from 'node:http';
 import { parseQueueCommand, type QueueItem } from '../../shared/queue.js';
-import { sendJson } from '../send-json.js';
-import { HttpError } from './errors.js';
+import { HttpError, sendJson } from '../http-kit.js';
 import type { QueuePlayers } from './queue-player.js';
 
 export interface NowPlaying {

@@ -6,7 +6,7 @@
  */
 import { randomInt } from 'node:crypto';
 import { MAX_QUEUE_ITEMS, REPEAT_MODES, type QueueChange, type QueueItem, type QueueState, type RepeatMode } from '../../shared/queue.js';
-import { HttpError } from './errors.js';
+import { HttpError } from '../http-kit.js';
 
 export type NewItem = Omit<QueueItem, 'id'>;
 

@@ -8,7 +8,7 @@ import type { Config } from '../../shared/config.js';
 import { FrameIdTable, sessionIdError } from '../../shared/protocol.js';
 import { isEnded } from '../../shared/session-state.js';
 import type { Redactor } from '../../shared/redact.js';
-import { HttpError } from './errors.js';
+import { HttpError } from '../http-kit.js';
 import { RefusedError } from './limits.js';
 import { GatewaySession, type DemuxCounters } from './session.js';
 

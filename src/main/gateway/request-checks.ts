@@ -7,7 +7,7 @@ import type { IncomingMessage } from 'node:http';
 import net from 'node:net';
 import { isLoopbackAddress } from '../../shared/access.js';
 import type { RtpTarget } from '../../shared/worker-messages.js';
-import { HttpError } from './errors.js';
+import { HttpError, parseJsonObject, readBody as readBoundedBody } from '../http-kit.js';
 import { isStreamFormat } from './track-run.js';
 import { RefusedError } from './limits.js';
 
@@ -70,61 +70,19 @@ export function methodNotAllowed(method: string, allowed: string): HttpError {
   return new HttpError(405, `${method} is not allowed here; use ${allowed}`);
 }
 
-/**
- * The request body, up to `max` bytes. Past it (declared or streamed): a 413 that closes the
- * connection once answered, so the rest is never read, and nothing more is kept meanwhile.
- */
+/** The request body, up to CHORUS_MAX_BODY_BYTES: past it, a 413 counted as a `body` refusal. */
 export function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
-  const tooLarge = () =>
-    new RefusedError('body', 413, `request body is larger than ${max} bytes (CHORUS_MAX_BODY_BYTES)`, { connection: 'close' });
-  const declared = Number(req.headers['content-length'] ?? 0);
-  if (declared > max) return Promise.reject(tooLarge());
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let over = false;
-    req.on('data', (chunk: Buffer) => {
-      if (over) return;
-      size += chunk.length;
-      if (size > max) {
-        over = true;
-        chunks.length = 0;
-        req.pause();
-        reject(tooLarge());
-        return;
-      }
-      chunks.push(chunk);
-    });
-    req.on('end', () => resolve(Buffer.concat(chunks)));
-    req.on('error', reject);
-  });
+  return readBoundedBody(req, max, () => new RefusedError('body', 413, `request body is larger than ${max} bytes (CHORUS_MAX_BODY_BYTES)`, { connection: 'close' }));
 }
 
 export async function readJson(req: IncomingMessage, max: number): Promise<Record<string, unknown>> {
-  const body = await readBody(req, max);
-  if (body.length === 0) throw new HttpError(400, 'body must be a JSON object');
-  return parseJsonObject(body);
+  return parseJsonObject(await readBody(req, max));
 }
 
 /** A JSON object body, or {} when there is no body. */
 export async function readOptionalJson(req: IncomingMessage, max: number): Promise<Record<string, unknown>> {
   const body = await readBody(req, max);
   return body.length === 0 ? {} : parseJsonObject(body);
-}
-
-function parseJsonObject(body: Buffer): Record<string, unknown> {
-  let value: unknown;
-  try {
-    value = JSON.parse(body.toString('utf8'));
-  } catch {
-    throw new HttpError(400, 'body is not valid JSON');
-  }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new HttpError(400, 'body must be a JSON object');
-  return value as Record<string, unknown>;
-}
-
-export function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 /** The request's path for a log line (no query: it may hold a token), cut short. */

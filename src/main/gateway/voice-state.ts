@@ -10,7 +10,7 @@
 import net from 'node:net';
 import { HOST_NAME } from '../../shared/config.js';
 import type { VoiceServerState } from '../../shared/worker-messages.js';
-import { HttpError } from './errors.js';
+import { HttpError } from '../http-kit.js';
 
 const FIELDS = ['guildId', 'channelId', 'userId', 'sessionId', 'token', 'endpoint'] as const;
 const SNOWFLAKE = /^\d{1,20}$/;

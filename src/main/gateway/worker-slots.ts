@@ -8,7 +8,7 @@ import { framesIn } from '../../shared/audio.js';
 import type { SessionInit } from '../../shared/worker-messages.js';
 import { logger } from '../../shared/log.js';
 import type { EngineApi } from './engine-api.js';
-import { HttpError } from './errors.js';
+import { HttpError } from '../http-kit.js';
 import type { GatewaySession } from './session.js';
 import { SlotEndedError, type Slot, type SlotPool } from './slot-pool.js';
 

@@ -23,14 +23,13 @@ import type { Config } from '../../shared/config.js';
 import { sameSecret } from '../../shared/access.js';
 import { FILTER_NAMES, FilterError, parseFilters, type AudioFilters } from '../../shared/audio-filters.js';
 import type { GatewayAccess } from '../gateway/auth.js';
-import { HttpError } from '../gateway/errors.js';
+import { HttpError, sendJson } from '../http-kit.js';
 import type { Gateway } from '../gateway/gateway.js';
 import { ClientSession, newSessionId } from './client-session.js';
 import { lavalinkErrorBody, sendLavalinkError } from './errors.js';
 import { lavalinkTrack, loadTracks, SOURCE_NAMES, sourceNames, YTDLP_SOURCE_NAMES, type LavalinkTrack, type TrackLoader } from './load-tracks.js';
 import type { LavalinkVoice } from './player.js';
 import { decodeTrack, TrackCodecError } from './track-codec.js';
-import { sendJson } from '../send-json.js';
 
 /** The Lavalink version chorus speaks; the build part says who answers. */
 export const LAVALINK_VERSION = { semver: '4.0.0+chorus', major: 4, minor: 0, patch: 0, preRelease: null, build: 'chorus' };

@@ -15,7 +15,7 @@ import { Control } from '../../shared/worker-messages.js';
 import { FRAME_MS } from '../../shared/audio.js';
 import { playbackRate, type AudioFilters, type Sound } from '../../shared/audio-filters.js';
 import type { Gateway } from '../gateway/gateway.js';
-import { HttpError } from '../gateway/errors.js';
+import { HttpError } from '../http-kit.js';
 import type { GatewaySession } from '../gateway/session.js';
 import { parseVoiceState } from '../gateway/voice-state.js';
 import type { LavalinkTrack } from './load-tracks.js';

@@ -3,7 +3,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EngineApi } from '../../../src/main/gateway/engine-api.js';
-import { HttpError } from '../../../src/main/gateway/errors.js';
+import { HttpError } from '../../../src/main/http-kit.js';
 
 describe('EngineApi and CHORUS_TOKEN', () => {
   let server: http.Server;

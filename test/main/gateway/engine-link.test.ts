@@ -9,6 +9,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startChorus, tempDir, type ChorusProcess } from '../../helpers/chorus-process.js';
+import { waitForHealth } from '../../helpers/http.js';
 import { TestListener } from '../../helpers/listener.js';
 
 function seedFrame(id: string, payload: Buffer): Buffer {
@@ -118,7 +119,7 @@ describe('engine link with a seed engine (no hello, no credits)', () => {
       CHORUS_ENGINE_URL: engineUrl,
       CHORUS_RECONNECT_MAX_MS: '200',
     });
-    await gateway.waitForLog(/connected to engine/);
+    await waitForHealth(gateway.httpUrl, 'the gateway to connect', (h) => h.engine_connected === true);
     return { url: gateway.httpUrl, seed: engine };
   }
 
@@ -159,8 +160,8 @@ describe('engine link with a seed engine (no hello, no credits)', () => {
     const huge = Buffer.alloc(4);
     huge.writeUInt32BE(0x7fffffff, 0);
     seed.write(huge);
-    await gateway!.waitForLog(/protocol error/, 5000);
-    await gateway!.waitForLog(/reconnected to engine/, 5000);
+    await waitForHealth(url, 'the gateway to drop the connection and connect again', (h) => seed.connections === 2 && h.engine_connected === true, 5000);
+    expect((await (await fetch(`${url}/metrics`)).text())).toMatch(/^chorus_gateway_protocol_errors_total 1$/m);
     expect(seed.connections).toBe(2);
     // Invalid JSON is skipped without losing the connection.
     seed.write(Buffer.from('{"type": nope}\n'));

@@ -3,43 +3,14 @@
  * threads, WebSocket listeners through ws. Each listener decodes what it hears.
  */
 import fs from 'node:fs';
-import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { SessionsResponse, SessionSummary } from '../../../src/shared/gateway-api.js';
 import { goertzel, channel } from '../../helpers/audio-analysis.js';
-import { startChorus, tempDir, type ChorusProcess } from '../../helpers/chorus-process.js';
+import { startChorus } from '../../helpers/chorus-process.js';
 import { TestListener } from '../../helpers/listener.js';
-
-interface Stack {
-  dir: string;
-  engine: ChorusProcess;
-  gateway: ChorusProcess;
-  url: string;
-  engineEnv: Record<string, string>;
-}
-
-async function startStack(gatewayEnv: Record<string, string> = {}): Promise<Stack> {
-  const dir = tempDir();
-  const socket = path.join(dir, 'engine.sock');
-  const engineEnv = { CHORUS_ENGINE_PORT: '0', CHORUS_SOCKET: socket, CHORUS_MEDIA_ROOT: dir };
-  const engine = await startChorus('engine', engineEnv);
-  const gateway = await startChorus('gateway', {
-    CHORUS_PORT: '0',
-    CHORUS_SOCKET: socket,
-    CHORUS_ENGINE_URL: engine.httpUrl,
-    CHORUS_RECONNECT_MAX_MS: '200',
-    ...gatewayEnv,
-  });
-  await gateway.waitForLog(/engine said hello/);
-  return { dir, engine, gateway, url: gateway.httpUrl, engineEnv };
-}
-
-async function stopStack(stack: Stack | undefined): Promise<void> {
-  if (!stack) return;
-  await Promise.allSettled([stack.gateway.stop(), stack.engine.stop()]);
-  fs.rmSync(stack.dir, { recursive: true, force: true });
-}
+import { startStack, stopStack, type Stack } from '../../helpers/stack.js';
+import { waitForHealth } from '../../helpers/http.js';
 
 async function post(url: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
   const res = await fetch(url, { method: 'POST', body: body === undefined ? undefined : JSON.stringify(body) });
@@ -68,7 +39,7 @@ describe('gateway with the real engine', () => {
   };
 
   beforeAll(async () => {
-    stack = await startStack({ CHORUS_DEBUG_ENDPOINTS: '1' });
+    stack = await startStack({}, {}, { CHORUS_DEBUG_ENDPOINTS: '1' });
   });
   afterEach(() => {
     for (const l of listeners.splice(0)) l.close();
@@ -246,7 +217,7 @@ describe('slow listeners', () => {
   });
 
   it('under wait: the slow session holds, others are untouched, memory stays bounded, and it gets every frame', async () => {
-    stack = await startStack({ CHORUS_SLOW_LISTENER: 'wait' });
+    stack = await startStack({}, {}, { CHORUS_SLOW_LISTENER: 'wait' });
     const slow = await TestListener.connect(stack.url, 'slow');
     const other = await TestListener.connect(stack.url, 'steady');
     listeners.push(slow, other);
@@ -276,7 +247,7 @@ describe('slow listeners', () => {
   });
 
   it('under drop: the slow listener is skipped and the skips are counted; others are untouched', async () => {
-    stack = await startStack({ CHORUS_SLOW_LISTENER: 'drop' });
+    stack = await startStack({}, {}, { CHORUS_SLOW_LISTENER: 'drop' });
     const slow = await TestListener.connect(stack.url, 'lagger');
     const other = await TestListener.connect(stack.url, 'steady');
     listeners.push(slow, other);
@@ -311,7 +282,7 @@ describe('shared threads (CHORUS_SESSIONS_PER_THREAD=4)', () => {
   });
 
   it('paces six sessions on two threads, each with its own clock, state and tone', async () => {
-    stack = await startStack({ CHORUS_SESSIONS_PER_THREAD: '4', CHORUS_PREWARM_THREADS: '1' });
+    stack = await startStack({}, {}, { CHORUS_SESSIONS_PER_THREAD: '4', CHORUS_PREWARM_THREADS: '1' });
     const tones = [330, 440, 550, 660, 770, 880];
     const ls = await Promise.all(tones.map((hz) => TestListener.connect(stack!.url, `shared-${hz}`)));
     listeners.push(...ls);
@@ -345,13 +316,13 @@ describe('engine restart', () => {
   afterAll(() => stopStack(stack));
 
   it('reconnects after the engine is killed; interrupted sessions end saying why; new plays work', async () => {
-    stack = await startStack();
+    stack = await startStack({}, {}, {});
     const l = await TestListener.connect(stack.url, 'survivor');
     await post(`${stack.url}/sessions/survivor/play`, { url: 'tone:440?seconds=30' });
     await l.waitForFrames(10);
     const port = new URL(stack.engine.httpUrl).port;
     stack.engine.child.kill('SIGKILL');
-    await stack.gateway.waitForLog(/engine connection lost/, 5000);
+    await waitForHealth(stack.url, 'the gateway to see the engine gone', (h) => h.engine_connected === false, 5000);
 
     // While the engine is away: /health says so (503, with why), and a play that fails leaves
     // no session behind.
@@ -366,7 +337,7 @@ describe('engine restart', () => {
     expect((await fetch(`${stack.url}/sessions/while-down`)).status).toBe(404);
 
     stack.engine = await startChorus('engine', { ...stack.engineEnv, CHORUS_ENGINE_PORT: port });
-    await stack.gateway.waitForLog(/reconnected to engine/, 10_000);
+    await waitForHealth(stack.url, 'the gateway to reconnect', (h) => h.engine_connected === true, 10_000);
     const error = await l.waitForEvent('error', 10_000);
     expect((error as { message: string }).message).toMatch(/engine restarted/);
     expect(stack.gateway.child.exitCode).toBeNull();
@@ -386,7 +357,7 @@ describe('sessions that ended', () => {
   afterAll(() => stopStack(stack));
 
   it('give way to new ones under CHORUS_MAX_SESSIONS; a failed one says so on resume; an unheard one says why it waits', async () => {
-    stack = await startStack({ CHORUS_MAX_SESSIONS: '2' });
+    stack = await startStack({}, {}, { CHORUS_MAX_SESSIONS: '2' });
     const url = stack.url;
     // Nobody listens: the play waits, and says why.
     const unheard = await post(`${url}/sessions/end-a/play`, { url: 'tone:440?seconds=30' });
@@ -426,7 +397,7 @@ describe('gateway: a listener joining while a play boots its worker', () => {
     // No pre-warmed threads: each play boots one (tens of ms), and the listeners come in
     // meanwhile, as the web page's does when its play button opens the socket and plays at once.
     // (Sooner than ~15 ms they beat the play itself, which is no race: the session is idle then.)
-    stack = await startStack({ CHORUS_PREWARM_THREADS: '0' });
+    stack = await startStack({}, {}, { CHORUS_PREWARM_THREADS: '0' });
     const url = stack.url;
     const ids = Array.from({ length: 6 }, (_, i) => `join-${i}`);
     const listeners: TestListener[] = [];

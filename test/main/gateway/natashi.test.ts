@@ -10,6 +10,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { SessionsResponse, SessionSummary } from '../../../src/shared/gateway-api.js';
 import { startChorus, tempDir, type ChorusProcess } from '../../helpers/chorus-process.js';
+import { waitForHealth } from '../../helpers/http.js';
 import { TestListener } from '../../helpers/listener.js';
 import { startNatashiEngine, type NatashiEngine } from '../../helpers/natashi-engine.js';
 
@@ -68,7 +69,7 @@ beforeAll(async () => {
     CHORUS_READY_TIMEOUT_MS: String(READY_TIMEOUT_MS),
     CHORUS_ENGINE_STALL_MS: String(STALL_MS),
   });
-  await gateway.waitForLog(/connected to engine/);
+  await waitForHealth(gateway.httpUrl, 'the gateway to connect', (h) => h.engine_connected === true);
 });
 afterEach(() => {
   for (const l of listeners.splice(0)) l.close();
@@ -188,7 +189,7 @@ describe('gateway in front of a chorus engine speaking natashi (CHORUS_ENGINE_DI
     const engine = await startChorus('engine', { CHORUS_ENGINE_PORT: '0', CHORUS_SOCKET: socket, CHORUS_MEDIA_ROOT: dir, CHORUS_ENGINE_DIALECT: 'natashi' });
     const gw = await startChorus('gateway', { CHORUS_PORT: '0', CHORUS_SOCKET: socket, CHORUS_ENGINE_URL: engine.httpUrl });
     try {
-      await gw.waitForLog(/connected to engine/);
+      await waitForHealth(gw.httpUrl, 'the gateway to connect', (h) => h.engine_connected === true);
       const l = await TestListener.connect(gw.httpUrl, 'ogg-chorus');
       listeners.push(l);
       const res = await fetch(`${gw.httpUrl}/sessions/ogg-chorus/play`, { method: 'POST', body: JSON.stringify({ url: 'tone:770?seconds=2', format: 'web' }) });

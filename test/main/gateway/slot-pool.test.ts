@@ -1,19 +1,20 @@
 /**
  * The gateway's session slots on real worker threads (src/main/gateway/slot-pool.ts, built in
  * dist/ because its threads run the built worker): a thread is reused once its session ended,
- * with nothing of that session left on it; the slots started ahead follow the play rate within
+ * with nothing of that session left on it; pre-warmed threads are replaced; a dead thread fails calls at once; the slots started ahead follow the play rate within
  * their bound; plays beyond them are served in arrival order; k sessions share a thread.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Slot, SlotPool } from '../../../src/main/gateway/slot-pool.js';
 import { PrewarmTarget } from '../../../src/main/gateway/prewarm.js';
+import { loadConfig } from '../../../src/shared/config.js';
 import { Ring } from '../../../src/shared/ring.js';
 import { CONTROL_WORDS, type SessionInit } from '../../../src/shared/worker-messages.js';
 import { RtpReceiver } from '../../helpers/rtp-receiver.js';
 
 // The pool's threads run the built worker, found beside the pool's own module: take it from dist/.
 const BUILT_POOL: string = '../../../dist/main/gateway/slot-pool.js';
-const { SlotPool: BuiltSlotPool } = (await import(BUILT_POOL)) as typeof import('../../../src/main/gateway/slot-pool.js');
+const { SlotPool: BuiltSlotPool, SlotEndedError } = (await import(BUILT_POOL)) as typeof import('../../../src/main/gateway/slot-pool.js');
 
 const open: { close(): unknown }[] = [];
 afterEach(async () => {
@@ -46,6 +47,7 @@ function session(sid: number, frames: number, fill: number): SessionInit {
     listeners: 0,
     nextSeq: 0,
     nextTimestamp: 0,
+    voiceUdpSilenceMs: loadConfig({}).CHORUS_VOICE_UDP_SILENCE_MS,
   };
 }
 
@@ -145,6 +147,29 @@ describe('SlotPool', () => {
     const [a, b] = await Promise.all([slots.attach(session(1, 0, 0)), slots.attach(session(2, 0, 0))]);
     expect(a.threadId).toBe(b.threadId);
     expect(slots.threads).toBe(1);
+  });
+});
+
+describe('SlotPool threads', () => {
+  it('keeps its pre-warmed threads: an attach takes one, and another starts in its place', async () => {
+    const p = pool({ prewarm: 1, maxSessions: 4 });
+    await waitUntil('the pre-warmed thread', () => p.threads === 1);
+    const { slot } = await p.attach(session(101, 0, 0));
+    expect(slot.alive).toBe(true);
+    await waitUntil('a new warm thread', () => p.threads === 2);
+  });
+
+  it('a call into a slot whose thread has died fails with SlotEndedError instead of waiting forever', async () => {
+    const p = pool({ maxSessions: 2 });
+    const { slot } = await p.attach(session(102, 0, 0));
+    expect((await slot.call((api) => api.stats())).status).toBe('idle');
+    await slot.call((api) => api.crash('thread')).catch(() => undefined);
+    await expect(slot.done).rejects.toThrow();
+    expect(slot.alive).toBe(false);
+    await expect(slot.call((api) => api.stats())).rejects.toBeInstanceOf(SlotEndedError);
+    // The pool goes on: the next session gets a thread of its own.
+    const next = await p.attach(session(103, 0, 0));
+    expect((await next.slot.call((api) => api.stats())).status).toBe('idle');
   });
 });
 

@@ -3,7 +3,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { endpointHost, hostAllowed, parseVoiceState } from '../../../src/main/gateway/voice-state.js';
-import { HttpError } from '../../../src/main/gateway/errors.js';
+import { HttpError } from '../../../src/main/http-kit.js';
 import { loadConfig } from '../../../src/shared/config.js';
 
 const good = {

@@ -212,6 +212,8 @@ export const SCHEMA = {
     'chorus',
     "What the engine's socket speaks. chorus: `hello` first, credit flow control, one Opus packet per frame. natashi: for natashi's Node layer unchanged, no `hello`, and `opus`/`web` payloads are an Ogg Opus stream (OpusHead and OpusTags pages, then a page per 20 ms packet); `pcm` is the same in both.",
   ),
+  CHORUS_SOURCE_RETRIES: int(0, 100, 3, 'A remote source that ends early (connection reset, truncated body, stalled) is opened again at the frame it reached this many times before the play ends in `error`.'),
+  CHORUS_SOURCE_RETRY_MS: int(10, 60_000, 500, 'Wait before the first reopening of a remote source that ended early; each further try waits twice as long.'),
   CHORUS_REMOTE_ALLOW: list(
     'Remote source hosts allowed even though they resolve to loopback, private, link-local or unique-local addresses.',
     'comma-separated host names, IP addresses or CIDR ranges',
@@ -222,6 +224,13 @@ export const SCHEMA = {
   CHORUS_PORT: PORT(8080, "Port of the gateway's HTTP/WebSocket server (0 picks a free one)."),
   CHORUS_ENGINE_URL: httpUrl('http://127.0.0.1:8180', "The engine's HTTP API, as the gateway calls it."),
   CHORUS_RECONNECT_MAX_MS: int(50, 600_000, 5000, 'Longest wait between the gateway\'s attempts to reconnect to the engine socket.'),
+  CHORUS_DATA_DIR: computed(
+    '<cwd>/data',
+    () => path.join(process.cwd(), 'data'),
+    "Directory of the gateway's session store (chorus.db, SQLite): after a restart, sessions come back paused at their positions. A store that cannot be read stops the start.",
+    'a directory path',
+  ),
+  CHORUS_PAUSE_RELEASE_S: int(1, 31_536_000, 60, 'A session paused this long gives back its ffmpeg, worker and buffers, keeping its exact frame position; resume starts its source again at that frame. A released session waits for its resume however long.'),
   CHORUS_RING_MS: int(100, 60_000, 3000, "Audio each session's ring holds."),
   CHORUS_READY_TIMEOUT_MS: int(100, 600_000, 20_000, "A play whose `ready` does not come from the engine this long (its socket down, its event lost) ends in `error`."),
   CHORUS_ENGINE_STALL_MS: int(100, 600_000, 5000, 'Sessions playing and no frame and no event from the engine this long: /health says `engine_starved` and 503 (another client took the engine\'s socket, as natashi allows).'),

@@ -10,7 +10,7 @@ import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
 import type { Config } from '../../shared/config.js';
 import { FrameIdTable, frameKey, sessionIdError, sessionIdOfKey, type SessionEvent } from '../../shared/protocol.js';
-import { framesIn } from '../../shared/audio.js';
+import { FRAMES_PER_SECOND, framesIn } from '../../shared/audio.js';
 import type { SessionsResponse, SessionSummary } from '../../shared/gateway-api.js';
 import type { GatewayHealth } from '../../shared/health.js';
 import type {
@@ -32,6 +32,8 @@ import { PlayRate, RefusedError, Refusals } from './limits.js';
 import type { Listener } from './listener.js';
 import { GatewaySession, type DemuxCounters, type StreamFormat, type Track } from './session.js';
 import { SlotEndedError, SlotPool, type Slot } from './slot-pool.js';
+import type { PersistentSessions } from './persistence.js';
+import type { StoredSession } from './store.js';
 
 const log = logger('gateway');
 /** Credit is granted on this cadence (and at once when a play starts). */
@@ -58,7 +60,7 @@ export interface GatewayCounters extends DemuxCounters {
   readyTimeouts: number;
 }
 
-export class Gateway {
+export class Gateway implements PersistentSessions {
   private readonly sessions = new Map<string, GatewaySession>();
   /** The demux's index: a frame's id bytes to its session, with no string per frame. */
   private readonly byFrameId = new FrameIdTable<GatewaySession>();
@@ -189,7 +191,7 @@ export class Gateway {
 
   private onEngineEvent(event: SessionEvent): void {
     const session = this.sessions.get(event.session_id);
-    if (!session || !session.active) return;
+    if (!session || !session.active || session.released) return;
     switch (event.type) {
       case 'ready':
         session.onReady(event);
@@ -240,7 +242,7 @@ export class Gateway {
   private onEngineLost(reason: string): void {
     let lost = 0;
     for (const session of this.sessions.values()) {
-      if (session.active) {
+      if (session.active && !session.released) {
         session.engineLost = true;
         lost++;
       }
@@ -250,7 +252,7 @@ export class Gateway {
       this.lostTimer = setTimeout(() => {
         this.lostTimer = undefined;
         for (const session of this.sessions.values()) {
-          if (session.engineLost && session.active) this.endLost(session, 'engine connection lost');
+          if (session.engineLost && session.active) this.endLost(session, 'the engine connection was lost');
         }
       }, ENGINE_LOST_GRACE_MS);
     }
@@ -278,7 +280,7 @@ export class Gateway {
               session.engineLost = false;
               if (session.active) this.endOfStream(session);
             } else if (state === undefined || state === 'stopped' || state === 'error') {
-              this.endLost(session, 'engine restarted; the track was lost');
+              this.endLost(session, 'the engine restarted');
             } else {
               session.engineLost = false;
             }
@@ -297,11 +299,80 @@ export class Gateway {
     else session.state = { status: 'finished', track: session.track! };
   }
 
-  private endLost(session: GatewaySession, reason: string): void {
+  /** The engine lost the track's play: the track waits, paused at the frame the listeners reached. */
+  private endLost(session: GatewaySession, why: string): void {
     session.engineLost = false;
-    if (!session.active) return;
-    session.fail(reason);
-    this.releaseSlot(session);
+    if (!session.active || session.released) return;
+    void session
+      .exclusive(() => this.releaseTrack(session, `${why}: paused at ${clock(session.positionFrames)}; resume to play on from there`))
+      .catch(() => undefined);
+  }
+
+  /**
+   * Gives back the track's engine play, worker slot and ring (a voice connection keeps its slot),
+   * keeping the frame the listeners reached; resume() starts the source again there. Run it under
+   * session.exclusive().
+   */
+  private async releaseTrack(session: GatewaySession, reason?: string): Promise<void> {
+    if (!session.active || session.released || !session.track) return;
+    const slot = session.slot;
+    // The worker stops taking frames first, so that the position read next is the last heard.
+    const kept = slot?.alive === true && (await slot.call((api) => (session.voice ? api.stop() : api.pause())).then(() => session.voice !== undefined, () => false));
+    const frame = session.positionFrames;
+    if (!kept) this.releaseSlot(session);
+    session.release(frame, kept, reason);
+    log.info('released a paused track', { session: session.id, frame, reason });
+    await this.engine.control(session.id, 'stop').catch(() => undefined);
+  }
+
+  /** A released track plays again from its frame (paused if asked); still released if that fails. */
+  private async replayReleased(session: GatewaySession, keepPaused: boolean): Promise<SessionSummary> {
+    const track = { ...session.track! };
+    const frame = session.positionFrames;
+    try {
+      return await this.play(session.id, track.url, track.format, frame / FRAMES_PER_SECOND, keepPaused, track.gain ?? 1);
+    } catch (err) {
+      const status = session.state.status;
+      if (status === 'error' || status === 'starting') {
+        this.releaseSlot(session);
+        session.release(frame, false, `could not start again (${(err as Error).message}); resume to try again`, track);
+      }
+      throw err;
+    }
+  }
+
+  // ---- persistence (store.ts, persistence.ts) ----
+
+  storedSessions(): StoredSession[] {
+    const out: StoredSession[] = [];
+    for (const session of this.sessions.values()) {
+      const track = session.track;
+      if (!session.persistent || !track || !session.active) continue;
+      const stored: StoredSession['track'] = { url: track.url, format: track.format };
+      if (track.gain !== undefined) stored.gain = track.gain;
+      if (track.duration !== undefined) stored.duration = track.duration;
+      out.push({ id: session.id, track: stored, positionFrames: session.positionFrames, paused: session.state.status === 'paused' });
+    }
+    return out;
+  }
+
+  restoreSession(stored: StoredSession): boolean {
+    const t = stored.track;
+    if (!t || !isStreamFormat(t.format) || sessionIdError(stored.id) || this.sessions.has(stored.id)) return false;
+    let session: GatewaySession;
+    try {
+      session = this.session(stored.id, true);
+    } catch {
+      return false;
+    }
+    const track: Track = { url: t.url, format: t.format, startAt: 0 };
+    if (t.gain !== undefined) track.gain = t.gain;
+    if (t.duration !== undefined) track.duration = t.duration;
+    session.beginTrack(track);
+    session.release(stored.positionFrames, false, `the gateway restarted: paused at ${clock(stored.positionFrames)}; resume to play on from there`);
+    // An engine that outlived the old gateway may still hold the play: its frames have no taker now.
+    void this.engine.control(session.id, 'stop').catch(() => undefined);
+    return true;
   }
 
   // ---- egress: paced frames from the workers to listeners ----
@@ -461,6 +532,7 @@ export class Gateway {
     const session = this.session(id, false);
     return session.exclusive(async () => {
       if (!session.active) throw notUnderWay(session, 'pause');
+      if (session.released) return session.summary();
       await this.control(session, 'pause');
       return session.summary();
     });
@@ -468,6 +540,7 @@ export class Gateway {
 
   async resume(id: string): Promise<SessionSummary> {
     const session = this.session(id, false);
+    if (session.released && session.active) return this.replayReleased(session, false);
     return session.exclusive(async () => {
       if (!session.active) throw notUnderWay(session, 'resume');
       await this.control(session, 'resume');
@@ -496,6 +569,13 @@ export class Gateway {
     const session = this.session(id, false);
     const track = session.track;
     if (!track) throw new HttpError(409, 'session has no track to seek in');
+    if (session.released && session.active && (gain ?? track.gain) === track.gain) {
+      // Nothing plays: the new position is where resume will start.
+      return session.exclusive(async () => {
+        session.release(seconds * FRAMES_PER_SECOND, false, reasonOf(session));
+        return session.summary();
+      });
+    }
     return this.play(id, track.url, track.format, seconds, session.state.status === 'paused', gain ?? track.gain);
   }
 
@@ -696,8 +776,12 @@ export class Gateway {
   private sweep(): void {
     const now = Date.now();
     const idleMs = this.config.CHORUS_IDLE_TIMEOUT_S * 1000;
+    const releaseMs = this.config.CHORUS_PAUSE_RELEASE_S * 1000;
     for (const session of this.sessions.values()) {
-      if (session.pausedSince > 0 && now - session.pausedSince > idleMs) {
+      if (session.state.status === 'paused') {
+        // A paused track costs nothing once released: it waits for its resume however long.
+        if (!session.released && now - session.pausedSince > releaseMs) void session.exclusive(() => this.releaseTrack(session)).catch(() => undefined);
+      } else if (session.pausedSince > 0 && now - session.pausedSince > idleMs) {
         void this.stop(session.id, `idle for more than ${this.config.CHORUS_IDLE_TIMEOUT_S} s`).catch(() => undefined);
       } else if (!session.active && !session.voice && session.listeners.size === 0 && now - session.lastActive > LINGER_MS) {
         this.forget(session);
@@ -734,6 +818,17 @@ function notUnderWay(session: GatewaySession, action: 'pause' | 'resume'): HttpE
     default:
       return new HttpError(409, `session ${id} has no track: there is nothing to ${action}; play something first`);
   }
+}
+
+/** A frame position as m:ss.cc, for messages. */
+function clock(frames: number): string {
+  const seconds = frames / FRAMES_PER_SECOND;
+  return `${Math.floor(seconds / 60)}:${(seconds % 60).toFixed(2).padStart(5, '0')}`;
+}
+
+function reasonOf(session: GatewaySession): string | undefined {
+  const state = session.state;
+  return 'reason' in state ? state.reason : undefined;
 }
 
 /** Tries `op` up to `tries` times, 100 ms apart, while it fails with a 502 (engine unreachable). */

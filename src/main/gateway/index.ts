@@ -1,12 +1,15 @@
 /**
  * `chorus gateway`: the engine socket client, the session worker threads and the HTTP/WebSocket
  * API. startGateway() runs it in process (`chorus start`, benchmarks); runGateway() runs it until
- * SIGINT/SIGTERM.
+ * SIGINT/SIGTERM. With a session store (what `chorus gateway` and `chorus start` open in
+ * CHORUS_DATA_DIR), stored sessions come back at start and changes are written behind.
  */
 import type { AddressInfo } from 'node:net';
 import type { Config } from '../../shared/config.js';
 import { logger } from '../../shared/log.js';
 import { Gateway } from './gateway.js';
+import { SessionPersistence } from './persistence.js';
+import { SessionStore } from './store.js';
 import { createGatewayServer } from './http-api.js';
 import { listen } from '../listen.js';
 import { nextStopSignal } from '../signals.js';
@@ -18,6 +21,8 @@ export interface RunningGateway {
   url: string;
   port: number;
   gateway: Gateway;
+  /** Present when the gateway runs with a session store. */
+  persistence?: SessionPersistence;
   /** Stops the engine's tracks, the threads and the server. */
   close(): Promise<void>;
 }
@@ -40,15 +45,24 @@ function logFdLimit(maxConnections: number): void {
   }
 }
 
-export async function startGateway(config: Config): Promise<RunningGateway> {
+/** The session store in CHORUS_DATA_DIR; throws StoreError (one line) when it cannot be used. */
+export function openStore(config: Config): SessionStore {
+  return SessionStore.open(config.CHORUS_DATA_DIR);
+}
+
+export async function startGateway(config: Config, store?: SessionStore): Promise<RunningGateway> {
   logFdLimit(config.CHORUS_MAX_CONNECTIONS);
   const gateway = new Gateway(config);
+  const persistence = store ? new SessionPersistence(store, gateway) : undefined;
+  persistence?.restore();
   const { server, closeListeners } = createGatewayServer(gateway, config);
   await listen(server, config.CHORUS_HOST, config.CHORUS_PORT, 'CHORUS_PORT', 'CHORUS_HOST').catch(async (err: Error) => {
+    persistence?.close();
     await gateway.close();
     throw err;
   });
   gateway.start();
+  persistence?.start();
   const { port } = server.address() as AddressInfo;
   const host = config.CHORUS_HOST.includes(':') ? `[${config.CHORUS_HOST}]` : config.CHORUS_HOST;
   const url = `http://${host}:${port}`;
@@ -61,14 +75,16 @@ export async function startGateway(config: Config): Promise<RunningGateway> {
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     server.closeAllConnections();
     await closeListeners();
+    // Written before the tracks are stopped: a restart finds them where they were.
+    persistence?.close();
     await Promise.all([closed, gateway.close()]);
   };
-  return { url, port, gateway, close: () => (closing ??= close()) };
+  return { url, port, gateway, ...(persistence ? { persistence } : {}), close: () => (closing ??= close()) };
 }
 
 export async function runGateway(config: Config): Promise<void> {
   const stopSignal = nextStopSignal();
-  const running = await startGateway(config);
+  const running = await startGateway(config, openStore(config));
   const reason = await stopSignal;
   log.info('stopping', { reason });
   await running.close();

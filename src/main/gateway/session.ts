@@ -8,7 +8,7 @@ import type { WebSocket } from 'ws';
 import { Ring, recordBytes } from '../../shared/ring.js';
 import { OggPacketReader, startsWithOggCapture } from '../../shared/ogg.js';
 import { logger } from '../../shared/log.js';
-import { FRAME_MS, framesIn, maxPayloadBytes, type AudioFormat } from '../../shared/audio.js';
+import { FRAME_MS, FRAMES_PER_SECOND, framesIn, maxPayloadBytes, type AudioFormat } from '../../shared/audio.js';
 import type { ListenerEvent, SessionStateName } from '../../shared/listener-protocol.js';
 import type { SessionSummary } from '../../shared/gateway-api.js';
 import type { ReadyEvent } from '../../shared/protocol.js';
@@ -112,6 +112,17 @@ export class GatewaySession {
   lastActive = Date.now();
   /** When the session entered paused or autopaused (ms epoch), for the idle timeout. */
   pausedSince = 0;
+  /**
+   * The track's engine play, worker slot and ring were given back (a long pause, the engine lost,
+   * a restart of the gateway): it stays paused at `startFrame`, where resume starts it again.
+   */
+  released = false;
+  /** Kept in the session store across restarts; a Lavalink player is not (its client keeps its own). */
+  persistent = true;
+  /** Frame of the track the current play started at (its start_at, in 20 ms frames). */
+  private startFrame = 0;
+  /** Control.Sent when the current play started. */
+  private sentBase = 0;
   /** Hears every event the listeners hear, listeners or not (a Lavalink player: src/main/lavalink). */
   observer: ((event: ListenerEvent) => void) | undefined;
   private queue: Promise<unknown> = Promise.resolve();
@@ -200,8 +211,43 @@ export class GatewaySession {
     this.ogg?.reset();
     this.oversizeLogged = false;
     this.playerStatus = 'buffering';
+    this.released = false;
+    this.startFrame = Math.round(track.startAt * FRAMES_PER_SECOND);
+    this.sentBase = Atomics.load(this.control, Control.Sent);
     this.state = { status: 'starting', track };
     return { ringChanged };
+  }
+
+  /**
+   * The frame of the track the listeners have reached: where the play started plus the frames the
+   * worker has delivered since. Exact, not a clock's estimate: a restart resumes at this frame.
+   */
+  get positionFrames(): number {
+    if (!this.track) return 0;
+    if (this.released) return this.startFrame;
+    return this.startFrame + (Atomics.load(this.control, Control.Sent) - this.sentBase);
+  }
+
+  /**
+   * The track gives back its engine play and worker (the caller lets them go) and waits, paused,
+   * at frame `frame`; `ring` false drops the ring too. `reason` says why it paused, when not asked;
+   * `track` puts back a track a failed play had ended.
+   */
+  release(frame: number, ring: boolean, reason?: string, track: Track | undefined = this.track): void {
+    if (!track) return;
+    this.clearReadyTimer();
+    this.endTrack();
+    if (!ring) {
+      this.ring = undefined;
+      this.ringFormat = undefined;
+    }
+    this.released = true;
+    this.engineLost = false;
+    this.startFrame = Math.max(0, Math.round(frame));
+    track.startAt = this.startFrame / FRAMES_PER_SECOND;
+    this.playerStatus = 'paused';
+    this.playerReason = reason;
+    this.state = reason === undefined ? { status: 'paused', track } : { status: 'paused', track, reason };
   }
 
   /** The engine accepted the play and numbered it (a seed engine does not). */
@@ -320,6 +366,8 @@ export class GatewaySession {
   // ---- the worker's view ----
 
   onPlayerStatus(status: PlayerStatus, reason?: string): void {
+    // A released track's old worker has nothing more to say about it.
+    if (this.released) return;
     this.playerStatus = status;
     this.playerReason = reason;
     if (status === 'finished') {
@@ -340,7 +388,7 @@ export class GatewaySession {
   /** Puts the track's state in line with the engine's and the worker's. */
   refresh(): void {
     const track = this.track;
-    if (!track || !this.active) return;
+    if (!track || !this.active || this.released) return;
     const s = this.playerStatus;
     if (s === 'paused' || s === 'autopaused') this.state = this.playerReason === undefined ? { status: s, track } : { status: s, track, reason: this.playerReason };
     else if (!this.readySeen) this.state = { status: 'starting', track };
@@ -434,6 +482,7 @@ export class GatewaySession {
     if (track) {
       out.url = track.url;
       out.startAt = track.startAt;
+      out.position = this.positionFrames / FRAMES_PER_SECOND;
       if (track.duration !== undefined) out.duration = track.duration;
     }
     if (this.voice) {

@@ -189,7 +189,7 @@ export const SCHEMA = {
     'a file path',
   ),
   CHORUS_MAX_SESSIONS: int(1, 100_000, 256, 'Most concurrent sessions; a play past it gets 429.'),
-  CHORUS_IDLE_TIMEOUT_S: int(1, 31_536_000, 1800, 'A session paused or idle this long is stopped; an ended session is kept for status this long.'),
+  CHORUS_IDLE_TIMEOUT_S: int(1, 31_536_000, 1800, 'A session paused or idle this long is stopped (the gateway instead releases a paused one after CHORUS_PAUSE_RELEASE_S and keeps it); an ended session is kept for status this long.'),
   CHORUS_GATEWAY_GRACE_S: int(1, 31_536_000, 60, 'With no gateway connected this long (since it left, or since the play), a live session is stopped: a gateway that reconnects sooner finds its sessions playing.'),
   CHORUS_MAX_ENDED_SESSIONS: int(0, 1_000_000, 1000, 'Ended sessions the engine keeps for status; past it the oldest are forgotten.'),
   CHORUS_OPUS_BITRATE: optionalInt(6000, 510_000, 'Opus bitrate in b/s for every format; empty: 128000 for opus, 256000 for web.'),

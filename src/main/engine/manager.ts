@@ -56,6 +56,8 @@ export class SessionManager {
   private endedKept = 0;
   plays = 0;
   ffmpegStarted = 0;
+  /** Remote sources opened again at the frame reached, after ending early. */
+  sourceRetries = 0;
   readonly ended: Record<'finished' | 'stopped' | 'error', number> = { finished: 0, stopped: 0, error: 0 };
 
   constructor(
@@ -113,12 +115,22 @@ export class SessionManager {
     // Stopped or replaced while the source was being resolved: nothing to start.
     if (!session.live) return { session };
     session.sourceDuration = input.duration;
+    this.startPipeline(session, input, request.startAt, 0);
+    return { session };
+  }
+
+  /**
+   * Runs ffmpeg for the play from `startAt`; `retry` counts the times the source was opened again
+   * after ending early.
+   */
+  private startPipeline(session: Session, input: FfmpegInput, startAt: number | undefined, retry: number): void {
+    const request = session.request;
     try {
-      const pipeline = new Pipeline(
+      const pipeline: Pipeline = new Pipeline(
         {
           ffmpegPath: this.opts.ffmpegPath,
           input,
-          startAt: request.startAt,
+          startAt,
           gain: request.gain,
           format: request.format,
           paddedId: session.paddedId,
@@ -129,16 +141,38 @@ export class SessionManager {
         },
         {
           frames: (frames, count) => session.addFrames(frames, count),
-          end: (error) => session.endPlay(error),
+          end: (error) => this.pipelineEnded(session, input, pipeline, error, retry),
           canRead: () => session.canRead,
         },
       );
       this.ffmpegStarted++;
-      session.attach(pipeline);
+      if (retry === 0) session.attach(pipeline);
+      else session.replacePipeline(pipeline);
     } catch (err) {
       session.fail(`cannot start ffmpeg: ${(err as Error).message}`);
     }
-    return { session };
+  }
+
+  /**
+   * A remote source that failed after giving audio (a reset, a cut body, a stall) is opened again
+   * at the frame the play reached, after CHORUS_SOURCE_RETRY_MS doubled per try, at most
+   * CHORUS_SOURCE_RETRIES times; so is one that fails to open on a retry. Anything else ends the play.
+   */
+  private pipelineEnded(session: Session, input: FfmpegInput, pipeline: Pipeline, error: string | undefined, retry: number): void {
+    const { CHORUS_SOURCE_RETRIES: retries, CHORUS_SOURCE_RETRY_MS: firstWait } = this.opts.config;
+    const retryable = error !== undefined && input.kind === 'remote' && (pipeline.framesOut > 0 || retry > 0);
+    if (!retryable || retry >= retries || session.pipeline !== pipeline) {
+      session.endPlay(retryable && retries > 0 ? `${error} (gave up after ${retry} ${retry === 1 ? 'retry' : 'retries'}: CHORUS_SOURCE_RETRIES)` : error);
+      return;
+    }
+    const at = session.nextFrameAt;
+    const wait = firstWait * 2 ** retry;
+    this.sourceRetries++;
+    log.warn('remote source failed; opening it again at the frame reached', { session: session.id, play: session.play, at, retry: retry + 1, waitMs: wait, error });
+    setTimeout(() => {
+      // Stopped or replaced meanwhile: its pipeline is gone, or another took over.
+      if (session.live && session.pipeline === pipeline) this.startPipeline(session, input, at, retry + 1);
+    }, wait).unref();
   }
 
   /** Stops a live session (a no-op for one that has ended). Throws if the id is unknown. */

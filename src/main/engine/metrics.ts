@@ -25,6 +25,7 @@ export function renderMetrics({ manager, scheduler, socket, pool, egress }: Part
     Object.entries(manager.countByState()).map(([state, n]) => [`{state="${state}"}`, n]));
   metric('chorus_engine_plays_total', 'counter', 'Plays requested.', one(manager.plays));
   metric('chorus_engine_ffmpeg_started_total', 'counter', 'ffmpeg processes started.', one(manager.ffmpegStarted));
+  metric('chorus_engine_source_retries_total', 'counter', 'Remote sources opened again at the frame reached after ending early.', one(manager.sourceRetries));
   metric('chorus_engine_plays_ended_total', 'counter', 'Plays that ended, by how.',
     Object.entries(manager.ended).map(([how, n]) => [`{how="${how}"}`, n]));
   let queued = 0;

@@ -15,7 +15,7 @@
  * The outbox holds this play's wire units (frames and events) in order; the scheduler drains it.
  */
 import { EventEmitter } from 'node:events';
-import type { AudioFormat } from '../../shared/audio.js';
+import { FRAMES_PER_SECOND, type AudioFormat } from '../../shared/audio.js';
 import { OggOpusWriter } from '../../shared/ogg.js';
 import { cutText } from '../../shared/cut-text.js';
 import { encodeEvent, encodeFrame, FRAME_HEADER_BYTES, paddedSessionId, type ReadyEvent, type SessionEvent } from '../../shared/protocol.js';
@@ -159,6 +159,21 @@ export class Session extends EventEmitter {
     if (s.status === 'paused') this.state = { ...s, pipeline };
     else if (s.status === 'starting') this.state = { status: 'starting', pipeline };
     else pipeline.kill();
+  }
+
+  /**
+   * A new pipeline takes over from one that ended early (the source opened again at the frame
+   * reached): the play goes on in whatever state it is, with no second `ready`.
+   */
+  replacePipeline(pipeline: Pipeline): void {
+    const s = this._state;
+    if (s.status === 'starting' || s.status === 'streaming' || s.status === 'paused') this.state = { ...s, pipeline };
+    else pipeline.kill();
+  }
+
+  /** Seconds into the source of the next frame this play makes. */
+  get nextFrameAt(): number {
+    return (this.request.startAt ?? 0) + this.framesMade / FRAMES_PER_SECOND;
   }
 
   /** Frames of the pipeline: `ready` goes first, before the first frame of the play. */

@@ -3,14 +3,14 @@
  * store.ts, and the gateway's released tracks): a chirp, whose frequency tells the time, shows that
  * what is heard after the resume starts at the frame where the listener was, not at a clock's guess.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { SessionSummary } from '../../../src/shared/gateway-api.js';
 import { resolveFfmpeg } from '../../../src/shared/ffmpeg.js';
 import { channel, chirpExpression, chirpTime, type Chirp } from '../../helpers/audio-analysis.js';
-import { startChorus, tempDir, type ChorusProcess } from '../../helpers/chorus-process.js';
+import { CLI, startChorus, tempDir, type ChorusProcess } from '../../helpers/chorus-process.js';
 import { request } from '../../helpers/http.js';
 import { TestListener } from '../../helpers/listener.js';
 
@@ -199,3 +199,32 @@ describe('sessions survive kill -9', () => {
     expectInPlace(l, 0, FRAMES);
   }, 60_000);
 });
+
+describe('a session store that cannot be used stops the start', () => {
+  it('a damaged chorus.db: `chorus gateway` exits 1 with one line naming the file and what to do, and leaves the file as it was', async () => {
+    const dir = tempDir('chorus-persist-bad-');
+    try {
+      const file = path.join(dir, 'chorus.db');
+      const garbage = Buffer.alloc(16384, 0x42);
+      fs.writeFileSync(file, garbage);
+      const child = spawn(process.execPath, [CLI, 'gateway'], {
+        env: { ...childEnv(), CHORUS_PORT: '0', CHORUS_DATA_DIR: dir, CHORUS_SOCKET: path.join(dir, 'none.sock') },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stderr = '';
+      child.stderr.setEncoding('utf8').on('data', (t: string) => (stderr += t));
+      const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+      expect(code).toBe(1);
+      const lines = stderr.trim().split('\n');
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toMatch(/^chorus gateway: session store .*chorus\.db cannot be used: file is not a database; move it aside/);
+      expect(fs.readFileSync(file).equals(garbage)).toBe(true);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+function childEnv(): Record<string, string> {
+  return Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => !e[0].startsWith('CHORUS_') && e[1] !== undefined));
+}

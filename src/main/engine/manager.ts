@@ -8,6 +8,10 @@
  * `error` event (not `finished`: the track did not play to its end). An ended session's record
  * is kept for status for the same time, then forgotten (and its play counter restarts at 1).
  *
+ * Pause release: a session paused (by the engine's own pause) for CHORUS_PAUSE_RELEASE_S gives
+ * back its ffmpeg and the frames it had made, keeping the frame it reached; resume starts the
+ * source again there. A released session is not stopped by the idle timeout.
+ *
  * Gateway grace: a live session is stopped the same way once no gateway has been connected for
  * CHORUS_GATEWAY_GRACE_S, counted from the later of the gateway's leaving and the play. A gateway
  * that reconnects sooner (a restart, a dropped socket) finds its sessions playing; sessions of a
@@ -51,6 +55,9 @@ export class SessionManager {
   private readonly capacity: number;
   private readonly idleMs: number;
   private readonly graceMs: number;
+  private readonly releaseMs: number;
+  /** Each live play's resolved source, to start ffmpeg again after an early end or a release. */
+  private readonly inputs = new WeakMap<Session, FfmpegInput>();
   private readonly sweeper: NodeJS.Timeout;
   /** Ended sessions in the map, kept at most CHORUS_MAX_ENDED_SESSIONS. */
   private endedKept = 0;
@@ -67,7 +74,8 @@ export class SessionManager {
     this.capacity = framesIn(opts.config.CHORUS_ENGINE_BUFFER_MS);
     this.idleMs = opts.config.CHORUS_IDLE_TIMEOUT_S * 1000;
     this.graceMs = opts.config.CHORUS_GATEWAY_GRACE_S * 1000;
-    this.sweeper = setInterval(() => this.sweep(performance.now()), Math.min(10_000, Math.max(250, Math.min(this.idleMs, this.graceMs) / 4)));
+    this.releaseMs = opts.config.CHORUS_PAUSE_RELEASE_S * 1000;
+    this.sweeper = setInterval(() => this.sweep(performance.now()), Math.min(10_000, Math.max(250, Math.min(this.idleMs, this.graceMs, this.releaseMs) / 4)));
     this.sweeper.unref();
   }
 
@@ -115,6 +123,7 @@ export class SessionManager {
     // Stopped or replaced while the source was being resolved: nothing to start.
     if (!session.live) return { session };
     session.sourceDuration = input.duration;
+    this.inputs.set(session, input);
     this.startPipeline(session, input, request.startAt, 0);
     return { session };
   }
@@ -123,7 +132,7 @@ export class SessionManager {
    * Runs ffmpeg for the play from `startAt`; `retry` counts the times the source was opened again
    * after ending early.
    */
-  private startPipeline(session: Session, input: FfmpegInput, startAt: number | undefined, retry: number): void {
+  private startPipeline(session: Session, input: FfmpegInput, startAt: number | undefined, retry: number, takeOver = retry > 0): void {
     const request = session.request;
     try {
       const pipeline: Pipeline = new Pipeline(
@@ -146,8 +155,8 @@ export class SessionManager {
         },
       );
       this.ffmpegStarted++;
-      if (retry === 0) session.attach(pipeline);
-      else session.replacePipeline(pipeline);
+      if (takeOver) session.replacePipeline(pipeline);
+      else session.attach(pipeline);
     } catch (err) {
       session.fail(`cannot start ffmpeg: ${(err as Error).message}`);
     }
@@ -196,6 +205,16 @@ export class SessionManager {
     const s = session.state;
     if (s.status === 'starting' || s.status === 'streaming') return session;
     if (s.status !== 'paused') throw new StateError(`session is ${s.status}; only a paused session can be resumed`);
+    const input = this.inputs.get(session);
+    if (s.released && input) {
+      this.startPipeline(session, input, session.nextFrameAt, 0, true);
+      const again = session.state;
+      if (again.status !== 'paused') return session;
+      session.nextDue = Number.NaN;
+      session.state = again.pipeline ? { status: 'streaming', pipeline: again.pipeline } : { status: 'starting' };
+      this.opts.scheduler.kick();
+      return session;
+    }
     session.nextDue = Number.NaN;
     session.state = s.resumeTo === 'streaming' && s.pipeline ? { status: 'streaming', pipeline: s.pipeline } : { status: 'starting', pipeline: s.pipeline };
     this.opts.scheduler.kick();
@@ -253,7 +272,12 @@ export class SessionManager {
         s.stop(`orphaned: ${why}`, `stopped: ${why} (CHORUS_GATEWAY_GRACE_S)`);
         continue;
       }
-      if (now - s.lastProgress < this.idleMs) continue;
+      const state = s.state;
+      if (state.status === 'paused' && !state.released && state.resumeTo === 'streaming' && now - s.lastProgress >= this.releaseMs) {
+        log.info('releasing a paused session', { session: id, at: s.nextFrameAt });
+        s.release();
+      }
+      if (now - s.lastProgress < this.idleMs || (state.status === 'paused' && state.released)) continue;
       if (!s.live) {
         this.forget(id, s);
         continue;

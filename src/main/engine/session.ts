@@ -6,7 +6,9 @@
  *
  *   starting   the source is being resolved and ffmpeg started; no frame yet
  *   streaming  frames flow (the `ready` event went into the outbox before the first one)
- *   paused     nothing leaves the outbox; ffmpeg is held once the outbox is full, not killed
+ *   paused     nothing leaves the outbox; ffmpeg is held once the outbox is full, not killed;
+ *              paused past CHORUS_PAUSE_RELEASE_S it is `released`: ffmpeg killed, the outbox
+ *              emptied, and resume starts ffmpeg again at the first frame not sent
  *   finished   the last frame and then `finished` went out
  *   stopped    by a stop, a replacing play, engine shutdown, or the idle timeout
  *   error      the source was refused or ffmpeg/the encoder failed; frames already made still go
@@ -32,7 +34,7 @@ export type SessionState =
   | { status: 'idle' }
   | { status: 'starting'; pipeline?: Pipeline }
   | { status: 'streaming'; pipeline: Pipeline }
-  | { status: 'paused'; pipeline?: Pipeline; resumeTo: 'starting' | 'streaming' }
+  | { status: 'paused'; pipeline?: Pipeline; resumeTo: 'starting' | 'streaming'; released?: true }
   | { status: 'finished' }
   | { status: 'stopped'; reason: string }
   | { status: 'error'; message: string };
@@ -167,8 +169,22 @@ export class Session extends EventEmitter {
    */
   replacePipeline(pipeline: Pipeline): void {
     const s = this._state;
-    if (s.status === 'starting' || s.status === 'streaming' || s.status === 'paused') this.state = { ...s, pipeline };
+    if (s.status === 'starting' || s.status === 'streaming') this.state = { ...s, pipeline };
+    else if (s.status === 'paused') this.state = { status: 'paused', resumeTo: s.resumeTo, pipeline };
     else pipeline.kill();
+  }
+
+  /**
+   * A long pause gives back ffmpeg, its encoder and the frames made but not sent; the play stays
+   * paused at the first frame not sent, where replacePipeline() takes it on.
+   */
+  release(): void {
+    const s = this._state;
+    if (s.status !== 'paused' || s.resumeTo !== 'streaming' || s.released) return;
+    this.outbox.clear();
+    this.endQueued = false;
+    this.framesMade = this.framesSent;
+    this.state = { status: 'paused', resumeTo: 'streaming', released: true };
   }
 
   /** Seconds into the source of the next frame this play makes. */

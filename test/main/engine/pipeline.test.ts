@@ -85,12 +85,13 @@ let expected: Buffer;
 let plays = 0;
 
 beforeAll(async () => {
-  engine = await startEngineFixture({ CHORUS_REMOTE_ALLOW: '127.0.0.1', CHORUS_SOURCE_RETRIES: '3', CHORUS_SOURCE_RETRY_MS: '100' });
+  engine = await startEngineFixture({ CHORUS_REMOTE_ALLOW: '127.0.0.1', CHORUS_SOURCE_RETRIES: '3', CHORUS_SOURCE_RETRY_MS: '100', CHORUS_PAUSE_RELEASE_S: '1' });
   const file = path.join(engine.dir, 'chirp.wav');
   const ffmpeg = resolveFfmpeg().path;
   const made = spawnSync(ffmpeg, ['-hide_banner', '-loglevel', 'error', '-f', 'lavfi', '-i', `aevalsrc=${chirpExpression({ f0: 200, slope: 300 })}:s=48000:d=${SECONDS}`, '-ac', '2', '-c:a', 'pcm_s16le', '-y', file]);
   expect(made.status, String(made.stderr)).toBe(0);
   wav = fs.readFileSync(file);
+  fs.copyFileSync(file, path.join(engine.mediaRoot, 'chirp.wav'));
   expected = spawnSync(ffmpeg, ['-hide_banner', '-loglevel', 'error', '-i', file, '-f', 's16le', '-ac', '2', '-ar', '48000', 'pipe:1'], { maxBuffer: 64 << 20 }).stdout;
   expect(expected.length).toBe(SECONDS * 48_000 * 4);
   gw = await FakeGateway.connect(engine.socketPath);
@@ -173,5 +174,36 @@ describe('a remote source that ends early is opened again at the frame reached',
     } finally {
       await server.close();
     }
+  });
+});
+
+describe('a session paused past CHORUS_PAUSE_RELEASE_S', () => {
+  it('gives back its ffmpeg and unsent frames, and on resume plays on from the first frame not sent: every frame once, one ready', async () => {
+    const id = 'long-pause';
+    const res = await api(engine.url, 'POST', `/session/${id}/play`, { url: 'chirp.wav', format: 'pcm' });
+    expect(res.status).toBe(200);
+    const log = gw.log(id);
+    gw.credit(id, 100);
+    await gw.waitFor(() => log.frames.length === 100, 10_000, '100 frames');
+    // The engine holds frames made past the credit (its buffer), and ffmpeg, until the release.
+    expect((await api(engine.url, 'POST', `/session/${id}/pause`)).status).toBe(200);
+    const held = (await api(engine.url, 'GET', `/session/${id}/status`)).body;
+    expect(held.frames_queued).toBeGreaterThan(0);
+    const t0 = Date.now();
+    let status = held;
+    while (status.ffmpeg_pid !== null && Date.now() - t0 < 10_000) {
+      await new Promise((r) => setTimeout(r, 100));
+      status = (await api(engine.url, 'GET', `/session/${id}/status`)).body;
+    }
+    expect(status).toMatchObject({ state: 'paused', ffmpeg_pid: null, frames_queued: 0, frames_sent: 100, position: 2 });
+    expect(fs.existsSync(`/proc/${held.ffmpeg_pid}`)).toBe(false);
+
+    expect((await api(engine.url, 'POST', `/session/${id}/resume`)).status).toBe(200);
+    gw.credit(id, 1_000_000);
+    await gw.waitForEvent(id, 'finished', 20_000);
+    expect(log.events.map((e) => e.type)).toEqual(['ready', 'finished']);
+    const pcm = Buffer.concat(log.frames.map((f) => f.payload!));
+    expect(pcm.length).toBe(expected.length);
+    expect(pcm.equals(expected)).toBe(true);
   });
 });

@@ -299,10 +299,18 @@ export class Gateway implements PersistentSessions {
     else session.state = { status: 'finished', track: session.track! };
   }
 
-  /** The engine lost the track's play: the track waits, paused at the frame the listeners reached. */
+  /**
+   * The engine lost the track's play: the track waits, paused at the frame the listeners reached.
+   * A Lavalink player's track fails instead: its client decides what plays next.
+   */
   private endLost(session: GatewaySession, why: string): void {
     session.engineLost = false;
     if (!session.active || session.released) return;
+    if (!session.persistent) {
+      session.fail(why);
+      this.releaseSlot(session);
+      return;
+    }
     void session
       .exclusive(() => this.releaseTrack(session, `${why}: paused at ${clock(session.positionFrames)}; resume to play on from there`))
       .catch(() => undefined);

@@ -9,6 +9,8 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { SessionSummary } from '../../../src/shared/gateway-api.js';
 import { resolveFfmpeg } from '../../../src/shared/ffmpeg.js';
+import { SessionPersistence, type PersistentQueues } from '../../../src/main/gateway/persistence.js';
+import { SessionStore, type StoredSession } from '../../../src/main/gateway/store.js';
 import { channel, chirpExpression, chirpTime, type Chirp } from '../../helpers/audio-analysis.js';
 import { CLI, startChorus, tempDir, type ChorusProcess } from '../../helpers/chorus-process.js';
 import { request } from '../../helpers/http.js';
@@ -228,3 +230,45 @@ describe('a session store that cannot be used stops the start', () => {
 function childEnv(): Record<string, string> {
   return Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => !e[0].startsWith('CHORUS_') && e[1] !== undefined));
 }
+
+describe('the queue part of a stored session (SessionPersistence with a queue owner)', () => {
+  it('is read only when its owner says it changed, is kept for a session with no track, and is handed back at start', () => {
+    const dir = tempDir('chorus-persist-queue-');
+    try {
+      const withTrack: StoredSession = { id: 'a', track: { url: 'tone:440?seconds=60', format: 'opus' }, positionFrames: 250, paused: true };
+      const queues = new Map<string, unknown>([
+        ['a', { items: [{ url: 'tone:440?seconds=60' }, { url: 'tone:550' }], index: 0, repeat: 'off' }],
+        ['b', { items: [{ url: 'tone:660' }], index: 0, repeat: 'queue' }],
+      ]);
+      let snapshots = 0;
+      const owner: PersistentQueues = {
+        snapshot: (id) => (snapshots++, queues.get(id)),
+        restore: () => undefined,
+      };
+      const persistence = new SessionPersistence(SessionStore.open(dir), { storedSessions: () => [withTrack], restoreSession: () => true }, owner);
+      persistence.flush();
+      expect(snapshots).toBe(0);
+      persistence.queueChanged('a');
+      persistence.queueChanged('b');
+      persistence.flush();
+      persistence.flush();
+      expect(snapshots).toBe(2);
+      persistence.close();
+
+      const store = SessionStore.open(dir);
+      const restoredSessions: string[] = [];
+      const restoredQueues = new Map<string, unknown>();
+      const again = new SessionPersistence(
+        store,
+        { storedSessions: () => [], restoreSession: (s) => (restoredSessions.push(s.id), true) },
+        { snapshot: () => undefined, restore: (id, state) => restoredQueues.set(id, state) },
+      );
+      expect(again.restore()).toBe(1);
+      expect(restoredSessions).toEqual(['a']);
+      expect(restoredQueues).toEqual(queues);
+      again.close();
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

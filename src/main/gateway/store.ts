@@ -65,8 +65,9 @@ interface Row {
 
 export class SessionStore {
   /** Each id's row as last written, to write only what changed. */
-  private readonly written = new Map<string, string>();
+  private readonly written = new Map<string, Written>();
   private readonly upsert: Database.Statement;
+  private readonly move: Database.Statement;
   private readonly remove: Database.Statement;
   private readonly syncAll: (rows: StoredSession[]) => number;
 
@@ -79,6 +80,7 @@ export class SessionStore {
        ON CONFLICT(id) DO UPDATE SET track = excluded.track, position_frames = excluded.position_frames, paused = excluded.paused,
          queue = excluded.queue, updated_at = excluded.updated_at`,
     );
+    this.move = db.prepare('UPDATE sessions SET position_frames = ?, paused = ?, updated_at = ? WHERE id = ?');
     this.remove = db.prepare('DELETE FROM sessions WHERE id = ?');
     this.syncAll = db.transaction((rows: StoredSession[]) => this.write(rows));
   }
@@ -116,7 +118,7 @@ export class SessionStore {
       const session: StoredSession = { id: row.id, positionFrames: row.position_frames, paused: row.paused !== 0 };
       if (row.track !== null) session.track = JSON.parse(row.track) as StoredTrack;
       if (row.queue !== null) session.queue = JSON.parse(row.queue);
-      this.written.set(row.id, rowKey(row));
+      this.written.set(row.id, { track: row.track, position_frames: row.position_frames, paused: row.paused, queue: row.queue });
       return session;
     });
   }
@@ -137,19 +139,23 @@ export class SessionStore {
     let changes = 0;
     const seen = new Set<string>();
     const now = Date.now();
-    for (const s of sessions) {
-      seen.add(s.id);
-      const row: Row = {
-        id: s.id,
-        track: s.track === undefined ? null : JSON.stringify(s.track),
-        position_frames: Math.max(0, Math.round(s.positionFrames)),
-        paused: s.paused ? 1 : 0,
-        queue: s.queue === undefined ? null : JSON.stringify(s.queue),
+    for (const session of sessions) {
+      seen.add(session.id);
+      const row: Written = {
+        track: session.track === undefined ? null : JSON.stringify(session.track),
+        position_frames: Math.max(0, Math.round(session.positionFrames)),
+        paused: session.paused ? 1 : 0,
+        queue: session.queue === undefined ? null : JSON.stringify(session.queue),
       };
-      const key = rowKey(row);
-      if (this.written.get(s.id) === key) continue;
-      this.upsert.run({ ...row, updated_at: now });
-      this.written.set(s.id, key);
+      const last = this.written.get(session.id);
+      if (last && last.track === row.track && last.queue === row.queue) {
+        // The usual change, a playing track's position: a narrow update.
+        if (last.position_frames === row.position_frames && last.paused === row.paused) continue;
+        this.move.run(row.position_frames, row.paused, now, session.id);
+      } else {
+        this.upsert.run({ id: session.id, ...row, updated_at: now });
+      }
+      this.written.set(session.id, row);
       changes++;
     }
     for (const id of this.written.keys()) {
@@ -162,9 +168,8 @@ export class SessionStore {
   }
 }
 
-function rowKey(row: Row): string {
-  return `${row.track}\u0000${row.position_frames}\u0000${row.paused}\u0000${row.queue}`;
-}
+/** A row as written: track and queue as their JSON text. */
+type Written = Omit<Row, 'id'>;
 
 /** Brings the store to SCHEMA_VERSION, one migration per version, each in its own transaction. */
 function migrate(db: Database.Database, file: string): void {

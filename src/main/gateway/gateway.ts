@@ -786,9 +786,12 @@ export class Gateway implements PersistentSessions {
     const idleMs = this.config.CHORUS_IDLE_TIMEOUT_S * 1000;
     const releaseMs = this.config.CHORUS_PAUSE_RELEASE_S * 1000;
     for (const session of this.sessions.values()) {
-      if (session.state.status === 'paused') {
-        // A paused track costs nothing once released: it waits for its resume however long.
-        if (!session.released && now - session.pausedSince > releaseMs) void session.exclusive(() => this.releaseTrack(session)).catch(() => undefined);
+      const paused = session.state.status === 'paused';
+      // A released track costs nothing: it waits for its resume however long.
+      if (paused && session.released) continue;
+      if (paused && reasonOf(session) === undefined && now - session.pausedSince > releaseMs) {
+        // Paused by request (not held for a lost voice connection, which resumes by itself).
+        void session.exclusive(() => this.releaseTrack(session)).catch(() => undefined);
       } else if (session.pausedSince > 0 && now - session.pausedSince > idleMs) {
         void this.stop(session.id, `idle for more than ${this.config.CHORUS_IDLE_TIMEOUT_S} s`).catch(() => undefined);
       } else if (!session.active && !session.voice && session.listeners.size === 0 && now - session.lastActive > LINGER_MS) {

@@ -252,6 +252,8 @@ export const SCHEMA = {
   CHORUS_WS_MESSAGE_RATE: int(1, 10_000, 20, 'Messages a WebSocket listener may send per second, in bursts of twice as many; past it the gateway closes it with 1008.'),
   CHORUS_MAX_CONNECTIONS: int(16, 1_000_000, 4096, "Open TCP connections the gateway keeps (HTTP and WebSocket together); one more is closed at once. Keep it below the open-file limit the gateway logs at start."),
   CHORUS_HEADERS_TIMEOUT_MS: int(1000, 600_000, 10_000, 'Time a client gets to send a request\'s headers, and an idle keep-alive connection is kept; past it the connection is closed.'),
+  CHORUS_YTDLP: text('', 'yt-dlp binary for Lavalink site URLs and ytsearch:/ytmsearch:/scsearch: searches; empty: yt-dlp on PATH if there is one; `off`: none.', 'empty, off or a file path'),
+  CHORUS_YTDLP_TIMEOUT_MS: int(1000, 600_000, 30_000, 'Longest one yt-dlp run (a search, reading a page, finding its media URL) may take before it is killed.'),
   CHORUS_LAVALINK_UPDATE_S: int(1, 3600, 5, 'Seconds between the Lavalink `playerUpdate` messages a client session gets for each player.'),
   CHORUS_DEBUG_ENDPOINTS: flag('Serves /debug/* (block the main thread, crash a worker) for fault tests. Never in production.'),
 } as const;

@@ -68,3 +68,14 @@ export function reportedDuration(text: string): number | undefined {
   if (!m || m[1] === undefined) return undefined;
   return Number(m[1]) * 3600 + Number(m[2]) * 60 + Number(m[3]);
 }
+
+/** Variables by which ffmpeg would pick another proxy, or none; they are not passed on. */
+const PROXY_VARIABLES = new Set(['http_proxy', 'https_proxy', 'no_proxy', 'all_proxy']);
+
+/** ffmpeg's environment with `proxyUrl` (an egress proxy) as its only way out over http. */
+export function ffmpegEnv(proxyUrl: string): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [name, value] of Object.entries(process.env)) if (!PROXY_VARIABLES.has(name.toLowerCase())) env[name] = value;
+  env.http_proxy = proxyUrl;
+  return env;
+}

@@ -2,7 +2,8 @@
  * Shapes of the gateway's HTTP API answers, shared by the gateway, the web player and the load
  * scripts (browser-safe: no Node imports).
  */
-import type { SessionStateName, VoiceStatus } from './listener-protocol.js';
+import type { VoiceStatus } from './listener-protocol.js';
+import type { SessionStateName } from './session-state.js';
 
 export interface SessionSummary {
   id: string;

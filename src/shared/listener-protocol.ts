@@ -13,6 +13,10 @@
  *   Client → server a JSON action: {"action":"play","url":…,"format"?}, {"action":"pause"},
  *                   {"action":"resume"}, {"action":"stop"}, {"action":"seek","seconds":n}
  */
+import type { SessionStateName } from './session-state.js';
+
+/** The states a listener's `state` event names (src/shared/session-state.ts). */
+export { SESSION_STATES, type SessionStateName } from './session-state.js';
 
 export const LISTENER_HEADER_BYTES = 8;
 
@@ -42,23 +46,6 @@ export function parseListenerFrame(message: Uint8Array): ListenerFrame | undefin
   const timestamp = ((message[4]! << 24) | (message[5]! << 16) | (message[6]! << 8) | message[7]!) >>> 0;
   return { seq, timestamp, payload: message.subarray(LISTENER_HEADER_BYTES) };
 }
-
-/**
- * A session as its listeners see it. `autopaused`: nobody listens (no WebSocket, no RTP sink)
- * and CHORUS_NO_LISTENER=pause, so it holds its place until someone does.
- */
-export const SESSION_STATES = [
-  'idle',
-  'starting',
-  'buffering',
-  'playing',
-  'paused',
-  'autopaused',
-  'finished',
-  'stopped',
-  'error',
-] as const;
-export type SessionStateName = (typeof SESSION_STATES)[number];
 
 /** A session's Discord voice connection: connecting (or resuming), ready, or disconnected and why. */
 export const VOICE_STATUSES = ['connecting', 'ready', 'disconnected'] as const;

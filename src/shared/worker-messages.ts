@@ -21,6 +21,7 @@
  */
 import type { AudioFormat } from './audio.js';
 import type { VoiceStatus } from './listener-protocol.js';
+import type { PlayerStatus } from './session-state.js';
 import type { MessagePort } from 'node:worker_threads';
 
 /** Indices into a session's control Int32Array. */
@@ -42,8 +43,7 @@ export const Control = {
 } as const;
 export const CONTROL_WORDS = 8;
 
-export const PLAYER_STATUSES = ['idle', 'buffering', 'playing', 'paused', 'autopaused', 'finished', 'error'] as const;
-export type PlayerStatus = (typeof PLAYER_STATUSES)[number];
+export { PLAYER_STATUSES, type PlayerStatus } from './session-state.js';
 
 export type NoListenerBehavior = 'pause' | 'play';
 

@@ -10,7 +10,8 @@
  * idle session every page load): it listens once the user plays, or once the session exists.
  */
 import type { SessionSummary, SessionsResponse } from '../shared/gateway-api.js';
-import type { ListenerEvent, SessionStateName } from '../shared/listener-protocol.js';
+import type { ListenerEvent } from '../shared/listener-protocol.js';
+import type { SessionStateName } from '../shared/session-state.js';
 import { ApiError, GatewayApi } from './api.js';
 import { Player, type PlayerStats } from './player.js';
 import { Scope } from './scope.js';

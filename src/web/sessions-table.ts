@@ -10,17 +10,13 @@
  * header row.
  */
 import type { SessionSummary } from '../shared/gateway-api.js';
-import type { SessionStateName } from '../shared/listener-protocol.js';
+import { isUnderWay } from '../shared/session-state.js';
 import { fmtCount, setText } from './ui.js';
 
 /** Late frames matter once they are more than this share of the frames sent. */
 export const LATE_ALERT_RATIO = 0.01;
 
-const UNDER_WAY: ReadonlySet<SessionStateName> = new Set(['starting', 'buffering', 'playing', 'paused', 'autopaused']);
-
-export function isUnderWay(state: SessionStateName): boolean {
-  return UNDER_WAY.has(state);
-}
+export { isUnderWay };
 
 interface Row {
   tr: HTMLTableRowElement;

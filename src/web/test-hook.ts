@@ -3,7 +3,7 @@
  * anyone curious, from the devtools console). It measures what the page is actually playing:
  * the analyser sits right after the jitter buffer, on the way to the speakers.
  */
-import type { SessionStateName } from '../shared/listener-protocol.js';
+import type { SessionStateName } from '../shared/session-state.js';
 import { analyse, powerAt, type Analysis } from './analysis.js';
 import type { Player, PlayerStats } from './player.js';
 

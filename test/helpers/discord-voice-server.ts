@@ -425,6 +425,8 @@ export class VoiceServer {
   readonly decode: boolean;
   readonly speakingGraceMs: number;
   readonly echoKeepAlives: boolean;
+  /** How long a Heartbeat ACK waits before it goes out (a voice gateway this far away); default 0. */
+  heartbeatAckDelayMs = 0;
   private readonly guilds = new Map<string, VoiceGuild>();
   private readonly bySsrc = new Map<number, VoiceGuild>();
   private readonly open = new Set<Connection>();
@@ -659,7 +661,9 @@ export class VoiceServer {
         session.lastSeqAck = body.seq_ack;
       }
     }
-    this.send(conn, { op: VoiceOp.HeartbeatAck, d: { t: body.t } });
+    const ack = () => this.send(conn, { op: VoiceOp.HeartbeatAck, d: { t: body.t } });
+    if (this.heartbeatAckDelayMs > 0) setTimeout(ack, this.heartbeatAckDelayMs);
+    else ack();
     this.armHeartbeatTimeout(conn);
     guild?.notify();
   }

@@ -23,6 +23,10 @@
  * A refusal is a 403 whose reason phrase says why; ffmpeg prints it, and it ends up in the
  * session's `error`. Requests that are not absolute-form (a browser, a stray client) get 400, and
  * CONNECT gets 405: the proxy relays only what ffmpeg asks for this way.
+ *
+ * A proxy made with `{ tunnels: true }` (the gateway's, for yt-dlp, which speaks TLS itself) also
+ * takes `CONNECT host:port`: the host is checked the same way and the tunnel opened to a checked
+ * address.
  */
 import http from 'node:http';
 import https from 'node:https';
@@ -116,9 +120,13 @@ export class EgressProxy {
   requests = 0;
   refused = 0;
 
-  constructor(private readonly guard: RemoteGuard) {
-    this.server.on('connect', (_req: http.IncomingMessage, socket: net.Socket) => {
-      socket.end('HTTP/1.1 405 CONNECT is not relayed\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+  constructor(
+    private readonly guard: RemoteGuard,
+    options: { tunnels?: boolean } = {},
+  ) {
+    this.server.on('connect', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+      if (options.tunnels) void this.tunnel(req, socket, head);
+      else socket.end('HTTP/1.1 405 CONNECT is not relayed\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
     });
     this.server.on('clientError', (_err, socket) => socket.destroy());
   }
@@ -138,6 +146,44 @@ export class EgressProxy {
   async close(): Promise<void> {
     this.server.closeAllConnections();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  /** CONNECT host:port, to a checked address of host. */
+  private async tunnel(req: http.IncomingMessage, socket: net.Socket, head: Buffer): Promise<void> {
+    this.requests++;
+    socket.on('error', () => socket.destroy());
+    const m = /^\[?([^\]]+?)\]?:(\d{1,5})$/.exec(req.url ?? '');
+    const port = m ? Number(m[2]) : 0;
+    if (!m || port < 1 || port > 65_535) {
+      socket.end('HTTP/1.1 400 CONNECT needs host:port\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+      return;
+    }
+    let addresses: string[];
+    try {
+      addresses = await this.guard(m[1]!);
+    } catch (err) {
+      this.refused++;
+      const why = err instanceof SourceError ? err.message : String(err);
+      log.warn('refused a tunnel', { host: m[1], reason: why });
+      socket.end(`HTTP/1.1 ${err instanceof SourceError && err.status === 403 ? 403 : 502} ${reasonPhrase(why)}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+      return;
+    }
+    const upstream = net.connect({ host: addresses[0]!, port, timeout: UPSTREAM_TIMEOUT_MS });
+    let open = false;
+    upstream.once('connect', () => {
+      open = true;
+      upstream.setTimeout(0);
+      socket.write('HTTP/1.1 200 Connection established\r\n\r\n');
+      if (head.length > 0) upstream.write(head);
+      upstream.pipe(socket);
+      socket.pipe(upstream);
+    });
+    upstream.on('timeout', () => upstream.destroy(new Error('timeout')));
+    upstream.on('error', (err) => {
+      if (open) socket.destroy();
+      else if (!socket.destroyed) socket.end(`HTTP/1.1 502 ${reasonPhrase(`cannot reach ${m[1]}: ${err.message}`)}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+    });
+    socket.on('close', () => upstream.destroy());
   }
 
   private async forward(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {

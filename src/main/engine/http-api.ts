@@ -2,7 +2,8 @@
  * The engine's HTTP control API (seed-compatible):
  *
  *   POST /session/:id/play    {"url", "format"?: "opus"|"web"|"pcm" (opus), "start_at"?, "duration"?,
- *                             "gain"? (linear, 0 to 10: ffmpeg's volume filter on the PCM before encoding)}
+ *                             "gain"? (linear, 0 to 10: ffmpeg's volume filter on the PCM before encoding),
+ *                             "filters"? (Lavalink's filters object: src/shared/audio-filters.ts)}
  *   POST /session/:id/stop | pause | resume
  *   GET  /session/:id/status
  *   GET  /health, GET /metrics (Prometheus text)
@@ -16,6 +17,7 @@
  */
 import http from 'node:http';
 import { isAudioFormat } from '../../shared/audio.js';
+import { FilterError, parseFilters } from '../../shared/audio-filters.js';
 import { credentialOf, OriginPolicy, sameSecret, unauthorizedReason, UNAUTHORIZED_HEADERS } from '../../shared/access.js';
 import { answerClientErrorsInJson } from '../../shared/client-error.js';
 import { healthHttpStatus, type EngineHealth } from '../../shared/health.js';
@@ -192,6 +194,14 @@ function parsePlay(body: string): PlayRequest {
   if (v.gain !== undefined && v.gain !== null) {
     if (typeof v.gain !== 'number' || !Number.isFinite(v.gain) || v.gain < 0 || v.gain > MAX_GAIN) throw new HttpError(400, `"gain" must be a number from 0 to ${MAX_GAIN}`);
     request.gain = v.gain;
+  }
+  if (v.filters !== undefined && v.filters !== null) {
+    try {
+      request.filters = parseFilters(v.filters);
+    } catch (err) {
+      if (err instanceof FilterError) throw new HttpError(400, err.message);
+      throw err;
+    }
   }
   return request;
 }

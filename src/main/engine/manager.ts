@@ -27,7 +27,8 @@ import { logger } from '../../shared/log.js';
 import type { EncoderPool } from './encoder-pool.js';
 import { Pipeline } from './pipeline.js';
 import type { Scheduler } from './scheduler.js';
-import { Session, type PlayRequest, type SessionStatus } from './session.js';
+import { ENGINE_STATES, type EngineState } from '../../shared/session-state.js';
+import { Session, type PlayRequest } from './session.js';
 import { SourceError, type FfmpegInput } from './source.js';
 
 const log = logger('engine.sessions');
@@ -85,8 +86,8 @@ export class SessionManager {
     return n;
   }
 
-  countByState(): Record<SessionStatus, number> {
-    const counts: Record<SessionStatus, number> = { idle: 0, starting: 0, streaming: 0, paused: 0, finished: 0, stopped: 0, error: 0 };
+  countByState(): Record<EngineState, number> {
+    const counts = Object.fromEntries(ENGINE_STATES.map((s) => [s, 0])) as Record<EngineState, number>;
     for (const s of this.sessions.values()) counts[s.state.status]++;
     return counts;
   }
@@ -141,6 +142,7 @@ export class SessionManager {
           input,
           startAt,
           gain: request.gain,
+          filters: request.filters,
           format: request.format,
           paddedId: session.paddedId,
           bitrate: this.opts.config.CHORUS_OPUS_BITRATE ?? (request.format === 'web' ? 256_000 : 128_000),

@@ -16,7 +16,8 @@
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import type { Readable } from 'node:stream';
 import { FRAMES_PER_SECOND, PCM_FRAME_BYTES, type AudioFormat } from '../../shared/audio.js';
-import { reportedDuration } from '../../shared/ffmpeg.js';
+import { filterChain, playbackRate, type AudioFilters } from '../../shared/audio-filters.js';
+import { ffmpegEnv, reportedDuration } from '../../shared/ffmpeg.js';
 import { FRAME_HEADER_BYTES, writeFrameHeader } from '../../shared/protocol.js';
 import type { EncoderPool } from './encoder-pool.js';
 import type { FfmpegInput } from './source.js';
@@ -28,6 +29,8 @@ export interface PipelineOptions {
   startAt?: number;
   /** Linear gain on the decoded PCM (ffmpeg's volume filter); 1 or absent: none. */
   gain?: number;
+  /** Effects on the decoded PCM, before the gain (audio-filters.ts). */
+  filters?: AudioFilters;
   format: AudioFormat;
   paddedId: string;
   bitrate: number;
@@ -37,15 +40,6 @@ export interface PipelineOptions {
   proxyUrl: string;
 }
 
-/** Variables by which ffmpeg would pick another proxy, or none; they are not passed on. */
-const PROXY_VARIABLES = new Set(['http_proxy', 'https_proxy', 'no_proxy', 'all_proxy']);
-
-function ffmpegEnv(proxyUrl: string): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [name, value] of Object.entries(process.env)) if (!PROXY_VARIABLES.has(name.toLowerCase())) env[name] = value;
-  env.http_proxy = proxyUrl;
-  return env;
-}
 
 export interface PipelineEvents {
   /** `count` wire frames back to back in `frames`. */
@@ -81,7 +75,8 @@ export class Pipeline {
     const args = ['-hide_banner', '-nostdin', '-nostats', '-loglevel', 'info'];
     if (opts.startAt) args.push('-ss', String(opts.startAt));
     args.push(...opts.input.args);
-    if (opts.gain !== undefined && opts.gain !== 1) args.push('-af', `volume=${opts.gain}`);
+    const chain = filterChain({ gain: opts.gain, filters: opts.filters });
+    if (chain !== undefined) args.push('-af', chain);
     args.push('-vn', '-sn', '-dn', '-ac', '2', '-ar', '48000', '-f', 's16le', 'pipe:1');
 
     if (opts.format !== 'pcm') {
@@ -209,7 +204,7 @@ export class Pipeline {
     const duration = this.sourceDuration;
     if (this.opts.input.kind !== 'remote' || duration === undefined || this.framesRead === 0) return undefined;
     const from = this.opts.startAt ?? 0;
-    const reached = from + this.framesRead / FRAMES_PER_SECOND;
+    const reached = from + (this.framesRead / FRAMES_PER_SECOND) * playbackRate(this.opts.filters);
     // Lengths from headers are rounded: a frame's worth short is still the end.
     if (reached + 2 / FRAMES_PER_SECOND >= duration) return undefined;
     return `the source ended early, at ${reached.toFixed(2)} s of ${duration.toFixed(2)} s`;

@@ -18,9 +18,11 @@
  */
 import { EventEmitter } from 'node:events';
 import { FRAMES_PER_SECOND, type AudioFormat } from '../../shared/audio.js';
+import { playbackRate, type AudioFilters } from '../../shared/audio-filters.js';
 import { OggOpusWriter } from '../../shared/ogg.js';
 import { cutText } from '../../shared/cut-text.js';
 import { encodeEvent, encodeFrame, FRAME_HEADER_BYTES, paddedSessionId, type ReadyEvent, type SessionEvent } from '../../shared/protocol.js';
+import { ENGINE_LIVE_STATES } from '../../shared/session-state.js';
 import { Outbox } from './outbox.js';
 import type { Pipeline } from './pipeline.js';
 
@@ -39,9 +41,10 @@ export type SessionState =
   | { status: 'stopped'; reason: string }
   | { status: 'error'; message: string };
 
+/** The engine's words of src/shared/session-state.ts (ENGINE_STATES), as the status answer gives them. */
 export type SessionStatus = SessionState['status'];
 
-export const LIVE_STATES: ReadonlySet<SessionStatus> = new Set(['idle', 'starting', 'streaming', 'paused']);
+export const LIVE_STATES: ReadonlySet<SessionStatus> = new Set<SessionStatus>(ENGINE_LIVE_STATES);
 
 export interface PlayRequest {
   url: string;
@@ -50,6 +53,8 @@ export interface PlayRequest {
   duration?: number;
   /** Linear gain applied to the PCM before encoding (1: unchanged). */
   gain?: number;
+  /** Effects on the PCM before the gain (audio-filters.ts). */
+  filters?: AudioFilters;
 }
 
 export interface Session {
@@ -187,9 +192,9 @@ export class Session extends EventEmitter {
     this.state = { status: 'paused', resumeTo: 'streaming', released: true };
   }
 
-  /** Seconds into the source of the next frame this play makes. */
+  /** Seconds into the source of the next frame this play makes (a timescale filter sets the pace). */
   get nextFrameAt(): number {
-    return (this.request.startAt ?? 0) + this.framesMade / FRAMES_PER_SECOND;
+    return (this.request.startAt ?? 0) + (this.framesMade / FRAMES_PER_SECOND) * playbackRate(this.request.filters);
   }
 
   /** Frames of the pipeline: `ready` goes first, before the first frame of the play. */

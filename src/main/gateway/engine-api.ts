@@ -3,6 +3,8 @@
  * answers with an error passes its status and reason on; one that cannot be reached is a 502.
  * With CHORUS_TOKEN set, every call carries it (the engine then requires it too).
  */
+import type { AudioFilters } from '../../shared/audio-filters.js';
+import { engineStateOf, type EngineState } from '../../shared/session-state.js';
 import { HttpError } from './errors.js';
 
 const TIMEOUT_MS = 5000;
@@ -13,6 +15,8 @@ export interface EnginePlayBody {
   start_at?: number;
   /** Linear gain on the PCM before encoding (the engine's volume filter). */
   gain?: number;
+  /** Effects on the PCM before the gain (audio-filters.ts). */
+  filters?: AudioFilters;
 }
 
 export interface EnginePlayAnswer {
@@ -40,13 +44,15 @@ export class EngineApi {
     }
   }
 
-  /** The engine's state for a session, or undefined when it does not know the id. */
-  async status(sessionId: string): Promise<string | undefined> {
+  /**
+   * The engine's state for a session, `unknown` for a word that is not ours (natashi's engine
+   * says `playing`), or undefined when it does not know the id.
+   */
+  async status(sessionId: string): Promise<EngineState | 'unknown' | undefined> {
     try {
       const answer = await this.request('GET', `/session/${encodeURIComponent(sessionId)}/status`);
       // chorus answers `state`, natashi `status`.
-      const state = answer.state ?? answer.status;
-      return typeof state === 'string' ? state : 'unknown';
+      return engineStateOf(answer.state ?? answer.status);
     } catch (err) {
       if (err instanceof HttpError && err.status === 404) return undefined;
       throw err;

@@ -1,5 +1,6 @@
 /**
- * The gateway's HTTP and WebSocket API.
+ * The gateway's HTTP API: the server, its routes and their answers. WebSocket listeners are
+ * listener-sockets.ts; what a request is checked for, request-checks.ts.
  *
  *   POST   /sessions/:id/play     {"url","format"?:"opus"|"web"}
  *   POST   /sessions/:id/pause | resume | stop
@@ -15,39 +16,43 @@
  * the limits (bodies, WebSocket messages, listeners, RTP sinks, plays per second) are limits.ts.
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import net from 'node:net';
+import type net from 'node:net';
 import type { Duplex } from 'node:stream';
-import { WebSocketServer, type WebSocket } from 'ws';
 import { answerClientErrorsInJson } from '../../shared/client-error.js';
-import { isLoopbackAddress } from '../../shared/access.js';
 import type { Config } from '../../shared/config.js';
 import { healthHttpStatus } from '../../shared/health.js';
-import { parseListenerAction, type ListenerAction } from '../../shared/listener-protocol.js';
 import type { ErrorResponse, PlayResponse } from '../../shared/gateway-api.js';
 import { opusSdp } from '../../shared/rtp.js';
-import type { RtpTarget } from '../../shared/worker-messages.js';
 import { logger } from '../../shared/log.js';
 import { GatewayAccess, listenOnly, type Grant } from './auth.js';
 import { HttpError } from './errors.js';
-import { isStreamFormat, type Gateway } from './gateway.js';
-import type { GatewaySession } from './session.js';
+import type { Gateway } from './gateway.js';
 import { RefusedError } from './limits.js';
+import { ListenerSockets, type ListenerRequest } from './listener-sockets.js';
 import { renderMetrics } from './metrics.js';
+import {
+  addressSet,
+  checkFormat,
+  checkRtpTarget,
+  checkUrl,
+  errorMessage,
+  methodNotAllowed,
+  pathOf,
+  readBody,
+  readJson,
+  requestUrl,
+  requireHost,
+} from './request-checks.js';
 import { serveStatic } from './static.js';
 import { parseVoiceState } from './voice-state.js';
 import { LavalinkNode } from '../lavalink/node.js';
 import { sendJson } from '../send-json.js';
 
 const log = logger('gateway');
-const MAX_URL_CHARS = 4096;
 /** Longest a request may take to arrive (body included); Node's default. */
 const REQUEST_TIMEOUT_MS = 300_000;
 /** An idle keep-alive connection is closed after this long (Node's default). */
 const KEEP_ALIVE_MS = 5000;
-/** What the WebSocket close of a listener over CHORUS_MAX_LISTENERS says (1013: try again later). */
-const CLOSE_TRY_AGAIN = 1013;
-
-const URL_WITH_AUTHORITY = /^[a-z][a-z0-9+.-]*:\/\//i;
 
 const SESSION_ROUTE = /^\/sessions\/([^/]+)(?:\/(play|pause|resume|stop|seek|rtp|sdp|voice))?$/;
 
@@ -59,9 +64,6 @@ interface Ctx {
   rtpAllow: net.BlockList;
   lavalink: LavalinkNode;
 }
-
-/** How long listeners get to answer a 1001 "going away" before they are cut off. */
-const CLOSE_GRACE_MS = 500;
 
 export interface GatewayServer {
   server: http.Server;
@@ -75,8 +77,7 @@ export function createGatewayServer(gateway: Gateway, config: Config): GatewaySe
     rtpAllow: addressSet(config.CHORUS_RTP_ALLOW),
     lavalink: new LavalinkNode(gateway, config, access, (req) => readBody(req, config.CHORUS_MAX_BODY_BYTES)),
   };
-  // Listeners are pinged (for lag and liveness) by their session: see listener.ts.
-  const wss = new WebSocketServer({ noServer: true, maxPayload: config.CHORUS_MAX_WS_MESSAGE_BYTES, perMessageDeflate: false });
+  const listeners = new ListenerSockets(gateway, config, access);
 
   const headersTimeout = config.CHORUS_HEADERS_TIMEOUT_MS;
   const server = http.createServer(
@@ -112,123 +113,24 @@ export function createGatewayServer(gateway: Gateway, config: Config): GatewaySe
   answerClientErrorsInJson(server);
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     started.add(socket);
-    let sessionId: string;
-    let grant: Grant;
+    let request: ListenerRequest;
     try {
       requireHost(req);
       const url = requestUrl(req);
       if (ctx.lavalink.upgrade(req, socket, head, url)) return;
-      sessionId = url.searchParams.get('session') ?? '';
-      ctx.access.checkOrigin(req.headers);
-      grant = ctx.access.authorize(req.headers, url, url.pathname === '/ws' && sessionId ? sessionId : undefined);
-      if (url.pathname !== '/ws') throw new HttpError(404, 'WebSocket endpoint is /ws?session=<id>');
-      if (!sessionId) throw new HttpError(400, 'missing ?session=<id>');
-      checkListenerRoom(gateway.session(sessionId, true), config.CHORUS_MAX_LISTENERS);
+      request = listeners.check(req, url);
     } catch (err) {
-      refuseUpgrade(ctx, req, socket, err);
+      listeners.refuse(req, socket, err);
       return;
     }
-    // handleUpgrade completes at once (no verifyClient): nothing can take the room checked above.
-    wss.handleUpgrade(req, socket, head, (ws) => attachListener(ctx, ws, socket, sessionId, grant));
+    listeners.open(req, socket, head, request);
   });
   // Upgraded sockets are no longer the HTTP server's: server.close() would wait on them for ever.
   const closeListeners = async () => {
     await ctx.lavalink.close();
-    for (const ws of wss.clients) ws.close(1001, 'gateway shutting down');
-    const deadline = Date.now() + CLOSE_GRACE_MS;
-    while (wss.clients.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    for (const ws of wss.clients) ws.terminate();
+    await listeners.closeAll();
   };
   return { server, closeListeners };
-}
-
-function checkListenerRoom(session: GatewaySession, max: number): void {
-  if (session.listeners.size >= max) {
-    throw new RefusedError('listeners', 429, `listener limit reached for session ${JSON.stringify(session.id)} (CHORUS_MAX_LISTENERS=${max})`);
-  }
-}
-
-function attachListener(ctx: Ctx, ws: WebSocket, socket: Duplex, sessionId: string, grant: Grant): void {
-  const { gateway } = ctx;
-  let session: GatewaySession;
-  try {
-    session = gateway.session(sessionId, true);
-    checkListenerRoom(session, ctx.config.CHORUS_MAX_LISTENERS);
-  } catch (err) {
-    if (err instanceof RefusedError) gateway.refusals.note(err, { session: sessionId });
-    ws.close(err instanceof RefusedError && err.kind === 'listeners' ? CLOSE_TRY_AGAIN : 1008, errorMessage(err).slice(0, 120));
-    return;
-  }
-  const listener = gateway.addListener(session, ws, socket);
-  const reply = (message: string) => listener.send(JSON.stringify({ type: 'error', session: session.id, message: gateway.redactor.redact(message) }));
-  listener.send(JSON.stringify({ type: 'state', session: session.id, state: session.state.status }));
-  ws.on('message', (data, isBinary) => {
-    if (listener.closed) return;
-    if (!listener.takeMessage()) {
-      gateway.refusals.note(new RefusedError('ws_rate', 1008, `WebSocket messages over CHORUS_WS_MESSAGE_RATE (${ctx.config.CHORUS_WS_MESSAGE_RATE} a second)`), { session: session.id });
-      return;
-    }
-    if (isBinary) {
-      reply('binary messages are not accepted; send JSON actions as text');
-      return;
-    }
-    const action = parseListenerAction(data.toString());
-    if (typeof action === 'string') {
-      reply(action);
-      return;
-    }
-    if (grant.kind !== 'all') {
-      const err = listenOnly();
-      gateway.refusals.note(err, { session: session.id, action: action.action });
-      reply(err.message);
-      return;
-    }
-    runAction(gateway, session.id, action).catch((err: unknown) => {
-      if (err instanceof RefusedError) gateway.refusals.note(err, { session: session.id, action: action.action });
-      reply(errorMessage(err));
-    });
-  });
-  ws.on('close', () => gateway.removeListener(session, ws));
-  ws.on('error', (err) => {
-    // ws closes a socket whose message is over maxPayload with 1009 and says so here.
-    if ((err as { code?: string }).code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {
-      gateway.refusals.note(
-        new RefusedError('ws_message', 1009, `WebSocket message larger than ${ctx.config.CHORUS_MAX_WS_MESSAGE_BYTES} bytes (CHORUS_MAX_WS_MESSAGE_BYTES)`),
-        { session: session.id },
-      );
-      return;
-    }
-    log.debug('listener socket error', { session: session.id, message: err.message });
-  });
-}
-
-async function runAction(gateway: Gateway, id: string, action: ListenerAction): Promise<unknown> {
-  switch (action.action) {
-    case 'play':
-      return gateway.play(id, checkUrl(action.url), checkFormat(action.format));
-    case 'pause':
-      return gateway.pause(id);
-    case 'resume':
-      return gateway.resume(id);
-    case 'stop':
-      return gateway.stop(id);
-    case 'seek':
-      return gateway.seek(id, action.seconds);
-  }
-}
-
-/** HTTP/1.1 requires a Host header (RFC 9112 §3.2); a request without one gets a JSON reason. */
-function requireHost(req: IncomingMessage): void {
-  if (req.headers.host === undefined) throw new HttpError(400, 'the request has no Host header (HTTP/1.1 requires one)');
-}
-
-/** The request's target as a URL; one that is none (`//`, `http://[`) is a 400, not a throw. */
-function requestUrl(req: IncomingMessage): URL {
-  try {
-    return new URL(req.url ?? '/', 'http://gateway');
-  } catch {
-    throw new HttpError(400, 'the request target is not a valid path');
-  }
 }
 
 async function handle(ctx: Ctx, req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -387,94 +289,6 @@ async function debug(gateway: Gateway, url: URL, method: string, res: ServerResp
   throw new HttpError(404, `no debug route ${url.pathname}`);
 }
 
-function checkUrl(value: unknown): string {
-  if (typeof value !== 'string' || value.trim() === '') throw new HttpError(400, 'body needs "url", a non-empty string');
-  if (value.length > MAX_URL_CHARS) throw new HttpError(400, `"url" is longer than ${MAX_URL_CHARS} characters`);
-  // A URL with an authority must parse (host, port up to 65535) before it goes to the engine.
-  if (URL_WITH_AUTHORITY.test(value) && !URL.canParse(value)) {
-    throw new HttpError(400, '"url" is not a valid URL: check its host and its port (at most 65535)');
-  }
-  return value;
-}
-
-function checkFormat(value: unknown) {
-  if (value === undefined) return 'opus' as const;
-  if (!isStreamFormat(value)) throw new HttpError(400, '"format" must be "opus" or "web" (listeners get Opus)');
-  return value;
-}
-
-/** CHORUS_RTP_ALLOW as a BlockList, so that one address written two ways (::1, 0:0::1) matches. */
-function addressSet(addresses: readonly string[]): net.BlockList {
-  const set = new net.BlockList();
-  for (const a of addresses) set.addAddress(a, net.isIPv6(a) ? 'ipv6' : 'ipv4');
-  return set;
-}
-
-/** RTP goes to loopback, or to addresses CHORUS_RTP_ALLOW lists: never anywhere a caller names. */
-function checkRtpTarget(body: Record<string, unknown>, allow: net.BlockList): RtpTarget {
-  const { host, port } = body;
-  if (typeof host !== 'string' || net.isIP(host) === 0) throw new HttpError(400, '"host" must be an IPv4 or IPv6 address');
-  if (!Number.isInteger(port) || (port as number) < 1 || (port as number) > 65535) {
-    throw new HttpError(400, '"port" must be an integer from 1 to 65535');
-  }
-  const family = net.isIPv6(host) ? 'ipv6' : 'ipv4';
-  if (!isLoopbackAddress(host) && !allow.check(host, family)) {
-    throw new HttpError(403, `RTP target ${host} is not allowed: only loopback and CHORUS_RTP_ALLOW`);
-  }
-  return { host, port: port as number };
-}
-
-function methodNotAllowed(method: string, allowed: string): HttpError {
-  return new HttpError(405, `${method} is not allowed here; use ${allowed}`);
-}
-
-/**
- * The request body, up to `max` bytes. Past it (declared or streamed): a 413 that closes the
- * connection once answered, so the rest is never read, and nothing more is kept meanwhile.
- */
-function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
-  const tooLarge = () =>
-    new RefusedError('body', 413, `request body is larger than ${max} bytes (CHORUS_MAX_BODY_BYTES)`, { connection: 'close' });
-  const declared = Number(req.headers['content-length'] ?? 0);
-  if (declared > max) return Promise.reject(tooLarge());
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let over = false;
-    req.on('data', (chunk: Buffer) => {
-      if (over) return;
-      size += chunk.length;
-      if (size > max) {
-        over = true;
-        chunks.length = 0;
-        req.pause();
-        reject(tooLarge());
-        return;
-      }
-      chunks.push(chunk);
-    });
-    req.on('end', () => resolve(Buffer.concat(chunks)));
-    req.on('error', reject);
-  });
-}
-
-async function readJson(req: IncomingMessage, max: number): Promise<Record<string, unknown>> {
-  const body = await readBody(req, max);
-  if (body.length === 0) throw new HttpError(400, 'body must be a JSON object');
-  let value: unknown;
-  try {
-    value = JSON.parse(body.toString('utf8'));
-  } catch {
-    throw new HttpError(400, 'body is not valid JSON');
-  }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new HttpError(400, 'body must be a JSON object');
-  return value as Record<string, unknown>;
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
 function sendError(ctx: Ctx, req: IncomingMessage, res: ServerResponse, err: unknown): void {
   const status = err instanceof HttpError ? err.status : 500;
   if (status >= 500) log.error('request failed', { status, message: errorMessage(err) });
@@ -493,22 +307,3 @@ function sendError(ctx: Ctx, req: IncomingMessage, res: ServerResponse, err: unk
   res.end(text);
 }
 
-/** The request's path for a log line (no query: it may hold a token), cut short. */
-function pathOf(req: IncomingMessage): string {
-  const raw = req.url ?? '/';
-  const q = raw.indexOf('?');
-  return (q < 0 ? raw : raw.slice(0, q)).slice(0, 200);
-}
-
-function refuseUpgrade(ctx: Ctx, req: IncomingMessage, socket: Duplex, err: unknown): void {
-  const status = err instanceof HttpError ? err.status : 500;
-  if (status >= 500) log.error('WebSocket upgrade failed', { status, message: errorMessage(err) });
-  if (err instanceof RefusedError) ctx.gateway.refusals.note(err, { path: pathOf(req), upgrade: true });
-  const body = JSON.stringify({ error: errorMessage(err) } satisfies ErrorResponse);
-  const extra = err instanceof HttpError ? Object.entries(err.headers).filter(([k]) => k !== 'connection') : [];
-  socket.end(
-    `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? 'Error'}\r\n` +
-      extra.map(([k, v]) => `${k}: ${v}\r\n`).join('') +
-      `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
-  );
-}

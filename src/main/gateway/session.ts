@@ -1,135 +1,101 @@
 /**
- * A session as the gateway's main thread holds it: an explicit state machine (one `state` setter
- * that tells every listener), its ring (main produces into it), the credit it has granted the
- * engine, its WebSocket listeners, and the worker slot that paces it.
+ * A session as the gateway's main thread holds it, as an explicit state machine in the style of
+ * the engine's session and @discordjs/voice's AudioPlayer: a discriminated union whose under-way
+ * variants carry the track's run (track-run.ts), one private setter through which every change
+ * passes (it logs old → new and tells every listener), and transitions as named methods. Besides
+ * its state it holds its ring (main produces into it), its WebSocket listeners, its RTP sinks and
+ * voice state, and the worker slot that paces it.
+ *
+ *   idle → starting → buffering ⇄ playing ⇄ paused | autopaused → finished | stopped | error
+ *
+ *   starting    the play is asked of the engine; its `ready` has not come
+ *   buffering   the worker waits for its prebuffer (or the ring ran dry)
+ *   playing     the worker paces frames out
+ *   paused      paused by a client; autopaused: nobody listens (CHORUS_NO_LISTENER=pause)
+ *               released: a paused track that gave back its engine play, worker and ring (a long
+ *               pause, an engine that lost it, a gateway restart); resume plays it again from its frame
+ *   finished    the worker played the track's last frame
+ *   stopped     by a stop or the idle timeout;  error: the engine, the worker or a timeout failed it
  */
 import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
-import { Ring, recordBytes } from '../../shared/ring.js';
-import { OggPacketReader, startsWithOggCapture } from '../../shared/ogg.js';
+import { Ring } from '../../shared/ring.js';
 import { logger } from '../../shared/log.js';
-import { FRAME_MS, FRAMES_PER_SECOND, framesIn, maxPayloadBytes, type AudioFormat } from '../../shared/audio.js';
-import type { ListenerEvent, SessionStateName } from '../../shared/listener-protocol.js';
+import { FRAME_MS, FRAMES_PER_SECOND, framesIn, maxPayloadBytes } from '../../shared/audio.js';
+import type { ListenerEvent } from '../../shared/listener-protocol.js';
+import { isUnderWay, type PlayerStatus, type UnderWayState } from '../../shared/session-state.js';
 import type { SessionSummary } from '../../shared/gateway-api.js';
 import type { ReadyEvent } from '../../shared/protocol.js';
-import { CONTROL_WORDS, Control, type PlayerStatus, type RtpTarget, type VoiceEvent, type VoiceServerState } from '../../shared/worker-messages.js';
+import { CONTROL_WORDS, Control, type RtpTarget, type SlotResult, type VoiceEvent, type VoiceServerState } from '../../shared/worker-messages.js';
 import { HIGH_WATER_BYTES, Listener, type SlowListenerPolicy } from './listener.js';
 import type { Slot } from './slot-pool.js';
 import type { Redactor } from '../../shared/redact.js';
+import type { DemuxCounters } from './counters.js';
+import { TrackRun, type StreamFormat, type Track } from './track-run.js';
 
-/** Formats a listener can be sent: Opus packets (PCM is for engine clients, not listeners). */
-export type StreamFormat = Extract<AudioFormat, 'opus' | 'web'>;
-
-export interface Track {
-  url: string;
-  format: StreamFormat;
-  /** Seconds into the source where the play starts (a seek's target). */
-  startAt: number;
-  /** Seconds of the whole source, once the engine said. */
-  duration?: number;
-  /** Linear gain the engine applies (1: none); a seek keeps it. */
-  gain?: number;
-}
-
-type PlayingStatus = 'starting' | 'buffering' | 'playing' | 'paused' | 'autopaused';
+export type { DemuxCounters } from './counters.js';
+export type { StreamFormat, Track } from './track-run.js';
 
 const log = logger('gateway');
 
 export type SessionState =
   | { status: 'idle' }
-  | { status: PlayingStatus; track: Track; reason?: string }
+  | { status: UnderWayState; track: Track; run: TrackRun; reason?: string }
+  | ReleasedState
   | { status: 'finished'; track: Track }
   | { status: 'stopped'; reason?: string }
   | { status: 'error'; reason: string };
+
+/**
+ * A paused track with no engine play, worker or run: it waits at `frame` (20 ms frames into the
+ * track), where resume starts its source again. `reason` says why it paused, when not asked.
+ */
+export interface ReleasedState {
+  status: 'paused';
+  track: Track;
+  released: true;
+  frame: number;
+  reason?: string;
+}
 
 /** Why a session is autopaused, for whoever played it and wonders why nothing is heard. */
 const NOBODY_LISTENS = 'nobody is listening (CHORUS_NO_LISTENER=pause): it plays as soon as a listener connects to /ws?session=<id> or an RTP sink is added';
 
 const NOMINAL_BITRATE: Record<StreamFormat, number> = { opus: 128_000, web: 256_000 };
 
-/** What the demux counts, over all sessions (the gateway's /metrics). */
-export interface DemuxCounters {
-  framesRouted: number;
-  framesStale: number;
-  framesOverrun: number;
-  /** Payloads larger than one Opus packet, refused before they reach a ring. */
-  framesOversize: number;
-}
-
-/**
- * How a track's payloads come: one Opus packet a frame (chorus, the seed), or an Ogg Opus byte
- * stream cut anywhere (natashi's engine), told apart by its first payload.
- */
-type PayloadKind = 'unknown' | 'packets' | 'ogg';
+/** The states in which the worker's paced frames reach the listeners. */
+const DELIVERING: ReadonlySet<SessionState['status']> = new Set(['buffering', 'playing', 'paused', 'autopaused']);
 
 export class GatewaySession {
   readonly control = new Int32Array(new SharedArrayBuffer(CONTROL_WORDS * 4));
   readonly listeners = new Map<WebSocket, Listener>();
   private current: SessionState = { status: 'idle' };
-  ring: Ring | undefined;
+  private ringNow: Ring | undefined;
   private ringFormat: StreamFormat | undefined;
-  slot: Slot | undefined;
+  private slotNow: Slot | undefined;
   /** Settles once the previous slot has ended (its result carries seq and timestamp). */
-  slotClosing: Promise<void> = Promise.resolve();
-
-  readonly rtpSinks: RtpTarget[] = [];
-  /** The bot's voice state, while the session is to be in a voice channel. */
-  voice: VoiceServerState | undefined;
-  /** The voice connection's last reported state. */
-  voiceEvent: VoiceEvent | undefined;
-  /** Frames the engine may still send under credits already granted. */
-  outstanding = 0;
-  /** The engine took the current track's play: credit may be granted for it. */
-  private creditOpen = false;
-  /** Frames of the current track are taken into the ring (its `ready` has come). */
-  accepting = false;
-  /** The engine's play number for the current track, once its play answer came. */
-  expectPlay: number | undefined;
-  private readyPlay: number | undefined;
-  private readySeen = false;
-  /** The engine connection dropped while this track played; it is being checked. */
-  engineLost = false;
-  /** The engine said `finished`: no more frames are to come for this track. */
-  inputEnded = false;
-  /** Ends the track in error if its `ready` does not come in time (the gateway sets it). */
-  readyTimer: NodeJS.Timeout | undefined;
-  private payloadKind: PayloadKind = 'unknown';
-  private ogg: OggPacketReader | undefined;
-  /** The credit flag of the frame being demuxed, for the Ogg reader's packets. */
-  private oggCredit = false;
-  private oversizeLogged = false;
-  /** The last status the worker reported for the current track, and why (a pause for lost voice). */
-  private playerStatus: PlayerStatus = 'idle';
-  private playerReason: string | undefined;
-
-  nextSeq = 0;
-  nextTimestamp = 0;
-  stale = 0;
-  skipped = 0;
-  /** Frames the ring could not take although credit was granted (an engine overrunning it). */
-  overrun = 0;
-  /** When the session last had a listener or a change of state, for clean-up (ms epoch). */
-  lastActive = Date.now();
-  /** When the session entered paused or autopaused (ms epoch), for the idle timeout. */
-  pausedSince = 0;
-  /**
-   * The track's engine play, worker slot and ring were given back (a long pause, the engine lost,
-   * a restart of the gateway): it stays paused at `startFrame`, where resume starts it again.
-   */
-  released = false;
+  private slotClosing: Promise<void> = Promise.resolve();
+  /** Where the next slot's seq and timestamp continue (the last slot's result). */
+  private nextSeq = 0;
+  private nextTimestamp = 0;
+  private readonly sinks: RtpTarget[] = [];
+  private voiceState: VoiceServerState | undefined;
+  private voiceNow: VoiceEvent | undefined;
+  /** Frames not sent to a listener that lagged under CHORUS_SLOW_LISTENER=drop. */
+  private skipped = 0;
+  private lastActiveAt = Date.now();
+  private pausedAt = 0;
   /** Kept in the session store across restarts; a Lavalink player is not (its client keeps its own). */
   persistent = true;
-  /** Frame of the track the current play started at (its start_at, in 20 ms frames). */
-  private startFrame = 0;
-  /** Control.Sent when the current play started. */
-  private sentBase = 0;
   /** Hears every event the listeners hear, listeners or not (a Lavalink player: src/main/lavalink). */
   observer: ((event: ListenerEvent) => void) | undefined;
   private queue: Promise<unknown> = Promise.resolve();
 
   constructor(
+    /** The session id, as clients and the engine name it. */
     readonly id: string,
-    readonly sid: number,
+    /** Main's number for the session: the worker's egress entries carry it. */
+    readonly egressId: number,
     private readonly ringMs: number,
     private readonly slowPolicy: SlowListenerPolicy,
     private readonly counters: DemuxCounters,
@@ -143,15 +109,19 @@ export class GatewaySession {
     return this.current;
   }
 
-  set state(next: SessionState) {
+  /** The one place the state changes: closes a left run, keeps the idle clocks, tells listeners. */
+  private set state(next: SessionState) {
     if ('reason' in next && next.reason !== undefined) next = { ...next, reason: this.redactor.redact(next.reason) };
     const old = this.current;
     this.current = next;
-    this.lastActive = Date.now();
+    const now = Date.now();
+    this.lastActiveAt = now;
+    if ('run' in old && old.run !== runOf(next)) old.run.close();
     if (old.status === next.status && reasonOf(old) === reasonOf(next)) return;
+    log.debug('session state', { session: this.id, from: old.status, to: next.status, reason: reasonOf(next) });
     if (next.status === 'paused' || next.status === 'autopaused') {
-      if (old.status !== 'paused' && old.status !== 'autopaused') this.pausedSince = Date.now();
-    } else this.pausedSince = 0;
+      if (old.status !== 'paused' && old.status !== 'autopaused') this.pausedAt = now;
+    } else this.pausedAt = 0;
     const event: ListenerEvent = { type: 'state', session: this.id, state: next.status };
     const reason = reasonOf(next);
     if (reason !== undefined) event.reason = reason;
@@ -162,10 +132,41 @@ export class GatewaySession {
     return 'track' in this.current ? this.current.track : undefined;
   }
 
-  /** A track is under way: the engine plays it and the worker paces it. */
+  /** The current track's run, while it is under way. */
+  get run(): TrackRun | undefined {
+    return runOf(this.current);
+  }
+
+  /** A track is under way: the engine plays it and the worker paces it (or it is released, paused). */
   get active(): boolean {
-    const s = this.current.status;
-    return s === 'starting' || s === 'buffering' || s === 'playing' || s === 'paused' || s === 'autopaused';
+    return isUnderWay(this.current.status);
+  }
+
+  /** The track is paused and released: no engine play, no worker, until resumed. */
+  get released(): boolean {
+    return 'released' in this.current;
+  }
+
+  /**
+   * The frame of the track the listeners have reached: where the play started plus the frames the
+   * worker has delivered since (at the filters' pace). Exact, not a clock's estimate: a restart
+   * resumes at this frame. Undefined with no track under way.
+   */
+  get positionFrames(): number | undefined {
+    const current = this.current;
+    if ('released' in current) return current.frame;
+    if (!('run' in current)) return undefined;
+    return current.run.positionFrames(Atomics.load(this.control, Control.Sent));
+  }
+
+  /** When the session last had a listener or a change of state, for clean-up (ms epoch). */
+  get lastActive(): number {
+    return this.lastActiveAt;
+  }
+
+  /** When the session entered paused or autopaused (ms epoch; 0: it is not), for the idle timeout. */
+  get pausedSince(): number {
+    return this.pausedAt;
   }
 
   /** Runs control operations of this session one at a time, in order. */
@@ -177,6 +178,10 @@ export class GatewaySession {
 
   // ---- tracks and the ring ----
 
+  get ring(): Ring | undefined {
+    return this.ringNow;
+  }
+
   /** Format of the ring (opus until a track says otherwise). */
   get format(): StreamFormat {
     return this.ringFormat ?? 'opus';
@@ -184,183 +189,149 @@ export class GatewaySession {
 
   /** A ring before any track, for a worker slot that holds only a voice connection so far. */
   ensureRing(): void {
-    if (this.ring) return;
-    this.ring = Ring.create(ringBytes(this.ringMs, 'opus'));
+    if (this.ringNow) return;
+    this.ringNow = Ring.create(ringBytes(this.ringMs, 'opus'));
     this.ringFormat = 'opus';
   }
 
-  /** Prepares for a new track: an empty ring of the right size, no credit, frames refused. */
+  /** starting: a new track, with an empty ring of the right size, no credit, frames refused. */
   beginTrack(track: Track): { ringChanged: boolean } {
-    const ringChanged = this.ringFormat !== track.format || !this.ring;
+    const ringChanged = this.ringFormat !== track.format || !this.ringNow;
     if (ringChanged) {
-      this.ring = Ring.create(ringBytes(this.ringMs, track.format));
+      this.ringNow = Ring.create(ringBytes(this.ringMs, track.format));
       this.ringFormat = track.format;
     } else {
-      this.ring!.clear();
+      this.ringNow!.clear();
     }
-    this.outstanding = 0;
-    this.creditOpen = false;
-    this.accepting = false;
-    this.expectPlay = undefined;
-    this.readyPlay = undefined;
-    this.readySeen = false;
-    this.engineLost = false;
-    this.inputEnded = false;
-    this.clearReadyTimer();
-    this.payloadKind = 'unknown';
-    this.ogg?.reset();
-    this.oversizeLogged = false;
-    this.playerStatus = 'buffering';
-    this.released = false;
-    this.startFrame = Math.round(track.startAt * FRAMES_PER_SECOND);
-    this.sentBase = Atomics.load(this.control, Control.Sent);
-    this.state = { status: 'starting', track };
+    const run = new TrackRun(track, this.id, this.ringNow!, this.ringMs, this.counters, Atomics.load(this.control, Control.Sent));
+    this.state = { status: 'starting', track, run };
     return { ringChanged };
   }
 
   /**
-   * The frame of the track the listeners have reached: where the play started plus the frames the
-   * worker has delivered since. Exact, not a clock's estimate: a restart resumes at this frame.
+   * released: the track gives back its engine play and worker (the caller lets them go) and waits,
+   * paused, at frame `frame`; `keepRing` false drops the ring too. `reason` says why it paused,
+   * when not asked; `track` puts back a track a failed play had ended.
    */
-  get positionFrames(): number {
-    if (!this.track) return 0;
-    if (this.released) return this.startFrame;
-    return this.startFrame + (Atomics.load(this.control, Control.Sent) - this.sentBase);
-  }
-
-  /**
-   * The track gives back its engine play and worker (the caller lets them go) and waits, paused,
-   * at frame `frame`; `ring` false drops the ring too. `reason` says why it paused, when not asked;
-   * `track` puts back a track a failed play had ended.
-   */
-  release(frame: number, ring: boolean, reason?: string, track: Track | undefined = this.track): void {
+  release(frame: number, keepRing: boolean, reason?: string, track: Track | undefined = this.track): void {
     if (!track) return;
-    this.clearReadyTimer();
-    this.endTrack();
-    if (!ring) {
-      this.ring = undefined;
+    this.ringNow?.clear();
+    if (!keepRing) {
+      this.ringNow = undefined;
       this.ringFormat = undefined;
     }
-    this.released = true;
-    this.engineLost = false;
-    this.startFrame = Math.max(0, Math.round(frame));
-    track.startAt = this.startFrame / FRAMES_PER_SECOND;
-    this.playerStatus = 'paused';
-    this.playerReason = reason;
-    this.state = reason === undefined ? { status: 'paused', track } : { status: 'paused', track, reason };
+    const at = Math.max(0, Math.round(frame));
+    track.startAt = at / FRAMES_PER_SECOND;
+    const released: ReleasedState = { status: 'paused', track, released: true, frame: at };
+    this.state = reason === undefined ? released : { ...released, reason };
   }
 
-  /** The engine accepted the play and numbered it (a seed engine does not). */
+  /** The engine accepted the play and numbered it (a seed engine does not): credit may flow. */
   playAccepted(play: number | undefined): void {
-    this.expectPlay = play;
-    this.creditOpen = true;
-    this.updateAccepting();
+    this.run?.answer(play);
   }
 
-  /** Ends the current track's intake: frames still in flight are refused, the ring emptied. */
-  endTrack(): void {
-    this.accepting = false;
-    this.creditOpen = false;
-    this.outstanding = 0;
-    this.ring?.clear();
+  /** Ends the track in error if its `ready` does not come within `ms`. */
+  awaitReady(ms: number, expired: () => void): void {
+    const run = this.run;
+    run?.awaitReady(ms, () => {
+      if (this.run === run) expired();
+    });
   }
 
-  clearReadyTimer(): void {
-    if (this.readyTimer) clearTimeout(this.readyTimer);
-    this.readyTimer = undefined;
+  /** The gateway is closing: no timer of the session may fire after it. */
+  stopTimers(): void {
+    this.run?.close();
   }
 
   /** The current track's `ready` has come. */
   get ready(): boolean {
-    return this.readySeen;
+    return this.run?.ready ?? false;
   }
 
   /** An engine event is for an earlier play of this id than the current one. */
   isStale(play: number | undefined): boolean {
-    if (play !== undefined && this.expectPlay !== undefined) return play < this.expectPlay;
-    // Without play numbers, a finish before the current track's `ready` is the old track's.
-    return !this.readySeen;
+    return this.run?.isStale(play) ?? true;
   }
 
   onReady(ready: ReadyEvent): void {
-    const { play } = ready;
-    if (play !== undefined) {
-      if (this.expectPlay !== undefined && play < this.expectPlay) return;
-      this.readyPlay = play;
-    }
-    this.readySeen = true;
-    this.clearReadyTimer();
-    this.updateAccepting();
+    const run = this.run;
+    if (!run || !run.takeReady(ready.play)) return;
     const event: ListenerEvent = { type: 'ready', session: this.id };
-    const track = this.track;
-    if (track) {
-      track.startAt = ready.start_at ?? track.startAt;
-      // A seed engine sends only `duration`, the seconds this play gives from where it starts.
-      const length = ready.track_duration ?? (ready.duration === undefined ? undefined : track.startAt + ready.duration);
-      if (length !== undefined) track.duration = length;
-      event.startAt = track.startAt;
-      if (track.duration !== undefined) event.duration = track.duration;
-    }
+    const track = run.track;
+    track.startAt = ready.start_at ?? track.startAt;
+    // A seed engine sends only `duration`, the seconds this play gives from where it starts.
+    const length = ready.track_duration ?? (ready.duration === undefined ? undefined : track.startAt + ready.duration);
+    if (length !== undefined) track.duration = length;
+    event.startAt = track.startAt;
+    if (track.duration !== undefined) event.duration = track.duration;
     this.broadcast(event);
     this.refresh();
   }
 
-  private updateAccepting(): void {
-    this.accepting =
-      this.readySeen &&
-      (this.expectPlay === undefined || this.readyPlay === undefined || this.readyPlay >= this.expectPlay);
-  }
-
   /** One frame from the engine for this session (the demux's hot path). */
   acceptFrame(buf: Buffer, start: number, end: number, credit: boolean): void {
-    if (!this.accepting || !this.ring) {
+    const current = this.current;
+    if (!('run' in current)) {
       this.counters.framesStale++;
       return;
     }
-    // Only an engine without credit (no `hello`) may be natashi's, sending Ogg.
-    if (this.payloadKind === 'unknown') this.payloadKind = !credit && startsWithOggCapture(buf, start) ? 'ogg' : 'packets';
-    if (this.payloadKind === 'packets') return this.acceptPacket(buf, start, end, credit);
-    this.ogg ??= new OggPacketReader((bytes, s, e) => this.acceptPacket(bytes, s, e, this.oggCredit));
-    this.oggCredit = credit;
-    this.ogg.push(buf.subarray(start, end));
+    current.run.acceptFrame(buf, start, end, credit);
   }
 
-  /** One Opus packet into the ring; one larger than an Opus packet can be is refused. */
-  private acceptPacket(buf: Uint8Array, start: number, end: number, credit: boolean): void {
-    const ring = this.ring!;
-    const format = this.ringFormat!;
-    if (end - start > maxPayloadBytes(format)) {
-      // The worker takes records of up to one packet: a larger one would kill it.
-      this.counters.framesOversize++;
-      if (!this.oversizeLogged) {
-        this.oversizeLogged = true;
-        log.warn('refused an engine payload larger than an Opus packet', { session: this.id, bytes: end - start, limit: maxPayloadBytes(format) });
-      }
-      return;
-    }
-    this.counters.framesRouted++;
-    if (credit) {
-      if (this.outstanding > 0) this.outstanding--;
-      if (!ring.write(buf, start, end)) this.counters.framesOverrun++;
-      return;
-    }
-    ring.writeDroppingOldest(buf, start, end);
+  /** Frames to grant the engine now for the current track (0: none); they count as in flight. */
+  grantCredit(): number {
+    return this.run?.grantCredit() ?? 0;
   }
 
-  /** Frames to grant now so that ring + in flight never exceed the ring (0: not worth a line). */
-  creditDue(): number {
-    const ring = this.ring;
-    const format = this.ringFormat;
-    if (!ring || !format || !this.creditOpen || !this.active) return 0;
-    const maxRecord = recordBytes(maxPayloadBytes(format));
-    // Free space may lie on both sides of the ring's end: one record's worth can be lost to the wrap.
-    const byBytes = Math.floor(ring.freeBytes() / maxRecord) - 1;
-    const byFrames = framesIn(this.ringMs) - ring.records();
-    const due = Math.min(byBytes, byFrames) - this.outstanding;
-    const batch = Math.max(1, Math.min(10, Math.floor(framesIn(this.ringMs) / 8)));
-    // Less than a batch only when the ring runs low with nothing in flight: with a full ring a
-    // frame-sized grant every tick would be a credit line per frame (the load test saw one per frame).
-    return due >= batch || (due > 0 && this.outstanding === 0 && ring.records() < batch) ? due : 0;
+  /** A new engine connection: credit granted on the old one is void. */
+  forgetCredit(): void {
+    this.run?.forgetCredit();
+  }
+
+  /** The worker plays and waits for frames only the engine can send (what a starved engine shows). */
+  awaitsEngine(credit: boolean): boolean {
+    const current = this.current;
+    return (current.status === 'buffering' || current.status === 'playing') && current.run.awaitsEngine(credit);
+  }
+
+  /** The engine has sent the track's last frame; with no worker to play out the ring, the track is finished. */
+  endInput(workerPlaysOut: boolean): void {
+    const current = this.current;
+    if (!('run' in current)) return;
+    current.run.endInput();
+    if (!workerPlaysOut) this.state = { status: 'finished', track: current.track };
+  }
+
+  /** The engine connection dropped: true if a track was under way (it is marked to be checked). */
+  markEngineLost(): boolean {
+    const run = this.run;
+    if (run) run.engineLost = true;
+    return run !== undefined;
+  }
+
+  /** The track is under way and its engine's connection was lost and not yet checked. */
+  get engineLost(): boolean {
+    return this.run?.engineLost ?? false;
+  }
+
+  /** The engine still has the track after a reconnect. */
+  engineBack(): void {
+    const run = this.run;
+    if (run) run.engineLost = false;
+  }
+
+  /** stopped: frames still in flight are refused, the ring emptied. */
+  stopTrack(reason?: string): void {
+    this.ringNow?.clear();
+    this.state = reason === undefined ? { status: 'stopped' } : { status: 'stopped', reason };
+  }
+
+  /** error: the track ends, frames still in flight are refused, the ring emptied, everyone told. */
+  fail(reason: string): void {
+    this.ringNow?.clear();
+    this.state = { status: 'error', reason };
+    this.broadcast({ type: 'error', session: this.id, message: reasonOf(this.current)! });
   }
 
   // ---- the worker's view ----
@@ -368,12 +339,11 @@ export class GatewaySession {
   onPlayerStatus(status: PlayerStatus, reason?: string): void {
     // A released track's old worker has nothing more to say about it.
     if (this.released) return;
-    this.playerStatus = status;
-    this.playerReason = reason;
+    const run = this.run;
+    if (run) run.player = reason === undefined ? { status } : { status, reason };
     if (status === 'finished') {
-      const track = this.track;
-      if (track && this.active) {
-        this.state = { status: 'finished', track };
+      if (run) {
+        this.state = { status: 'finished', track: run.track };
         this.broadcast({ type: 'finished', session: this.id });
       }
       return;
@@ -386,26 +356,112 @@ export class GatewaySession {
   }
 
   /** Puts the track's state in line with the engine's and the worker's. */
-  refresh(): void {
-    const track = this.track;
-    if (!track || !this.active || this.released) return;
-    const s = this.playerStatus;
-    if (s === 'paused' || s === 'autopaused') this.state = this.playerReason === undefined ? { status: s, track } : { status: s, track, reason: this.playerReason };
-    else if (!this.readySeen) this.state = { status: 'starting', track };
-    else if (s === 'buffering' || s === 'playing') this.state = { status: s, track };
+  private refresh(): void {
+    const current = this.current;
+    if (!('run' in current)) return;
+    const { track, run } = current;
+    const { status, reason } = run.player;
+    if (status === 'paused' || status === 'autopaused') this.state = reason === undefined ? { status, track, run } : { status, track, run, reason };
+    else if (!run.ready) this.state = { status: 'starting', track, run };
+    else if (status === 'buffering' || status === 'playing') this.state = { status, track, run };
   }
 
-  fail(reason: string): void {
-    this.clearReadyTimer();
-    this.endTrack();
-    this.state = { status: 'error', reason };
-    this.broadcast({ type: 'error', session: this.id, message: reasonOf(this.current)! });
+  // ---- the worker slot ----
+
+  get slot(): Slot | undefined {
+    return this.slotNow;
+  }
+
+  /** Settles once the previous slot has ended: a new one continues its seq and timestamp. */
+  get slotClosed(): Promise<void> {
+    return this.slotClosing;
+  }
+
+  /** Where a new slot's seq and timestamp continue. */
+  get continuation(): { nextSeq: number; nextTimestamp: number } {
+    return { nextSeq: this.nextSeq, nextTimestamp: this.nextTimestamp };
+  }
+
+  /** Takes a newly attached slot; `died` hears if its thread dies while it is the session's. */
+  holdSlot(slot: Slot, died: (err: Error) => void): void {
+    this.slotNow = slot;
+    slot.done.then(
+      (result: SlotResult) => {
+        // Slots of one session never overlap (a new one waits for the old to close).
+        this.nextSeq = result.nextSeq;
+        this.nextTimestamp = result.nextTimestamp;
+        if (this.slotNow === slot) this.slotNow = undefined;
+      },
+      (err: Error) => {
+        if (this.slotNow !== slot) return;
+        this.slotNow = undefined;
+        this.slotClosing = Promise.resolve();
+        died(err);
+      },
+    );
+  }
+
+  /** Lets go of the slot (asking it to close); slotClosed settles when it has ended. */
+  releaseSlot(): void {
+    const slot = this.slotNow;
+    if (!slot) return;
+    this.slotNow = undefined;
+    this.slotClosing = slot.done.then(
+      () => undefined,
+      () => undefined,
+    );
+    if (slot.alive) void slot.call((api) => api.close()).catch(() => undefined);
+  }
+
+  // ---- RTP sinks and voice ----
+
+  /** RTP targets, kept with their streams so the next track's slot continues SSRC, seq and timestamp. */
+  get rtpSinks(): readonly RtpTarget[] {
+    return this.sinks;
+  }
+
+  hasRtpSink(target: RtpTarget): boolean {
+    return this.sinks.some((t) => sameTarget(t, target));
+  }
+
+  keepRtpSink(target: RtpTarget): void {
+    if (!this.hasRtpSink(target)) this.sinks.push(target);
+  }
+
+  /** False if the session had no such sink. */
+  dropRtpSink(target: RtpTarget): boolean {
+    const i = this.sinks.findIndex((t) => sameTarget(t, target));
+    if (i < 0) return false;
+    this.sinks.splice(i, 1);
+    return true;
+  }
+
+  /** The bot's voice state, while the session is to be in a voice channel. */
+  get voice(): VoiceServerState | undefined {
+    return this.voiceState;
+  }
+
+  /** The voice connection's last reported state. */
+  get voiceEvent(): VoiceEvent | undefined {
+    return this.voiceNow;
+  }
+
+  joinVoice(state: VoiceServerState): void {
+    this.voiceState = { ...state };
+  }
+
+  /** False if the session was in no voice channel. */
+  leaveVoice(): boolean {
+    if (!this.voiceState) return false;
+    this.voiceState = undefined;
+    this.voiceNow = undefined;
+    return true;
   }
 
   /** The voice connection changed: every listener (the bot among them) hears of it. */
   onVoice(event: VoiceEvent): void {
-    const old = this.voiceEvent;
-    this.voiceEvent = event;
+    const old = this.voiceNow;
+    this.voiceNow = event;
     if (old && old.status === event.status && old.reason === event.reason) return;
     if (event.status === 'disconnected') log.warn('voice disconnected', { session: this.id, reason: event.reason, rejoin: event.rejoin });
     this.broadcast({ type: 'voice', session: this.id, ...event });
@@ -416,21 +472,20 @@ export class GatewaySession {
   addListener(ws: WebSocket, socket: Duplex): Listener {
     const listener = new Listener(ws, socket, Date.now(), this.messageRate);
     this.listeners.set(ws, listener);
-    this.lastActive = Date.now();
+    this.lastActiveAt = Date.now();
     return listener;
   }
 
   removeListener(ws: WebSocket): void {
     this.listeners.delete(ws);
-    this.lastActive = Date.now();
+    this.lastActiveAt = Date.now();
   }
 
-  /** One paced frame from the worker to every listener (the egress hot path). */
-  deliver(frame: Buffer, now: number): void {
+  /** One paced frame from the worker, sent on each listener's WebSocket (the egress hot path). */
+  sendToListeners(frame: Buffer, now: number): void {
     // A batch the worker posted just before a stop, an error or a new play can land after it:
     // its frames belong to a track the listeners were told has ended.
-    const s = this.current.status;
-    if (s !== 'buffering' && s !== 'playing' && s !== 'paused' && s !== 'autopaused') return;
+    if (!DELIVERING.has(this.current.status)) return;
     for (const [ws, listener] of this.listeners) {
       if (this.slowPolicy === 'drop' && listener.update(now)) {
         this.skipped++;
@@ -459,17 +514,17 @@ export class GatewaySession {
   }
 
   summary(): SessionSummary {
-    const ring = this.ring;
+    const ring = this.ringNow;
     const stats = ring?.stats();
     const state = this.current;
     const out: SessionSummary = {
       id: this.id,
-      state: state.status as SessionStateName,
+      state: state.status,
       format: this.ringFormat ?? 'opus',
       ringFrames: stats?.records ?? 0,
       ringCapacityFrames: framesIn(this.ringMs),
       listeners: this.listeners.size,
-      rtpSinks: this.rtpSinks.length,
+      rtpSinks: this.sinks.length,
       sent: Atomics.load(this.control, Control.Sent),
       late: Atomics.load(this.control, Control.Late),
       underruns: Atomics.load(this.control, Control.Underruns),
@@ -482,18 +537,27 @@ export class GatewaySession {
     if (track) {
       out.url = track.url;
       out.startAt = track.startAt;
-      out.position = this.positionFrames / FRAMES_PER_SECOND;
+      const position = this.positionFrames;
+      if (position !== undefined) out.position = position / FRAMES_PER_SECOND;
       if (track.duration !== undefined) out.duration = track.duration;
     }
-    if (this.voice) {
-      out.voice = { guildId: this.voice.guildId, channelId: this.voice.channelId, endpoint: this.voice.endpoint, ...(this.voiceEvent ?? { status: 'connecting' }) };
+    if (this.voiceState) {
+      out.voice = { guildId: this.voiceState.guildId, channelId: this.voiceState.channelId, endpoint: this.voiceState.endpoint, ...(this.voiceNow ?? { status: 'connecting' }) };
     }
     return out;
   }
 }
 
+function runOf(state: SessionState): TrackRun | undefined {
+  return 'run' in state ? state.run : undefined;
+}
+
 function reasonOf(state: SessionState): string | undefined {
   return 'reason' in state ? state.reason : undefined;
+}
+
+export function sameTarget(a: RtpTarget, b: RtpTarget): boolean {
+  return a.port === b.port && a.host === b.host;
 }
 
 /** Ring bytes for `ms` of audio at twice the format's nominal bitrate (VBR headroom). */

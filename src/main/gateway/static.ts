@@ -36,6 +36,7 @@ export const ASSETS: readonly string[] = [
     'web/test-hook',
     'web/token',
     'shared/listener-protocol',
+    'shared/session-state',
     'shared/audio',
   ].flatMap((m) => [`${m}.js`, `${m}.js.map`]),
 ];

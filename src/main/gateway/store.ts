@@ -17,6 +17,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import type { AudioFilters } from '../../shared/audio-filters.js';
 
 export const STORE_FILE = 'chorus.db';
 
@@ -38,6 +39,8 @@ export interface StoredTrack {
   format: 'opus' | 'web';
   /** Linear gain (absent: 1). */
   gain?: number;
+  /** The play's filters (absent: none), as a play takes them. */
+  filters?: AudioFilters;
   /** Seconds of the whole source, when known. */
   duration?: number;
 }

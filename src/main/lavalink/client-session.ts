@@ -35,8 +35,9 @@ export class ClientSession {
   private readonly missed: string[] = [];
   private expiry: NodeJS.Timeout | undefined;
   private readonly timers: NodeJS.Timeout[] = [];
-  /** Frames sent and nulled per player at the last stats, for frameStats. */
+  /** Frames sent and nulled per player at the last stats, and when that was, for frameStats. */
   private lastCounts = new Map<string, { sent: number; nulled: number }>();
+  private lastCountsAt = 0;
 
   constructor(
     readonly id: string,
@@ -48,7 +49,7 @@ export class ClientSession {
     private readonly stats: (session: ClientSession) => Record<string, unknown>,
     private readonly onGone: (session: ClientSession) => void,
   ) {
-    this.timers.push(setInterval(() => this.sendPlayerUpdates(), updateEveryS * 1000));
+    this.timers.push(setInterval(() => void this.sendPlayerUpdates(), updateEveryS * 1000));
     this.timers.push(setInterval(() => this.send({ op: 'stats', ...this.stats(this) }), 60_000));
     this.timers.push(setInterval(() => {
       const now = Date.now();
@@ -111,8 +112,11 @@ export class ClientSession {
     await player.destroy();
   }
 
-  private sendPlayerUpdates(): void {
-    for (const player of this.players.values()) {
+  private async sendPlayerUpdates(): Promise<void> {
+    const players = [...this.players.values()];
+    await Promise.all(players.map((p) => p.refreshPing().catch(() => undefined)));
+    for (const player of players) {
+      if (this.players.get(player.guildId) !== player) continue;
       this.send({ op: 'playerUpdate', guildId: player.guildId, state: player.state() });
     }
   }
@@ -120,9 +124,12 @@ export class ClientSession {
   /**
    * Lavalink's frameStats: per player over the last minute, frames sent, frames nulled (the
    * player had none when one was due: chorus's underruns) and the deficit from the 3000 a minute
-   * holds, averaged over the players that played through it. Undefined when none did.
+   * holds, averaged over the players that played through it without a pause, stop or end
+   * (Lavalink's AudioLossCounter.isDataUsable). Undefined when none did.
    */
-  frameStats(): { sent: number; nulled: number; deficit: number } | undefined {
+  frameStats(now = Date.now()): { sent: number; nulled: number; deficit: number } | undefined {
+    const since = this.lastCountsAt;
+    this.lastCountsAt = now;
     const counts = new Map<string, { sent: number; nulled: number }>();
     let players = 0;
     let sent = 0;
@@ -132,7 +139,7 @@ export class ClientSession {
       if (!c) continue;
       counts.set(player.chorusId, c);
       const last = this.lastCounts.get(player.chorusId);
-      if (!last || !player.playing) continue;
+      if (!last || player.playingSince === undefined || player.playingSince > since) continue;
       players++;
       sent += c.sent - last.sent;
       nulled += c.nulled - last.nulled;

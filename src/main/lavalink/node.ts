@@ -21,14 +21,18 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
 import type { Config } from '../../shared/config.js';
 import { sameSecret } from '../../shared/access.js';
+import { FILTER_NAMES, FilterError, parseFilters, type AudioFilters } from '../../shared/audio-filters.js';
 import { resolveFfmpeg } from '../../shared/ffmpeg.js';
-import { sourceResolver } from '../engine/source.js';
+import { remoteGuard, sourceResolver } from '../engine/source.js';
 import type { GatewayAccess } from '../gateway/auth.js';
 import { HttpError } from '../gateway/errors.js';
 import type { Gateway } from '../gateway/gateway.js';
 import { ClientSession, newSessionId } from './client-session.js';
 import { lavalinkErrorBody, sendLavalinkError } from './errors.js';
-import { lavalinkTrack, loadTracks, SOURCE_NAMES, type LavalinkTrack, type TrackLoader } from './load-tracks.js';
+import { lavalinkTrack, loadTracks, SOURCE_NAMES, sourceNames, YTDLP_SOURCE_NAMES, type LavalinkTrack, type TrackLoader } from './load-tracks.js';
+import { resolveYtDlp, YtDlp } from './yt-dlp.js';
+import { EgressProxy } from '../engine/egress-proxy.js';
+import { logger } from '../../shared/log.js';
 import type { LavalinkVoice } from './player.js';
 import { decodeTrack, TrackCodecError } from './track-codec.js';
 import { sendJson } from '../send-json.js';
@@ -37,8 +41,7 @@ import { sendJson } from '../send-json.js';
 export const LAVALINK_VERSION = { semver: '4.0.0+chorus', major: 4, minor: 0, patch: 0, preRelease: null, build: 'chorus' };
 const SESSION_ROUTE = /^\/v4\/sessions\/([^/]+)(?:\/players(?:\/([^/]+))?)?$/;
 const SNOWFLAKE = /^\d{1,20}$/;
-/** The filters chorus applies (the engine's gain before encoding); any other is a 400. */
-const FILTERS = ['volume'] as const;
+const log = logger('lavalink');
 
 export type BodyReader = (req: IncomingMessage) => Promise<Buffer>;
 
@@ -48,6 +51,7 @@ export class LavalinkNode {
   private readonly loader: TrackLoader;
   private readonly started = Date.now();
   private lastCpu = { usage: process.cpuUsage(), at: performance.now() };
+  private egress: { proxy: EgressProxy; url: Promise<string> } | undefined;
 
   constructor(
     private readonly gateway: Gateway,
@@ -57,12 +61,38 @@ export class LavalinkNode {
   ) {
     const resolve = sourceResolver({ mediaRoot: config.CHORUS_MEDIA_ROOT, remoteAllow: config.CHORUS_REMOTE_ALLOW });
     let ffmpeg: string | undefined;
+    const ytDlpBinary = resolveYtDlp(config.CHORUS_YTDLP);
+    if (ytDlpBinary) log.info('site URLs and searches through yt-dlp', { path: ytDlpBinary });
     this.loader = {
       resolve,
       get ffmpeg() {
         return (ffmpeg ??= resolveFfmpeg(config.CHORUS_FFMPEG).path);
       },
+      proxyUrl: () => this.egressProxy(),
+      ...(ytDlpBinary ? { ytDlp: new YtDlp(ytDlpBinary, () => this.egressProxy(), config.CHORUS_YTDLP_TIMEOUT_MS) } : {}),
     };
+  }
+
+  /**
+   * The only way out of the probes' ffmpeg and of yt-dlp: a proxy that checks every host they
+   * ask for, redirects included (started at the first use).
+   */
+  private egressProxy(): Promise<string> {
+    if (!this.egress) {
+      const proxy = new EgressProxy(remoteGuard({ remoteAllow: this.config.CHORUS_REMOTE_ALLOW }), { tunnels: true });
+      this.egress = { proxy, url: proxy.listen() };
+    }
+    return this.egress.url;
+  }
+
+  /** The engine URL of a track chorus can play (a yt-dlp track's media URL, asked for now); 400 for another source's. */
+  private async playUrl(track: LavalinkTrack, signal: AbortSignal): Promise<string> {
+    const { sourceName, uri, identifier } = track.info;
+    if ((YTDLP_SOURCE_NAMES as readonly string[]).includes(sourceName) && this.loader.ytDlp && uri) return this.loader.ytDlp.mediaUrl(uri, signal);
+    if (!(SOURCE_NAMES as readonly string[]).includes(sourceName)) {
+      throw new HttpError(400, `source "${sourceName}" is not played by this chorus node (it plays ${sourceNames(this.loader).join(', ')})`);
+    }
+    return sourceName === 'local' ? identifier : (uri ?? identifier);
   }
 
   owns(path: string): boolean {
@@ -125,6 +155,7 @@ export class LavalinkNode {
   async close(): Promise<void> {
     await Promise.allSettled([...this.sessions.values()].map((s) => s.close()));
     for (const ws of this.wss.clients) ws.terminate();
+    if (this.egress) await this.egress.proxy.close();
   }
 
   private authorize(req: IncomingMessage): void {
@@ -156,7 +187,7 @@ export class LavalinkNode {
       only(method, 'GET');
       const identifier = url.searchParams.get('identifier');
       if (!identifier) throw new HttpError(400, 'identifier query parameter is required');
-      return sendJson(res, 200, await loadTracks(this.loader, identifier));
+      return sendJson(res, 200, await loadTracks(this.loader, identifier, gone(res)));
     }
     if (path === '/v4/decodetrack') {
       only(method, 'GET');
@@ -209,7 +240,7 @@ export class LavalinkNode {
       return;
     }
     only(method, 'PATCH');
-    const update = await this.parseUpdate(object(await this.json(req)));
+    const update = await this.parseUpdate(object(await this.json(req)), gone(res));
     const player = session.player(guildId, true)!;
     if (update.voice) await player.setVoice(update.voice);
     if (update.paused !== undefined && update.track === undefined) await player.setPaused(update.paused);
@@ -217,24 +248,27 @@ export class LavalinkNode {
     if (update.endTime !== undefined) player.endTime = update.endTime ?? undefined;
     const noReplace = url.searchParams.get('noReplace') === 'true';
     const replacing = update.track !== undefined && update.track !== null && !(noReplace && player.track);
-    if (replacing || update.position !== undefined) {
-      // A new track or a seek starts at the new level anyway: no extra replay for it.
-      if (update.volume !== undefined) player.volume = update.volume;
-      if (update.filterVolume !== undefined) player.filterVolume = update.filterVolume;
-    } else await player.setLevel(update.volume, update.filterVolume);
+    // A new track or a seek starts with the new sound anyway: no extra replay for it.
+    if (replacing || update.position !== undefined) player.setSound(update.volume, update.filterVolume, update.filters);
+    else await player.applySound(update.volume, update.filterVolume, update.filters);
     if (update.track === null) await player.stop('stopped');
-    else if (replacing) await player.play(update.track!, update.position ?? 0, playUrl(update.track!));
+    else if (replacing) {
+      const track = update.track!;
+      const signal = gone(res);
+      await player.play(track, update.position ?? 0, () => this.playUrl(track, signal));
+    }
     else if (update.position !== undefined) await player.seek(update.position);
     return sendJson(res, 200, player.toJson());
   }
 
   /** A PATCH body, checked field by field; `track` undefined: untouched, null: stop. */
-  private async parseUpdate(body: Record<string, unknown>): Promise<{
+  private async parseUpdate(body: Record<string, unknown>, signal: AbortSignal): Promise<{
     track?: LavalinkTrack | null;
     position?: number;
     endTime?: number | null;
     volume?: number;
     filterVolume?: number;
+    filters?: AudioFilters;
     paused?: boolean;
     voice?: LavalinkVoice;
   }> {
@@ -255,7 +289,7 @@ export class LavalinkNode {
       out.track = decoded(encoded);
     } else if (identifier !== undefined) {
       if (typeof identifier !== 'string' || identifier === '') throw new HttpError(400, 'track.identifier must be a non-empty string');
-      const result = await loadTracks(this.loader, identifier);
+      const result = await loadTracks(this.loader, identifier, signal);
       if (result.loadType !== 'track') throw new HttpError(400, `identifier did not resolve to a single track (loadType ${result.loadType})`);
       out.track = result.data;
     }
@@ -277,15 +311,22 @@ export class LavalinkNode {
       out.paused = body.paused;
     }
     if (body.filters !== undefined) {
-      const filters = object(body.filters, 'filters');
+      const { volume = 1, ...filters } = object(body.filters, 'filters');
       const used = Object.entries(filters).find(
-        ([k, v]) => !(FILTERS as readonly string[]).includes(k) && v !== null && v !== undefined && !(Array.isArray(v) && v.length === 0) && !(typeof v === 'object' && Object.keys(v).length === 0),
+        ([k, v]) => !(FILTER_NAMES as readonly string[]).includes(k) && v !== null && v !== undefined && !(Array.isArray(v) && v.length === 0) && !(typeof v === 'object' && Object.keys(v).length === 0),
       );
-      if (used) throw new HttpError(400, `filter "${used[0]}" is not supported by this chorus node (it has ${FILTERS.join(', ')})`);
+      if (used) throw new HttpError(400, `filter "${used[0]}" is not supported by this chorus node (it has ${FILTER_NAMES.join(', ')})`);
       // The filters replace all previous ones: no volume filter is a factor of 1.
-      const volume = filters.volume ?? 1;
-      if (typeof volume !== 'number' || !Number.isFinite(volume) || volume < 0 || volume > 5) throw new HttpError(400, 'filters.volume must be a number from 0 to 5');
-      out.filterVolume = volume;
+      if (volume === null) out.filterVolume = 1;
+      else if (typeof volume !== 'number' || !Number.isFinite(volume) || volume < 0 || volume > 5) throw new HttpError(400, 'filters.volume must be a number from 0 to 5');
+      else out.filterVolume = volume;
+      const known = Object.fromEntries(Object.entries(filters).filter(([k]) => (FILTER_NAMES as readonly string[]).includes(k)));
+      try {
+        out.filters = parseFilters(known);
+      } catch (err) {
+        if (err instanceof FilterError) throw new HttpError(400, err.message);
+        throw err;
+      }
     }
     if (body.voice !== undefined) {
       const v = object(body.voice, 'voice');
@@ -312,8 +353,8 @@ export class LavalinkNode {
       git: { branch: 'chorus', commit: 'unknown', commitTime: 0 },
       jvm: `none (chorus on Node ${process.versions.node})`,
       lavaplayer: 'none (chorus: ffmpeg and @discordjs/opus)',
-      sourceManagers: [...SOURCE_NAMES],
-      filters: [...FILTERS],
+      sourceManagers: sourceNames(this.loader),
+      filters: [...FILTER_NAMES],
       plugins: [],
     };
   }
@@ -347,13 +388,13 @@ export class LavalinkNode {
   }
 }
 
-/** The engine URL of a track chorus can play; 400 for another source's. */
-function playUrl(track: LavalinkTrack): string {
-  const { sourceName, uri, identifier } = track.info;
-  if (!(SOURCE_NAMES as readonly string[]).includes(sourceName)) {
-    throw new HttpError(400, `source "${sourceName}" is not played by this chorus node (it plays ${SOURCE_NAMES.join(', ')})`);
-  }
-  return sourceName === 'local' ? identifier : (uri ?? identifier);
+/** Aborted when the answer's connection closes before the answer is written: work for it may stop. */
+function gone(res: ServerResponse): AbortSignal {
+  const controller = new AbortController();
+  res.once('close', () => {
+    if (!res.writableFinished) controller.abort();
+  });
+  return controller.signal;
 }
 
 function decoded(encoded: string): LavalinkTrack {

@@ -13,11 +13,13 @@ import { createHash } from 'node:crypto';
 import type { ListenerEvent } from '../../shared/listener-protocol.js';
 import { Control } from '../../shared/worker-messages.js';
 import { FRAME_MS } from '../../shared/audio.js';
+import { playbackRate, type AudioFilters, type Sound } from '../../shared/audio-filters.js';
 import type { Gateway } from '../gateway/gateway.js';
 import { HttpError } from '../gateway/errors.js';
 import type { GatewaySession } from '../gateway/session.js';
 import { parseVoiceState } from '../gateway/voice-state.js';
 import type { LavalinkTrack } from './load-tracks.js';
+import { YtDlpError } from './yt-dlp.js';
 
 export type TrackEndReason = 'finished' | 'loadFailed' | 'stopped' | 'replaced' | 'cleanup';
 
@@ -49,17 +51,23 @@ export class LavalinkPlayer {
   readonly chorusId: string;
   track: LavalinkTrack | null = null;
   paused = false;
-  /** The player's volume, 0 to 1000 (%), and the `volume` filter's factor, 0 to 5. */
+  /** The player's volume, 0 to 1000 (%), the `volume` filter's factor, 0 to 5, and the other filters. */
   volume = 100;
   filterVolume = 1;
+  filters: AudioFilters = {};
   voice: LavalinkVoice | undefined;
   endTime: number | undefined;
-  /** Where the current play started in the track (ms), and the session's sent count then. */
+  /** Where the current play started in the track (ms), the session's sent count then, and the track ms a frame plays (timescale). */
   private basePosition = 0;
   private baseSent = 0;
+  private msPerFrame = FRAME_MS;
   /** Frames sent when the position was last read, to tell a stall. */
   private stuckSince = 0;
   private stuckTold = false;
+  /** Date.now() since which a track has played without a pause, stop or end (Lavalink's frameStats count only such players). */
+  playingSince: number | undefined;
+  /** The voice gateway's heartbeat round trip, as the worker last reported it. */
+  private pingMs: number | undefined;
   private session: GatewaySession | undefined;
 
   constructor(
@@ -89,7 +97,7 @@ export class LavalinkPlayer {
 
   get position(): number {
     if (!this.track) return 0;
-    const position = this.basePosition + (this.sent - this.baseSent) * FRAME_MS;
+    const position = Math.round(this.basePosition + (this.sent - this.baseSent) * this.msPerFrame);
     return Math.min(position, this.track.info.isStream ? position : this.track.info.length);
   }
 
@@ -98,7 +106,17 @@ export class LavalinkPlayer {
   }
 
   state(): PlayerState {
-    return { time: Date.now(), position: this.position, connected: this.connected, ping: this.connected ? 0 : -1 };
+    return { time: Date.now(), position: this.position, connected: this.connected, ping: this.connected ? (this.pingMs ?? 0) : -1 };
+  }
+
+  /** Asks the worker for the voice connection's heartbeat round trip (for the next playerUpdate). */
+  async refreshPing(): Promise<void> {
+    if (!this.connected) {
+      this.pingMs = undefined;
+      return;
+    }
+    const stats = await this.gateway.workerStats(this.chorusId);
+    this.pingMs = stats?.voice?.pingMs;
   }
 
   /** The session's frames sent and ticks that found no frame (underruns), since it began. */
@@ -120,7 +138,7 @@ export class LavalinkPlayer {
       paused: this.paused,
       state: this.state(),
       voice: this.voice ? { token: this.voice.token, endpoint: this.voice.endpoint, sessionId: this.voice.sessionId, ...(this.voice.channelId ? { channelId: this.voice.channelId } : {}) } : { token: '', endpoint: '', sessionId: '' },
-      filters: this.filterVolume === 1 ? {} : { volume: this.filterVolume },
+      filters: this.filterVolume === 1 ? { ...this.filters } : { volume: this.filterVolume, ...this.filters },
     };
   }
 
@@ -137,8 +155,8 @@ export class LavalinkPlayer {
     this.voice = voice;
   }
 
-  /** Plays `track` from `positionMs`, ending the current one as `replaced`. */
-  async play(track: LavalinkTrack, positionMs: number, url: string): Promise<void> {
+  /** Plays `track` (at the URL `url()` finds) from `positionMs`, ending the current one as `replaced`. */
+  async play(track: LavalinkTrack, positionMs: number, url: () => Promise<string>): Promise<void> {
     this.attach();
     const previous = this.track;
     this.track = null;
@@ -146,50 +164,66 @@ export class LavalinkPlayer {
     this.stuckSince = 0;
     this.stuckTold = false;
     try {
-      await this.gateway.play(this.chorusId, url, 'opus', positionMs / 1000, this.paused, this.gain);
+      await this.gateway.play(this.chorusId, await url(), 'opus', positionMs / 1000, this.paused, this.sound);
     } catch (err) {
+      // yt-dlp found no media URL for the page (the site failed): Lavalink's load failure, a fault.
+      if (err instanceof YtDlpError) return this.loadFailed(track, err, 'fault');
       // The source is the client's mistake (no such file, a refused host): Lavalink's load failure.
-      if (err instanceof HttpError && err.status >= 400 && err.status < 500 && err.status !== 429) {
-        this.emit({ type: 'TrackStartEvent', guildId: this.guildId, track });
-        this.emit({ type: 'TrackExceptionEvent', guildId: this.guildId, track, exception: { message: err.message, severity: 'common', cause: `HttpError: ${err.message}` } });
-        this.emit({ type: 'TrackEndEvent', guildId: this.guildId, track, reason: 'loadFailed' });
-        return;
-      }
+      if (err instanceof HttpError && err.status >= 400 && err.status < 500 && err.status !== 429) return this.loadFailed(track, err, 'common');
       throw err;
     }
     this.track = track;
-    this.basePosition = positionMs;
-    this.baseSent = this.sent;
+    this.restart(positionMs);
+    if (!this.paused) this.playingSince ??= Date.now();
     this.emit({ type: 'TrackStartEvent', guildId: this.guildId, track });
   }
 
-  /** The linear gain the engine applies: volume and the volume filter together. */
-  private get gain(): number {
-    return (this.volume / 100) * this.filterVolume;
+  private loadFailed(track: LavalinkTrack, err: Error, severity: 'common' | 'fault'): void {
+    this.emit({ type: 'TrackStartEvent', guildId: this.guildId, track });
+    this.emit({ type: 'TrackExceptionEvent', guildId: this.guildId, track, exception: { message: err.message, severity, cause: `${err.name}: ${err.message}` } });
+    this.emit({ type: 'TrackEndEvent', guildId: this.guildId, track, reason: 'loadFailed' });
+  }
+
+  /** What the engine applies: volume and the volume filter as one linear gain, and the other filters. */
+  private get sound(): Sound {
+    return { gain: (this.volume / 100) * this.filterVolume, filters: this.filters };
+  }
+
+  /** Sets volume, the volume filter and the other filters, for the next play or seek. */
+  setSound(volume: number | undefined, filterVolume: number | undefined, filters: AudioFilters | undefined): boolean {
+    const before = JSON.stringify(this.sound);
+    if (volume !== undefined) this.volume = volume;
+    if (filterVolume !== undefined) this.filterVolume = filterVolume;
+    if (filters !== undefined) this.filters = filters;
+    return JSON.stringify(this.sound) !== before;
   }
 
   /**
-   * Sets volume and/or the volume filter. The engine encodes seconds ahead, so a track under way
-   * is played again from the frame the voice server has reached, at the new gain: what was
-   * encoded at the old level is dropped, and the change is heard within a prebuffer's time.
+   * Sets volume and/or filters now. The engine encodes seconds ahead, so a track under way is
+   * played again from the frame the voice server has reached, with the new sound: what was
+   * encoded with the old one is dropped, and the change is heard within a prebuffer's time.
    */
-  async setLevel(volume: number | undefined, filterVolume: number | undefined): Promise<void> {
-    const before = this.gain;
-    if (volume !== undefined) this.volume = volume;
-    if (filterVolume !== undefined) this.filterVolume = filterVolume;
-    if (this.gain !== before) await this.seek(this.position);
+  async applySound(volume: number | undefined, filterVolume: number | undefined, filters: AudioFilters | undefined): Promise<void> {
+    if (this.setSound(volume, filterVolume, filters)) await this.seek(this.position);
   }
 
   async seek(positionMs: number): Promise<void> {
     if (!this.track || !this.session?.active) return;
-    await this.gateway.seek(this.chorusId, positionMs / 1000, this.gain);
+    await this.gateway.seek(this.chorusId, positionMs / 1000, this.sound);
+    this.restart(positionMs);
+  }
+
+  /** A play or seek from `positionMs` began: the position counts on from there, at the filters' pace. */
+  private restart(positionMs: number): void {
     this.basePosition = positionMs;
     this.baseSent = this.sent;
+    this.msPerFrame = FRAME_MS * playbackRate(this.filters);
   }
 
   async setPaused(paused: boolean): Promise<void> {
     if (paused === this.paused) return;
     this.paused = paused;
+    this.playingSince = paused || !this.track ? undefined : Date.now();
     if (!this.track || !this.session?.active) return;
     if (paused) await this.gateway.pause(this.chorusId);
     else await this.gateway.resume(this.chorusId);
@@ -199,6 +233,7 @@ export class LavalinkPlayer {
   async stop(reason: TrackEndReason): Promise<void> {
     const track = this.track;
     this.track = null;
+    this.playingSince = undefined;
     if (!track) return;
     if (this.session?.active) await this.gateway.stop(this.chorusId);
     this.emit({ type: 'TrackEndEvent', guildId: this.guildId, track, reason });
@@ -240,11 +275,13 @@ export class LavalinkPlayer {
       case 'finished':
         if (!track) return;
         this.track = null;
+        this.playingSince = undefined;
         this.emit({ type: 'TrackEndEvent', guildId: this.guildId, track, reason: 'finished' });
         return;
       case 'error':
         if (!track) return;
         this.track = null;
+        this.playingSince = undefined;
         this.emit({ type: 'TrackExceptionEvent', guildId: this.guildId, track, exception: { message: event.message, severity: 'fault', cause: event.message } });
         this.emit({ type: 'TrackEndEvent', guildId: this.guildId, track, reason: 'loadFailed' });
         return;

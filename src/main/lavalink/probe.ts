@@ -59,13 +59,16 @@ export function parseFfmpegInfo(stderr: string): ProbeResult | undefined {
   return { container, durationMs, tags };
 }
 
-/** Runs `ffmpeg <inputArgs>` and parses its answer; a source ffmpeg cannot open is a ProbeError. */
-export function probe(ffmpeg: string, inputArgs: readonly string[]): Promise<ProbeResult> {
+/**
+ * Runs `ffmpeg <inputArgs>` and parses its answer; a source ffmpeg cannot open is a ProbeError.
+ * A remote source's `env` sends ffmpeg through an egress proxy (ffmpegEnv), as the engine does.
+ */
+export function probe(ffmpeg: string, inputArgs: readonly string[], env?: NodeJS.ProcessEnv): Promise<ProbeResult> {
   return new Promise((resolve, reject) => {
     execFile(
       ffmpeg,
       ['-hide_banner', '-nostdin', ...inputArgs],
-      { timeout: PROBE_TIMEOUT_MS, maxBuffer: MAX_OUTPUT, encoding: 'utf8' },
+      { timeout: PROBE_TIMEOUT_MS, maxBuffer: MAX_OUTPUT, encoding: 'utf8', ...(env ? { env } : {}) },
       (err, _stdout, stderr) => {
         const result = parseFfmpegInfo(stderr);
         if (result) return resolve(result);

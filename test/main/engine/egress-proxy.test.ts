@@ -148,6 +148,33 @@ describe('egress proxy (in process, names resolved by a stand-in)', () => {
     });
     expect(connect).toMatch(/^HTTP\/1.1 405 /);
   });
+
+  it('with tunnels (for yt-dlp), CONNECT opens a tunnel to a checked address and refuses one not allowed', async () => {
+    const tunnels = new EgressProxy(remoteGuard({ remoteAllow: ['127.0.0.1'], lookup: async (host: string) => ({ 'good.test': ['127.0.0.1'], 'rebound.test': ['127.0.0.2'] })[host] ?? [] }), { tunnels: true });
+    const port = Number(new URL(await tunnels.listen()).port);
+    const through = (target: string) =>
+      new Promise<string>((resolve, reject) => {
+        const socket = net.connect(port, '127.0.0.1', () => socket.write(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n\r\n`));
+        let text = '';
+        socket.on('data', (chunk) => {
+          text += chunk.toString();
+          // Once the tunnel is open, speak HTTP to the origin through it.
+          if (/^HTTP\/1.1 200 [^\n]*\r\n\r\n$/.test(text)) socket.write(`GET /tunnelled HTTP/1.1\r\nHost: good.test\r\nConnection: close\r\n\r\n`);
+        });
+        socket.on('close', () => resolve(text));
+        socket.on('error', reject);
+      });
+    try {
+      const open = await through(`good.test:${allowed.port}`);
+      expect(open).toMatch(/^HTTP\/1.1 200 Connection established\r\n\r\nHTTP\/1.1 200 OK[\s\S]*hello$/);
+      expect(allowed.seen.at(-1)).toEqual({ url: '/tunnelled', host: 'good.test' });
+      expect(await through(`rebound.test:${forbidden.port}`)).toMatch(/^HTTP\/1.1 403 [^\r]*non-public address/);
+      expect(await through('good.test')).toMatch(/^HTTP\/1.1 400 /);
+      expect(forbidden.connections).toBe(0);
+    } finally {
+      await tunnels.close();
+    }
+  });
 });
 
 describe('egress proxy through the real engine and ffmpeg', () => {

@@ -100,6 +100,9 @@ describe('engine HTTP API', () => {
     expectError(await api(engine.url, 'POST', '/session/b/play', { url: 'tone:440', gain: -0.5 }), 400, /"gain"/);
     expectError(await api(engine.url, 'POST', '/session/b/play', { url: 'tone:440', gain: 11 }), 400, /"gain" must be a number from 0 to 10/);
     expectError(await api(engine.url, 'POST', '/session/b/play', { url: 'tone:440', gain: '2' }), 400, /"gain"/);
+    expectError(await api(engine.url, 'POST', '/session/b/play', { url: 'tone:440', filters: { karaoke: { level: 1 } } }), 400, /"karaoke" is not supported/);
+    expectError(await api(engine.url, 'POST', '/session/b/play', { url: 'tone:440', filters: { timescale: { rate: 50 } } }), 400, /filters\.timescale\.rate/);
+    expectError(await api(engine.url, 'POST', '/session/b/play', { url: 'tone:440', filters: 'volume=2,amovie=/etc/passwd' }), 400, /filters/);
     expectError(await api(engine.url, 'POST', '/session/b/play', { url: 'tone:abc' }), 400, /bad tone/);
     expectError(await api(engine.url, 'POST', '/session/b/play', { url: 'gopher://x/' }), 400, /unsupported source scheme/);
     expectError(await api(engine.url, 'POST', '/session/b/play', { url: 'http://[' }), 400, /not a valid URL/);

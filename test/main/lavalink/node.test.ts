@@ -70,7 +70,7 @@ beforeAll(async () => {
   const socket = path.join(dir, 'engine.sock');
   const common = { CHORUS_TOKEN: TOKEN, CHORUS_SOCKET: socket, CHORUS_MEDIA_ROOT: media, CHORUS_REMOTE_ALLOW: '127.0.0.1' };
   engine = await startChorus('engine', { ...common, CHORUS_ENGINE_PORT: '0' });
-  gateway = await startChorus('gateway', { ...common, CHORUS_PORT: '0', CHORUS_ENGINE_URL: engine.httpUrl });
+  gateway = await startChorus('gateway', { ...common, CHORUS_PORT: '0', CHORUS_ENGINE_URL: engine.httpUrl, CHORUS_YTDLP: 'off' });
 }, 30_000);
 
 afterAll(async () => {
@@ -103,11 +103,11 @@ describe('Lavalink REST on the gateway', () => {
     expect(raw.body).toEqual({ error: expect.any(String) });
   });
 
-  it('GET /v4/info names only what chorus has: its sources, the volume filter', async () => {
+  it('GET /v4/info names only what chorus has: its sources, the filters it applies', async () => {
     const { body } = await call('GET', '/v4/info');
     expect(body.version).toMatchObject({ major: 4, minor: 0, patch: 0 });
     expect(body.sourceManagers).toEqual(['local', 'http', 'tone']);
-    expect(body.filters).toEqual(['volume']);
+    expect(body.filters).toEqual(['volume', 'equalizer', 'timescale', 'tremolo', 'vibrato', 'rotation', 'channelMix', 'lowPass']);
     expect(body.plugins).toEqual([]);
   });
 
@@ -170,7 +170,7 @@ describe('Lavalink REST on the gateway', () => {
     expect(noise.data.message).toMatch(/ffmpeg cannot read/);
     const search = await load('ytsearch:never gonna give you up');
     expect(search.loadType).toBe('error');
-    expect(search.data.message).toMatch(/yt-dlp/);
+    expect(search.data).toMatchObject({ severity: 'common', message: expect.stringMatching(/need yt-dlp/) });
     const missing = await call('GET', '/v4/loadtracks');
     expect(missing.status).toBe(400);
     expectLavalinkError(missing.body, 400, '/v4/loadtracks');

@@ -51,6 +51,8 @@ async function startNode(name: string): Promise<{ engine: ChorusProcess; gateway
     ...common,
     CHORUS_PORT: '0',
     CHORUS_ENGINE_URL: engine.httpUrl,
+    // The sources these clients see are chorus's own (lavalink-client checks them): no yt-dlp.
+    CHORUS_YTDLP: 'off',
     CHORUS_VOICE_ALLOW: '127.0.0.1',
     NODE_EXTRA_CA_CERTS: voice.caFile,
   });

@@ -240,6 +240,7 @@ async function runOnce(mode: string, n: number, block: boolean, o: RunOptions): 
           CHORUS_PORT: '0',
           CHORUS_SOCKET: engine.socket,
           CHORUS_ENGINE_URL: engine.url,
+          CHORUS_DATA_DIR: path.join(dir, 'data'),
           CHORUS_VOICE_ALLOW: '127.0.0.1',
           CHORUS_SESSIONS_PER_THREAD: k,
           CHORUS_MAX_SESSIONS: String(Math.max(256, n)),

@@ -4,6 +4,8 @@
  * a fresh session whose listener is connected first. Measured from just before the play request
  * is sent to the listener's first binary message.
  */
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
@@ -23,7 +25,9 @@ export interface FirstFrameResult {
 
 export async function benchFirstFrame(plays = 50): Promise<FirstFrameResult> {
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CHORUS_')));
-  const chorus = spawnRole('chorus start', [CLI, 'start'], { ...env, CHORUS_PORT: '0', CHORUS_MAX_SESSIONS: String(plays + 10) });
+  // Its own session store: the bench's sessions must not come back in a later `npm start`.
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'chorus-bench-data-'));
+  const chorus = spawnRole('chorus start', [CLI, 'start'], { ...env, CHORUS_PORT: '0', CHORUS_MAX_SESSIONS: String(plays + 10), CHORUS_DATA_DIR: dataDir });
   try {
     const url = (await chorus.waitFor(/start ready http=(\S+)/, 30_000))[1]!;
     const histogram = new Histogram(5000, 0.1);
@@ -51,5 +55,6 @@ export async function benchFirstFrame(plays = 50): Promise<FirstFrameResult> {
     return { plays, p50Ms: p.p50, p99Ms: p.p99, maxMs: p.max, coldMs };
   } finally {
     await chorus.stop();
+    fs.rmSync(dataDir, { recursive: true, force: true });
   }
 }

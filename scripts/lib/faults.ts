@@ -19,9 +19,9 @@ import type { FaultName, FaultOutcome, RunResult } from './run.js';
 
 export const FAULT_TEXT: Record<FaultName, { does: string; passes: string }> = {
   'engine-restart': {
-    does: 'kill -9 the engine a third into the window, start it again 0.5 s later; once every interrupted session has ended, play every session again',
+    does: 'kill -9 the engine a third into the window, start it again 0.5 s later; once every interrupted session has paused at its frame, play every session again',
     passes:
-      'every session ends with an error event that says why; every session plays again; nothing lost or misrouted; each session\'s p99 after the restart within 1 ms of its p99 in the control run; gateway serving',
+      'every session pauses (or ends) with an event that says why; every session plays again; nothing lost or misrouted; each session\'s p99 after the restart within 1 ms of its p99 in the control run; gateway serving',
   },
   garbage: {
     does: 'the synthetic engine writes an invalid JSON event (¼ in), an oversized length (½ in), a truncated id (¾ in)',
@@ -131,8 +131,9 @@ export function judgeFault(run: RunResult, control: RunResult): FaultVerdict {
   const sessions = (fault.details.sessions as { id: string; errors: string[]; lastState: string }[] | undefined) ?? [];
   switch (fault.name) {
     case 'engine-restart': {
-      const seen = Number(fault.details.errorsSeen ?? 0);
-      c('every session told why it ended', seen === run.sessions, `${seen}/${run.sessions} sessions got an error event; e.g. "${sessions[0]?.errors[0] ?? '-'}"`);
+      const seen = Number(fault.details.toldSeen ?? 0);
+      const told = (sessions[0] as { pauseReasons?: string[] } | undefined)?.pauseReasons?.[0] ?? sessions[0]?.errors[0] ?? '-';
+      c('every session told why it paused or ended', seen === run.sessions, `${seen}/${run.sessions} sessions got a paused state with a reason or an error event; e.g. "${told}"`);
       c('every session played again', Number(fault.details.replayFailures ?? 1) === 0, `${String(fault.details.replayFailures)} replays failed`);
       break;
     }
@@ -247,17 +248,17 @@ export async function scheduleFault(ctx: Ctx, fault: FaultOutcome, name: FaultNa
         note('engine restarted');
         await waitFor('the gateway to reconnect to the new engine', async () => (await gatewayHealth(gw)).engine_connected === true, 30_000, 50);
         note('gateway reconnected');
-        // The new engine knows none of the tracks: the gateway must end every one of them.
+        // The new engine knows none of the tracks: the gateway pauses each at the frame it reached.
         await waitFor(
-          'every interrupted session to end',
+          'every interrupted session to pause or end',
           async () => {
             const s = (await getJson(`${gw}/sessions`)).sessions as { state: string }[];
-            return s.every((x) => x.state === 'error' || x.state === 'finished' || x.state === 'stopped');
+            return s.every((x) => x.state === 'paused' || x.state === 'error' || x.state === 'finished' || x.state === 'stopped');
           },
           30_000,
           100,
         );
-        note('every interrupted session ended');
+        note('every interrupted session paused or ended');
         const replay = fromListeners(ctx, (m): m is Extract<FromListener, { ev: 'played' }> => m.ev === 'played', 120_000);
         toListeners(ctx, { cmd: 'play', ratePerSec: ctx.opts.playRate / ctx.listeners.length });
         const answers = await replay;

@@ -79,6 +79,8 @@ export interface SessionReport {
   underrunEvents: number;
   states: string[];
   errors: string[];
+  /** Why the gateway paused the track, when it said (an engine restart: the track waits at its frame). */
+  pauseReasons: string[];
   playErrors: string[];
   lastState: string;
   /** Per window name: this session's lateness percentiles. */
@@ -138,6 +140,7 @@ class Track {
   readonly states: string[] = [];
   underrunEvents = 0;
   readonly errors: string[] = [];
+  readonly pauseReasons: string[] = [];
   readonly playErrors: string[] = [];
   decodedChecks = 0;
   decodedFailures = 0;
@@ -218,7 +221,7 @@ class Track {
 
   /** A `state`/`ready`/`error` text event from the gateway. */
   event(text: string): void {
-    let e: { type?: string; state?: string; message?: string };
+    let e: { type?: string; state?: string; message?: string; reason?: string };
     try {
       e = JSON.parse(text) as typeof e;
     } catch {
@@ -227,6 +230,7 @@ class Track {
     if (e.type === 'state' && typeof e.state === 'string') {
       if (e.state === 'buffering' && this.lastState === 'playing') this.underrunEvents++;
       if (e.state === 'paused' || e.state === 'autopaused') this.newSegment = true;
+      if (e.state === 'paused' && e.reason !== undefined && this.pauseReasons.length < 8) this.pauseReasons.push(e.reason);
       this.lastState = e.state;
       if (this.states.length < 64) this.states.push(e.state);
     } else if (e.type === 'ready') {
@@ -548,6 +552,7 @@ function report(windows: WindowSpec[]): void {
       underrunEvents: t.underrunEvents,
       states: t.states,
       errors: t.errors,
+      pauseReasons: t.pauseReasons,
       playErrors: t.playErrors,
       lastState: t.lastState,
       lateness,

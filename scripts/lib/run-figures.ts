@@ -155,6 +155,7 @@ export function describeFault(fault: FaultOutcome, all: SessionReport[]): void {
     .map((s) => ({
       id: s.id,
       errors: s.errors,
+      pauseReasons: s.pauseReasons,
       lastState: s.lastState,
       frames: s.frames,
       seqGaps: s.seqGaps,
@@ -162,4 +163,5 @@ export function describeFault(fault: FaultOutcome, all: SessionReport[]): void {
       resumeGapsMs: s.resumeGapsMs,
     }));
   fault.details.errorsSeen = all.filter((s) => s.errors.length > 0).length;
+  fault.details.toldSeen = all.filter((s) => s.errors.length > 0 || s.pauseReasons.length > 0).length;
 }

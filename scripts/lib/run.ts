@@ -350,6 +350,8 @@ async function startGateway(ctx: Ctx): Promise<ProcSample> {
       ...liftedLimits(opts.sessions),
       CHORUS_SOCKET: ctx.socketPath,
       CHORUS_ENGINE_URL: ctx.engineUrl,
+      // Each run's own session store: sessions of an earlier run must not come back into this one.
+      CHORUS_DATA_DIR: path.join(ctx.tmp, 'data'),
       CHORUS_PORT: '0',
       CHORUS_HOST: '127.0.0.1',
       CHORUS_SESSIONS_PER_THREAD: String(opts.mode.kind === 'shared' ? opts.mode.k : 1),

@@ -76,6 +76,11 @@ class LoopSource implements FrameSource {
   readonly pid = undefined;
   readonly inFlight = 0;
   private made = 0;
+
+  get framesOut(): number {
+    return this.made;
+  }
+
   private ended = false;
   private scheduled = false;
 

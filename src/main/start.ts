@@ -14,7 +14,7 @@ import type { Config } from '../shared/config.js';
 import { logger } from '../shared/log.js';
 import type { EngineReadyMessage } from './engine/index.js';
 import { prepareMediaRoot } from './engine/source.js';
-import { startGateway, type RunningGateway } from './gateway/index.js';
+import { openStore, startGateway, type RunningGateway } from './gateway/index.js';
 import { nextStopSignal } from './signals.js';
 
 const log = logger('start');
@@ -28,6 +28,7 @@ export async function runStart(config: Config): Promise<void> {
   const stopSignal = nextStopSignal();
   // Checked here too, so a wrong media root is one line before anything is started.
   const mediaRoot = prepareMediaRoot(config.CHORUS_MEDIA_ROOT);
+  const store = openStore(config);
   const dir = mkdtempSync(path.join(os.tmpdir(), 'chorus-'));
   const socket = process.env.CHORUS_SOCKET ? config.CHORUS_SOCKET : path.join(dir, 'engine.sock');
   const engineEnv: NodeJS.ProcessEnv = { ...process.env, CHORUS_SOCKET: socket, CHORUS_MEDIA_ROOT: mediaRoot };
@@ -49,8 +50,9 @@ export async function runStart(config: Config): Promise<void> {
   let gateway: RunningGateway;
   try {
     engineUrl = await engineReady(engine, engineExit);
-    gateway = await startGateway({ ...config, CHORUS_SOCKET: socket, CHORUS_ENGINE_URL: engineUrl });
+    gateway = await startGateway({ ...config, CHORUS_SOCKET: socket, CHORUS_ENGINE_URL: engineUrl }, store);
   } catch (err) {
+    store.close();
     await stopAll();
     throw err;
   }

@@ -3,6 +3,7 @@
 export const SAMPLE_RATE = 48_000;
 export const CHANNELS = 2;
 export const FRAME_MS = 20;
+export const FRAMES_PER_SECOND = 1000 / FRAME_MS;
 /** Samples per channel in one 20 ms frame. */
 export const FRAME_SAMPLES = (SAMPLE_RATE * FRAME_MS) / 1000;
 /** Bytes of one 20 ms frame of s16le stereo PCM. */

@@ -17,9 +17,9 @@ export interface SessionSummary {
   artworkUrl?: string;
   /** The track's start in seconds (a seek's target) and its whole length, once known. */
   startAt?: number;
-  duration?: number;
-  /** Seconds into the track the listeners have reached (startAt plus the frames played since). */
+  /** Seconds into the track the listeners have reached, counted in frames delivered (exact to 20 ms). */
   position?: number;
+  duration?: number;
   format: string;
   /** Frames in the ring now, and how many it holds. */
   ringFrames: number;

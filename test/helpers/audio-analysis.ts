@@ -65,3 +65,26 @@ export function peak(samples: ArrayLike<number>): number {
 export function sineMaxStep(amplitude: number, freq: number, sampleRate = 48_000): number {
   return 2 * amplitude * Math.sin((Math.PI * freq) / sampleRate);
 }
+
+/**
+ * A linear chirp, whose frequency tells the time: f(t) = f0 + slope·t Hz. A test plays it and
+ * reads back from any stretch of what was heard where in the source that stretch came from.
+ */
+export interface Chirp {
+  f0: number;
+  /** Hz per second. */
+  slope: number;
+}
+
+/** ffmpeg's aevalsrc expression for the chirp (phase 2π(f0·t + slope·t²/2)) at amplitude 0.5. */
+export function chirpExpression({ f0, slope }: Chirp): string {
+  return `0.5*sin(2*PI*(${f0}*t+${slope / 2}*t*t))`;
+}
+
+/** Seconds into the chirp where `samples` begin, from their dominant frequency (the window's middle). */
+export function chirpTime(samples: ArrayLike<number>, { f0, slope }: Chirp, sampleRate = 48_000): number {
+  const seconds = samples.length / sampleRate;
+  const highest = Math.min(20_000, f0 + slope * 60);
+  const f = dominantFrequency(samples, sampleRate, Math.max(50, f0 - 50), highest);
+  return (f - f0) / slope - seconds / 2;
+}

@@ -48,9 +48,12 @@ export async function startChorus(role: string, env: Record<string, string>, opt
   if (!fs.existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` first`);
   // Only the variables the test gives: a CHORUS_* in the developer's shell must not leak in.
   const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CHORUS_')));
+  // A gateway keeps its sessions in CHORUS_DATA_DIR: one of its own unless the test shares one,
+  // or test files running side by side would bring back each other's sessions.
+  const dataDir = env.CHORUS_DATA_DIR === undefined && role !== 'engine' ? tempDir('chorus-data-') : undefined;
   const child = spawn(process.execPath, [CLI, role], {
     cwd: opts.cwd ?? REPO_ROOT,
-    env: { ...inherited, ...env },
+    env: { ...inherited, ...(dataDir ? { CHORUS_DATA_DIR: dataDir } : {}), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const log = watchLines(child, { name: `chorus ${role}` });
@@ -61,6 +64,7 @@ export async function startChorus(role: string, env: Record<string, string>, opt
     ready = await waitForLog(new RegExp(`${role} ready http=(\\S+)`), opts.timeoutMs ?? 15_000);
   } catch (err) {
     child.kill('SIGKILL');
+    if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
     throw err;
   }
   const httpUrl = /http=(\S+)/.exec(ready)![1]!;
@@ -82,6 +86,7 @@ export async function startChorus(role: string, env: Record<string, string>, opt
         await log.exited;
         clearTimeout(timer);
       }
+      if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
       const left = running.filter(isAlive);
       for (const p of left) process.kill(p, 'SIGKILL');
       if (left.length > 0) {

@@ -31,6 +31,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
+import { pipeline } from 'node:stream';
 import type { AddressInfo } from 'node:net';
 import { logger } from '../../shared/log.js';
 import { SourceError, type RemoteGuard } from './source.js';
@@ -221,7 +222,9 @@ export class EgressProxy {
       if (typeof up.headers.location === 'string') out.location = forFfmpeg(up.headers.location, base);
       if (!isPlaylist(up.headers['content-type'], target.path)) {
         res.writeHead(up.statusCode ?? 502, up.statusMessage, out);
-        up.pipe(res);
+        // A source cut off mid-body cuts ffmpeg's connection too (pipe() would leave it open,
+        // waiting for bytes that never come): ffmpeg then reconnects, or fails and is retried.
+        pipeline(up, res, () => undefined);
         return;
       }
       const chunks: Buffer[] = [];

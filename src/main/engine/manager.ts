@@ -8,6 +8,10 @@
  * `error` event (not `finished`: the track did not play to its end). An ended session's record
  * is kept for status for the same time, then forgotten (and its play counter restarts at 1).
  *
+ * Pause release: a session paused (by the engine's own pause) for CHORUS_PAUSE_RELEASE_S gives
+ * back its ffmpeg and the frames it had made, keeping the frame it reached; resume starts the
+ * source again there. A released session is not stopped by the idle timeout.
+ *
  * Gateway grace: a live session is stopped the same way once no gateway has been connected for
  * CHORUS_GATEWAY_GRACE_S, counted from the later of the gateway's leaving and the play. A gateway
  * that reconnects sooner (a restart, a dropped socket) finds its sessions playing; sessions of a
@@ -23,7 +27,7 @@ import { logger } from '../../shared/log.js';
 import type { StartSource } from './pipeline.js';
 import type { FrameScheduler } from './scheduler.js';
 import { ENGINE_STATES, type EngineState } from '../../shared/session-state.js';
-import { Session, type PlayRequest } from './session.js';
+import { Session, type FrameSource, type PlayRequest } from './session.js';
 import { SourceError, type FfmpegInput } from './source.js';
 
 const log = logger('engine.sessions');
@@ -49,11 +53,16 @@ export class SessionManager {
   private readonly capacity: number;
   private readonly idleMs: number;
   private readonly graceMs: number;
+  private readonly releaseMs: number;
+  /** Each live play's resolved source, to start ffmpeg again after an early end or a release. */
+  private readonly inputs = new WeakMap<Session, FfmpegInput>();
   private readonly sweeper: NodeJS.Timeout;
   /** Ended sessions in the map, kept at most CHORUS_MAX_ENDED_SESSIONS. */
   private endedKept = 0;
   plays = 0;
   ffmpegStarted = 0;
+  /** Remote sources opened again at the frame reached, after ending early. */
+  sourceRetries = 0;
   readonly ended: Record<'finished' | 'stopped' | 'error', number> = { finished: 0, stopped: 0, error: 0 };
 
   constructor(
@@ -63,7 +72,8 @@ export class SessionManager {
     this.capacity = framesIn(opts.config.CHORUS_ENGINE_BUFFER_MS);
     this.idleMs = opts.config.CHORUS_IDLE_TIMEOUT_S * 1000;
     this.graceMs = opts.config.CHORUS_GATEWAY_GRACE_S * 1000;
-    this.sweeper = setInterval(() => this.sweep(performance.now()), Math.min(10_000, Math.max(250, Math.min(this.idleMs, this.graceMs) / 4)));
+    this.releaseMs = opts.config.CHORUS_PAUSE_RELEASE_S * 1000;
+    this.sweeper = setInterval(() => this.sweep(performance.now()), Math.min(10_000, Math.max(250, Math.min(this.idleMs, this.graceMs, this.releaseMs) / 4)));
     this.sweeper.unref();
   }
 
@@ -111,7 +121,8 @@ export class SessionManager {
     // Stopped or replaced while the source was being resolved: nothing to start.
     if (!session.live) return { session };
     session.sourceDuration = input.duration;
-    this.startPipeline(session, input);
+    this.inputs.set(session, input);
+    this.startPipeline(session, input, request.startAt, 0);
     return { session };
   }
 
@@ -159,7 +170,8 @@ export class SessionManager {
     this.observe(next);
     next.state = { status: 'starting' };
     next.sourceDuration = input.duration;
-    if (lead.sourceEnded) this.startPipeline(next, input);
+    this.inputs.set(next, input);
+    if (lead.sourceEnded) this.startPipeline(next, input, request.startAt, 0);
     else next.pendingInput = input;
     return { session: next };
   }
@@ -174,19 +186,21 @@ export class SessionManager {
     return true;
   }
 
-  private startPipeline(session: Session, input: FfmpegInput): void {
+  /**
+   * Runs the play's source from `startAt`; `retry` counts the times the source was opened again
+   * after ending early.
+   */
+  private startPipeline(session: Session, input: FfmpegInput, startAt: number | undefined, retry: number, takeOver = retry > 0): void {
     session.pendingInput = undefined;
     try {
-      const pipeline = this.opts.startSource(session.request, input, session.paddedId, {
+      const pipeline: FrameSource = this.opts.startSource({ ...session.request, startAt }, input, session.paddedId, {
         frames: (frames, count) => session.addFrames(frames, count),
-        end: (error) => {
-          session.endPlay(error);
-          if (error === undefined) this.sourceEnded(session);
-        },
+        end: (error) => this.pipelineEnded(session, input, pipeline, error, retry),
         canRead: () => session.canRead,
       });
       this.ffmpegStarted++;
-      session.attach(pipeline);
+      if (takeOver) session.replacePipeline(pipeline);
+      else session.attach(pipeline);
     } catch (err) {
       session.fail(`cannot start ffmpeg: ${(err as Error).message}`);
     }
@@ -196,7 +210,7 @@ export class SessionManager {
   private sourceEnded(session: Session): void {
     session.sourceEnded = true;
     const next = session.follower;
-    if (next?.pendingInput && next.live) this.startPipeline(next, next.pendingInput);
+    if (next?.pendingInput && next.live) this.startPipeline(next, next.pendingInput, next.request.startAt, 0);
   }
 
   /** The play's `finished` went out: its follower takes the id, with its credit and its clock. */
@@ -206,13 +220,36 @@ export class SessionManager {
       next.stop('its predecessor was replaced');
       return;
     }
-    if (next.pendingInput && next.live) this.startPipeline(next, next.pendingInput);
+    if (next.pendingInput && next.live) this.startPipeline(next, next.pendingInput, next.request.startAt, 0);
     next.credit = session.credit;
     next.nextDue = session.nextDue;
     session.credit = 0;
     this.forget(session.id, session);
     this.sessions.set(session.id, next);
     this.opts.scheduler.kick();
+  }
+
+  /**
+   * A remote source that failed after giving audio (a reset, a cut body, a stall) is opened again
+   * at the frame the play reached, after CHORUS_SOURCE_RETRY_MS doubled per try, at most
+   * CHORUS_SOURCE_RETRIES times; so is one that fails to open on a retry. Anything else ends the play.
+   */
+  private pipelineEnded(session: Session, input: FfmpegInput, pipeline: FrameSource, error: string | undefined, retry: number): void {
+    const { CHORUS_SOURCE_RETRIES: retries, CHORUS_SOURCE_RETRY_MS: firstWait } = this.opts.config;
+    const retryable = error !== undefined && input.kind === 'remote' && (pipeline.framesOut > 0 || retry > 0);
+    if (!retryable || retry >= retries || session.pipeline !== pipeline) {
+      session.endPlay(retryable && retries > 0 ? `${error} (gave up after ${retry} ${retry === 1 ? 'retry' : 'retries'}: CHORUS_SOURCE_RETRIES)` : error);
+      if (error === undefined) this.sourceEnded(session);
+      return;
+    }
+    const at = session.nextFrameAt;
+    const wait = firstWait * 2 ** retry;
+    this.sourceRetries++;
+    log.warn('remote source failed; opening it again at the frame reached', { session: session.id, play: session.play, at, retry: retry + 1, waitMs: wait, error });
+    setTimeout(() => {
+      // Stopped or replaced meanwhile: its pipeline is gone, or another took over.
+      if (session.live && session.pipeline === pipeline) this.startPipeline(session, input, at, retry + 1);
+    }, wait).unref();
   }
 
   /** Stops a live session (a no-op for one that has ended). Throws if the id is unknown. */
@@ -236,6 +273,16 @@ export class SessionManager {
     const s = session.state;
     if (s.status === 'starting' || s.status === 'streaming') return session;
     if (s.status !== 'paused') throw new StateError(`session is ${s.status}; only a paused session can be resumed`);
+    const input = this.inputs.get(session);
+    if (s.released && input) {
+      this.startPipeline(session, input, session.nextFrameAt, 0, true);
+      const again = session.state;
+      if (again.status !== 'paused') return session;
+      session.nextDue = Number.NaN;
+      session.state = again.pipeline ? { status: 'streaming', pipeline: again.pipeline } : { status: 'starting' };
+      this.opts.scheduler.kick();
+      return session;
+    }
     session.nextDue = Number.NaN;
     session.state = s.resumeTo === 'streaming' && s.pipeline ? { status: 'streaming', pipeline: s.pipeline } : { status: 'starting', pipeline: s.pipeline };
     this.opts.scheduler.kick();
@@ -300,7 +347,12 @@ export class SessionManager {
         s.stop(`orphaned: ${why}`, `stopped: ${why} (CHORUS_GATEWAY_GRACE_S)`);
         continue;
       }
-      if (now - s.lastProgress < this.idleMs) continue;
+      const state = s.state;
+      if (state.status === 'paused' && !state.released && state.resumeTo === 'streaming' && now - s.lastProgress >= this.releaseMs) {
+        log.info('releasing a paused session', { session: id, at: s.nextFrameAt });
+        s.release();
+      }
+      if (now - s.lastProgress < this.idleMs || (state.status === 'paused' && state.released)) continue;
       if (!s.live) {
         this.forget(id, s);
         continue;

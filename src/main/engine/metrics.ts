@@ -20,6 +20,7 @@ export function engineMetrics({ manager, scheduler, socket, pool, egress }: Part
   m.labelled('gauge', 'chorus_engine_sessions', 'Sessions by state (ended ones are kept for a while for status).', 'state', () => Object.entries(manager.countByState()));
   m.counter('chorus_engine_plays_total', 'Plays requested.', () => manager.plays);
   m.counter('chorus_engine_ffmpeg_started_total', 'ffmpeg processes started.', () => manager.ffmpegStarted);
+  m.counter('chorus_engine_source_retries_total', 'Remote sources opened again at the frame reached after ending early.', () => manager.sourceRetries);
   m.labelled('counter', 'chorus_engine_plays_ended_total', 'Plays that ended, by how.', 'how', () => Object.entries(manager.ended));
   m.gauge('chorus_engine_queued_frames', 'Frames waiting in session outboxes.', () => {
     let queued = 0;

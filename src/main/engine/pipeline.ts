@@ -6,11 +6,17 @@
  *
  * Flow control is the caller's: hold() stops reading ffmpeg's stdout, so ffmpeg blocks on its
  * pipe once the pipe is full, and release() reads on. Nothing is dropped.
+ *
+ * A remote source that ends early is an error, never a short track: ffmpeg exits 0 on a body
+ * cut off before its length (it takes the cut for the end), so a remote pipeline that made
+ * frames and stopped more than a frame short of the length ffmpeg reported ends with
+ * `ended early`, and its last partial frame is dropped rather than padded: the caller can open
+ * the source again at exactly the frame reached (manager.ts).
  */
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import type { Readable } from 'node:stream';
-import { PCM_FRAME_BYTES, type AudioFormat } from '../../shared/audio.js';
-import { filterChain, type AudioFilters } from '../../shared/audio-filters.js';
+import { FRAMES_PER_SECOND, PCM_FRAME_BYTES, type AudioFormat } from '../../shared/audio.js';
+import { filterChain, playbackRate, type AudioFilters } from '../../shared/audio-filters.js';
 import { ffmpegEnv, reportedDuration } from '../../shared/ffmpeg.js';
 import { FRAME_HEADER_BYTES, writeFrameHeader } from '../../shared/protocol.js';
 import type { Config } from '../../shared/config.js';
@@ -61,6 +67,8 @@ export class Pipeline implements FrameSource {
   inFlight = 0;
   /** Seconds of the source as ffmpeg reports it (`Duration:`), once known. */
   sourceDuration: number | undefined;
+  /** Whole frames read from ffmpeg so far. */
+  private framesRead = 0;
 
   constructor(
     private readonly opts: PipelineOptions,
@@ -86,7 +94,7 @@ export class Pipeline implements FrameSource {
 
     this.child = spawn(opts.ffmpegPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: ffmpegEnv(opts.proxyUrl) });
     this.child.stdout.on('data', (chunk: Buffer) => this.onPcm(chunk));
-    this.child.stdout.on('end', () => this.flushPartial());
+
     this.child.stderr.setEncoding('utf8');
     this.child.stderr.on('data', (text: string) => this.onStderr(text));
     this.child.on('error', (err) => this.finish(`cannot run ffmpeg: ${err.message}`));
@@ -109,8 +117,14 @@ export class Pipeline implements FrameSource {
     if (!this.ended) this.child.stdout.resume();
   }
 
+  /** Whole frames ffmpeg has given so far. */
+  get framesOut(): number {
+    return this.framesRead;
+  }
+
   /** Ends the play now: kills ffmpeg, frees the encoder, reports nothing more. */
   kill(): void {
+    if (this.ended) return;
     this.ended = true;
     this.dispose();
   }
@@ -128,6 +142,7 @@ export class Pipeline implements FrameSource {
     const used = whole.length - this.partialBytes;
     whole.set(chunk.subarray(0, used), this.partialBytes);
     this.partialBytes = chunk.copy(this.partial, 0, used);
+    this.framesRead += count;
     this.emitPcm(whole, count);
     if (!this.events.canRead()) this.hold();
   }
@@ -135,6 +150,7 @@ export class Pipeline implements FrameSource {
   /** The last partial frame, padded with silence. */
   private flushPartial(): void {
     if (this.partialBytes === 0 || this.ended) return;
+    this.framesRead++;
     const last = new Uint8Array(PCM_FRAME_BYTES);
     last.set(this.partial.subarray(0, this.partialBytes));
     this.partialBytes = 0;
@@ -164,7 +180,16 @@ export class Pipeline implements FrameSource {
   private maybeEnd(): void {
     if (this.ended || !this.exit || this.inFlight > 0) return;
     const { code, signal } = this.exit;
-    if (code === 0) return this.finish(undefined);
+    if (code === 0) {
+      const early = this.endedEarly();
+      if (early !== undefined) return this.finish(early);
+      if (this.partialBytes > 0) {
+        // Once encoded, the padded last frame brings this method back with inFlight at 0.
+        this.flushPartial();
+        if (this.inFlight > 0) return;
+      }
+      return this.finish(undefined);
+    }
     // ffmpeg's cause is usually a line or two above its final complaint: give the last three.
     const last = this.stderrTail
       .split('\n')
@@ -174,6 +199,17 @@ export class Pipeline implements FrameSource {
       .join(' | ');
     const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
     this.finish(`ffmpeg ${how}${last ? `: ${last}` : ''}`);
+  }
+
+  /** For a remote source that made frames and stopped short of its reported length: why. */
+  private endedEarly(): string | undefined {
+    const duration = this.sourceDuration;
+    if (this.opts.input.kind !== 'remote' || duration === undefined || this.framesRead === 0) return undefined;
+    const from = this.opts.startAt ?? 0;
+    const reached = from + (this.framesRead / FRAMES_PER_SECOND) * playbackRate(this.opts.filters);
+    // Lengths from headers are rounded: a frame's worth short is still the end.
+    if (reached + 2 / FRAMES_PER_SECOND >= duration) return undefined;
+    return `the source ended early, at ${reached.toFixed(2)} s of ${duration.toFixed(2)} s`;
   }
 
   private finish(error: string | undefined): void {

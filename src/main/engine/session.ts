@@ -6,7 +6,9 @@
  *
  *   starting   the source is being resolved and ffmpeg started; no frame yet
  *   streaming  frames flow (the `ready` event went into the outbox before the first one)
- *   paused     nothing leaves the outbox; ffmpeg is held once the outbox is full, not killed
+ *   paused     nothing leaves the outbox; ffmpeg is held once the outbox is full, not killed;
+ *              paused past CHORUS_PAUSE_RELEASE_S it is `released`: ffmpeg killed, the outbox
+ *              emptied, and resume starts ffmpeg again at the first frame not sent
  *   finished   the last frame and then `finished` went out
  *   stopped    by a stop, a replacing play, engine shutdown, or the idle timeout
  *   error      the source was refused or ffmpeg/the encoder failed; frames already made still go
@@ -15,8 +17,8 @@
  * The outbox holds this play's wire units (frames and events) in order; the scheduler drains it.
  */
 import { EventEmitter } from 'node:events';
-import type { AudioFormat } from '../../shared/audio.js';
-import type { AudioFilters } from '../../shared/audio-filters.js';
+import { FRAMES_PER_SECOND, type AudioFormat } from '../../shared/audio.js';
+import { playbackRate, type AudioFilters } from '../../shared/audio-filters.js';
 import { OggOpusWriter } from '../../shared/ogg.js';
 import { cutText } from '../../shared/cut-text.js';
 import { encodeEvent, encodeFrame, FRAME_HEADER_BYTES, paddedSessionId, type ReadyEvent, type SessionEvent } from '../../shared/protocol.js';
@@ -39,6 +41,8 @@ export interface FrameSource {
   readonly pid: number | undefined;
   /** Frames made and not yet handed over (inside an encoder thread). */
   readonly inFlight: number;
+  /** Frames handed over so far (a source that ended early is opened again after them). */
+  readonly framesOut: number;
   /** Seconds of the source as the source itself reports it, once known. */
   readonly sourceDuration: number | undefined;
   /** The session has room again: frames may come. */
@@ -51,7 +55,7 @@ export type SessionState =
   | { status: 'idle' }
   | { status: 'starting'; pipeline?: FrameSource }
   | { status: 'streaming'; pipeline: FrameSource }
-  | { status: 'paused'; pipeline?: FrameSource; resumeTo: 'starting' | 'streaming' }
+  | { status: 'paused'; pipeline?: FrameSource; resumeTo: 'starting' | 'streaming'; released?: true }
   | { status: 'finished' }
   | { status: 'stopped'; reason: string }
   | { status: 'error'; message: string };
@@ -191,6 +195,35 @@ export class Session extends EventEmitter {
     if (s.status === 'paused') this.state = { ...s, pipeline };
     else if (s.status === 'starting') this.state = { status: 'starting', pipeline };
     else pipeline.kill();
+  }
+
+  /**
+   * A new pipeline takes over from one that ended early (the source opened again at the frame
+   * reached): the play goes on in whatever state it is, with no second `ready`.
+   */
+  replacePipeline(pipeline: FrameSource): void {
+    const s = this._state;
+    if (s.status === 'starting' || s.status === 'streaming') this.state = { ...s, pipeline };
+    else if (s.status === 'paused') this.state = { status: 'paused', resumeTo: s.resumeTo, pipeline };
+    else pipeline.kill();
+  }
+
+  /**
+   * A long pause gives back ffmpeg, its encoder and the frames made but not sent; the play stays
+   * paused at the first frame not sent, where replacePipeline() takes it on.
+   */
+  release(): void {
+    const s = this._state;
+    if (s.status !== 'paused' || s.resumeTo !== 'streaming' || s.released) return;
+    this.outbox.clear();
+    this.endQueued = false;
+    this.framesMade = this.framesSent;
+    this.state = { status: 'paused', resumeTo: 'streaming', released: true };
+  }
+
+  /** Seconds into the source of the next frame this play makes (a timescale filter sets the pace). */
+  get nextFrameAt(): number {
+    return (this.request.startAt ?? 0) + (this.framesMade / FRAMES_PER_SECOND) * playbackRate(this.request.filters);
   }
 
   /** Frames of the pipeline: `ready` goes first, before the first frame of the play. */

@@ -186,8 +186,16 @@ async function remote(url: string, shown: string, guard: RemoteGuard): Promise<F
   await guard(host);
   // ffmpeg gets the URL as parsed here, so it cannot read another host out of it
   // (`http://a.example\@10.0.0.1/` is host a.example to a WHATWG parser, 10.0.0.1 to ffmpeg's).
-  return { kind: 'remote', args: ['-protocol_whitelist', 'http,tcp', '-i', proxiedUrl(parsed)] };
+  return { kind: 'remote', args: ['-protocol_whitelist', 'http,tcp', ...RECONNECT_ARGS, '-i', proxiedUrl(parsed)] };
 }
+
+/**
+ * ffmpeg's own recovery, for what it can do without a new process: a connection that drops is
+ * opened again at the byte reached (a Range request; only for a source that takes them), and a
+ * connection silent for 15 s is an error rather than a wait forever. What it cannot recover ends
+ * the pipeline, and the manager opens the source again at the frame reached.
+ */
+const RECONNECT_ARGS = ['-reconnect', '1', '-reconnect_delay_max', '4', '-rw_timeout', '15000000'];
 
 async function lookupAll(host: string, lookup: (host: string) => Promise<string[]>): Promise<string[]> {
   let timer: NodeJS.Timeout | undefined;

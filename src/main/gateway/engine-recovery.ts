@@ -1,8 +1,9 @@
 /**
  * Engine connection loss: tracks under way play out what their rings hold; after a reconnect the
  * engine is asked (a few at a time, with retries while its HTTP API lags its socket) which of
- * them it still has. Those it finished end as the ring drains, those it lost end in error, and
- * any the engine does not come back for within ENGINE_LOST_GRACE_MS end in error too.
+ * them it still has. Those it finished end as the ring drains; those it lost, and any the engine
+ * does not come back for within ENGINE_LOST_GRACE_MS, are lost: the gateway pauses chorus's own
+ * tracks at their frame (released) and fails a Lavalink player's.
  */
 import { logger } from '../../shared/log.js';
 import type { EngineApi } from './engine-api.js';
@@ -22,8 +23,8 @@ const STATUS_CONCURRENCY = 4;
 export interface TrackEnds {
   /** The engine has sent the track's last frame: the worker plays out the ring. */
   endOfStream(session: GatewaySession): void;
-  /** The track ends in error and its worker slot is let go. */
-  fail(session: GatewaySession, reason: string): void;
+  /** The engine lost the track's play (`why` says how). */
+  lost(session: GatewaySession, why: string): void;
 }
 
 export class EngineRecovery {
@@ -43,7 +44,7 @@ export class EngineRecovery {
     if (lost > 0 && !this.lostTimer) {
       this.lostTimer = setTimeout(() => {
         this.lostTimer = undefined;
-        for (const session of this.sessions.values()) this.endLost(session, 'engine connection lost');
+        for (const session of this.sessions.values()) this.endLost(session, 'the engine connection was lost');
       }, ENGINE_LOST_GRACE_MS);
     }
   }
@@ -67,7 +68,7 @@ export class EngineRecovery {
               session.engineBack();
               this.ends.endOfStream(session);
             } else if (state === undefined || state === 'stopped' || state === 'error') {
-              this.endLost(session, 'engine restarted; the track was lost');
+              this.endLost(session, 'the engine restarted');
             } else {
               session.engineBack();
             }
@@ -85,8 +86,8 @@ export class EngineRecovery {
     this.lostTimer = undefined;
   }
 
-  private endLost(session: GatewaySession, reason: string): void {
-    if (session.engineLost) this.ends.fail(session, reason);
+  private endLost(session: GatewaySession, why: string): void {
+    if (session.engineLost) this.ends.lost(session, why);
   }
 }
 

@@ -8,6 +8,7 @@
  *   starvation.ts       a connected engine that sends nothing
  *   egress.ts           the workers' paced frames sent to WebSocket listeners; their state changes
  *   worker-slots.ts     each session's worker slot across tracks
+ *   persistence.ts      sessions across restarts (store.ts: the SQLite file)
  *   session.ts          one session's state machine (track-run.ts: one play of a track)
  *
  * Gateway itself carries out control (play, pause, …) against the engine and the session's
@@ -18,8 +19,9 @@ import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
 import type { Config } from '../../shared/config.js';
-import type { SessionEvent } from '../../shared/protocol.js';
-import type { AudioFilters, Sound } from '../../shared/audio-filters.js';
+import { sessionIdError, type SessionEvent } from '../../shared/protocol.js';
+import { FRAMES_PER_SECOND } from '../../shared/audio.js';
+import { parseFilters, type AudioFilters, type Sound } from '../../shared/audio-filters.js';
 import type { SessionsResponse, SessionSummary } from '../../shared/gateway-api.js';
 import type { GatewayHealth } from '../../shared/health.js';
 import type { RtpSinkInfo, RtpTarget, VoiceEvent, VoiceServerState, WorkerSessionStats } from '../../shared/worker-messages.js';
@@ -37,6 +39,9 @@ import { PlayRate, Refusals } from './limits.js';
 import type { Listener } from './listener.js';
 import { SessionRegistry } from './registry.js';
 import type { Follower, GatewaySession, StreamFormat, Track } from './session.js';
+import { isStreamFormat } from './track-run.js';
+import type { PersistentSessions } from './persistence.js';
+import type { StoredSession, StoredTrack } from './store.js';
 import { SlotEndedError, SlotPool } from './slot-pool.js';
 import { StarvationWatch } from './starvation.js';
 import { WorkerSlots } from './worker-slots.js';
@@ -49,7 +54,7 @@ const LISTENER_CHECK_MS = 250;
 /** Housekeeping: idle timeouts, ended sessions nobody listens to. */
 const SWEEP_EVERY_MS = 5_000;
 
-export class Gateway {
+export class Gateway implements PersistentSessions {
   readonly counters: GatewayCounters = gatewayCounters();
   /** Requests refused by access control or a limit, by kind (limits.ts). */
   readonly refusals = new Refusals();
@@ -87,7 +92,7 @@ export class Gateway {
     this.slots = new WorkerSlots(config, this.pool, this.engine, () => this.closing);
     this.recovery = new EngineRecovery(this.sessions, this.engine, {
       endOfStream: (session) => this.endOfStream(session),
-      fail: (session, reason) => this.fail(session, reason),
+      lost: (session, why) => this.endLost(session, why),
     });
     const demux = new Demux(this.sessions, this.counters, () => this.link.creditEnabled);
     this.link = new EngineLink(config.CHORUS_SOCKET, config.CHORUS_RECONNECT_MAX_MS, {
@@ -175,7 +180,8 @@ export class Gateway {
 
   private onEngineEvent(event: SessionEvent): void {
     const session = this.sessions.find(event.session_id);
-    if (!session || !session.active) return;
+    // A released track has no play the engine could speak of.
+    if (!session?.run) return;
     switch (event.type) {
       case 'ready':
         session.onReady(event);
@@ -220,6 +226,90 @@ export class Gateway {
   private fail(session: GatewaySession, reason: string): void {
     session.fail(reason);
     session.releaseSlot();
+  }
+
+  /**
+   * The engine lost the track's play: the track waits, paused at the frame the listeners reached.
+   * A Lavalink player's track fails instead: its client decides what plays next.
+   */
+  private endLost(session: GatewaySession, why: string): void {
+    if (!session.persistent) return this.fail(session, why);
+    void session
+      .exclusive(() => this.releaseTrack(session, `${why}: paused at ${clock(session.positionFrames ?? 0)}; resume to play on from there`))
+      .catch(() => undefined);
+  }
+
+  /**
+   * Gives back the track's engine play, worker slot and ring (a voice connection keeps its slot),
+   * keeping the frame the listeners reached; resume() starts the source again there. Run it under
+   * session.exclusive().
+   */
+  private async releaseTrack(session: GatewaySession, reason?: string): Promise<void> {
+    if (!session.run) return;
+    const slot = session.slot;
+    // The worker stops taking frames first, so that the position read next is the last heard.
+    const kept = slot?.alive === true && (await slot.call((api) => (session.voice ? api.stop() : api.pause())).then(() => session.voice !== undefined, () => false));
+    const frame = session.positionFrames ?? 0;
+    if (!kept) session.releaseSlot();
+    session.release(frame, kept, reason);
+    log.info('released a paused track', { session: session.id, frame, reason });
+    await this.engine.control(session.id, 'stop').catch(() => undefined);
+  }
+
+  /** A released track plays again from its frame (paused if asked); still released if that fails. */
+  private async replayReleased(session: GatewaySession, keepPaused: boolean): Promise<SessionSummary> {
+    const track = { ...session.track! };
+    const frame = session.positionFrames ?? 0;
+    try {
+      return await this.play(session.id, track.url, track.format, frame / FRAMES_PER_SECOND, keepPaused, track.sound, track.item);
+    } catch (err) {
+      const status = session.state.status;
+      if (status === 'error' || status === 'starting') {
+        session.releaseSlot();
+        session.release(frame, false, `could not start again (${(err as Error).message}); resume to try again`, track);
+      }
+      throw err;
+    }
+  }
+
+  // ---- persistence (store.ts, persistence.ts) ----
+
+  storedSessions(): StoredSession[] {
+    const out: StoredSession[] = [];
+    for (const session of this.sessions.values()) {
+      const track = session.track;
+      const positionFrames = session.positionFrames;
+      if (!session.persistent || !track || positionFrames === undefined) continue;
+      const stored: StoredTrack = { url: track.url, format: track.format };
+      if (track.sound?.gain !== undefined) stored.gain = track.sound.gain;
+      if (track.sound?.filters !== undefined) stored.filters = track.sound.filters;
+      if (track.duration !== undefined) stored.duration = track.duration;
+      if (track.item !== undefined) stored.item = track.item;
+      out.push({ id: session.id, track: stored, positionFrames, paused: session.state.status === 'paused' });
+    }
+    return out;
+  }
+
+  restoreSession(stored: StoredSession): boolean {
+    const t = stored.track;
+    if (!t || !isStreamFormat(t.format) || sessionIdError(stored.id) || this.sessions.has(stored.id)) return false;
+    let session: GatewaySession;
+    let sound: Sound | undefined;
+    try {
+      // Filters are checked as a play checks them: a store edited by hand gets no say in the chain.
+      if (t.gain !== undefined || t.filters !== undefined) sound = { ...(t.gain !== undefined ? { gain: t.gain } : {}), ...(t.filters !== undefined ? { filters: parseFilters(t.filters) } : {}) };
+      session = this.session(stored.id, true);
+    } catch {
+      return false;
+    }
+    const track: Track = { url: t.url, format: t.format, startAt: 0 };
+    if (sound) track.sound = sound;
+    if (t.duration !== undefined) track.duration = t.duration;
+    if (Number.isSafeInteger(t.item)) track.item = t.item;
+    session.release(stored.positionFrames, false, `the gateway restarted: paused at ${clock(stored.positionFrames)}; resume to play on from there`, track);
+    // An engine that outlived the old gateway may still hold the play: its frames have no taker now.
+    void this.engine.control(session.id, 'stop').catch(() => undefined);
+    return true;
   }
 
   // ---- control ----
@@ -327,6 +417,7 @@ export class Gateway {
     const session = this.session(sessionId, false);
     return session.exclusive(async () => {
       if (!session.active) throw notUnderWay(session, 'pause');
+      if (session.released) return session.summary();
       await this.control(session, 'pause');
       return session.summary();
     });
@@ -334,6 +425,7 @@ export class Gateway {
 
   async resume(sessionId: string): Promise<SessionSummary> {
     const session = this.session(sessionId, false);
+    if (session.released) return this.replayReleased(session, false);
     return session.exclusive(async () => {
       if (!session.active) throw notUnderWay(session, 'resume');
       await this.control(session, 'resume');
@@ -361,6 +453,14 @@ export class Gateway {
     const session = this.session(sessionId, false);
     const track = session.track;
     if (!track) throw new HttpError(409, 'session has no track to seek in');
+    if (session.released && (sound === undefined || sameSound(sound, track.sound))) {
+      // Nothing plays: the new position is where resume will start.
+      return session.exclusive(async () => {
+        const state = session.state;
+        if (session.released) session.release(seconds * FRAMES_PER_SECOND, false, 'reason' in state ? state.reason : undefined);
+        return session.summary();
+      });
+    }
     return this.play(sessionId, track.url, track.format, seconds, session.state.status === 'paused', sound ?? track.sound, track.item);
   }
 
@@ -473,7 +573,10 @@ export class Gateway {
   }
 
   private sweep(): void {
-    this.sessions.sweep(Date.now(), (session, reason) => void this.stop(session.id, reason).catch(() => undefined));
+    this.sessions.sweep(Date.now(), {
+      stop: (session, reason) => void this.stop(session.id, reason).catch(() => undefined),
+      release: (session) => void session.exclusive(() => this.releaseTrack(session)).catch(() => undefined),
+    });
   }
 }
 
@@ -491,6 +594,17 @@ function notUnderWay(session: GatewaySession, action: 'pause' | 'resume'): HttpE
     default:
       return new HttpError(409, `session ${quoted} has no track: there is nothing to ${action}; play something first`);
   }
+}
+
+/** A frame position as m:ss.cc, for messages. */
+function clock(frames: number): string {
+  const seconds = frames / FRAMES_PER_SECOND;
+  return `${Math.floor(seconds / 60)}:${(seconds % 60).toFixed(2).padStart(5, '0')}`;
+}
+
+/** Two plays' gain and filters are the same (absent: none). */
+function sameSound(a: Sound | undefined, b: Sound | undefined): boolean {
+  return (a?.gain ?? 1) === (b?.gain ?? 1) && JSON.stringify(a?.filters ?? {}) === JSON.stringify(b?.filters ?? {});
 }
 
 /** The media root as given and as the engine resolves it (its real path), when they differ. */

@@ -1,14 +1,18 @@
 /**
  * `chorus gateway`: the engine socket client, the session worker threads and the HTTP/WebSocket
  * API. startGateway() runs it in process (`chorus start`, benchmarks); runGateway() runs it until
- * SIGINT/SIGTERM.
+ * SIGINT/SIGTERM. With a session store (what `chorus gateway` and `chorus start` open in
+ * CHORUS_DATA_DIR), stored sessions come back at start and changes are written behind.
  */
 import type { AddressInfo } from 'node:net';
 import type { Config } from '../../shared/config.js';
 import { logger } from '../../shared/log.js';
 import { Gateway } from './gateway.js';
+import { SessionPersistence, type PersistentQueues } from './persistence.js';
+import { SessionStore } from './store.js';
 import { createGatewayServer } from './http-api.js';
 import type { QueuePlayers } from './queue-player.js';
+import type { QueueState } from '../../shared/queue.js';
 import { gatewayMetrics } from './metrics.js';
 import { listen } from '../listen.js';
 import { nextStopSignal } from '../signals.js';
@@ -22,6 +26,8 @@ export interface RunningGateway {
   gateway: Gateway;
   /** The sessions' queues: a store restores them and hears every change (queue-player.ts). */
   queues: QueuePlayers;
+  /** Present when the gateway runs with a session store. */
+  persistence?: SessionPersistence;
   /** Stops the engine's tracks, the threads and the server. */
   close(): Promise<void>;
 }
@@ -44,16 +50,40 @@ function logFdLimit(maxConnections: number): void {
   }
 }
 
-export async function startGateway(config: Config): Promise<RunningGateway> {
+/** The session store in CHORUS_DATA_DIR; throws StoreError (one line) when it cannot be used. */
+export function openStore(config: Config): SessionStore {
+  return SessionStore.open(config.CHORUS_DATA_DIR);
+}
+
+/** The queues as the session store keeps them: a queue's plain state out, and back at start. */
+function queueStore(queues: QueuePlayers): PersistentQueues {
+  return {
+    snapshot: (sessionId) => queues.snapshot(sessionId),
+    restore: (sessionId, state) => {
+      try {
+        queues.restore(sessionId, state as QueueState);
+      } catch (err) {
+        log.warn('a stored queue could not be restored; the session comes back without it', { session: sessionId, reason: (err as Error).message });
+      }
+    },
+  };
+}
+
+export async function startGateway(config: Config, store?: SessionStore): Promise<RunningGateway> {
   logFdLimit(config.CHORUS_MAX_CONNECTIONS);
   const gateway = new Gateway(config);
   gatewayMetrics(gateway);
   const { server, closeListeners, queues } = createGatewayServer(gateway, config);
+  const persistence = store ? new SessionPersistence(store, gateway, queueStore(queues)) : undefined;
+  if (persistence) queues.onChange = (sessionId) => persistence.queueChanged(sessionId);
+  persistence?.restore();
   await listen(server, config.CHORUS_HOST, config.CHORUS_PORT, 'CHORUS_PORT', 'CHORUS_HOST').catch(async (err: Error) => {
+    persistence?.close();
     await gateway.close();
     throw err;
   });
   gateway.start();
+  persistence?.start();
   const { port } = server.address() as AddressInfo;
   const host = config.CHORUS_HOST.includes(':') ? `[${config.CHORUS_HOST}]` : config.CHORUS_HOST;
   const url = `http://${host}:${port}`;
@@ -66,14 +96,16 @@ export async function startGateway(config: Config): Promise<RunningGateway> {
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     server.closeAllConnections();
     await closeListeners();
+    // Written before the tracks are stopped: a restart finds them where they were.
+    persistence?.close();
     await Promise.all([closed, gateway.close()]);
   };
-  return { url, port, gateway, queues, close: () => (closing ??= close()) };
+  return { url, port, gateway, queues, ...(persistence ? { persistence } : {}), close: () => (closing ??= close()) };
 }
 
 export async function runGateway(config: Config): Promise<void> {
   const stopSignal = nextStopSignal();
-  const running = await startGateway(config);
+  const running = await startGateway(config, openStore(config));
   const reason = await stopSignal;
   log.info('stopping', { reason });
   await running.close();

@@ -76,6 +76,11 @@ export class QueuePlayers {
     this.watched.clear();
   }
 
+  /** The plain state of session `id`'s queue; undefined when it has none. */
+  snapshot(id: string): QueueState | undefined {
+    return this.players.get(id)?.queue.snapshot();
+  }
+
   /** Session ids that have a queue. */
   ids(): string[] {
     return [...this.players.keys()];

@@ -15,6 +15,13 @@ import { GatewaySession, type DemuxCounters } from './session.js';
 /** An ended session with no listener is forgotten after this long. */
 const LINGER_MS = 30_000;
 
+/** What the sweep asks of the gateway. */
+export interface SweepActions {
+  stop(session: GatewaySession, reason: string): void;
+  /** Gives back a long-paused track's engine play and worker, keeping its position. */
+  release(session: GatewaySession): void;
+}
+
 export class SessionRegistry {
   private readonly byId = new Map<string, GatewaySession>();
   /** The demux's index: a frame's id bytes to its session, with no string per frame. */
@@ -78,14 +85,22 @@ export class SessionRegistry {
   }
 
   /**
-   * Housekeeping: a session paused past CHORUS_IDLE_TIMEOUT_S is stopped (by `stop`), and one
-   * with nothing under way, no voice and no listener is forgotten after LINGER_MS.
+   * Housekeeping: a session paused on request past CHORUS_PAUSE_RELEASE_S is released (by
+   * `release`), one otherwise paused past CHORUS_IDLE_TIMEOUT_S is stopped (by `stop`), and one
+   * with nothing under way, no voice and no listener is forgotten after LINGER_MS. A released
+   * session costs nothing: it waits for its resume however long.
    */
-  sweep(now: number, stop: (session: GatewaySession, reason: string) => void): void {
+  sweep(now: number, act: SweepActions): void {
     const idleMs = this.config.CHORUS_IDLE_TIMEOUT_S * 1000;
+    const releaseMs = this.config.CHORUS_PAUSE_RELEASE_S * 1000;
     for (const session of this.byId.values()) {
-      if (session.pausedSince > 0 && now - session.pausedSince > idleMs) {
-        stop(session, `idle for more than ${this.config.CHORUS_IDLE_TIMEOUT_S} s`);
+      const state = session.state;
+      if (session.released) continue;
+      // Paused by request: a track held for a lost voice connection (a reason) resumes by itself.
+      if (state.status === 'paused' && state.reason === undefined && now - session.pausedSince > releaseMs) {
+        act.release(session);
+      } else if (session.pausedSince > 0 && now - session.pausedSince > idleMs) {
+        act.stop(session, `idle for more than ${this.config.CHORUS_IDLE_TIMEOUT_S} s`);
       } else if (!session.active && !session.voice && session.listeners.size === 0 && now - session.lastActive > LINGER_MS) {
         this.forget(session);
       }

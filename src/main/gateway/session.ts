@@ -12,6 +12,8 @@
  *   buffering   the worker waits for its prebuffer (or the ring ran dry)
  *   playing     the worker paces frames out
  *   paused      paused by a client; autopaused: nobody listens (CHORUS_NO_LISTENER=pause)
+ *               released: a paused track that gave back its engine play, worker and ring (a long
+ *               pause, an engine that lost it, a gateway restart); resume plays it again from its frame
  *   finished    the worker played the track's last frame
  *   stopped     by a stop or the idle timeout;  error: the engine, the worker or a timeout failed it
  */
@@ -19,7 +21,8 @@ import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
 import { Ring } from '../../shared/ring.js';
 import { logger } from '../../shared/log.js';
-import { FRAME_MS, framesIn, maxPayloadBytes } from '../../shared/audio.js';
+import { FRAME_MS, FRAMES_PER_SECOND, framesIn, maxPayloadBytes } from '../../shared/audio.js';
+import { playbackRate } from '../../shared/audio-filters.js';
 import type { ListenerEvent } from '../../shared/listener-protocol.js';
 import { isUnderWay, type PlayerStatus, type UnderWayState } from '../../shared/session-state.js';
 import type { SessionSummary } from '../../shared/gateway-api.js';
@@ -65,9 +68,22 @@ const log = logger('gateway');
 export type SessionState =
   | { status: 'idle' }
   | { status: UnderWayState; track: Track; run: TrackRun; reason?: string }
+  | ReleasedState
   | { status: 'finished'; track: Track }
   | { status: 'stopped'; reason?: string }
   | { status: 'error'; reason: string };
+
+/**
+ * A paused track with no engine play, worker or run: it waits at `frame` (20 ms frames into the
+ * track), where resume starts its source again. `reason` says why it paused, when not asked.
+ */
+export interface ReleasedState {
+  status: 'paused';
+  track: Track;
+  released: true;
+  frame: number;
+  reason?: string;
+}
 
 /** Why a session is autopaused, for whoever played it and wonders why nothing is heard. */
 const NOBODY_LISTENS = 'nobody is listening (CHORUS_NO_LISTENER=pause): it plays as soon as a listener connects to /ws?session=<id> or an RTP sink is added';
@@ -98,6 +114,8 @@ export class GatewaySession {
   private skipped = 0;
   private lastActiveAt = Date.now();
   private pausedAt = 0;
+  /** Kept in the session store across restarts; a Lavalink player is not (its client keeps its own). */
+  persistent = true;
   /** Hears every event the listeners hear, listeners or not (a Lavalink player: src/main/lavalink). */
   observer: ((event: ListenerEvent) => void) | undefined;
   /** The session's queue, when it has one. */
@@ -160,9 +178,29 @@ export class GatewaySession {
     return runOf(this.current);
   }
 
-  /** A track is under way: the engine plays it and the worker paces it. */
+  /** A track is under way: the engine plays it and the worker paces it (or it is released, paused). */
   get active(): boolean {
     return isUnderWay(this.current.status);
+  }
+
+  /** The track is paused and released: no engine play, no worker, until resumed. */
+  get released(): boolean {
+    return 'released' in this.current;
+  }
+
+  /**
+   * The frame of the track the listeners have reached: where the play started plus the frames the
+   * worker has delivered since (at the filters' pace). Exact, not a clock's estimate: a restart
+   * resumes at this frame. Undefined with no track under way.
+   */
+  get positionFrames(): number | undefined {
+    const current = this.current;
+    if ('released' in current) return current.frame;
+    if (!('run' in current)) return undefined;
+    const { track } = current;
+    const taken = Math.max(0, Atomics.load(this.control, Control.Sent) - this.trackStartSent);
+    const frames = Math.round(track.startAt * FRAMES_PER_SECOND + taken * playbackRate(track.sound?.filters));
+    return track.duration === undefined ? frames : Math.min(frames, Math.round(track.duration * FRAMES_PER_SECOND));
   }
 
   /** When the session last had a listener or a change of state, for clean-up (ms epoch). */
@@ -214,6 +252,24 @@ export class GatewaySession {
     this.trackStartSent = Atomics.load(this.control, Control.Sent);
     this.state = { status: 'starting', track, run };
     return { ringChanged };
+  }
+
+  /**
+   * released: the track gives back its engine play and worker (the caller lets them go) and waits,
+   * paused, at frame `frame`; `keepRing` false drops the ring too. `reason` says why it paused,
+   * when not asked; `track` puts back a track a failed play had ended.
+   */
+  release(frame: number, keepRing: boolean, reason?: string, track: Track | undefined = this.track): void {
+    if (!track) return;
+    this.ringNow?.clear();
+    if (!keepRing) {
+      this.ringNow = undefined;
+      this.ringFormat = undefined;
+    }
+    const at = Math.max(0, Math.round(frame));
+    track.startAt = at / FRAMES_PER_SECOND;
+    const released: ReleasedState = { status: 'paused', track, released: true, frame: at };
+    this.state = reason === undefined ? released : { ...released, reason };
   }
 
   /** The engine accepted the play and numbered it (a seed engine does not): credit may flow. */
@@ -429,6 +485,8 @@ export class GatewaySession {
 
   /** Seconds into the current track that the listeners have reached. */
   get position(): number {
+    const frames = this.positionFrames;
+    if (frames !== undefined) return frames / FRAMES_PER_SECOND;
     const track = this.track;
     if (!track) return 0;
     const taken = Math.max(0, Atomics.load(this.control, Control.Sent) - this.trackStartSent);
@@ -439,6 +497,8 @@ export class GatewaySession {
   // ---- the worker's view ----
 
   onPlayerStatus(status: PlayerStatus, reason?: string): void {
+    // A released track's old worker has nothing more to say about it.
+    if (this.released) return;
     const run = this.run;
     if (run) run.player = reason === undefined ? { status } : { status, reason };
     if (status === 'finished') {
@@ -650,7 +710,8 @@ export class GatewaySession {
     if (track) {
       out.url = track.url;
       out.startAt = track.startAt;
-      out.position = Math.round(this.position * 1000) / 1000;
+      const position = this.positionFrames;
+      if (position !== undefined) out.position = position / FRAMES_PER_SECOND;
       if (track.duration !== undefined) out.duration = track.duration;
     }
     if (this.voiceState) {

@@ -8,8 +8,8 @@
 import { Ring, recordBytes } from '../../shared/ring.js';
 import { OggPacketReader, startsWithOggCapture } from '../../shared/ogg.js';
 import { logger } from '../../shared/log.js';
-import { framesIn, maxPayloadBytes, type AudioFormat } from '../../shared/audio.js';
-import type { Sound } from '../../shared/audio-filters.js';
+import { FRAMES_PER_SECOND, framesIn, maxPayloadBytes, type AudioFormat } from '../../shared/audio.js';
+import { playbackRate, type Sound } from '../../shared/audio-filters.js';
 import type { PlayerStatus } from '../../shared/session-state.js';
 import type { DemuxCounters } from './counters.js';
 

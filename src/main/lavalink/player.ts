@@ -85,6 +85,7 @@ export class LavalinkPlayer {
     const session = this.gateway.session(this.chorusId, true);
     if (this.session !== session) {
       this.session = session;
+      session.persistent = false;
       session.observer = (event) => this.onSessionEvent(event);
     }
     return session;

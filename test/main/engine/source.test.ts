@@ -125,7 +125,7 @@ describe('remote sources', () => {
     const resolve = sourceResolver({ mediaRoot: root, remoteAllow: [], lookup: async () => ['93.184.216.34'] });
     expect(await resolve('https://radio.example/stream.mp3')).toEqual({
       kind: 'remote',
-      args: ['-protocol_whitelist', 'http,tcp', '-i', 'http://radio.example.tls.chorus.invalid/stream.mp3'],
+      args: ['-protocol_whitelist', 'http,tcp', '-reconnect', '1', '-reconnect_delay_max', '4', '-rw_timeout', '15000000', '-i', 'http://radio.example.tls.chorus.invalid/stream.mp3'],
     });
     expect((await resolve('http://radio.example:8000/live?x=1')).args.at(-1)).toBe('http://radio.example:8000/live?x=1');
     expect((await resolve('https://[2606:2800:220:1::1]:8443/a')).args.at(-1)).toBe('http://2606-2800-220-1--1.ipv6.tls.chorus.invalid:8443/a');

@@ -7,6 +7,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { GatewaySession, type DemuxCounters } from '../../../src/main/gateway/session.js';
 import type { ListenerEvent } from '../../../src/shared/listener-protocol.js';
 import { Redactor } from '../../../src/shared/redact.js';
+import { Control } from '../../../src/shared/worker-messages.js';
 
 function seekedTo(startAt: number): GatewaySession {
   const session = new GatewaySession('len', 1, 1000, 'wait', { framesRouted: 0, framesStale: 0, framesOverrun: 0, framesOversize: 0 }, new Redactor(), 20);
@@ -192,6 +193,48 @@ describe('GatewaySession transitions', () => {
     s.endInput(true);
     expect(s.state.status).toBe('playing');
     expect(s.awaitsEngine(true)).toBe(false);
+  });
+
+  it("counts the position in frames delivered since the play began, at a timescale filter's pace", () => {
+    const { s } = session();
+    expect(s.positionFrames).toBeUndefined();
+    Atomics.store(s.control, Control.Sent, 40);
+    s.beginTrack({ ...track, startAt: 10 });
+    Atomics.store(s.control, Control.Sent, 140);
+    expect(s.positionFrames).toBe(600);
+    expect(s.summary().position).toBe(12);
+    s.beginTrack({ ...track, startAt: 10, sound: { filters: { timescale: { speed: 1.5 } } } });
+    Atomics.store(s.control, Control.Sent, 240);
+    expect(s.positionFrames).toBe(650);
+  });
+
+  it('release: paused at its frame with no run; the old worker, engine frames and ready timer have no say; a new track leaves it', () => {
+    const { s, events, counters } = session();
+    let expired = 0;
+    s.beginTrack(track);
+    s.playAccepted(1);
+    s.awaitReady(5000, () => expired++);
+    s.release(1234.4, false, 'the engine restarted');
+    expect(s.state).toMatchObject({ status: 'paused', released: true, frame: 1234, reason: 'the engine restarted' });
+    expect(s.released).toBe(true);
+    expect(s.active).toBe(true);
+    expect(s.run).toBeUndefined();
+    expect(s.ring).toBeUndefined();
+    expect(s.positionFrames).toBe(1234);
+    expect(s.summary()).toMatchObject({ state: 'paused', startAt: 24.68, position: 24.68 });
+    s.onPlayerStatus('error', 'the old slot closed');
+    s.onPlayerStatus('playing');
+    expect(s.state.status).toBe('paused');
+    s.acceptFrame(Buffer.from([1, 2, 3]), 0, 3, true);
+    expect(counters.framesStale).toBe(1);
+    expect(s.grantCredit()).toBe(0);
+    expect(s.markEngineLost()).toBe(false);
+    vi.advanceTimersByTime(10_000);
+    expect(expired).toBe(0);
+    s.beginTrack({ ...track, startAt: 24.68 });
+    expect(s.released).toBe(false);
+    expect(s.ring).toBeDefined();
+    expect(states(events)).toEqual(['starting', 'paused', 'starting']);
   });
 
   it('a worker error fails the session even with no track (a voice-only slot)', () => {

@@ -135,6 +135,35 @@ describe('a long pause gives back the engine play and worker, and resumes at the
   }, 60_000);
 });
 
+describe('a queue survives kill -9 of the gateway', () => {
+  it('comes back with its session, paused at its item and frame; resume plays that item on and then advances to the next', async () => {
+    stack = await startStack();
+    const l = await listen('queued');
+    await api('POST', '/sessions/queued/queue', { tracks: ['chirp.wav', 'tone:880?seconds=1'] });
+    await l.waitForFrames(100);
+    await new Promise((r) => setTimeout(r, 400)); // a write behind has happened
+    const before = await api('GET', '/sessions/queued/queue');
+
+    stack.gateway.child.kill('SIGKILL');
+    await new Promise((r) => stack!.gateway.child.once('exit', r));
+    const heard = l.frames.length;
+    stack.gateway = await startChorus('gateway', stack.gatewayEnv);
+    await stack.gateway.waitForLog(/restored 1 session\(s\)/);
+
+    // Nothing asks for the queue before the resume: the restored queue hears its session by itself.
+    const again = await listen('queued');
+    await api('POST', '/sessions/queued/resume');
+    const advanced = (await again.waitForEvent('queue', 20_000, (e) => e.type === 'queue' && (e as { change?: string }).change === 'advance')) as { queue: { items: unknown[]; index: number } };
+    expect(advanced.queue.items).toEqual((before.queue as { items: unknown[] }).items);
+    expect(advanced.queue.index).toBe(1);
+    await again.waitForEvent('state', 10_000, (e) => e.type === 'state' && e.state === 'finished');
+    // The rest of the chirp from where it was heard (within 0.5 s), in place, then the whole one-second tone.
+    const rest = again.frames.length - 50;
+    expect(Math.abs(FRAMES - rest - heard)).toBeLessThan(25);
+    expect(Math.abs(heardAt(again, 5) - ((FRAMES - rest) / 50 + 0.1))).toBeLessThan(0.04);
+  }, 60_000);
+});
+
 describe('sessions survive kill -9', () => {
   it('of the gateway: they come back paused at their positions (within 0.5 s) and resume from there when asked', async () => {
     stack = await startStack();

@@ -10,7 +10,7 @@ import { benchFirstFrame } from './bench/first-frame.js';
 import { benchBoundaries } from './bench/boundary.js';
 import { defineCommand, parseCommandLine, UsageError } from './lib/cli.js';
 import { DEFAULT_LOAD, runOnce, type Mode } from './lib/run.js';
-import { runsTable } from './lib/report.js';
+import { figuresTable, runsTable } from './lib/report.js';
 
 const PARTS = ['demux', 'egress', 'first-frame', 'boundary', 'lateness'] as const;
 
@@ -33,13 +33,6 @@ function readArgs(): { json: string; only: Set<string> } {
   });
 }
 
-function table(rows: Record<string, string | number>[]): string {
-  const cols = Object.keys(rows[0] ?? {});
-  const cell = (v: string | number) => (typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toFixed(2)) : v);
-  const width = cols.map((c) => Math.max(c.length, ...rows.map((r) => cell(r[c]!).length)));
-  const line = (vals: string[]) => vals.map((v, i) => v.padStart(width[i]!)).join('  ');
-  return [line(cols), line(width.map((w) => '-'.repeat(w))), ...rows.map((r) => line(cols.map((c) => cell(r[c]!))))].join('\n');
-}
 
 async function main(): Promise<void> {
   const { json, only } = readArgs();
@@ -56,7 +49,7 @@ async function main(): Promise<void> {
     console.log('\nDemux: frames routed from one Unix socket into per-session buffers (320-byte payloads)');
     console.log('frames/busy s = frames per second of the reading thread\'s own busy time (writer and kernel excluded)\n');
     console.log(
-      table(
+      figuresTable(
         results.map((r) => ({
           reader: r.reader,
           sessions: r.sessions,
@@ -81,7 +74,7 @@ async function main(): Promise<void> {
     }
     console.log('\nEgress: paced frames from one worker to the main thread (one frame per session per 20 ms)\n');
     console.log(
-      table(
+      figuresTable(
         results.map((r) => ({
           way: r.mode === 'port' ? 'MessagePort, transferred batch' : 'shared Ring + notify',
           sessions: r.sessions,
@@ -99,7 +92,7 @@ async function main(): Promise<void> {
   if (only.has('first-frame')) {
     const r = await benchFirstFrame(50);
     console.log('\nPlay → first frame at a WebSocket listener (real engine, tone: source, pre-warmed threads)\n');
-    console.log(table([{ plays: r.plays, 'p50 ms': r.p50Ms, 'p99 ms': r.p99Ms, 'max ms': r.maxMs, 'first (cold) ms': r.coldMs }]));
+    console.log(figuresTable([{ plays: r.plays, 'p50 ms': r.p50Ms, 'p99 ms': r.p99Ms, 'max ms': r.maxMs, 'first (cold) ms': r.coldMs }]));
     out.firstFrame = r;
   }
 
@@ -108,7 +101,7 @@ async function main(): Promise<void> {
     console.log('\nTrack changes at a WebSocket listener: 10 sessions × 10 boundaries between one-second tones (real engine)');
     console.log('missing/added: frames an item lacked or had over its 50; gap: silence at the listener at the change\n');
     console.log(
-      table(
+      figuresTable(
         results.map((r) => ({
           way: r.way,
           boundaries: r.boundaries,

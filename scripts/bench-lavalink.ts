@@ -26,6 +26,7 @@ import { defineCommand, numberFlag, parseCommandLine } from './lib/cli.js';
 import { readProc, readTree, spawnRole, type Spawned } from './lib/procs.js';
 import { toneHz } from './lib/tones.js';
 import { VoiceServer, type VoiceGuild } from '../test/helpers/discord-voice-server.js';
+import { figuresTable } from './lib/report.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO_ROOT = path.resolve(HERE, '../..');
@@ -268,13 +269,6 @@ async function runOnce(n: number, seconds: number, patches: number, perThread: n
   }
 }
 
-function table(rows: Row[]): string {
-  const cols = Object.keys(rows[0]!) as (keyof Row)[];
-  const cell = (v: number) => (Number.isInteger(v) ? String(v) : v.toFixed(2));
-  const width = cols.map((c) => Math.max(c.length, ...rows.map((r) => cell(r[c]).length)));
-  const line = (vals: string[]) => vals.map((v, i) => v.padStart(width[i]!)).join('  ');
-  return [line(cols), line(width.map((w) => '-'.repeat(w))), ...rows.map((r) => line(cols.map((c) => cell(r[c]))))].join('\n');
-}
 
 async function main(): Promise<void> {
   const { counts, seconds, patches, perThread, json } = options();
@@ -289,7 +283,7 @@ async function main(): Promise<void> {
   console.log('cadence: audio packet inter-arrival at the receivers, ms; lost: packets of seconds × 50 not received;');
   console.log('sent/nulled/deficit: Lavalink frameStats per player per minute; cpu/rss: engine (with ffmpeg) + gateway, per player;');
   console.log('patch: REST latency of a volume PATCH through shoukaku, ms\n');
-  console.log(table(rows));
+  console.log(figuresTable(rows));
   if (json) fs.writeFileSync(json, JSON.stringify({ node: process.version, cpus: os.cpus().length, loadavg: os.loadavg(), seconds, patches, perThread, rows }, null, 2));
 }
 

@@ -29,6 +29,7 @@ import { summarizeProfile } from './lib/profile.js';
 import { LatencyHistogram } from './lib/stats.js';
 import { toneHz, toneUrl } from './lib/tones.js';
 import type { ReceiverReport } from './lib/voice-receiver-main.js';
+import { figuresTable } from './lib/report.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO_ROOT = path.resolve(HERE, '../..');
@@ -356,13 +357,6 @@ async function runOnce(mode: string, n: number, block: boolean, o: RunOptions): 
   }
 }
 
-function table(rows: VoiceRow[]): string {
-  const cols = Object.keys(rows[0]!) as (keyof VoiceRow)[];
-  const cell = (v: string | number | boolean) => (typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toFixed(2)) : typeof v === 'boolean' ? (v ? 'yes' : 'NO') : v);
-  const width = cols.map((c) => Math.max(c.length, ...rows.map((r) => cell(r[c]).length)));
-  const line = (vals: string[]) => vals.map((v, i) => v.padStart(width[i]!)).join('  ');
-  return [line(cols), line(width.map((w) => '-'.repeat(w))), ...rows.map((r) => line(cols.map((c) => cell(r[c]))))].join('\n');
-}
 
 /** Per mode and block: the most guilds that held (p99 ≤ 5 ms, nothing lost) with every smaller N holding too. */
 function carried(rows: VoiceRow[]): string[] {
@@ -417,7 +411,7 @@ async function main(): Promise<void> {
   console.log('lost: packets of seconds × 50 not received; reconnects/resumes: fresh and resumed voice connections the receivers saw;');
   console.log('cpu/rss: the sending process (chorus gateway or the baseline): per guild, per packet received, and its main thread\'s share;');
   console.log(`receiversCpuPct: the receiver processes, % of one core; machineBusyPct: both cores, everything; holds: p99 ≤ ${VOICE_P99_TARGET_MS} ms and 0 lost\n`);
-  console.log(table(rows));
+  console.log(figuresTable(rows));
   console.log(`\n${carried(rows).join('\n')}`);
   writeJson(o.json, o.seconds, rows);
   writePanelsChart(

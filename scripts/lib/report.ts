@@ -9,6 +9,16 @@ export function table(rows: Record<string, string>[]): string {
   return [line(cols), line(width.map((w) => '-'.repeat(w))), ...rows.map((r) => line(cols.map((c) => r[c] ?? '')))].join('\n');
 }
 
+/** A bench's rows as a right-aligned table: integers as they are, other numbers to 2 places, booleans yes/NO. */
+export function figuresTable<Row extends object>(rows: readonly Row[]): string {
+  if (rows.length === 0) return '';
+  const cols = Object.keys(rows[0]!) as (keyof Row & string)[];
+  const cell = (v: unknown) => (typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toFixed(2)) : typeof v === 'boolean' ? (v ? 'yes' : 'NO') : String(v));
+  const width = cols.map((c) => Math.max(c.length, ...rows.map((r) => cell(r[c]).length)));
+  const line = (vals: string[]) => vals.map((v, i) => v.padStart(width[i]!)).join('  ');
+  return [line(cols), line(width.map((w) => '-'.repeat(w))), ...rows.map((r) => line(cols.map((c) => cell(r[c]))))].join('\n');
+}
+
 const ms = (v: number) => (v >= 100 ? v.toFixed(0) : v.toFixed(1));
 
 /** Largest N with p99 ≤ 5 ms and nothing lost or misrouted (the criterion). */

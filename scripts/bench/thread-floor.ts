@@ -25,11 +25,12 @@ import { Worker } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import { loadConfig } from '../../src/shared/config.js';
 import { Ring } from '../../src/shared/ring.js';
-import { CONTROL_WORDS } from '../../src/shared/worker-messages.js';
+import { CONTROL_WORDS, type SessionInit } from '../../src/shared/worker-messages.js';
 import { SlotPool } from '../../src/main/gateway/slot-pool.js';
 import { choiceFlag, defineCommand, numberFlag, parseCommandLine, UsageError } from '../lib/cli.js';
 import { readProc, readThreadsCpu, spawnRole } from '../lib/procs.js';
 import { summarizeProfile, type ProfileWindow } from '../lib/profile.js';
+import { figuresTable } from '../lib/report.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const FRAME_BYTES = 320;
@@ -126,6 +127,32 @@ async function startBare(kind: 'wait' | 'timeout', n: number): Promise<Worker[]>
   return workers;
 }
 
+const VOICE_UDP_SILENCE_MS = loadConfig({}).CHORUS_VOICE_UDP_SILENCE_MS;
+
+/** A ring holding FEED_AHEAD copies of `frame`. */
+function fedRing(frame: Uint8Array): Ring {
+  const ring = Ring.create(Ring.capacityFor(FEED_AHEAD * 2, FRAME_BYTES));
+  for (let f = 0; f < FEED_AHEAD; f++) ring.write(frame);
+  return ring;
+}
+
+/** A session's start on a slot, as the gateway sends it: paced from `ring`, paused without a listener. */
+function sessionInit(sid: number, sessionId: string, ring: Ring): SessionInit {
+  return {
+    sid,
+    sessionId,
+    format: 'opus',
+    ring: ring.buffer,
+    control: new SharedArrayBuffer(CONTROL_WORDS * 4),
+    prebufferFrames: 3,
+    noListener: 'pause',
+    listeners: 0,
+    nextSeq: 0,
+    nextTimestamp: 0,
+    voiceUdpSilenceMs: VOICE_UDP_SILENCE_MS,
+  };
+}
+
 /** The child's side: sessions played from rings this thread keeps fed, sent by RTP to the parent. */
 async function startSessions(variant: Variant, n: number, rtpPort: number): Promise<() => Promise<void>> {
   const k = variant === 'thread' ? 1 : Number(variant.slice(7));
@@ -133,22 +160,9 @@ async function startSessions(variant: Variant, n: number, rtpPort: number): Prom
   const frame = new Uint8Array(FRAME_BYTES).fill(0x55);
   const rings: Ring[] = [];
   for (let i = 0; i < n; i++) {
-    const ring = Ring.create(Ring.capacityFor(FEED_AHEAD * 2, FRAME_BYTES));
-    for (let f = 0; f < FEED_AHEAD; f++) ring.write(frame);
+    const ring = fedRing(frame);
     rings.push(ring);
-    const { slot } = await pool.attach({
-      sid: i,
-      sessionId: `floor-${i}`,
-      format: 'opus',
-      ring: ring.buffer,
-      control: new SharedArrayBuffer(CONTROL_WORDS * 4),
-      prebufferFrames: 3,
-      noListener: 'pause',
-      listeners: 0,
-      nextSeq: 0,
-      nextTimestamp: 0,
-      voiceUdpSilenceMs: loadConfig({}).CHORUS_VOICE_UDP_SILENCE_MS,
-    });
+    const { slot } = await pool.attach(sessionInit(i, `floor-${i}`, ring));
     await slot.call((api) => api.addRtpSink({ host: '127.0.0.1', port: rtpPort }));
     await slot.call((api) => api.reset(false));
   }
@@ -175,24 +189,11 @@ async function attachLatency(n: number, rate: number, rtpPort: number): Promise<
   const start = performance.now();
   for (let i = 0; i < n; i++) {
     await sleep(Math.max(0, start + (i * 1000) / rate - performance.now()));
-    const ring = Ring.create(Ring.capacityFor(FEED_AHEAD * 2, FRAME_BYTES));
-    for (let f = 0; f < FEED_AHEAD; f++) ring.write(frame);
+    const ring = fedRing(frame);
     const t0 = performance.now();
     plays.push(
       (async () => {
-        const { slot } = await pool.attach({
-          sid: i,
-          sessionId: `play-${i}`,
-          format: 'opus',
-          ring: ring.buffer,
-          control: new SharedArrayBuffer(CONTROL_WORDS * 4),
-          prebufferFrames: 3,
-          noListener: 'pause',
-          listeners: 0,
-          nextSeq: 0,
-          nextTimestamp: 0,
-          voiceUdpSilenceMs: loadConfig({}).CHORUS_VOICE_UDP_SILENCE_MS,
-        });
+        const { slot } = await pool.attach(sessionInit(i, `play-${i}`, ring));
         await slot.call((api) => api.addRtpSink({ host: '127.0.0.1', port: rtpPort }));
         await slot.call((api) => api.reset(false));
         return performance.now() - t0;
@@ -280,13 +281,6 @@ async function timePlays(opts: Options): Promise<number[]> {
   }
 }
 
-function table(rows: Record<string, string | number>[]): string {
-  const cols = Object.keys(rows[0] ?? {});
-  const cell = (v: string | number) => (typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toFixed(2)) : v);
-  const width = cols.map((c) => Math.max(c.length, ...rows.map((r) => cell(r[c]!).length)));
-  const line = (vals: string[]) => vals.map((v, i) => v.padStart(width[i]!)).join('  ');
-  return [line(cols), line(width.map((w) => '-'.repeat(w))), ...rows.map((r) => line(cols.map((c) => cell(r[c]!))))].join('\n');
-}
 
 async function main(): Promise<void> {
   const opts = readArgs();
@@ -315,7 +309,7 @@ async function main(): Promise<void> {
   };
   console.log(`\nThread floor: ${opts.sessions} per variant, ${opts.seconds} s window, ${os.cpus().length} cores, node ${process.version}\n`);
   console.log(
-    table(
+    figuresTable(
       results.map((r) => ({
         variant: r.variant,
         'CPU %/session': r.cpuPerSessionPct,

@@ -132,7 +132,22 @@ function playWithPlayer({ hz, frames }) {
   player.play(voice.createAudioResource(Readable.from(packets), { inputType: voice.StreamType.Opus }));
 }
 
-process.on('message', (msg) => {
+// The library loads its XChaCha20 package with dynamic imports, in this order, when it is first
+// required; a connection made before that settles fails with "no valid encryption package". The
+// same imports awaited here settle after the library's, so commands wait for them.
+const encryptionLoaded = (async () => {
+  for (const name of ['sodium-native', 'sodium', 'libsodium-wrappers', '@stablelib/xchacha20poly1305', '@noble/ciphers/chacha.js']) {
+    try {
+      await import(name);
+      break;
+    } catch {
+      // not installed: the library tries the next one too
+    }
+  }
+})();
+
+process.on('message', async (msg) => {
+  await encryptionLoaded;
   try {
     if (msg.cmd === 'join') join(msg);
     else if (msg.cmd === 'server-update') voiceServerUpdate(msg.token, msg.endpoint);

@@ -198,7 +198,8 @@ describe('web player (chromium, real engine and gateway)', () => {
     // A click, as a person would: it is also the gesture that lets the page start audio.
     await page.click('button.chip[data-url="tone:440"]');
     await expectTone(page, 440);
-    expect(await stateOf(page)).toBe('playing');
+    // The state event follows the worker's report, which may come after the first frames.
+    await expect.poll(() => stateOf(page)).toBe('playing');
 
     await page.click('#pause');
     await expect.poll(() => stateOf(page)).toBe('paused');

@@ -247,6 +247,7 @@ export class Gateway implements PersistentSessions {
   private async releaseTrack(session: GatewaySession, reason?: string): Promise<void> {
     if (!session.run) return;
     const slot = session.slot;
+    session.run.releasing = true;
     // The worker stops taking frames first, so that the position read next is the last heard.
     const kept = slot?.alive === true && (await slot.call((api) => (session.voice ? api.stop() : api.pause())).then(() => session.voice !== undefined, () => false));
     const frame = session.positionFrames ?? 0;

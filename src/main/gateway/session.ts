@@ -497,8 +497,9 @@ export class GatewaySession {
   // ---- the worker's view ----
 
   onPlayerStatus(status: PlayerStatus, reason?: string): void {
-    // A released track's old worker has nothing more to say about it.
-    if (this.released) return;
+    // A released (or releasing) track's worker has nothing more to say about it: the release
+    // itself says why the track paused.
+    if (this.released || this.run?.releasing) return;
     const run = this.run;
     if (run) run.player = reason === undefined ? { status } : { status, reason };
     if (status === 'finished') {

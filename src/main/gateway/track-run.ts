@@ -57,6 +57,8 @@ export class TrackRun {
   private lost = false;
   /** The worker's last report for this track, and why (a pause for lost voice). */
   player: { status: PlayerStatus; reason?: string } = { status: 'buffering' };
+  /** The gateway is releasing the track: the worker's pause is its doing, not news for listeners. */
+  releasing = false;
   private readyTimer: NodeJS.Timeout | undefined;
   private payloadKind: PayloadKind = 'unknown';
   private ogg: OggPacketReader | undefined;

@@ -12,6 +12,7 @@ import { TestListener } from '../../helpers/listener.js';
 import { startStack, stopStack, type Stack } from '../../helpers/stack.js';
 import { waitForHealth } from '../../helpers/http.js';
 
+/** A POST's status and JSON body: matched as one object, a failure shows the answer's reason. */
 async function post(url: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
   const res = await fetch(url, { method: 'POST', body: body === undefined ? undefined : JSON.stringify(body) });
   return { status: res.status, json: (await res.json()) as Record<string, unknown> };
@@ -87,7 +88,7 @@ describe('gateway with the real engine', () => {
     await a!.waitForFrames(25);
     const resumeGaps: number[] = [];
     const pauseFor = async (ms: number) => {
-      expect((await post(`${stack.url}/sessions/pz-a/pause`)).status).toBe(200);
+      expect(await post(`${stack.url}/sessions/pz-a/pause`)).toMatchObject({ status: 200 });
       const pausedAt = performance.now();
       const framesAtPause = a!.frames.length;
       await sleep(ms);
@@ -95,7 +96,7 @@ describe('gateway with the real engine', () => {
       expect(a!.frames.length - framesAtPause).toBeLessThanOrEqual(1);
       const held = a!.frames.length;
       const resumeSent = performance.now();
-      expect((await post(`${stack.url}/sessions/pz-a/resume`)).status).toBe(200);
+      expect(await post(`${stack.url}/sessions/pz-a/resume`)).toMatchObject({ status: 200 });
       await a!.waitForFrames(held + 1, 2000);
       resumeGaps.push(a!.frames[held]!.at - resumeSent);
       return pausedAt;
@@ -129,7 +130,7 @@ describe('gateway with the real engine', () => {
     const l = await listen('seek-paused');
     await post(`${stack.url}/sessions/seek-paused/play`, { url: 'tone:440?seconds=30' });
     await l.waitForFrames(10);
-    expect((await post(`${stack.url}/sessions/seek-paused/pause`)).status).toBe(200);
+    expect(await post(`${stack.url}/sessions/seek-paused/pause`)).toMatchObject({ status: 200 });
     const seek = await post(`${stack.url}/sessions/seek-paused/seek`, { seconds: 15 });
     expect(seek.status).toBe(200);
     await l.waitForEvent('ready', 5000);
@@ -141,7 +142,7 @@ describe('gateway with the real engine', () => {
     const engineStatus = (await (await fetch(`${stack.engine.httpUrl}/session/seek-paused/status`)).json()) as { start_at: number };
     expect(engineStatus.start_at).toBe(15);
 
-    expect((await post(`${stack.url}/sessions/seek-paused/resume`)).status).toBe(200);
+    expect(await post(`${stack.url}/sessions/seek-paused/resume`)).toMatchObject({ status: 200 });
     await l.waitForFrames(held + 25, 3000);
     expect((await sessions(stack.url)).get('seek-paused')?.state).toBe('playing');
     await post(`${stack.url}/sessions/seek-paused/stop`);
@@ -149,9 +150,9 @@ describe('gateway with the real engine', () => {
 
   it('after a seek, ready and the summary give the start position and the whole length', async () => {
     const l = await listen('seek-len');
-    expect((await post(`${stack.url}/sessions/seek-len/play`, { url: 'tone:440?seconds=30' })).status).toBe(200);
+    expect(await post(`${stack.url}/sessions/seek-len/play`, { url: 'tone:440?seconds=30' })).toMatchObject({ status: 200 });
     expect(await l.waitForEvent('ready', 10_000)).toMatchObject({ startAt: 0, duration: 30 });
-    expect((await post(`${stack.url}/sessions/seek-len/seek`, { seconds: 15 })).status).toBe(200);
+    expect(await post(`${stack.url}/sessions/seek-len/seek`, { seconds: 15 })).toMatchObject({ status: 200 });
     expect(await l.waitForEvent('ready', 10_000, (e) => (e as { startAt?: number }).startAt === 15)).toMatchObject({ duration: 30 });
     expect((await sessions(stack.url)).get('seek-len')).toMatchObject({ startAt: 15, duration: 30 });
     await post(`${stack.url}/sessions/seek-len/stop`);
@@ -163,7 +164,7 @@ describe('gateway with the real engine', () => {
     await post(`${stack.url}/sessions/crash-b/play`, { url: 'tone:660?seconds=5' });
     await Promise.all([victim!.waitForFrames(10), bystander!.waitForFrames(10)]);
     const crashAt = performance.now();
-    expect((await post(`${stack.url}/debug/crash?session=crash-v&kind=session`)).status).toBe(200);
+    expect(await post(`${stack.url}/debug/crash?session=crash-v&kind=session`)).toMatchObject({ status: 200 });
     const error = await victim!.waitForEvent('error', 5000);
     expect((error as { message: string }).message).toMatch(/session crash requested/);
     await sleep(500);
@@ -175,7 +176,7 @@ describe('gateway with the real engine', () => {
     expect(again.status).toBe(200);
     await victim!.until(() => victim!.frames.length > 20, 5000, 'frames of the new track');
     const threadCrashAt = performance.now();
-    expect((await post(`${stack.url}/debug/crash?session=crash-v&kind=thread`)).status).toBe(200);
+    expect(await post(`${stack.url}/debug/crash?session=crash-v&kind=thread`)).toMatchObject({ status: 200 });
     await victim!.waitForEvent('error', 5000, (e) => /thread/.test((e as { message: string }).message));
     await sleep(500);
     expect(bystander!.maxGap(threadCrashAt, Infinity)).toBeLessThan(250);
@@ -288,14 +289,14 @@ describe('shared threads (CHORUS_SESSIONS_PER_THREAD=4)', () => {
     listeners.push(...ls);
     // Started at different moments, so their 20 ms clocks have different phases on one thread.
     for (const hz of tones) {
-      expect((await post(`${stack.url}/sessions/shared-${hz}/play`, { url: `tone:${hz}?seconds=2` })).status).toBe(200);
+      expect(await post(`${stack.url}/sessions/shared-${hz}/play`, { url: `tone:${hz}?seconds=2` })).toMatchObject({ status: 200 });
       await sleep(7);
     }
     await ls[0]!.waitForFrames(20);
-    expect((await post(`${stack.url}/sessions/shared-330/pause`)).status).toBe(200);
+    expect(await post(`${stack.url}/sessions/shared-330/pause`)).toMatchObject({ status: 200 });
     const pausedAt = performance.now();
     await sleep(500);
-    expect((await post(`${stack.url}/sessions/shared-330/resume`)).status).toBe(200);
+    expect(await post(`${stack.url}/sessions/shared-330/resume`)).toMatchObject({ status: 200 });
     await Promise.all(ls.map((l) => l.waitForEvent('finished', 15_000)));
     for (const [i, hz] of tones.entries()) {
       const l = ls[i]!;
@@ -377,7 +378,7 @@ describe('sessions that ended', () => {
       // Two sessions: the limit. A third is refused while both hold a track or a listener…
       expect((await post(`${url}/sessions/end-c/play`, { url: 'tone:440' })).status).toBe(429);
       // …and let in once one of them has ended: an ended session does not hold a place.
-      expect((await post(`${url}/sessions/end-a/stop`)).status).toBe(200);
+      expect(await post(`${url}/sessions/end-a/stop`)).toMatchObject({ status: 200 });
       const third = await post(`${url}/sessions/end-c/play`, { url: 'tone:440' });
       expect(third.status).toBe(200);
       const now = await sessions(url);

@@ -74,8 +74,21 @@ export class FakeGateway {
       socket.once('error', reject);
     });
     const gw = new FakeGateway(socket);
+    FakeGateway.open.add(gw);
     await gw.hello;
     return gw;
+  }
+
+  /** Gateways not closed yet: see closeFakeGateways. */
+  private static readonly open = new Set<FakeGateway>();
+
+  /**
+   * Closes every gateway still connected. The engine serves one gateway at a time: a test that
+   * fails before its own close() would leave its gateway holding the socket, and the next tests'
+   * events would go to it. Test files sharing an engine call this after each test.
+   */
+  static async closeAll(): Promise<void> {
+    await Promise.all([...FakeGateway.open].map((gw) => gw.close()));
   }
 
   log(id: string): SessionLog {
@@ -114,6 +127,7 @@ export class FakeGateway {
   }
 
   async close(): Promise<void> {
+    FakeGateway.open.delete(this);
     this.socket.destroy();
     await this.closed;
   }

@@ -7,11 +7,13 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { resolveFfmpeg } from '../../../src/shared/ffmpeg.js';
 import { channel, maxStep, peak, sineMaxStep } from '../../helpers/audio-analysis.js';
 import { startEngineFixture, type EngineFixture } from './engine-fixture.js';
 import { api, decodeOpus, FakeGateway, sleep } from './fake-gateway.js';
+
+afterEach(() => FakeGateway.closeAll());
 
 /** What ffmpeg itself makes of a tone, padded to whole 20 ms frames: the bytes a pcm play must carry. */
 function referenceTone(hz: number, seconds: number): Buffer {

@@ -106,23 +106,14 @@ export class Player extends EventTarget {
 
   readonly stats: PlayerStats = {
     connection: 'closed',
-    reconnects: 0,
     audio: typeof AudioDecoder === 'undefined' ? 'unsupported' : 'off',
-    framesReceived: 0,
-    framesDecoded: 0,
-    lost: 0,
-    gaps: 0,
-    stale: 0,
-    malformed: 0,
-    decodeErrors: 0,
-    decoderDrops: 0,
+    ...freshCounters(),
     buffer: 'buffering',
     bufferMs: 0,
     targetMs: 100,
     underruns: 0,
     trimmedMs: 0,
     playedSeconds: 0,
-    jitterMs: 0,
     latencyMs: 0,
     outputLatencyMs: 0,
   };
@@ -465,16 +456,7 @@ export class Player extends EventTarget {
   private resetCounters(): void {
     const s = this.stats;
     Object.assign(s, {
-      framesReceived: 0,
-      framesDecoded: 0,
-      lost: 0,
-      gaps: 0,
-      stale: 0,
-      malformed: 0,
-      decodeErrors: 0,
-      decoderDrops: 0,
-      reconnects: 0,
-      jitterMs: 0,
+      ...freshCounters(),
       firstFrameMs: undefined,
       firstSoundMs: undefined,
       lastSeq: undefined,
@@ -486,4 +468,9 @@ export class Player extends EventTarget {
   private emitStats(): void {
     this.dispatchEvent(new CustomEvent('stats', { detail: this.stats }));
   }
+}
+
+/** The counters a new session's stats start from. */
+function freshCounters() {
+  return { reconnects: 0, framesReceived: 0, framesDecoded: 0, lost: 0, gaps: 0, stale: 0, malformed: 0, decodeErrors: 0, decoderDrops: 0, jitterMs: 0 };
 }

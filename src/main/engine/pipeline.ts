@@ -79,7 +79,9 @@ export class Pipeline implements FrameSource {
     args.push(...opts.input.args);
     const chain = filterChain({ gain: opts.gain, filters: opts.filters });
     if (chain !== undefined) args.push('-af', chain);
-    args.push('-vn', '-sn', '-dn', '-ac', '2', '-ar', '48000', '-f', 's16le', 'pipe:1');
+    // -flush_packets 0: ffmpeg writes its 32 KiB output buffer whole rather than each decoded
+    // packet (4 KiB), so the engine reads, and hands to the encoder thread, ~8 frames at a time.
+    args.push('-vn', '-sn', '-dn', '-ac', '2', '-ar', '48000', '-flush_packets', '0', '-f', 's16le', 'pipe:1');
 
     if (opts.format !== 'pcm') {
       this.handle = opts.pool.open(opts.paddedId, opts.bitrate, opts.complexity, {

@@ -78,6 +78,9 @@ interface Row {
   nulledPerMin: number;
   deficitPerMin: number;
   cpuPerPlayerPct: number;
+  /** The same CPU split: the engine with its live ffmpeg children, and the gateway. */
+  engineCpuPerPlayerPct: number;
+  gatewayCpuPerPlayerPct: number;
   rssPerPlayerMiB: number;
   patchP50: number;
   patchP99: number;
@@ -200,7 +203,8 @@ async function runOnce(n: number, seconds: number, patches: number, perThread: n
 
     const before = await sessionCounts(gw);
     const t0 = performance.now();
-    const cpu0 = (readProc(gateway.pid, 0)?.cpuSeconds ?? 0) + (readTree(engine.pid, 0)?.cpuSeconds ?? 0);
+    const gatewayCpu0 = readProc(gateway.pid, 0)?.cpuSeconds ?? 0;
+    const engineCpu0 = readTree(engine.pid, 0)?.cpuSeconds ?? 0;
     const from = heard.map((g) => g.packets.length);
 
     // The PATCHes, spread over the window, each to another player (a volume change replays the track at the new level).
@@ -219,7 +223,8 @@ async function runOnce(n: number, seconds: number, patches: number, perThread: n
     }
     await sleep(Math.max(0, t0 + seconds * 1000 - performance.now()));
     const elapsed = (performance.now() - t0) / 1000;
-    const cpu1 = (readProc(gateway.pid, 0)?.cpuSeconds ?? 0) + (readTree(engine.pid, 0)?.cpuSeconds ?? 0);
+    const gatewayCpu = (readProc(gateway.pid, 0)?.cpuSeconds ?? 0) - gatewayCpu0;
+    const engineCpu = (readTree(engine.pid, 0)?.cpuSeconds ?? 0) - engineCpu0;
     const rss = (readProc(gateway.pid, 0)?.rssBytes ?? 0) + (readTree(engine.pid, 0)?.rssBytes ?? 0);
     const after = await sessionCounts(gw);
 
@@ -250,7 +255,9 @@ async function runOnce(n: number, seconds: number, patches: number, perThread: n
       sentPerMin: sent * perMin,
       nulledPerMin: nulled * perMin,
       deficitPerMin: 3000 - (sent + nulled) * perMin,
-      cpuPerPlayerPct: (((cpu1 - cpu0) / elapsed) * 100) / heard.length,
+      cpuPerPlayerPct: (((gatewayCpu + engineCpu) / elapsed) * 100) / heard.length,
+      engineCpuPerPlayerPct: ((engineCpu / elapsed) * 100) / heard.length,
+      gatewayCpuPerPlayerPct: ((gatewayCpu / elapsed) * 100) / heard.length,
       rssPerPlayerMiB: rss / 1024 / 1024 / heard.length,
       patchP50: quantile(latencies, 0.5),
       patchP99: quantile(latencies, 0.99),

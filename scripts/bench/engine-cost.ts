@@ -138,7 +138,7 @@ export interface CostResult {
 async function run(args: Args): Promise<CostResult> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'chorus-cost-'));
   // Long enough that no stream ends inside the window, at either pace.
-  const trackSeconds = args.pace === 'realtime' ? args.seconds + 10 : Math.max(60, args.seconds * 40);
+  const trackSeconds = args.pace === 'realtime' ? args.seconds + 40 : Math.max(60, args.seconds * 40);
   const media = args.source === 'tone' ? undefined : makeMedia(dir, args.source, trackSeconds);
   const server = args.source === 'http' ? await serveFile(media!) : undefined;
   const url = (i: number) =>

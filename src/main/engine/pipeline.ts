@@ -81,9 +81,9 @@ export class Pipeline implements FrameSource {
     if (chain !== undefined) args.push('-af', chain);
     args.push('-vn', '-sn', '-dn', '-ac', '2', '-ar', '48000');
     // A tone or a file decodes faster than real time: ffmpeg may write its 32 KiB output buffer
-    // whole rather than each decoded packet (4 KiB), so the engine reads, and hands to the
-    // encoder thread, ~8 frames at a time. Not a remote source: a live one comes at real time,
-    // and 170 ms bursts would outlast the gateway's prebuffer.
+    // whole rather than each decoded packet (4 KiB), a few write calls instead of many. Not a
+    // remote source: a live one comes at real time, and 170 ms bursts would outlast the
+    // gateway's prebuffer.
     if (opts.input.kind !== 'remote') args.push('-flush_packets', '0');
     args.push('-f', 's16le', 'pipe:1');
 

@@ -1,7 +1,8 @@
 /**
  * The gateway's session slots on real worker threads (src/main/gateway/slot-pool.ts, built in
  * dist/ because its threads run the built worker): a thread is reused once its session ended,
- * with nothing of that session left on it; pre-warmed threads are replaced; a dead thread fails calls at once; the slots started ahead follow the play rate within
+ * with nothing of that session left on it, and a crashed one never is; pre-warmed threads are
+ * replaced; a dead thread fails calls at once; the slots started ahead follow the play rate within
  * their bound; plays beyond them are served in arrival order; k sessions share a thread.
  */
 import { afterEach, describe, expect, it } from 'vitest';
@@ -170,6 +171,16 @@ describe('SlotPool threads', () => {
     // The pool goes on: the next session gets a thread of its own.
     const next = await p.attach(session(103, 0, 0));
     expect((await next.slot.call((api) => api.stats())).status).toBe('idle');
+  });
+
+  it('never gives a crashed thread to another session', async () => {
+    const p = pool({ prewarm: 0, prewarmMax: 0, maxSessions: 1 });
+    const crashed = await p.attach(session(104, 0, 0));
+    await crashed.slot.call((api) => api.crash('thread')).catch(() => undefined);
+    await expect(crashed.slot.done).rejects.toThrow();
+    const next = await p.attach(session(105, 0, 0));
+    expect(next.threadId).not.toBe(crashed.threadId);
+    expect((await next.slot.call((api) => api.stats())).sent).toBe(0);
   });
 });
 

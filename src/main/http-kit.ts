@@ -87,3 +87,12 @@ export function sendError(res: ServerResponse, err: unknown): void {
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
+
+/** Aborted when the answer's connection closes before the answer is written: work for it may stop. */
+export function gone(res: ServerResponse): AbortSignal {
+  const controller = new AbortController();
+  res.once('close', () => {
+    if (!res.writableFinished) controller.abort();
+  });
+  return controller.signal;
+}

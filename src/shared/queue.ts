@@ -53,6 +53,8 @@ export interface QueueEvent {
   queue: QueueState;
   /** A `failed` change: why the item could not be played. */
   reason?: string;
+  /** A `failed` change: the id of the item that could not be played. */
+  item?: number;
 }
 
 export type QueueCommand =

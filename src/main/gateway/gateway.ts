@@ -436,6 +436,8 @@ export class Gateway implements PersistentSessions {
 
   async stop(sessionId: string, reason?: string): Promise<SessionSummary> {
     const session = this.session(sessionId, false);
+    // At once, not in turn: a lookup of what was to play next would otherwise hold the stop up.
+    session.trackObserver?.ended();
     return session.exclusive(async () => {
       if (session.active) {
         const slot = session.slot;

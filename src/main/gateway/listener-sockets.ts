@@ -17,7 +17,7 @@ import { errorMessage, HttpError } from '../http-kit.js';
 import type { Gateway } from './gateway.js';
 import { RefusedError } from './limits.js';
 import { checkFormat, checkUrl, pathOf } from './request-checks.js';
-import type { QueuePlayers } from './queue-player.js';
+import { AddCancelled, type QueuePlayers } from './queue-player.js';
 import type { GatewaySession } from './session.js';
 
 const log = logger('gateway');
@@ -126,6 +126,8 @@ export class ListenerSockets {
         return;
       }
       runAction(gateway, this.queues, session.id, action).catch((err: unknown) => {
+        // A stop or a clear cancelled it, as asked: no error to report.
+        if (err instanceof AddCancelled) return;
         if (err instanceof RefusedError) gateway.refusals.note(err, { session: session.id, action: action.action });
         reply(errorMessage(err));
       });

@@ -8,6 +8,12 @@
  * Operations of one queue run one at a time, in order, and each acts on the queue as it is when
  * it runs: a `next` that races the end of an item goes on from whatever the listeners hear then,
  * and an advance finds the session already playing (after a next or a jump) and does nothing.
+ *
+ * yt-dlp lookups (a site item's media URL before it plays or follows, an add's identifiers) are
+ * cancelled, their process killed, as soon as what they are for is not wanted: a stop, a clear,
+ * the session forgotten, or a next/previous/jump/remove arriving while the item's URL is looked
+ * up. A cancelled lookup ends quietly; a failed or timed-out one is a `queue` `failed` event
+ * naming the item, which is then skipped as an item that fails to play is.
  */
 import type { ListenerEvent } from '../../shared/listener-protocol.js';
 import { logger } from '../../shared/log.js';
@@ -15,6 +21,7 @@ import type { QueueChange, QueueCommand, QueueEvent, QueueItem, QueueState } fro
 import type { SessionSummary } from '../../shared/gateway-api.js';
 import { loadTracks, YTDLP_SOURCE_NAMES, type LavalinkTrack, type TrackLoader } from '../lavalink/load-tracks.js';
 import { LONG_MAX } from '../lavalink/track-codec.js';
+import { YtDlpError } from '../lavalink/yt-dlp.js';
 import { HttpError } from '../http-kit.js';
 import type { Gateway } from './gateway.js';
 import { Queue, type NewItem } from './queue.js';
@@ -28,6 +35,13 @@ const BOUNDARY_POLL_MS = 20;
 
 /** What a queue is told after each change: the state a store keeps. */
 export type QueueChangeHook = (sessionId: string, state: QueueState) => void;
+
+/** An add whose lookups were cancelled (a stop, a clear, its client gone): nothing was added. */
+export class AddCancelled extends HttpError {
+  constructor() {
+    super(409, 'the add was cancelled: the session was stopped or its queue cleared while its tracks were looked up');
+  }
+}
 
 export class QueuePlayers {
   private readonly players = new Map<string, QueuePlayer>();
@@ -44,13 +58,14 @@ export class QueuePlayers {
 
   /** The queue of session `id`; made (with its session) when `create`, else 404 if it has none. */
   get(id: string, create: boolean): QueuePlayer {
+    // An add makes the session first: a stop of it cancels the add's lookups.
+    if (create) this.gateway.session(id, true);
     const existing = this.players.get(id);
     if (existing) return existing;
     if (!create) {
       this.gateway.session(id, false);
       throw new HttpError(404, `session ${JSON.stringify(id)} has no queue: add to it first`);
     }
-    this.gateway.session(id, true);
     const player = new QueuePlayer(id, this.gateway, this.loader, (state) => this.onChange?.(id, state), (session) => this.watch(session));
     this.players.set(id, player);
     return player;
@@ -71,6 +86,7 @@ export class QueuePlayers {
   }
 
   close(): void {
+    for (const player of this.players.values()) player.ended();
     clearInterval(this.poll);
     this.poll = undefined;
     this.watched.clear();
@@ -93,10 +109,13 @@ export class QueuePlayers {
     return player;
   }
 
-  /** Runs a command from the HTTP API or a listener; answers with the queue after it. */
-  async run(id: string, command: QueueCommand): Promise<QueueState> {
+  /**
+   * Runs a command from the HTTP API or a listener; answers with the queue after it. `gone`: the
+   * asker went away (an add's lookups are cancelled then).
+   */
+  async run(id: string, command: QueueCommand, gone?: AbortSignal): Promise<QueueState> {
     const player = this.get(id, command.op === 'add');
-    await player.execute(command);
+    await player.execute(command, gone);
     return player.queue.snapshot();
   }
 
@@ -118,6 +137,16 @@ export class QueuePlayer implements TrackObserver {
   private startedItem: number | undefined;
   /** Items that failed in a row: past the queue's length, advancing stops. */
   private failures = 0;
+  /** The media URL lookup of the item being started, and that item's id. */
+  private playLookup: { controller: AbortController; item: number } | undefined;
+  /** The media URL lookup of a follower being queued in the engine. */
+  private followLookup: AbortController | undefined;
+  /** The identifier lookups of adds under way. */
+  private readonly addLookups = new Set<AbortController>();
+  /** Items whose lookup as a follower failed: not asked again until their turn to play. */
+  private readonly unfollowable = new Set<number>();
+  /** The queue stops its own session (its last item removed): its adds under way go on. */
+  private stoppingItself = false;
 
   constructor(
     readonly id: string,
@@ -130,6 +159,24 @@ export class QueuePlayer implements TrackObserver {
       this.tell({ type: 'queue', session: id, change, queue: state });
       this.changed(state);
     };
+    this.session();
+  }
+
+  get lookingUp(): boolean {
+    return this.playLookup !== undefined || this.followLookup !== undefined || this.addLookups.size > 0;
+  }
+
+  /** The session was stopped or forgotten (or the gateway closes): every lookup is cancelled. */
+  ended(): void {
+    if (this.stoppingItself) return;
+    this.cancelPlayLookups();
+    for (const lookup of this.addLookups) lookup.abort();
+  }
+
+  /** What was to play or follow is not any more: its lookups are cancelled. */
+  private cancelPlayLookups(): void {
+    this.playLookup?.controller.abort();
+    this.followLookup?.abort();
   }
 
   /** The item the listeners hear, if the queue started what the session plays. */
@@ -144,11 +191,19 @@ export class QueuePlayer implements TrackObserver {
     return this.nowPlaying() === undefined ? undefined : this.session()?.position;
   }
 
-  async execute(command: QueueCommand): Promise<void> {
+  async execute(command: QueueCommand, gone?: AbortSignal): Promise<void> {
+    // What these change is at once not what the lookups under way are for: they end now, not
+    // when the command's turn comes (behind a lookup that may take CHORUS_YTDLP_TIMEOUT_MS).
+    if (command.op === 'next' || command.op === 'previous' || command.op === 'jump') this.cancelPlayLookups();
+    else if (command.op === 'clear') this.ended();
+    else if (command.op === 'remove') {
+      if (this.playLookup && this.queue.item(command.index)?.id === this.playLookup.item) this.playLookup.controller.abort();
+      this.followLookup?.abort();
+    } else if (command.op !== 'add') this.followLookup?.abort();
     switch (command.op) {
       case 'add': {
         // Resolved before taking the queue's turn: tags may take a while to read.
-        const items = await this.resolve(command.tracks, command.format ?? 'opus');
+        const items = await this.resolveAdd(command.tracks, command.format ?? 'opus', gone);
         return this.run(async () => {
           const first = this.queue.add(items, command.at);
           if (!this.session()?.active) await this.start(first, 'jump');
@@ -178,7 +233,10 @@ export class QueuePlayer implements TrackObserver {
           // The item heard is gone: what followed it plays now.
           if (command.index < this.queue.length) return this.start(command.index, 'advance');
           if (this.queue.repeat === 'queue' && this.queue.length > 0) return this.start(0, 'advance');
-          await this.gateway.stop(this.id);
+          this.stoppingItself = true;
+          const stopped = this.gateway.stop(this.id);
+          this.stoppingItself = false;
+          await stopped;
         });
       case 'move':
         return this.run(async () => {
@@ -238,7 +296,14 @@ export class QueuePlayer implements TrackObserver {
 
   followerFailed(track: Track, reason: string): void {
     log.warn('the next item could not be queued in the engine; it is tried again when the current one ends', { session: this.id, url: track.url, reason });
-    this.tell({ type: 'queue', session: this.id, change: 'failed', queue: this.queue.snapshot(), reason });
+    this.tell({ type: 'queue', session: this.id, change: 'failed', queue: this.queue.snapshot(), reason, ...(track.item === undefined ? {} : { item: track.item }) });
+  }
+
+  /** An item's media URL could not be looked up: the listeners are told which and why. */
+  private lookupFailed(item: QueueItem, reason: string): void {
+    log.warn('the media URL of a queue item could not be looked up', { session: this.id, item: item.id, reason });
+    const named = `item ${item.id} (${JSON.stringify(item.title)}) could not be looked up: ${reason}`;
+    this.tell({ type: 'queue', session: this.id, change: 'failed', queue: this.queue.snapshot(), reason: named, item: item.id });
   }
 
   // ---- playing ----
@@ -267,12 +332,29 @@ export class QueuePlayer implements TrackObserver {
   }
 
   private async start(index: number, change: QueueChange): Promise<void> {
+    // A start asked for (not an advance) begins a new count of items failed in a row.
+    if (change !== 'advance') this.failures = 0;
     this.queue.select(index, change);
     const item = this.queue.item(index)!;
     this.startedItem = item.id;
     this.engineItem = undefined;
+    this.unfollowable.delete(item.id);
     this.session();
-    await this.gateway.play(this.id, await this.playUrl(item), item.format, 0, false, {}, item.id);
+    const lookup = { controller: new AbortController(), item: item.id };
+    this.playLookup = lookup;
+    let url: string | undefined;
+    try {
+      url = await this.playUrl(item, lookup.controller.signal);
+    } catch (err) {
+      if (!(err instanceof YtDlpError)) throw err;
+      this.lookupFailed(item, err.message);
+      return this.skipFailed(index);
+    } finally {
+      if (this.playLookup === lookup) this.playLookup = undefined;
+    }
+    // Cancelled: what replaced it (a next, a jump, a stop) is the command that runs next.
+    if (url === undefined) return;
+    await this.gateway.play(this.id, url, item.format, 0, false, {}, item.id);
     this.session();
     // Asked at once, not at its ready: a short item may be all in the ring before then.
     await this.refreshFollower();
@@ -284,17 +366,26 @@ export class QueuePlayer implements TrackObserver {
     if (!session || session.active) return;
     const index = this.queue.indexOf(id);
     if (index < 0) return;
-    if (failed) {
-      this.failures++;
-      if (this.failures >= this.queue.length) {
-        log.warn('every item of the queue failed in a row; stopping', { session: this.id });
-        return;
-      }
-    } else this.failures = 0;
+    const started = failed ? this.skipFailed(index) : this.startAfter(index);
+    await started.catch((err: Error) => log.warn('queue item failed to start', { session: this.id, message: err.message }));
+  }
+
+  private async startAfter(index: number): Promise<void> {
+    this.failures = 0;
+    const next = this.queue.following(index);
+    if (next !== undefined) await this.start(next, 'advance');
+  }
+
+  /** The item at `index` failed: the one after it plays, unless every item failed in a row. */
+  private async skipFailed(index: number): Promise<void> {
+    this.failures++;
+    if (this.failures >= this.queue.length) {
+      log.warn('every item of the queue failed in a row; stopping', { session: this.id });
+      return;
+    }
     // A failed item is not played again by repeat track.
-    const next = failed ? (index + 1 < this.queue.length ? index + 1 : this.queue.repeat === 'off' ? undefined : 0) : this.queue.following(index);
-    if (next === undefined) return;
-    await this.start(next, 'advance').catch((err: Error) => log.warn('queue item failed to start', { session: this.id, message: err.message }));
+    const next = index + 1 < this.queue.length ? index + 1 : this.queue.repeat === 'off' ? undefined : 0;
+    if (next !== undefined) await this.start(next, 'advance');
   }
 
   /**
@@ -319,13 +410,29 @@ export class QueuePlayer implements TrackObserver {
     let from = want.findIndex((item, i) => have[i] !== item.id);
     if (from < 0 && have.length > want.length) from = 0;
     if (from < 0) return;
+    const lookup = new AbortController();
+    this.followLookup = lookup;
     try {
       for (let i = from; i < want.length; i++) {
         const item = want[i]!;
-        if (!(await this.gateway.follow(this.id, { url: await this.playUrl(item), format: item.format, startAt: 0, item: item.id }, i))) return;
+        // A follower whose lookup failed is tried again at its turn; nothing can follow it before.
+        if (this.unfollowable.has(item.id)) return;
+        let url: string | undefined;
+        try {
+          url = await this.playUrl(item, lookup.signal);
+        } catch (err) {
+          if (!(err instanceof YtDlpError)) throw err;
+          this.unfollowable.add(item.id);
+          this.lookupFailed(item, `${err.message}; it is tried again when the item before it ends`);
+          return;
+        }
+        if (url === undefined) return;
+        if (!(await this.gateway.follow(this.id, { url, format: item.format, startAt: 0, item: item.id }, i))) return;
       }
     } catch (err) {
       log.warn('could not queue the next item in the engine', { session: this.id, message: (err as Error).message });
+    } finally {
+      if (this.followLookup === lookup) this.followLookup = undefined;
     }
   }
 
@@ -333,30 +440,59 @@ export class QueuePlayer implements TrackObserver {
     this.session()?.broadcast(event);
   }
 
-  /** What the engine plays for an item: a site's media URL is asked of yt-dlp now (it expires). */
-  private playUrl(item: QueueItem): Promise<string> {
+  /**
+   * What the engine plays for an item: a site's media URL is asked of yt-dlp now (it expires).
+   * Undefined when `signal` cancelled the lookup; a YtDlpError when it failed or timed out.
+   */
+  private async playUrl(item: QueueItem, signal: AbortSignal): Promise<string | undefined> {
     const ytDlp = this.loader.ytDlp;
-    if (ytDlp && (YTDLP_SOURCE_NAMES as readonly string[]).includes(item.source)) return ytDlp.mediaUrl(item.url);
-    return Promise.resolve(item.url);
+    if (!ytDlp || !(YTDLP_SOURCE_NAMES as readonly string[]).includes(item.source)) return item.url;
+    try {
+      const url = await ytDlp.mediaUrl(item.url, signal);
+      return signal.aborted ? undefined : url;
+    } catch (err) {
+      if (signal.aborted) return undefined;
+      throw err;
+    }
   }
 
   // ---- identifiers to items ----
 
-  private async resolve(tracks: string[], format: 'opus' | 'web'): Promise<NewItem[]> {
+  /** An add's identifiers to items, cancelled by a stop, a clear or `gone` (AddCancelled). */
+  private async resolveAdd(tracks: string[], format: 'opus' | 'web', gone: AbortSignal | undefined): Promise<NewItem[]> {
+    this.session();
+    const lookup = new AbortController();
+    const abort = () => lookup.abort();
+    if (gone?.aborted) abort();
+    gone?.addEventListener('abort', abort, { once: true });
+    this.addLookups.add(lookup);
+    try {
+      const items = await this.resolve(tracks, format, lookup.signal);
+      if (lookup.signal.aborted) throw new AddCancelled();
+      return items;
+    } catch (err) {
+      throw lookup.signal.aborted ? new AddCancelled() : err;
+    } finally {
+      this.addLookups.delete(lookup);
+      gone?.removeEventListener('abort', abort);
+    }
+  }
+
+  private async resolve(tracks: string[], format: 'opus' | 'web', signal: AbortSignal): Promise<NewItem[]> {
     const lists: NewItem[][] = new Array(tracks.length);
     let next = 0;
     const worker = async () => {
-      while (next < tracks.length) {
+      while (next < tracks.length && !signal.aborted) {
         const i = next++;
-        lists[i] = await this.resolveOne(tracks[i]!, format);
+        lists[i] = await this.resolveOne(tracks[i]!, format, signal);
       }
     };
     await Promise.all(Array.from({ length: Math.min(RESOLVE_CONCURRENCY, tracks.length) }, worker));
     return lists.flat();
   }
 
-  private async resolveOne(identifier: string, format: 'opus' | 'web'): Promise<NewItem[]> {
-    const result = await loadTracks(this.loader, identifier);
+  private async resolveOne(identifier: string, format: 'opus' | 'web', signal: AbortSignal): Promise<NewItem[]> {
+    const result = await loadTracks(this.loader, identifier, signal);
     switch (result.loadType) {
       case 'track':
         return [itemOf(result.data, format)];

@@ -15,7 +15,7 @@
  */
 import type { ServerResponse } from 'node:http';
 import { parseQueueCommand, type QueueItem } from '../../shared/queue.js';
-import { HttpError, sendJson } from '../http-kit.js';
+import { gone, HttpError, sendJson } from '../http-kit.js';
 import type { QueuePlayers } from './queue-player.js';
 
 export interface NowPlaying {
@@ -51,5 +51,6 @@ export async function queueRoute(
   if (method !== 'POST') throw new HttpError(405, `${method} is not allowed here; use ${op === undefined ? 'GET, POST, DELETE' : 'POST'}`);
   const command = parseQueueCommand(op ?? 'add', await body());
   if (typeof command === 'string') throw new HttpError(op !== undefined && command.startsWith('unknown queue op') ? 404 : 400, command);
-  return sendJson(res, 200, { queue: await players.run(id, command) });
+  // A client that goes away takes its add's lookups (yt-dlp runs) with it.
+  return sendJson(res, 200, { queue: await players.run(id, command, gone(res)) });
 }

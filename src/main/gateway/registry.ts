@@ -87,8 +87,8 @@ export class SessionRegistry {
   /**
    * Housekeeping: a session paused on request past CHORUS_PAUSE_RELEASE_S is released (by
    * `release`), one otherwise paused past CHORUS_IDLE_TIMEOUT_S is stopped (by `stop`), and one
-   * with nothing under way, no voice and no listener is forgotten after LINGER_MS. A released
-   * session costs nothing: it waits for its resume however long.
+   * with nothing under way (nor looked up for its queue), no voice and no listener is forgotten
+   * after LINGER_MS. A released session costs nothing: it waits for its resume however long.
    */
   sweep(now: number, act: SweepActions): void {
     const idleMs = this.config.CHORUS_IDLE_TIMEOUT_S * 1000;
@@ -101,7 +101,7 @@ export class SessionRegistry {
         act.release(session);
       } else if (session.pausedSince > 0 && now - session.pausedSince > idleMs) {
         act.stop(session, `idle for more than ${this.config.CHORUS_IDLE_TIMEOUT_S} s`);
-      } else if (!session.active && !session.voice && session.listeners.size === 0 && now - session.lastActive > LINGER_MS) {
+      } else if (!session.active && !session.voice && session.listeners.size === 0 && !session.trackObserver?.lookingUp && now - session.lastActive > LINGER_MS) {
         this.forget(session);
       }
     }
@@ -115,6 +115,7 @@ export class SessionRegistry {
 
   /** Drops the session (and lets go of its worker slot). */
   forget(session: GatewaySession): void {
+    session.trackObserver?.ended();
     session.releaseSlot();
     this.byId.delete(session.id);
     this.byFrameId.delete(session.id);

@@ -47,6 +47,10 @@ export interface TrackObserver {
   trackChanged(track: Track): void;
   /** The follower could not be played; the current track ends as if it had none. */
   followerFailed(track: Track, reason: string): void;
+  /** The session was stopped (whether or not it played) or forgotten: what was to play is not. */
+  ended(): void;
+  /** Something to play is being looked up (yt-dlp): the session is not idle, whatever its state. */
+  readonly lookingUp: boolean;
 }
 
 /** A play asked of the engine to follow the current one with no gap (a `next` request). */

@@ -23,7 +23,7 @@ import type { Config } from '../../shared/config.js';
 import { sameSecret } from '../../shared/access.js';
 import { FILTER_NAMES, FilterError, parseFilters, type AudioFilters } from '../../shared/audio-filters.js';
 import type { GatewayAccess } from '../gateway/auth.js';
-import { HttpError, sendJson } from '../http-kit.js';
+import { gone, HttpError, sendJson } from '../http-kit.js';
 import type { Gateway } from '../gateway/gateway.js';
 import { ClientSession, newSessionId } from './client-session.js';
 import { lavalinkErrorBody, sendLavalinkError } from './errors.js';
@@ -352,15 +352,6 @@ export class LavalinkNode {
       ...(session ? { frameStats: frameStats ?? null } : {}),
     };
   }
-}
-
-/** Aborted when the answer's connection closes before the answer is written: work for it may stop. */
-function gone(res: ServerResponse): AbortSignal {
-  const controller = new AbortController();
-  res.once('close', () => {
-    if (!res.writableFinished) controller.abort();
-  });
-  return controller.signal;
 }
 
 function decoded(encoded: string): LavalinkTrack {

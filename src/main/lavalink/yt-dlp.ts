@@ -94,6 +94,8 @@ export class YtDlp {
 
   private async run(args: string[], signal?: AbortSignal): Promise<string> {
     const proxy = await this.proxyUrl();
+    // Cancelled while the proxy started: no process for an answer nobody wants.
+    if (signal?.aborted) throw new YtDlpError('the request went away');
     const common = ['--ignore-config', '--no-cache-dir', '--no-warnings', '--no-progress', '--socket-timeout', String(Math.ceil(this.timeoutMs / 1000)), '--proxy', proxy];
     return new Promise((resolve, reject) => {
       execFile(

@@ -1,7 +1,10 @@
 /**
  * The queue played on a real engine and gateway: a listener decodes what it hears with
- * @discordjs/opus and tells the tones apart by frequency, frame by frame.
+ * @discordjs/opus and tells the tones apart by frequency, frame by frame. Site items go through a
+ * stand-in yt-dlp whose media URL lookups never answer, to show them cancelled and timed out.
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { SAMPLE_RATE, FRAME_SAMPLES } from '../../../src/shared/audio.js';
 import type { QueueEvent, QueueState } from '../../../src/shared/queue.js';
@@ -272,4 +275,153 @@ describe('next racing the end of an item', () => {
       l.close();
     }
   }, 120_000);
+});
+
+/**
+ * A yt-dlp stand-in: a search (`ytsearch:<name>`) finds one YouTube video named by the query; a
+ * search for `hang…`, and every media URL lookup, writes the process's pid to
+ * FAKE_YTDLP_DIR/<name>.pid and never answers.
+ */
+const FAKE_YTDLP = `#!/usr/bin/env node
+const fs = require('node:fs');
+const path = require('node:path');
+const args = process.argv.slice(2);
+const target = args[args.length - 1];
+const hang = (name) => {
+  fs.writeFileSync(path.join(process.env.FAKE_YTDLP_DIR, name + '.pid'), String(process.pid));
+  setTimeout(() => {}, 600000);
+};
+if (args.includes('--dump-single-json')) {
+  const name = target.replace(/^ytsearch10:/, '');
+  if (name.startsWith('hang')) hang(name);
+  else process.stdout.write(JSON.stringify({ _type: 'playlist', id: target, title: target, entries: [
+    { _type: 'url', ie_key: 'Youtube', id: name, title: 'Song ' + name, url: 'https://www.youtube.com/watch?v=' + name, duration: 60, channel: 'Fake' },
+  ] }));
+} else hang(new URL(target).searchParams.get('v'));
+`;
+/** Long enough that a test acts on a lookup well before it; short enough to wait for once. */
+const LOOKUP_TIMEOUT_MS = 4000;
+
+describe('yt-dlp lookups of the queue', () => {
+  let yt: Stack;
+  let ytApi: ReturnType<typeof client>;
+  let pids: string;
+
+  beforeAll(async () => {
+    pids = fs.mkdtempSync(path.join(stack.dir, 'ytdlp-'));
+    const fake = path.join(pids, 'yt-dlp');
+    fs.writeFileSync(fake, FAKE_YTDLP, { mode: 0o755 });
+    yt = await startStack({}, {}, { CHORUS_NO_LISTENER: 'play', CHORUS_YTDLP: fake, CHORUS_YTDLP_TIMEOUT_MS: String(LOOKUP_TIMEOUT_MS), FAKE_YTDLP_DIR: pids });
+    ytApi = client(yt.url);
+  }, 60_000);
+  afterAll(() => stopStack(yt));
+
+  async function ytListen(id: string): Promise<TestListener> {
+    const l = await TestListener.connect(yt.url, id);
+    listeners.push(l);
+    return l;
+  }
+
+  /** The pid of the stand-in's run for `name`, once it has started. */
+  async function lookupPid(name: string): Promise<number> {
+    const file = path.join(pids, `${name}.pid`);
+    const deadline = performance.now() + 15_000;
+    while (!fs.existsSync(file) || fs.readFileSync(file, 'utf8') === '') {
+      if (performance.now() > deadline) throw new Error(`yt-dlp was never run for ${name}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return Number(fs.readFileSync(file, 'utf8'));
+  }
+
+  function alive(pid: number): boolean {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async function killed(pid: number): Promise<void> {
+    const deadline = performance.now() + 10_000;
+    while (alive(pid)) {
+      if (performance.now() > deadline) throw new Error(`yt-dlp run ${pid} was not killed`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  const failures = (l: TestListener) => l.events.filter((e) => e.type === 'error' || (e.type === 'queue' && e.change === 'failed'));
+
+  it('a stop during a media URL lookup kills it; nothing plays and no error is told', async () => {
+    const l = await ytListen('yt-stop');
+    const adding = ytApi('POST', '/sessions/yt-stop/queue', { tracks: ['ytsearch:stop1'] });
+    const pid = await lookupPid('stop1');
+    expect(alive(pid)).toBe(true);
+    expect((await ytApi('POST', '/sessions/yt-stop/stop')).status).toBe(200);
+    await killed(pid);
+    const added = await adding;
+    expect(added.status).toBe(200);
+    expect(added.json.queue.items.map((i: { title: string }) => i.title)).toEqual(['Song stop1']);
+    // Anything told of the cancel would have been sent before the add's answer; a round trip more.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(failures(l)).toEqual([]);
+    expect(l.events.filter((e) => e.type === 'ready')).toEqual([]);
+    expect((await ytApi('GET', '/sessions/yt-stop')).json.session.state).not.toMatch(/playing|starting/);
+  });
+
+  it('a lookup over CHORUS_YTDLP_TIMEOUT_MS is killed: one failed event names the item, and the next item plays', async () => {
+    const l = await ytListen('yt-timeout');
+    const added = await ytApi('POST', '/sessions/yt-timeout/queue', { tracks: ['ytsearch:slow1', 'tone:660?seconds=1'] });
+    expect(added.status).toBe(200);
+    const pid = await lookupPid('slow1');
+    await finished(l, LOOKUP_TIMEOUT_MS + 15_000);
+    await killed(pid);
+    const told = failures(l) as QueueEvent[];
+    expect(told).toHaveLength(1);
+    const slowId = told[0]!.queue.items[0]!.id;
+    expect(told[0]).toMatchObject({ type: 'queue', change: 'failed', item: slowId });
+    expect(told[0]!.reason).toMatch(new RegExp(`item ${slowId} \\("Song slow1"\\).*took more than ${LOOKUP_TIMEOUT_MS / 1000} s`));
+    // The item after it played, whole.
+    expect(l.events.filter((e) => e.type === 'ready')).toHaveLength(1);
+    expect(runs(frameTones(l, [660, 880])).map(([f]) => f)).toEqual([660]);
+    expect(l.frames.length).toBe(50);
+    expect((await ytApi('GET', '/sessions/yt-timeout/queue')).json.queue.index).toBe(1);
+  }, 40_000);
+
+  it('a next during a lookup cancels it and plays the next item', async () => {
+    const l = await ytListen('yt-next');
+    const adding = ytApi('POST', '/sessions/yt-next/queue', { tracks: ['ytsearch:next1', 'tone:880?seconds=1'] });
+    const pid = await lookupPid('next1');
+    const next = await ytApi('POST', '/sessions/yt-next/queue/next');
+    expect([next.status, next.json.queue.index]).toEqual([200, 1]);
+    await killed(pid);
+    expect((await adding).status).toBe(200);
+    await finished(l);
+    expect(runs(frameTones(l, [660, 880])).map(([f]) => f)).toEqual([880]);
+    expect(l.frames.length).toBe(50);
+    expect(failures(l)).toEqual([]);
+  }, 30_000);
+
+  it('an add whose client goes away kills its lookup and adds nothing', async () => {
+    const l = await ytListen('yt-gone');
+    const client = new AbortController();
+    const adding = fetch(`${yt.url}/sessions/yt-gone/queue`, { method: 'POST', body: JSON.stringify({ tracks: ['tone:440?seconds=1', 'ytsearch:hang1'] }), signal: client.signal }).catch(() => undefined);
+    const pid = await lookupPid('hang1');
+    client.abort();
+    await adding;
+    await killed(pid);
+    const queue = await ytApi('GET', '/sessions/yt-gone/queue');
+    // The queue was made for the add, which added nothing.
+    expect([queue.status, queue.json.queue?.items]).toEqual([200, []]);
+    expect(failures(l)).toEqual([]);
+  });
+
+  it('a stop during an add\'s lookup kills it; the add answers that it was cancelled', async () => {
+    const adding = ytApi('POST', '/sessions/yt-stop-add/queue', { tracks: ['ytsearch:hang2'] });
+    const pid = await lookupPid('hang2');
+    expect((await ytApi('POST', '/sessions/yt-stop-add/stop')).status).toBe(200);
+    await killed(pid);
+    const added = await adding;
+    expect([added.status, added.json.error]).toEqual([409, expect.stringMatching(/cancelled/)]);
+  });
 });

@@ -16,6 +16,16 @@
  * share of it, RSS per guild; of the receivers: their CPU; of the machine: how busy its cores were.
  *
  * --profile DIR runs the senders under `node --cpu-prof` and prints where their time went.
+ *
+ * Where a tail comes from: steadyP50/P99/max is the lateness of the packets received once every
+ * play had been started (start-up excluded, each guild's schedule taken within that window);
+ * rcvLoopP99, rcvLoopMax and rcvGcMax are the receivers' own event-loop delay and longest GC pause (a late receiver
+ * counts its own delay as the sender's); sendP99/sendMax how late the sending workers' wakes ran
+ * against the frames' deadlines (worst session); shifted the guilds still > 5 ms late at their
+ * end (a gap that was never caught up: an underrun, a resync); underruns the workers' count.
+ * --dump DIR writes every packet's arrival (epoch ms, per guild) to line stalls up across the
+ * receivers; --blocks none skips the runs with main-thread blocks; --prebuffer MS sets the
+ * gateway's CHORUS_PREBUFFER_MS.
  */
 import { fork } from 'node:child_process';
 import fs from 'node:fs';
@@ -63,6 +73,9 @@ const COMMAND = defineCommand({
     json: { type: 'string', value: 'FILE', help: 'write the rows as JSON (artifacts/bench-voice.json)' },
     chart: { type: 'string', value: 'FILE', help: 'write the chart as SVG (artifacts/bench-voice.svg)' },
     profile: { type: 'string', value: 'DIR', help: 'run the senders under node --cpu-prof, profiles in DIR/<mode>-<N>' },
+    dump: { type: 'string', value: 'DIR', help: "write each receiver's packet arrivals (epoch ms per guild) to DIR/<mode>-<N>-receiver-<i>.json" },
+    prebuffer: { type: 'string', value: 'MS', help: "chorus: CHORUS_PREBUFFER_MS of the gateway (its default)" },
+    blocks: { type: 'string', value: 'B[,B…]', help: 'none | with: runs without and with main-thread blocks (none,with)' },
   },
 });
 
@@ -73,7 +86,10 @@ function options() {
     for (const mode of modes) {
       if (!/^(thread|baseline|shared:[1-9]\d*)$/.test(mode)) throw new UsageError(`--modes: thread, shared:<k> or baseline, got ${JSON.stringify(mode)}`);
     }
+    const blocks = (v.blocks ?? 'none,with').split(',');
+    for (const b of blocks) if (b !== 'none' && b !== 'with') throw new UsageError(`--blocks: none or with, got ${JSON.stringify(b)}`);
     return {
+      blocks: blocks.map((b) => b === 'with'),
       guildCounts,
       modes,
       threadMax: numberFlag('thread-max', v['thread-max'] ?? '200', 1, 10_000, true),
@@ -82,6 +98,8 @@ function options() {
       json: v.json ?? path.join(REPO_ROOT, 'artifacts/bench-voice.json'),
       chart: v.chart ?? path.join(REPO_ROOT, 'artifacts/bench-voice.svg'),
       profile: v.profile,
+      dump: v.dump,
+      prebufferMs: v.prebuffer === undefined ? undefined : numberFlag('prebuffer', v.prebuffer, 0, 10_000, true),
     };
   });
 }
@@ -96,6 +114,13 @@ export interface VoiceRow {
   p50: number;
   p99: number;
   max: number;
+  /**
+   * Lateness of the packets received once every play had been started (from 1 s after the last),
+   * against each guild's schedule within that window, ms: the steady state without the start-up.
+   */
+  steadyP50: number;
+  steadyP99: number;
+  steadyMax: number;
   /** Inter-arrival of audio packets at the receivers, ms. */
   gapP99: number;
   gapMax: number;
@@ -115,6 +140,16 @@ export interface VoiceRow {
   mainShare: number;
   /** CPU of the receiver processes together, % of one core. */
   receiversCpuPct: number;
+  /** The receivers' own event-loop delay (worst receiver's p99 and max) and GC pauses (longest), ms. */
+  rcvLoopP99: number;
+  rcvLoopMax: number;
+  rcvGcMax: number;
+  /** At the sending workers: how late a session's wake ran against its frame's deadline (worst session's p99 and max), ms. */
+  sendP99: number;
+  sendMax: number;
+  /** Guilds still more than 5 ms late at their end (a lasting shift), and the workers' underruns. */
+  shifted: number;
+  underruns: number | string;
   /** Both cores, everything on the machine, % busy. */
   machineBusyPct: number;
   /** p99 ≤ 5 ms and nothing lost. */
@@ -139,10 +174,10 @@ interface Receiver {
 }
 
 /** A receiver process for `guilds`; resolves once its voice server listens. */
-async function startReceiver(dir: string, index: number, guilds: object[], frames: number): Promise<Receiver> {
+async function startReceiver(dir: string, index: number, guilds: object[], frames: number, dump?: string): Promise<Receiver> {
   const spec = path.join(dir, `receiver-${index}.json`);
   fs.writeFileSync(spec, JSON.stringify(guilds));
-  const child = fork(RECEIVER_MAIN, ['--spec', spec, '--frames', String(frames)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const child = fork(RECEIVER_MAIN, ['--spec', spec, '--frames', String(frames), ...(dump ? ['--dump', dump] : [])], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const next = (type: string) =>
     new Promise<any>((resolve, reject) => {
@@ -188,6 +223,8 @@ interface RunOptions {
   seconds: number;
   receivers: number;
   profileDir?: string;
+  dumpDir?: string;
+  prebufferMs?: number;
 }
 
 async function runOnce(mode: string, n: number, block: boolean, o: RunOptions): Promise<VoiceRow> {
@@ -205,7 +242,9 @@ async function runOnce(mode: string, n: number, block: boolean, o: RunOptions): 
   const blockTimers: NodeJS.Timeout[] = [];
   try {
     const share = Math.ceil(n / o.receivers);
-    for (let r = 0; r * share < n; r++) receivers.push(await startReceiver(dir, r, creds.slice(r * share, (r + 1) * share), frames));
+    const dumpFile = (r: number) => (o.dumpDir ? path.join(o.dumpDir, `${mode.replace(':', '-')}-${n}${block ? '-blocks' : ''}-receiver-${r}.json`) : undefined);
+    if (o.dumpDir) fs.mkdirSync(o.dumpDir, { recursive: true });
+    for (let r = 0; r * share < n; r++) receivers.push(await startReceiver(dir, r, creds.slice(r * share, (r + 1) * share), frames, dumpFile(r)));
     // Each receiver made its own test CA: the sender trusts them all.
     const caBundle = path.join(dir, 'voice-ca.pem');
     fs.writeFileSync(caBundle, receivers.map((r) => r.ca).join('\n'));
@@ -246,6 +285,7 @@ async function runOnce(mode: string, n: number, block: boolean, o: RunOptions): 
           CHORUS_SESSIONS_PER_THREAD: k,
           CHORUS_MAX_SESSIONS: String(Math.max(256, n)),
           CHORUS_DEBUG_ENDPOINTS: '1',
+          ...(o.prebufferMs !== undefined ? { CHORUS_PREBUFFER_MS: String(o.prebufferMs) } : {}),
         },
         { nodeArgs },
       );
@@ -281,6 +321,7 @@ async function runOnce(mode: string, n: number, block: boolean, o: RunOptions): 
     const rcvbufBefore = udpRcvbufErrors();
     const machineBefore = readMachineCpu();
     const receiversBefore = receivers.reduce((a, r) => a + (readProc(r.child.pid!, 0)?.cpuSeconds ?? 0), 0);
+    for (const r of receivers) r.child.send({ type: 'measure', steadyAfterMs: STEADY_AFTER_MS });
     const allDone = Promise.all(receivers.map((r) => r.done));
     // The sender's CPU is read while every guild plays: after the last play started (and its
     // start-up settled) and before the first tone ends, so that it is the cost of sending.
@@ -305,28 +346,51 @@ async function runOnce(mode: string, n: number, block: boolean, o: RunOptions): 
     const machineAfter = readMachineCpu();
     const receiversCpu = receivers.reduce((a, r) => a + (readProc(r.child.pid!, 0)?.cpuSeconds ?? 0), 0) - receiversBefore;
     let sent: number | string = '-';
+    let underruns: number | string = '-';
+    let sendP99 = NaN;
+    let sendMax = NaN;
     if (mode !== 'baseline') {
-      const body = (await (await fetch(`${gw}/sessions`)).json()) as { sessions: { sent: number }[] };
+      const body = (await (await fetch(`${gw}/sessions`)).json()) as { sessions: { sent: number; underruns: number }[] };
       sent = body.sessions.reduce((a, s) => a + s.sent, 0);
+      underruns = body.sessions.reduce((a, s) => a + s.underruns, 0);
+      const send: { p99: number; max: number }[] = [];
+      for (let i = 0; i < specs.length; i += PLAYS_AT_ONCE) {
+        await Promise.all(
+          specs.slice(i, i + PLAYS_AT_ONCE).map(async (s) => {
+            const r = (await (await fetch(`${gw}/sessions/${s.id}`)).json()) as { worker?: { sendLatenessMs: { p99: number; max: number } } };
+            if (r.worker) send.push(r.worker.sendLatenessMs);
+          }),
+        );
+      }
+      sendP99 = Math.max(...send.map((x) => x.p99));
+      sendMax = Math.max(...send.map((x) => x.max));
     }
     const lateness = new LatencyHistogram();
+    const steady = new LatencyHistogram();
     const interval = new LatencyHistogram();
     let lost = 0;
     let packets = 0;
     let reconnects = 0;
     let resumes = 0;
+    const selfs: ReceiverReport['self'][] = [];
+    let shifted = 0;
     for (const r of receivers) {
       const rep = await r.report();
       lateness.merge(rep.lateness);
+      steady.merge(rep.steady);
       interval.merge(rep.interval);
       lost += rep.lost;
       packets += rep.packets;
       reconnects += rep.reconnects;
       resumes += rep.resumes;
+      selfs.push(rep.self);
+      process.stderr.write(`  receiver: ${JSON.stringify(rep.self)}\n`);
+      shifted += rep.shifted;
       for (const v of rep.violations.slice(0, 3)) process.stderr.write(`  receiver: ${v}\n`);
     }
     const l = lateness.percentiles();
     const g = interval.percentiles();
+    const st = steady.percentiles();
     return {
       mode,
       guilds: n,
@@ -334,6 +398,9 @@ async function runOnce(mode: string, n: number, block: boolean, o: RunOptions): 
       p50: l.p50,
       p99: l.p99,
       max: l.max,
+      steadyP50: st.p50,
+      steadyP99: st.p99,
+      steadyMax: st.max,
       gapP99: g.p99,
       gapMax: g.max,
       lost,
@@ -346,6 +413,13 @@ async function runOnce(mode: string, n: number, block: boolean, o: RunOptions): 
       rssPerGuildMiB: after ? after.rssBytes / 1024 / 1024 / n : NaN,
       mainShare: (100 * cpu.main) / cpu.total,
       receiversCpuPct: (receiversCpu / elapsed) * 100,
+      rcvLoopP99: Math.max(...selfs.map((x) => x.loopP99)),
+      rcvLoopMax: Math.max(...selfs.map((x) => x.loopMax)),
+      rcvGcMax: Math.max(...selfs.map((x) => x.gcMaxMs)),
+      sendP99,
+      sendMax,
+      shifted,
+      underruns,
       machineBusyPct: (100 * (machineAfter.busy - machineBefore.busy)) / Math.max(1, machineAfter.total - machineBefore.total),
       holds: l.count > 0 && l.p99 <= VOICE_P99_TARGET_MS && lost === 0,
     };
@@ -384,13 +458,13 @@ async function main(): Promise<void> {
   const o = options();
   const rows: VoiceRow[] = [];
   for (const n of o.guildCounts) {
-    for (const block of [false, true]) {
+    for (const block of o.blocks) {
       for (const mode of o.modes) {
         if (mode === 'thread' && n > o.threadMax) continue;
         process.stderr.write(`bench:voice ${mode} ${n} guilds${block ? ', main-thread blocks' : ''}…\n`);
         const receivers = o.receivers ?? Math.min(4, Math.ceil(n / 100));
         try {
-          rows.push(await runOnce(mode, n, block, { seconds: o.seconds, receivers, profileDir: o.profile }));
+          rows.push(await runOnce(mode, n, block, { seconds: o.seconds, receivers, profileDir: o.profile, dumpDir: o.dump, prebufferMs: o.prebufferMs }));
           process.stderr.write(`${JSON.stringify(rows.at(-1))}\n`);
           // After every run, so that a long run stopped part way keeps what it measured.
           writeJson(o.json, o.seconds, rows);

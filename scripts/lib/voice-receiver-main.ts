@@ -4,12 +4,12 @@
  * for a share of the guilds, in a process of its own, so that its event loop is not the bench's
  * and the sender's CPU, read from /proc, is the sender's own.
  *
- *   node voice-receiver-main.js --spec FILE --frames N     (IPC: started with an 'ipc' channel)
+ *   node voice-receiver-main.js --spec FILE --frames N [--dump FILE]   (IPC: started with an 'ipc' channel)
  *
  * FILE is JSON: [{ guildId, userId, sessionId, token }]. Messages out: `{ type: 'ready',
  * endpoint, ca }` (ca: the PEM of the test CA its certificate chains to), `{ type: 'done' }`
  * once every guild has N audio packets; in: `{ type: 'report' }`, answered with a
- * ReceiverReport.
+ * ReceiverReport (and, with --dump, every audio packet's arrival written to FILE first).
  *
  * Lateness, as the load test's listeners count it (scripts/lib/listener-proc.ts): within a
  * guild's voice session, audio packet k ideally arrives at a + 20 ms · k, a the schedule of the
@@ -17,6 +17,7 @@
  * delays every packet after it.
  */
 import fs from 'node:fs';
+import { monitorEventLoopDelay, performance, PerformanceObserver } from 'node:perf_hooks';
 import { FRAME_MS } from '../../src/shared/audio.js';
 import { VoiceServer, type VoiceGuild } from '../../test/helpers/discord-voice-server.js';
 import { LatencyCounts, type LatencyCountsJson } from './stats.js';
@@ -24,6 +25,12 @@ import { LatencyCounts, type LatencyCountsJson } from './stats.js';
 export interface ReceiverReport {
   type: 'report';
   lateness: LatencyCountsJson;
+  /**
+   * Lateness of the packets that arrived in the steady state only (from `steadyAfterMs` after the
+   * bench's `measure`, sent once every play had been started), against each session's own
+   * schedule within that window: how evenly the guilds are paced once none is starting.
+   */
+  steady: LatencyCountsJson;
   /** Inter-arrival of consecutive audio packets of a voice session, ms. */
   interval: LatencyCountsJson;
   /** Audio packets short of N, all guilds. */
@@ -33,10 +40,43 @@ export interface ReceiverReport {
   reconnects: number;
   resumes: number;
   violations: string[];
+  /**
+   * Sessions still late at their end (their last 10 packets all more than 5 ms behind the
+   * schedule): a shift that stayed, not a stall that was caught up.
+   */
+  shifted: number;
+  /** This process from the bench's `measure` on: how late its own event loop ran, its GC pauses, its CPU. */
+  self: ReceiverSelf;
+}
+
+export interface ReceiverSelf {
+  loopP50: number;
+  loopP99: number;
+  loopMax: number;
+  gcCount: number;
+  gcTotalMs: number;
+  gcMaxMs: number;
+  /** The longest pause of each kind of GC (scavenge, mark-sweep-compact, …), ms. */
+  gcMaxByKind: Record<string, number>;
+  cpuPct: number;
 }
 
 /** Discord's heartbeat interval (the stand-in's 1 s default would close a starved client with 4009). */
 const HEARTBEAT_MS = 13_750;
+/** A session whose last packets are all later than this is counted as shifted. */
+const SHIFTED_MS = 5;
+
+function optionalArg(name: string): string | undefined {
+  const i = process.argv.indexOf(name);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+}
+
+/** Every audio packet's arrival (ms since the epoch) per guild, for lining stalls up across processes. */
+function dumpArrivals(file: string, guilds: VoiceGuild[]): void {
+  const out: Record<string, number[]> = {};
+  for (const g of guilds) out[g.guildId] = g.packets.filter((p) => !p.silence).map((p) => performance.timeOrigin + p.at);
+  fs.writeFileSync(file, JSON.stringify(out));
+}
 
 function arg(name: string): string {
   const i = process.argv.indexOf(name);
@@ -45,13 +85,67 @@ function arg(name: string): string {
   return v;
 }
 
-function report(guilds: VoiceGuild[], frames: number): ReceiverReport {
+/** perf_hooks' constants.NODE_PERFORMANCE_GC_* by value. */
+const GC_KINDS: Record<number, string> = { 1: 'major', 2: 'minor', 4: 'incremental', 8: 'weakcb' };
+
+/** From the bench's `measure` message on: event-loop delay, GC pauses and CPU of this process. */
+class SelfWatch {
+  private readonly loop = monitorEventLoopDelay({ resolution: 1 });
+  private gcCount = 0;
+  private gcTotalMs = 0;
+  private gcMaxMs = 0;
+  private gcMaxByKind: Record<string, number> = {};
+  private cpuFrom = process.cpuUsage();
+  private from = performance.now();
+
+  constructor() {
+    new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) {
+        this.gcCount++;
+        const kind = GC_KINDS[((e as unknown as { detail?: { kind?: number } }).detail)?.kind ?? 0] ?? 'other';
+        this.gcMaxByKind[kind] = Math.max(this.gcMaxByKind[kind] ?? 0, e.duration);
+        this.gcTotalMs += e.duration;
+        if (e.duration > this.gcMaxMs) this.gcMaxMs = e.duration;
+      }
+    }).observe({ entryTypes: ['gc'] });
+    this.loop.enable();
+  }
+
+  start(): void {
+    this.loop.reset();
+    this.gcCount = 0;
+    this.gcTotalMs = 0;
+    this.gcMaxMs = 0;
+    this.gcMaxByKind = {};
+    this.cpuFrom = process.cpuUsage();
+    this.from = performance.now();
+  }
+
+  read(): ReceiverSelf {
+    const cpu = process.cpuUsage(this.cpuFrom);
+    const ms = (ns: number) => ns / 1e6;
+    return {
+      loopP50: ms(this.loop.percentile(50)),
+      loopP99: ms(this.loop.percentile(99)),
+      loopMax: ms(this.loop.max),
+      gcCount: this.gcCount,
+      gcTotalMs: this.gcTotalMs,
+      gcMaxMs: this.gcMaxMs,
+      gcMaxByKind: this.gcMaxByKind,
+      cpuPct: (100 * (cpu.user + cpu.system)) / 1000 / (performance.now() - this.from),
+    };
+  }
+}
+
+function report(guilds: VoiceGuild[], frames: number, self: ReceiverSelf, steadyFrom: number): ReceiverReport {
   const lateness = new LatencyCounts();
+  const steady = new LatencyCounts();
   const interval = new LatencyCounts();
   let lost = 0;
   let packets = 0;
   let reconnects = 0;
   let resumes = 0;
+  let shifted = 0;
   const violations: string[] = [];
   for (const g of guilds) {
     const audio = g.packets.filter((p) => !p.silence);
@@ -68,9 +162,18 @@ function report(guilds: VoiceGuild[], frames: number): ReceiverReport {
         lateness.record(times[k]! - FRAME_MS * k - anchor);
         if (k > 0) interval.record(times[k]! - times[k - 1]!);
       }
+      const first = times.findIndex((t) => t >= steadyFrom);
+      if (first >= 0) {
+        let steadyAnchor = Infinity;
+        for (let k = first; k < times.length; k++) steadyAnchor = Math.min(steadyAnchor, times[k]! - FRAME_MS * k);
+        for (let k = first; k < times.length; k++) steady.record(times[k]! - FRAME_MS * k - steadyAnchor);
+      }
+      let tail = Infinity;
+      for (let k = Math.max(0, times.length - 10); k < times.length; k++) tail = Math.min(tail, times[k]! - FRAME_MS * k - anchor);
+      if (tail > SHIFTED_MS) shifted++;
     }
   }
-  return { type: 'report', lateness: lateness.toJSON(), interval: interval.toJSON(), lost, packets, reconnects, resumes, violations: violations.slice(0, 20) };
+  return { type: 'report', lateness: lateness.toJSON(), steady: steady.toJSON(), interval: interval.toJSON(), lost, packets, reconnects, resumes, violations: violations.slice(0, 20), shifted, self };
 }
 
 async function main(): Promise<void> {
@@ -88,8 +191,17 @@ async function main(): Promise<void> {
       send({ type: 'done' });
     }
   }, 250);
-  process.on('message', (m: { type?: string }) => {
-    if (m.type === 'report') send(report(guilds, frames));
+  const watch = new SelfWatch();
+  let steadyFrom = Infinity;
+  process.on('message', (m: { type?: string; steadyAfterMs?: number }) => {
+    if (m.type === 'measure') {
+      watch.start();
+      steadyFrom = performance.now() + (m.steadyAfterMs ?? 0);
+    }
+    if (m.type !== 'report') return;
+    const dump = optionalArg('--dump');
+    if (dump) dumpArrivals(dump, guilds);
+    send(report(guilds, frames, watch.read(), steadyFrom));
   });
   process.once('SIGTERM', () => {
     clearInterval(done);

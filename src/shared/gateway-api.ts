@@ -32,6 +32,8 @@ export interface SessionSummary {
   late: number;
   /** Ticks that found the ring empty while playing. */
   underruns: number;
+  /** Times the worker's clock fell so far behind (a stalled thread) that it started again from now. */
+  resyncs: number;
   /** Frames dropped on ring overflow (only with a seed engine that ignores credits). */
   dropped: number;
   /** Frames skipped for slow listeners under CHORUS_SLOW_LISTENER=drop. */

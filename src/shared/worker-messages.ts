@@ -28,22 +28,18 @@ import type { MessagePort } from 'node:worker_threads';
 export const Control = {
   /** Main sets 1 while a listener is too slow under CHORUS_SLOW_LISTENER=wait: the worker holds. */
   EgressBlocked: 0,
-  /** The worker's PlayerStatus, as its index in PLAYER_STATUSES. */
-  Status: 1,
   /** Frames taken from the ring and delivered. */
-  Sent: 2,
+  Sent: 1,
   /** Frames sent more than one frame time after their deadline. */
-  Late: 3,
+  Late: 2,
   /** Times the ring ran dry while playing. */
-  Underruns: 4,
+  Underruns: 3,
   /** Times the clock was re-anchored because it fell more than CATCH_UP_LIMIT_MS behind. */
-  Resyncs: 5,
-  /** Ticks spent holding for a slow listener. */
-  HeldTicks: 6,
+  Resyncs: 4,
 } as const;
-export const CONTROL_WORDS = 8;
+export const CONTROL_WORDS = Object.keys(Control).length;
 
-export { PLAYER_STATUSES, type PlayerStatus } from './session-state.js';
+export type { PlayerStatus } from './session-state.js';
 
 export type NoListenerBehavior = 'pause' | 'play';
 

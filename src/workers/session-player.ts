@@ -21,7 +21,7 @@
 import type { Ring } from '../shared/ring.js';
 import { FRAME_MS, FRAME_SAMPLES } from '../shared/audio.js';
 import { Histogram } from '../shared/histogram.js';
-import { Control, PLAYER_STATUSES, type NoListenerBehavior, type PlayerStatus, type SessionInit, type WorkerSessionStats } from '../shared/worker-messages.js';
+import { Control, type NoListenerBehavior, type PlayerStatus, type SessionInit, type WorkerSessionStats } from '../shared/worker-messages.js';
 import type { EgressBatch } from './egress-batch.js';
 import type { Pacer } from './scheduler.js';
 import { RtpSinks } from './rtp-sink.js';
@@ -306,7 +306,6 @@ export class SessionPlayer implements Pacer {
     }
     if (Atomics.load(this.control, Control.EgressBlocked) !== 0) {
       this.held = true;
-      Atomics.add(this.control, Control.HeldTicks, 1);
       return now + HOLD_POLL_MS;
     }
     if (this.voice && !this.voice.ready) {
@@ -368,7 +367,6 @@ export class SessionPlayer implements Pacer {
   private setStatus(status: PlayerStatus, reason?: string): void {
     if (this.status === status) return;
     this.status = status;
-    Atomics.store(this.control, Control.Status, PLAYER_STATUSES.indexOf(status));
     this.host.postStatus(this.sid, status, reason);
   }
 }

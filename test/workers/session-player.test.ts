@@ -7,7 +7,7 @@ import { MessageChannel } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/shared/config.js';
 import { Ring } from '../../src/shared/ring.js';
-import { Control, CONTROL_WORDS, PLAYER_STATUSES, type NoListenerBehavior, type PlayerStatus } from '../../src/shared/worker-messages.js';
+import { Control, CONTROL_WORDS, type NoListenerBehavior, type PlayerStatus } from '../../src/shared/worker-messages.js';
 import { EgressBatch } from '../../src/workers/egress-batch.js';
 import { SessionPlayer, type PlayerHost } from '../../src/workers/session-player.js';
 
@@ -72,7 +72,8 @@ function setUp(opts: { prebufferFrames?: number; noListener?: NoListenerBehavior
     statuses,
     sentAt,
     counter: (c: number) => words[c]!,
-    status: () => PLAYER_STATUSES[words[Control.Status]!],
+    /** The status the player last reported to its host (what the gateway hears). */
+    status: () => statuses.at(-1) ?? 'idle',
     feed: (frames: number) => {
       for (let i = 0; i < frames; i++) expect(ring.write(new Uint8Array(100).fill(i & 0xff))).toBe(true);
     },

@@ -706,6 +706,7 @@ export class GatewaySession {
       sent: Atomics.load(this.control, Control.Sent),
       late: Atomics.load(this.control, Control.Late),
       underruns: Atomics.load(this.control, Control.Underruns),
+      resyncs: Atomics.load(this.control, Control.Resyncs),
       dropped: stats?.dropped ?? 0,
       skipped: this.skipped,
     };

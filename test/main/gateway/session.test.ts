@@ -208,6 +208,12 @@ describe('GatewaySession transitions', () => {
     expect(s.positionFrames).toBe(650);
   });
 
+  it("shows the worker's counters as they stand in the control words", () => {
+    const { s } = session();
+    for (const [word, value] of [[Control.Sent, 140], [Control.Late, 3], [Control.Underruns, 2], [Control.Resyncs, 1]] as const) Atomics.store(s.control, word, value);
+    expect(s.summary()).toMatchObject({ sent: 140, late: 3, underruns: 2, resyncs: 1 });
+  });
+
   it('release: paused at its frame with no run; the old worker, engine frames and ready timer have no say; a new track leaves it', () => {
     const { s, events, counters } = session();
     let expired = 0;

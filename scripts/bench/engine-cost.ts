@@ -31,6 +31,7 @@ import { fileURLToPath } from 'node:url';
 import { resolveFfmpeg } from '../../src/shared/ffmpeg.js';
 import { frameKey, sessionIdOfKey, WireDecoder } from '../../src/shared/protocol.js';
 import { choiceFlag, defineCommand, numberFlag, parseCommandLine } from '../lib/cli.js';
+import { descendantsOf } from '../../test/helpers/chorus-process.js';
 import { readProc, readThreadsCpu } from '../lib/procs.js';
 import { summarizeProfile } from '../lib/profile.js';
 
@@ -103,24 +104,14 @@ async function serveFile(file: string): Promise<{ url: string; close(): void }> 
   return { url: `http://127.0.0.1:${port}/${path.basename(file)}`, close: () => server.close() };
 }
 
-function childrenOf(pid: number): number[] {
-  try {
-    return fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-  } catch {
-    return [];
-  }
-}
-
 /** CPU seconds of the live ffmpeg children, by pid, and of the engine's reaped children. */
 function ffmpegCpu(enginePid: number): { live: Map<number, number>; reaped: number } {
   const live = new Map<number, number>();
-  for (const pid of childrenOf(enginePid)) {
+  for (const pid of descendantsOf(enginePid)) {
     const s = readProc(pid, 0);
     if (s) live.set(pid, s.cpuSeconds);
   }
-  const stat = fs.readFileSync(`/proc/${enginePid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return { live, reaped: (Number(f[13]) + Number(f[14])) / 100 };
+  return { live, reaped: readProc(enginePid, 0)?.reapedChildrenCpuSeconds ?? 0 };
 }
 
 export interface CostResult {

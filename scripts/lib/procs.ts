@@ -22,6 +22,8 @@ export interface ProcSample {
   rssBytes: number;
   /** CPU seconds (user + system) since the process began. */
   cpuSeconds: number;
+  /** CPU seconds of its children that have ended and been waited for (ffmpeg runs gone by). */
+  reapedChildrenCpuSeconds: number;
   threads: number;
 }
 
@@ -30,12 +32,16 @@ export function readProc(pid: number, at: number): ProcSample | undefined {
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // Fields after the command: state(3) … utime(14) stime(15) … num_threads(20) … rss(24).
-    const utime = Number(f[14 - 3]);
-    const stime = Number(f[15 - 3]);
-    const threads = Number(f[20 - 3]);
-    const rssPages = Number(f[24 - 3]);
-    return { at, rssBytes: rssPages * PAGE_BYTES, cpuSeconds: (utime + stime) / clkTck, threads };
+    // Fields after the command: state(3) … utime(14) stime(15) cutime(16) cstime(17) …
+    // num_threads(20) … rss(24).
+    const field = (n: number) => Number(f[n - 3]);
+    return {
+      at,
+      rssBytes: field(24) * PAGE_BYTES,
+      cpuSeconds: (field(14) + field(15)) / clkTck,
+      reapedChildrenCpuSeconds: (field(16) + field(17)) / clkTck,
+      threads: field(20),
+    };
   } catch {
     return undefined;
   }

@@ -123,7 +123,12 @@ describe('yt-dlp', () => {
     const base = `/v4/sessions/${messages[0].sessionId}/players/${creds.guildId}`;
     const r = await rest(real, 'PATCH', base, { voice: { token: creds.token, endpoint: voice.endpoint, sessionId: creds.sessionId, channelId: creds.channelId }, track: { encoded: result.data.encoded } });
     expect(r.status, JSON.stringify(r.body)).toBe(200);
-    await g.waitForPackets(50);
+    // A yt-dlp run (Python) for the media URL stands before the first packet: allow a slow machine.
+    await g.waitForPackets(50, 20_000).catch(async (err: Error) => {
+      // Say what the client heard and what the player shows, not just that no audio came.
+      const player = (await rest(real, 'GET', base)).body;
+      throw new Error(`${err.message}; client messages ${JSON.stringify(messages.filter((m) => m.op !== 'stats'))}; player ${JSON.stringify(player)}`);
+    });
     expect(g.packets.filter((p) => !p.silence).length).toBeGreaterThanOrEqual(50);
     expect(messages.filter((m) => m.op === 'event').map((m) => m.type)).toEqual(['TrackStartEvent']);
     expect(g.violations).toEqual([]);

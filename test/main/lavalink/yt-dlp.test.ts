@@ -27,6 +27,7 @@ const USER_ID = '830000000000000077';
 
 let dir: string;
 let engine: ChorusProcess;
+let fakeEngine: ChorusProcess;
 let real: ChorusProcess;
 let fake: ChorusProcess;
 let voice: VoiceServer;
@@ -89,14 +90,28 @@ beforeAll(async () => {
   fs.writeFileSync(fakePath, FAKE_YTDLP, { mode: 0o755 });
   voice = await VoiceServer.start();
   const common = { CHORUS_TOKEN: TOKEN, CHORUS_SOCKET: path.join(dir, 'engine.sock'), CHORUS_MEDIA_ROOT: media, CHORUS_REMOTE_ALLOW: '127.0.0.1' };
-  engine = await startChorus('engine', { ...common, CHORUS_ENGINE_PORT: '0' });
-  const gatewayEnv = { ...common, CHORUS_PORT: '0', CHORUS_ENGINE_URL: engine.httpUrl, CHORUS_VOICE_ALLOW: '127.0.0.1', NODE_EXTRA_CA_CERTS: voice.caFile };
-  real = await startChorus('gateway', { ...gatewayEnv, CHORUS_YTDLP: ytDlp });
-  fake = await startChorus('gateway', { ...gatewayEnv, CHORUS_YTDLP: fakePath, CHORUS_YTDLP_TIMEOUT_MS: '1500', FAKE_YTDLP_LOG: path.join(dir, 'fake.log') });
+  // An engine serves one gateway at a time (a second one's connection replaces the first's), so
+  // each gateway has its own: sharing one, the two took the socket from each other every few
+  // hundred ms, and the real gateway's play ended with no audio.
+  const fakeSocket = path.join(dir, 'fake-engine.sock');
+  [engine, fakeEngine] = await Promise.all([
+    startChorus('engine', { ...common, CHORUS_ENGINE_PORT: '0' }),
+    startChorus('engine', { ...common, CHORUS_SOCKET: fakeSocket, CHORUS_ENGINE_PORT: '0' }),
+  ]);
+  const gatewayEnv = { ...common, CHORUS_PORT: '0', CHORUS_VOICE_ALLOW: '127.0.0.1', NODE_EXTRA_CA_CERTS: voice.caFile };
+  real = await startChorus('gateway', { ...gatewayEnv, CHORUS_ENGINE_URL: engine.httpUrl, CHORUS_YTDLP: ytDlp });
+  fake = await startChorus('gateway', {
+    ...gatewayEnv,
+    CHORUS_SOCKET: fakeSocket,
+    CHORUS_ENGINE_URL: fakeEngine.httpUrl,
+    CHORUS_YTDLP: fakePath,
+    CHORUS_YTDLP_TIMEOUT_MS: '1500',
+    FAKE_YTDLP_LOG: path.join(dir, 'fake.log'),
+  });
 }, 60_000);
 
 afterAll(async () => {
-  await Promise.allSettled([real?.stop(), fake?.stop(), engine?.stop()]);
+  await Promise.allSettled([real?.stop(), fake?.stop(), engine?.stop(), fakeEngine?.stop()]);
   await voice?.stop();
   await new Promise((r) => site?.close(r));
   if (dir) fs.rmSync(dir, { recursive: true, force: true });

@@ -249,7 +249,9 @@ describe('the gateway under attack, with CHORUS_TOKEN set, while a bystander pla
   }, 60_000);
 
   it('credentials and server paths never reach a listen token: not in reason, nor in state or error events', async () => {
-    fs.writeFileSync(path.join(stack.dir, 'media', 'broken.wav'), randomBytes(4096));
+    // Bytes no demuxer takes (random ones sometimes probe as a text subtitle, and ffmpeg's error
+    // then names the output, not the file).
+    fs.writeFileSync(path.join(stack.dir, 'media', 'broken.wav'), Buffer.alloc(4096, 0x5a));
     const cases = [
       { id: 'leak-url', url: 'http://alice:pa55word@127.0.0.1:1/track.mp3?api_key=SECRET123&x=2', secrets: ['pa55word', 'SECRET123', 'alice'] },
       { id: 'leak-path', url: path.join(stack.dir, 'media', 'broken.wav'), secrets: [stack.dir] },

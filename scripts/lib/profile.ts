@@ -60,13 +60,21 @@ function selfTimes(p: CpuProfile, window?: ProfileWindow): Map<number, number> {
   return out;
 }
 
+/**
+ * Frames that are waiting, not working: V8's idle, and a session thread asleep in Atomics.wait on
+ * its doorbell (src/shared/doorbell.ts), which the profiler sees as that function running.
+ */
+function isIdle(functionName: string): boolean {
+  return functionName === '(idle)' || functionName === 'sleepUnlessRung';
+}
+
 function addProfile(root: Tree, flat: Map<string, number>, p: CpuProfile, window?: ProfileWindow): void {
   const self = selfTimes(p, window);
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
   const walk = (id: number, parent: Tree) => {
     const n = byId.get(id);
     // Idle time is not where the time goes: left out, so the graph's width is busy time.
-    if (!n || n.callFrame.functionName === '(idle)') return 0;
+    if (!n || isIdle(n.callFrame.functionName)) return 0;
     const name = frameName(n);
     let t = parent.children.get(name);
     if (!t) {
@@ -142,9 +150,9 @@ export function summarizeProfile(dir: string, top = 20, window?: ProfileWindow):
   }
   const lines: string[] = [`CPU profile (${dir}):`];
   for (const [name, g] of groups) {
-    const busy = [...g.flat].filter(([k]) => k !== '(idle)' && !k.startsWith('(program)')).reduce((n, [, v]) => n + v, 0);
+    const busy = [...g.flat].filter(([k]) => !k.startsWith('(program)')).reduce((n, [, v]) => n + v, 0);
     lines.push(`  ${name} (${g.files} profile${g.files === 1 ? '' : 's'}, ${(g.wallMs / 1000).toFixed(0)} s each): ${busy.toFixed(0)} ms busy`);
-    const sorted = [...g.flat].filter(([k]) => k !== '(idle)').sort((a, b) => b[1] - a[1]).slice(0, top);
+    const sorted = [...g.flat].sort((a, b) => b[1] - a[1]).slice(0, top);
     for (const [k, v] of sorted) lines.push(`    ${v.toFixed(0).padStart(7)} ms  ${((v / Math.max(1, busy)) * 100).toFixed(1).padStart(5)} % of busy  ${k}`);
     const svg = path.join(dir, `flame-${name.replace(/ /g, '-')}.svg`);
     fs.writeFileSync(svg, flameSvg(g.root, `${name}: ${dir}`));

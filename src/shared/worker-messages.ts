@@ -154,11 +154,19 @@ export interface WorkerSessionStats {
   sendLatenessMs: { p50: number; p99: number; max: number; count: number };
   rtp: RtpSinkInfo[];
   voice?: VoiceStats;
+  /**
+   * Wakes of this session's thread (all its sessions) served by sleeping on its doorbell between
+   * frames rather than through its event loop.
+   */
+  threadWakesSlept: number;
 }
 
 export interface SlotApi {
-  /** Resolves once the slot's task is running on a thread (so it is warm). */
-  ready(): boolean;
+  /**
+   * Resolves once the slot's task is running on a thread (so it is warm), with the thread's
+   * doorbell (src/shared/doorbell.ts), which main rings after each call it posts.
+   */
+  ready(): SharedArrayBuffer;
   attach(init: SessionInit): AttachResult;
   /** A new track (play, seek): wait for a prebuffer again; seq and timestamp continue. */
   reset(paused: boolean): PlayerStatus;

@@ -51,6 +51,10 @@ class RtpSink {
     });
   }
 
+  get isConnected(): boolean {
+    return this.connected !== undefined;
+  }
+
   send(payload: Uint8Array, seq: number, timestamp: number, now: number): void {
     // The payload is a view of a buffer the player reuses, and dgram may send later: copy it.
     const packet = Buffer.allocUnsafe(RTP_HEADER_BYTES + payload.length);
@@ -89,6 +93,11 @@ export class RtpSinks {
 
   get count(): number {
     return this.sinks.length;
+  }
+
+  /** Every target's own socket has connected (so no send needs the event loop). */
+  get connected(): boolean {
+    return this.sinks.every((s) => s.isConnected);
   }
 
   /** Adds a target (with its stream, if it has one already); adding one twice changes nothing. */

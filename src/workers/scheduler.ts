@@ -2,8 +2,16 @@
  * One timer per worker thread for all the sessions it paces: a min-heap of wake-up times, one
  * setTimeout armed for the earliest. Each session keeps its own deadline clock; the scheduler
  * only decides when to run it.
+ *
+ * With a sleeper, a wake whose next one is near sleeps in Atomics.wait on the thread's doorbell
+ * instead of going back to the event loop: a timer wake through libuv and Node's callback
+ * machinery costs several times what a frame's own work does. It goes back to the event loop
+ * when the doorbell rings (main posted a message), when the sleeper says the thread needs its
+ * loop (a connection being set up), when a session left the schedule, and at least every
+ * MAX_AWAY_MS (socket errors, piscina's messages).
  */
 import { performance } from 'node:perf_hooks';
+import type { Doorbell } from '../shared/doorbell.js';
 
 export interface Pacer {
   /**
@@ -18,17 +26,33 @@ export interface Pacer {
 /** Sessions due within this much of the earliest are served in the same wake. */
 const SLACK_MS = 0.25;
 
+/** Longest a thread stays away from its event loop, sleeping between wakes. */
+export const MAX_AWAY_MS = 100;
+
+export interface Sleeper {
+  bell: Pick<Doorbell, 'rings' | 'sleepUnlessRung'>;
+  /** False while something on the thread needs its event loop between frames. */
+  mayBlock(): boolean;
+}
+
 export class WakeScheduler {
   private readonly heap: Pacer[] = [];
   private timer: NodeJS.Timeout | undefined;
   private armedFor = Infinity;
+  /** The doorbell's count when the thread last went back to its event loop. */
+  private seenRings: number;
+  /** Wakes served while sleeping between them (not through the event loop): for stats. */
+  sleptWakes = 0;
 
   constructor(
     /** Called after each wake, e.g. to post the frames gathered. */
     private readonly afterWake: () => void,
     /** The clock deadlines are read on (ms); a test's fake clock. */
     private readonly now: () => number = () => performance.now(),
-  ) {}
+    private readonly sleeper?: Sleeper,
+  ) {
+    this.seenRings = sleeper ? sleeper.bell.rings : 0;
+  }
 
   get size(): number {
     return this.heap.length;
@@ -65,21 +89,41 @@ export class WakeScheduler {
   private readonly fire = (): void => {
     this.timer = undefined;
     this.armedFor = Infinity;
-    const now = this.now();
+    const awayUntil = this.now() + MAX_AWAY_MS;
+    while (this.runDue(this.now()) && this.sleepUntilDue(awayUntil)) this.sleptWakes++;
+    if (this.sleeper) this.seenRings = this.sleeper.bell.rings;
+    this.arm();
+  };
+
+  /** Runs the pacers due at `now`; false when one of them left the schedule. */
+  private runDue(now: number): boolean {
+    let stayed = true;
     for (;;) {
       const p = this.heap[0];
       if (!p || p.wakeAt > now + SLACK_MS) break;
       const next = p.wake(now);
-      if (next === Infinity) this.removeAt(0);
-      else {
+      if (next === Infinity) {
+        this.removeAt(0);
+        stayed = false;
+      } else {
         // Always strictly later than this wake, so the loop ends.
         p.wakeAt = Math.max(next, now + SLACK_MS + 1e-3);
         this.down(0);
       }
     }
     this.afterWake();
-    this.arm();
-  };
+    return stayed;
+  }
+
+  /** Sleeps until the next wake is due; false when the thread should go back to its event loop. */
+  private sleepUntilDue(awayUntil: number): boolean {
+    const sleeper = this.sleeper;
+    if (!sleeper || sleeper.bell.rings !== this.seenRings || !sleeper.mayBlock()) return false;
+    const next = this.heap[0]?.wakeAt ?? Infinity;
+    if (next > awayUntil) return false;
+    const ms = next - this.now();
+    return ms <= 0 || !sleeper.bell.sleepUnlessRung(this.seenRings, ms);
+  }
 
   private removeAt(i: number): void {
     const p = this.heap[i]!;

@@ -188,7 +188,7 @@ export class SessionPlayer implements Pacer {
     this.crashRequested = true;
   }
 
-  stats(): WorkerSessionStats {
+  stats(): Omit<WorkerSessionStats, 'threadWakesSlept'> {
     const p = this.lateness.percentiles();
     return {
       status: this.status,

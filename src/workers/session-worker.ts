@@ -10,6 +10,7 @@ import { MessageChannel, threadId, type MessagePort } from 'node:worker_threads'
 import { performance } from 'node:perf_hooks';
 import * as Comlink from 'comlink';
 import { Ring } from '../shared/ring.js';
+import { Doorbell } from '../shared/doorbell.js';
 import { maxPayloadBytes, PCM_FRAME_BYTES } from '../shared/audio.js';
 import type {
   AttachResult,
@@ -42,15 +43,24 @@ class ThreadContext implements PlayerHost {
   private readonly epoch = performance.now();
   /** Main's end of the egress channel, until the first attach hands it over. */
   mainEnd: MessagePort | undefined;
+  /** The slots attached on this thread: whether it may sleep between frames is theirs to say. */
+  readonly slots = new Set<WorkerSlot>();
 
-  constructor(private readonly port: MessagePort) {
+  constructor(
+    private readonly port: MessagePort,
+    bell: Doorbell,
+  ) {
     this.batch = new EgressBatch(port);
-    this.scheduler = new WakeScheduler(() => this.batch.flush());
+    const mayBlock = () => {
+      for (const slot of this.slots) if (slot.needsEventLoop) return false;
+      return true;
+    };
+    this.scheduler = new WakeScheduler(() => this.batch.flush(), undefined, { bell, mayBlock });
   }
 
   static create(): ThreadContext {
     const { port1, port2 } = new MessageChannel();
-    const ctx = new ThreadContext(port1);
+    const ctx = new ThreadContext(port1, doorbell);
     ctx.mainEnd = port2;
     return ctx;
   }
@@ -78,6 +88,8 @@ class ThreadContext implements PlayerHost {
 }
 
 let thread: ThreadContext | undefined;
+/** This thread's doorbell: every slot on it hands the same one to main. */
+const doorbell = new Doorbell();
 
 /**
  * @discordjs/voice and DAVE's native addon are loaded by the first voice state a thread gets, not
@@ -91,6 +103,8 @@ class WorkerSlot {
   private player: SessionPlayer | undefined;
   private voice: VoiceLink | undefined;
   private voiceUdpSilenceMs = 0;
+  /** Voice states being taken while the voice module loads. */
+  private voiceLoads = 0;
   /** No track under way (finished, failed or stopped): the slot stays only for its voice. */
   private trackDone = false;
   private finished = false;
@@ -100,7 +114,7 @@ class WorkerSlot {
   });
 
   readonly api: SlotApi = {
-    ready: () => true,
+    ready: () => doorbell.memory,
     attach: (init) => this.attach(init),
     reset: (paused) => {
       this.trackDone = false;
@@ -126,7 +140,7 @@ class WorkerSlot {
     },
     setVoice: (state) => this.setVoice(state),
     leaveVoice: () => this.leaveVoice(),
-    stats: () => this.need().stats(),
+    stats: () => ({ ...this.need().stats(), threadWakesSlept: thread!.scheduler.sleptWakes }),
     close: () => this.close(),
     crash: (kind) => {
       if (kind === 'thread') {
@@ -145,6 +159,7 @@ class WorkerSlot {
     if (this.player) throw new Error('slot already attached');
     thread ??= ThreadContext.create();
     const ctx = thread;
+    ctx.slots.add(this);
     this.voiceUdpSilenceMs = init.voiceUdpSilenceMs;
     this.player = new SessionPlayer(init, new Ring(init.ring), maxPayloadBytes(init.format), ctx, () => {
       this.trackDone = true;
@@ -153,6 +168,15 @@ class WorkerSlot {
     const egress = ctx.mainEnd;
     ctx.mainEnd = undefined;
     return egress ? Comlink.transfer({ threadId, egress }, [egress]) : { threadId };
+  }
+
+  /**
+   * Whether this slot's thread must go back to its event loop between frames: a Discord voice
+   * connection (its WebSocket, UDP and timers live there), or an RTP target whose socket is
+   * still connecting (the sends before that go through an address lookup on the next tick).
+   */
+  get needsEventLoop(): boolean {
+    return this.voiceLoads > 0 || this.voice !== undefined || (this.player !== undefined && !this.player.rtp.connected);
   }
 
   private need(): SessionPlayer {
@@ -169,7 +193,13 @@ class WorkerSlot {
 
   private async setVoice(state: VoiceServerState): Promise<VoiceEvent> {
     this.need();
-    const { VoiceLink } = await loadVoice();
+    this.voiceLoads++;
+    let VoiceLink: typeof import('./voice-link.js').VoiceLink;
+    try {
+      ({ VoiceLink } = await loadVoice());
+    } finally {
+      this.voiceLoads--;
+    }
     // Another voice state may have come in while the module loaded, or the slot ended.
     if (this.finished) throw new Error('session slot has ended');
     const p = this.need();
@@ -211,6 +241,7 @@ class WorkerSlot {
   private settle(): void {
     if (this.finished) return;
     this.finished = true;
+    thread?.slots.delete(this);
     const p = this.player;
     p?.rtp.close();
     this.finish({ nextSeq: p?.nextSeq ?? 0, nextTimestamp: p?.nextTimestamp ?? 0 });

@@ -131,3 +131,104 @@ describe('WakeScheduler on a fake clock', () => {
     expect(p.ran).toEqual([1010]);
   });
 });
+
+describe('WakeScheduler sleeping between wakes', () => {
+  beforeEach(() => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'], now: 1000 });
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  /** A doorbell on the fake clock: a sleep moves the clock on, unless `ringAt` falls inside it. */
+  function fakeSleeper(opts: { mayBlock?: () => boolean; ringAt?: number } = {}) {
+    const sleeps: number[] = [];
+    let rings = 0;
+    const sleeper = {
+      mayBlock: opts.mayBlock ?? (() => true),
+      bell: {
+        get rings() {
+          return rings;
+        },
+        sleepUnlessRung(seen: number, ms: number) {
+          expect(seen).toBe(rings);
+          sleeps.push(ms);
+          const until = Date.now() + ms;
+          if (opts.ringAt !== undefined && opts.ringAt <= until) {
+            vi.setSystemTime(opts.ringAt);
+            rings++;
+            opts.ringAt = undefined;
+            return true;
+          }
+          vi.setSystemTime(until);
+          return false;
+        },
+      },
+    };
+    return { sleeper, sleeps };
+  }
+
+  /** A pacer on a 20 ms clock from 1020. */
+  function cadence() {
+    let deadline = 1020;
+    return pacer(() => (deadline += 20));
+  }
+
+  it('serves the frames of MAX_AWAY_MS from one timer wake, sleeping to each deadline, then goes back to its event loop', () => {
+    const { sleeper, sleeps } = fakeSleeper();
+    let flushes = 0;
+    const s = new WakeScheduler(() => flushes++, () => Date.now(), sleeper);
+    const p = cadence();
+    s.schedule(p, 1020);
+    vi.advanceTimersByTime(20);
+    // 1020, then asleep to 1040 … 1120: MAX_AWAY_MS (100) from the timer's wake.
+    expect(p.ran).toEqual([1020, 1040, 1060, 1080, 1100, 1120]);
+    expect(sleeps).toEqual([20, 20, 20, 20, 20]);
+    expect(s.sleptWakes).toBe(5);
+    // Each wake still flushes what it gathered.
+    expect(flushes).toBe(6);
+    // Back on the event loop: the next frame comes from the timer.
+    expect(Date.now()).toBe(1120);
+    vi.advanceTimersByTime(20);
+    expect(p.ran.slice(6, 7)).toEqual([1140]);
+    s.schedule(p, Infinity);
+  });
+
+  it('goes back to its event loop as soon as the doorbell rings', () => {
+    const { sleeper, sleeps } = fakeSleeper({ ringAt: 1050 });
+    const s = new WakeScheduler(() => undefined, () => Date.now(), sleeper);
+    const p = cadence();
+    s.schedule(p, 1020);
+    vi.advanceTimersByTime(20);
+    expect(p.ran).toEqual([1020, 1040]);
+    expect(sleeps).toEqual([20, 20]);
+    expect(Date.now()).toBe(1050);
+    // The event loop takes the message that rang; the frame at 1060 comes from the timer, and the
+    // thread sleeps between frames again from there.
+    vi.advanceTimersByTime(10);
+    expect(p.ran).toEqual([1020, 1040, 1060, 1080, 1100, 1120, 1140, 1160]);
+    expect(sleeps).toEqual([20, 20, 20, 20, 20, 20, 20]);
+    s.schedule(p, Infinity);
+  });
+
+  it('never sleeps while the thread needs its event loop, nor after a pacer leaves the schedule', () => {
+    let block = false;
+    const { sleeper, sleeps } = fakeSleeper({ mayBlock: () => block });
+    const s = new WakeScheduler(() => undefined, () => Date.now(), sleeper);
+    const p = cadence();
+    s.schedule(p, 1020);
+    vi.advanceTimersByTime(20);
+    expect(p.ran).toEqual([1020]);
+    expect(sleeps).toEqual([]);
+
+    block = true;
+    const leaving = pacer(() => Infinity);
+    s.schedule(leaving, 1040);
+    vi.advanceTimersByTime(20);
+    // `leaving` ran and left in this wake: back to the loop, so what follows from it is not held up.
+    expect(leaving.ran).toEqual([1040]);
+    expect(p.ran).toEqual([1020, 1040]);
+    expect(sleeps).toEqual([]);
+    s.schedule(p, Infinity);
+  });
+});

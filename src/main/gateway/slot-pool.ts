@@ -11,6 +11,7 @@
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import * as Comlink from 'comlink';
 import { Piscina } from 'piscina';
+import { Doorbell, RingingEndpoint } from '../../shared/doorbell.js';
 import type { AttachResult, EgressMessage, SessionInit, SlotApi, SlotResult, SlotTask } from '../../shared/worker-messages.js';
 import { logger } from '../../shared/log.js';
 import { PrewarmTarget } from './prewarm.js';
@@ -29,6 +30,7 @@ export class SlotEndedError extends Error {
 /** One slot: its comlink proxy and the piscina task that runs it. */
 export class Slot {
   readonly api: Comlink.Remote<SlotApi>;
+  private readonly endpoint: RingingEndpoint;
   /** Settles when the slot's task ends: its result, or the error that killed its thread. */
   readonly done: Promise<SlotResult>;
   private ended = false;
@@ -38,7 +40,8 @@ export class Slot {
     private readonly port: MessagePort,
     task: Promise<SlotResult>,
   ) {
-    this.api = Comlink.wrap<SlotApi>(port as unknown as Comlink.Endpoint);
+    this.endpoint = new RingingEndpoint(port);
+    this.api = Comlink.wrap<SlotApi>(this.endpoint);
     this.done = task.finally(() => {
       this.ended = true;
       this.api[Comlink.releaseProxy]();
@@ -50,6 +53,11 @@ export class Slot {
     );
     // Nobody need wait on it for the slot to be tidy.
     this.endedSignal.catch(() => undefined);
+  }
+
+  /** The slot's thread has said which doorbell to ring after each call: its answer to ready(). */
+  set doorbell(memory: SharedArrayBuffer) {
+    this.endpoint.bell = new Doorbell(memory);
   }
 
   get alive(): boolean {
@@ -167,7 +175,7 @@ export class SlotPool {
     const { port1, port2 } = new MessageChannel();
     const task: SlotTask = { port: port2 };
     const slot = new Slot(port1, this.piscina.run(task, { transferList: [port2] }) as Promise<SlotResult>);
-    await slot.call((api) => api.ready());
+    slot.doorbell = await slot.call((api) => api.ready());
     return slot;
   }
 

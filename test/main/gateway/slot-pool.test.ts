@@ -3,7 +3,8 @@
  * dist/ because its threads run the built worker): a thread is reused once its session ended,
  * with nothing of that session left on it, and a crashed one never is; pre-warmed threads are
  * replaced; a dead thread fails calls at once; the slots started ahead follow the play rate within
- * their bound; plays beyond them are served in arrival order; k sessions share a thread.
+ * their bound; plays beyond them are served in arrival order; k sessions share a thread; a
+ * playing thread sleeps between frames and its doorbell brings a call in at once.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Slot, SlotPool } from '../../../src/main/gateway/slot-pool.js';
@@ -101,6 +102,32 @@ describe('SlotPool', () => {
     expect(stats.rtp.map((r) => r.port)).toEqual([rxB.port]);
     expect(stats.voice).toBeUndefined();
     expect(stats.sendLatenessMs.count).toBe(10);
+  });
+
+  it('a playing thread sleeps between its frames, yet takes a call at once: the call rings its doorbell', async () => {
+    const slots = pool({});
+    const rx = await receiver();
+    const { slot } = await slots.attach(session(1, 200, 0xcc));
+    await slot.call((api) => api.addRtpSink({ host: rx.host, port: rx.port }));
+    await slot.call((api) => api.reset(false));
+    await rx.waitForPackets(30, 5000);
+    expect((await slot.call((api) => api.stats())).threadWakesSlept).toBeGreaterThan(0);
+    // Unrung, a call would often wait for the thread's next turn of its event loop, up to
+    // MAX_AWAY_MS (100 ms): about a quarter of them here.
+    const roundTrips: number[] = [];
+    for (let i = 0; i < 30; i++) {
+      const t0 = performance.now();
+      await slot.call((api) => api.stats());
+      roundTrips.push(performance.now() - t0);
+      await sleep(7);
+    }
+    expect(roundTrips.filter((ms) => ms >= 50).length, `round trips ${roundTrips.map(Math.round).join(' ')} ms`).toBeLessThanOrEqual(2);
+    // A pause lands before the next frame or so, not a sleep later.
+    await slot.call((api) => api.pause());
+    const atPause = rx.packets.length;
+    await sleep(300);
+    expect(rx.packets.length - atPause).toBeLessThanOrEqual(2);
+    await close(slot);
   });
 
   it('serves plays beyond the ready slots in arrival order', async () => {

@@ -58,7 +58,8 @@ const COMMAND = defineCommand({
   about: 'Bare 20 ms workers against chorus session threads with RTP targets: CPU and RSS per session, in one run.',
   flags: {
     sessions: { type: 'string', value: 'N', help: 'workers / sessions per variant (50)' },
-    seconds: { type: 'string', value: 'S', help: 'measured window per variant, after 3 s of warm-up (10)' },
+    seconds: { type: 'string', value: 'S', help: 'measured window per variant (10)' },
+    settle: { type: 'string', value: 'S', help: 'wait after the last session started, before the window (15)' },
     variants: { type: 'string', value: 'V[,V…]', help: 'of wait, timeout, thread, shared:<k> (wait,timeout,thread,shared:64)' },
     profile: { type: 'boolean', help: 'CPU-profile the session threads (artifacts/profiles/floor-…) and summarise' },
     json: { type: 'string', value: 'FILE', help: 'where the JSON goes (artifacts/thread-floor.json)' },
@@ -71,6 +72,7 @@ const COMMAND = defineCommand({
 interface Options {
   sessions: number;
   seconds: number;
+  settleS: number;
   variants: Variant[];
   profile: boolean;
   json: string;
@@ -95,6 +97,7 @@ function readArgs(): Options {
     return {
       sessions: numberFlag('sessions', v.sessions ?? '50', 1, 2000, true),
       seconds: numberFlag('seconds', v.seconds ?? '10', 1, 600),
+      settleS: numberFlag('settle', v.settle ?? '15', 0, 600),
       variants,
       profile: v.profile ?? false,
       json: v.json ?? 'artifacts/thread-floor.json',
@@ -241,7 +244,9 @@ async function runVariant(opts: Options, variant: Variant, profileDir: string | 
     const m = await proc.waitFor(/floor-ready rss0=(\d+) bootMs=([\d.]+)/, 120_000 + opts.sessions * 2000);
     const rss0 = Number(m[1]);
     const bootMs = Number(m[2]);
-    await sleep(3000);
+    // V8's memory reducer runs a few full collections on every new thread in its first ~10 s
+    // (~20 ms of CPU each thread): a window that starts after them measures the steady state.
+    await sleep(opts.settleS * 1000);
     const cpu0 = readThreadsCpu(proc.pid)!;
     const p0 = packets;
     const t0 = performance.now();
@@ -307,7 +312,7 @@ async function main(): Promise<void> {
     const floor = floorOf(kind);
     return floor ? (r.cpuPerSessionPct / floor).toFixed(2) : '-';
   };
-  console.log(`\nThread floor: ${opts.sessions} per variant, ${opts.seconds} s window, ${os.cpus().length} cores, node ${process.version}\n`);
+  console.log(`\nThread floor: ${opts.sessions} per variant, ${opts.seconds} s window after ${opts.settleS} s, ${os.cpus().length} cores, node ${process.version}\n`);
   console.log(
     figuresTable(
       results.map((r) => ({

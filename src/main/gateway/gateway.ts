@@ -38,7 +38,7 @@ import { HttpError } from '../http-kit.js';
 import { PlayRate, Refusals } from './limits.js';
 import type { Listener } from './listener.js';
 import { SessionRegistry } from './registry.js';
-import type { Follower, GatewaySession, StreamFormat, Track } from './session.js';
+import type { Follower, GatewaySession, StreamFormat, Track, TrackObserver } from './session.js';
 import { isStreamFormat } from './track-run.js';
 import type { PersistentSessions } from './persistence.js';
 import type { StoredSession, StoredTrack } from './store.js';
@@ -434,10 +434,11 @@ export class Gateway implements PersistentSessions {
     });
   }
 
-  async stop(sessionId: string, reason?: string): Promise<SessionSummary> {
+  /** `by`: the session's track observer, when it stops the session itself (it knows what it ends). */
+  async stop(sessionId: string, reason?: string, by?: TrackObserver): Promise<SessionSummary> {
     const session = this.session(sessionId, false);
     // At once, not in turn: a lookup of what was to play next would otherwise hold the stop up.
-    session.trackObserver?.ended();
+    if (session.trackObserver !== by) session.trackObserver?.ended();
     return session.exclusive(async () => {
       if (session.active) {
         const slot = session.slot;

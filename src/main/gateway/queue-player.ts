@@ -145,8 +145,6 @@ export class QueuePlayer implements TrackObserver {
   private readonly addLookups = new Set<AbortController>();
   /** Items whose lookup as a follower failed: not asked again until their turn to play. */
   private readonly unfollowable = new Set<number>();
-  /** The queue stops its own session (its last item removed): its adds under way go on. */
-  private stoppingItself = false;
 
   constructor(
     readonly id: string,
@@ -168,7 +166,6 @@ export class QueuePlayer implements TrackObserver {
 
   /** The session was stopped or forgotten (or the gateway closes): every lookup is cancelled. */
   ended(): void {
-    if (this.stoppingItself) return;
     this.cancelPlayLookups();
     for (const lookup of this.addLookups) lookup.abort();
   }
@@ -233,10 +230,8 @@ export class QueuePlayer implements TrackObserver {
           // The item heard is gone: what followed it plays now.
           if (command.index < this.queue.length) return this.start(command.index, 'advance');
           if (this.queue.repeat === 'queue' && this.queue.length > 0) return this.start(0, 'advance');
-          this.stoppingItself = true;
-          const stopped = this.gateway.stop(this.id);
-          this.stoppingItself = false;
-          await stopped;
+          // Its own stop: the adds under way go on.
+          await this.gateway.stop(this.id, undefined, this);
         });
       case 'move':
         return this.run(async () => {

@@ -416,6 +416,23 @@ describe('yt-dlp lookups of the queue', () => {
     expect(failures(l)).toEqual([]);
   });
 
+  it('removing the one item playing stops the session, but an add under way goes on', async () => {
+    const l = await ytListen('yt-self-stop');
+    expect((await ytApi('POST', '/sessions/yt-self-stop/queue', { tracks: ['tone:440?seconds=30'] })).status).toBe(200);
+    await l.waitForEvent('ready');
+    const adding = ytApi('POST', '/sessions/yt-self-stop/queue', { tracks: ['ytsearch:hang3'] });
+    const pid = await lookupPid('hang3');
+    const removed = await ytApi('POST', '/sessions/yt-self-stop/queue/remove', { index: 0 });
+    expect(removed.status).toBe(200);
+    await l.until(() => l.events.some((e) => e.type === 'state' && e.state === 'stopped'), 10_000, 'the session stopped');
+    // The queue's own stop is not a user's: the add asked for before it is still being looked up.
+    await new Promise((r) => setTimeout(r, 500));
+    expect(alive(pid)).toBe(true);
+    expect((await ytApi('POST', '/sessions/yt-self-stop/stop')).status).toBe(200);
+    await killed(pid);
+    expect((await adding).status).toBe(409);
+  });
+
   it('a stop during an add\'s lookup kills it; the add answers that it was cancelled', async () => {
     const adding = ytApi('POST', '/sessions/yt-stop-add/queue', { tracks: ['ytsearch:hang2'] });
     const pid = await lookupPid('hang2');

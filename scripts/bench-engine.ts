@@ -23,14 +23,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { frameKey, WireDecoder } from '../src/shared/protocol.js';
+import { descendantsOf } from '../test/helpers/chorus-process.js';
 import { defineCommand, numberFlag, parseCommandLine } from './lib/cli.js';
+import { readProc, readThreadsCpu } from './lib/procs.js';
 
 /** dist-scripts/, where this file is built (as scripts/bench-engine.js) beside src/. */
 const BUILD = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const ROOT = path.dirname(BUILD);
 const CLI = path.join(BUILD, 'src/main/cli.js');
-const CLK_TCK = 100;
-const PAGE = 4096;
 
 const COMMAND = defineCommand({
   name: 'bench-engine',
@@ -50,16 +50,6 @@ function readArgs(): { counts: number[]; seconds: number } {
   }));
 }
 
-/** Fields after the command name in /proc/<pid>/stat (field 3 is index 0). */
-function statFields(file: string): string[] | undefined {
-  try {
-    const stat = fs.readFileSync(file, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  } catch {
-    return undefined;
-  }
-}
-
 interface Cpu {
   self: number;
   children: number;
@@ -67,13 +57,8 @@ interface Cpu {
 }
 
 function cpuOf(pid: number): Cpu {
-  const f = statFields(`/proc/${pid}/stat`)!;
-  const main = statFields(`/proc/${pid}/task/${pid}/stat`)!;
-  return {
-    self: (Number(f[11]) + Number(f[12])) / CLK_TCK,
-    children: (Number(f[13]) + Number(f[14])) / CLK_TCK,
-    mainThread: (Number(main[11]) + Number(main[12])) / CLK_TCK,
-  };
+  const proc = readProc(pid, 0)!;
+  return { self: proc.cpuSeconds, children: proc.reapedChildrenCpuSeconds, mainThread: readThreadsCpu(pid)!.main };
 }
 
 function rssPeakMb(pid: number): number | undefined {
@@ -92,19 +77,6 @@ function pssMb(pid: number): number | undefined {
     return m ? Number(m[1]) / 1024 : undefined;
   } catch {
     return undefined;
-  }
-}
-
-function childrenOf(pid: number): number[] {
-  try {
-    return fs
-      .readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8')
-      .trim()
-      .split(/\s+/)
-      .filter(Boolean)
-      .map(Number);
-  } catch {
-    return [];
   }
 }
 
@@ -208,7 +180,7 @@ async function run(sessions: number, seconds: number): Promise<Result> {
   let pssTotal = 0;
   const sample = () => {
     let ffmpegPss = 0;
-    for (const pid of childrenOf(engine.pid)) {
+    for (const pid of descendantsOf(engine.pid)) {
       // Between fork and exec a child is a copy of the engine: only count it once it is ffmpeg.
       if (commOf(pid) !== 'ffmpeg') continue;
       const rss = rssPeakMb(pid);

@@ -1,7 +1,7 @@
 /**
  * The engine's frame socket: a Unix socket (mode 0600) that one gateway at a time connects to; a
- * newer connection replaces the older, which gets `replaced` before it is closed. Each connection first gets `hello` (protocol 2, credit),
- * then the scheduler's frames and events. What the gateway writes back is read with the shared
+ * newer connection replaces the older, which gets `replaced` before it is closed. Each connection
+ * first gets `hello` (protocol 2, credit), then the scheduler's frames and events. What the gateway writes back is read with the shared
  * WireDecoder: `credit` lines feed the scheduler; a protocol error, or a frame (a gateway sends
  * none), drops the connection.
  *

@@ -55,8 +55,8 @@ export class Slot {
     this.endedSignal.catch(() => undefined);
   }
 
-  /** The slot's thread has said which doorbell to ring after each call: its answer to ready(). */
-  set doorbell(memory: SharedArrayBuffer) {
+  /** Rings the thread's doorbell after each call from now on: `memory` is its answer to ready(). */
+  ringAfterCalls(memory: SharedArrayBuffer): void {
     this.endpoint.bell = new Doorbell(memory);
   }
 
@@ -175,7 +175,7 @@ export class SlotPool {
     const { port1, port2 } = new MessageChannel();
     const task: SlotTask = { port: port2 };
     const slot = new Slot(port1, this.piscina.run(task, { transferList: [port2] }) as Promise<SlotResult>);
-    slot.doorbell = await slot.call((api) => api.ready());
+    slot.ringAfterCalls(await slot.call((api) => api.ready()));
     return slot;
   }
 

@@ -170,7 +170,7 @@ async function run(args: Args): Promise<CostResult> {
         total++;
       },
       event: (event) => {
-        if (event.type === 'hello' || event.type === 'credit' || event.type === 'replaced') return;
+        if (event.type === 'hello' || event.type === 'credit') return;
         if (event.type === 'ready') {
           const first = args.pace === 'burst' ? 1e9 : PREBUFFER_FRAMES;
           granted.set(event.session_id, first);

@@ -229,16 +229,8 @@ export interface CreditEvent {
   session_id: string;
   frames: number;
 }
-/**
- * Engine → gateway, last on a connection that a newer gateway's connection has replaced (the
- * engine serves one gateway at a time): the older gateway should leave it to the newer instead of
- * taking it back. Sent only on a connection that got `hello`.
- */
-export interface ReplacedEvent {
-  type: 'replaced';
-}
 export type SessionEvent = ReadyEvent | FinishedEvent | ErrorEvent;
-export type WireEvent = SessionEvent | HelloEvent | CreditEvent | ReplacedEvent;
+export type WireEvent = SessionEvent | HelloEvent | CreditEvent;
 
 export function encodeEvent(event: WireEvent): Buffer {
   const fitted = event.type === 'error' ? { ...event, message: cutMessage(event.message) } : event;
@@ -271,8 +263,6 @@ export function escapeBracesInStrings(json: string): string {
   }
   return out + json.slice(from);
 }
-
-export const REPLACED: ReplacedEvent = { type: 'replaced' };
 
 export const HELLO: HelloEvent = { type: 'hello', protocol: PROTOCOL_VERSION, features: [FEATURE_CREDIT, FEATURE_NEXT] };
 
@@ -507,8 +497,6 @@ export function checkWireEvent(value: unknown): WireEvent | string {
         protocol: v.protocol,
         features: Array.isArray(v.features) ? v.features.filter((f): f is string => typeof f === 'string') : [],
       };
-    case 'replaced':
-      return REPLACED;
     case 'credit': {
       const id = v.session_id;
       if (typeof id !== 'string' || sessionIdError(id)) return 'credit with a bad session_id';

@@ -1,7 +1,7 @@
 /**
  * The engine's frame socket: a Unix socket (mode 0600) that one gateway at a time connects to; a
- * newer connection replaces the older, which gets `replaced` before it is closed. Each connection
- * first gets `hello` (protocol 2, credit), then the scheduler's frames and events. What the gateway writes back is read with the shared
+ * newer connection replaces the older. Each connection first gets `hello` (protocol 2, credit),
+ * then the scheduler's frames and events. What the gateway writes back is read with the shared
  * WireDecoder: `credit` lines feed the scheduler; a protocol error, or a frame (a gateway sends
  * none), drops the connection.
  *
@@ -18,7 +18,7 @@
  */
 import fs from 'node:fs';
 import net from 'node:net';
-import { describeProtocolError, encodeEvent, HELLO, REPLACED, WireDecoder } from '../../shared/protocol.js';
+import { describeProtocolError, encodeEvent, HELLO, WireDecoder } from '../../shared/protocol.js';
 import { logger } from '../../shared/log.js';
 import type { FrameScheduler } from './scheduler.js';
 
@@ -26,8 +26,6 @@ const log = logger('engine.socket');
 
 /** How long a silent new connection waits before it replaces the current gateway. */
 export const SETTLE_MS = 250;
-/** How long a replaced gateway connection has to close its end after being told. */
-const REPLACED_CLOSE_MS = 1000;
 /** How often the engine checks that its socket file is still there. */
 export const PATH_CHECK_MS = 1000;
 
@@ -139,8 +137,7 @@ export class SocketServer {
     const decoder = new WireDecoder({
       frame: () => drop('the gateway sent an audio frame'),
       event: (event) => {
-        // A replaced connection's credit is not the current gateway's to give.
-        if (event.type === 'credit' && this.current === socket) this.scheduler.grant(event.session_id, event.frames);
+        if (event.type === 'credit') this.scheduler.grant(event.session_id, event.frames);
       },
       error: (err) => {
         this.protocolErrors++;
@@ -168,26 +165,16 @@ export class SocketServer {
     if (this.sayHello) socket.write(encodeEvent(HELLO));
   }
 
-  /**
-   * A new connection becomes the gateway. The older one, if any, is told it was replaced and
-   * closed: a gateway that hears so leaves the engine to the newer one, where two live gateways
-   * would otherwise take it from each other for ever, each reconnecting when dropped.
-   */
+  /** A new connection becomes the gateway: the older one, if any, is dropped. */
   private promote(socket: net.Socket): void {
     if (!this.pending.delete(socket) || socket.destroyed) return;
-    const older = this.current;
+    if (this.current) {
+      log.warn('a newer gateway connection replaces the current one');
+      this.current.destroy();
+    }
     this.current = socket;
     log.info('gateway connected');
     this.scheduler.attach(socket);
-    if (!older) return;
-    log.warn('a newer gateway connection replaces the current one; the older is told so and closed');
-    if (!this.sayHello) {
-      older.destroy();
-      return;
-    }
-    older.end(encodeEvent(REPLACED));
-    // One that does not read its socket does not hold it open.
-    setTimeout(() => older.destroy(), REPLACED_CLOSE_MS).unref();
   }
 }
 

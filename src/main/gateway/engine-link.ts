@@ -1,8 +1,7 @@
 /**
  * The gateway's one connection to the engine's frame socket: connects, decodes with the shared
  * WireDecoder, reconnects with capped exponential back-off, and writes credit lines back only
- * once the engine said `hello` with the credit feature (a seed engine gets nothing written). Told
- * `replaced` (a newer gateway took the engine), it stays down and says why in /health.
+ * once the engine said `hello` with the credit feature (a seed engine gets nothing written).
  */
 import net from 'node:net';
 import {
@@ -44,8 +43,6 @@ export class EngineLink {
   private credit = false;
   private next = false;
   private connectedOnce = false;
-  /** The engine said a newer gateway took its socket: this link stays down. */
-  private replaced = false;
   /** Why the last connection attempt failed, or the last connection ended. */
   private lastError = 'not connected yet';
   readonly counters: LinkCounters = { reconnects: 0, protocolErrors: 0, badEvents: 0 };
@@ -67,12 +64,6 @@ export class EngineLink {
           if (this.credit) handlers.creditsEnabled();
         } else if (event.type === 'credit') {
           this.protocolError({ kind: 'bad-event', fatal: false, reason: 'credit sent by the engine' });
-        } else if (event.type === 'replaced') {
-          this.replaced = true;
-          log.error(
-            'another gateway connected to the engine and took it over; this gateway leaves it to that one and stops reconnecting (an engine serves one gateway: give each gateway its own engine, or restart this one to take it back)',
-            { socket: this.socketPath },
-          );
         } else {
           handlers.event(event);
         }
@@ -87,9 +78,7 @@ export class EngineLink {
 
   /** Why the engine cannot be reached now; undefined while connected. */
   get downReason(): string | undefined {
-    if (this.connected) return undefined;
-    if (this.replaced) return 'another gateway took over the engine; not reconnecting (restart this gateway to take it back)';
-    return `${this.lastError}; retrying`;
+    return this.connected ? undefined : `${this.lastError}; retrying`;
   }
 
   /** Credit lines may be written: the engine on this connection asked for them. */
@@ -152,9 +141,9 @@ export class EngineLink {
       this.next = false;
       if (opened) {
         this.lastError = 'the engine closed the connection';
-        this.handlers.disconnected(this.replaced ? 'engine taken over by another gateway' : 'engine connection lost');
+        this.handlers.disconnected('engine connection lost');
       }
-      if (!this.replaced) this.scheduleRetry();
+      this.scheduleRetry();
     });
   }
 

@@ -42,8 +42,6 @@ export class FakeGateway {
   readonly hello: Promise<WireEvent>;
   readonly closed: Promise<void>;
   protocolErrors = 0;
-  /** The engine said a newer gateway connection took its place. */
-  replaced = false;
   private readonly decoder: WireDecoder;
   private readonly waiters = new Set<() => void>();
 
@@ -60,10 +58,6 @@ export class FakeGateway {
       event: (event) => {
         if (event.type === 'hello') return gotHello(event);
         if (event.type === 'credit') return;
-        if (event.type === 'replaced') {
-          this.replaced = true;
-          return;
-        }
         this.log(event.session_id).units.push({ kind: 'event', at: performance.now(), event });
         this.notify();
       },

@@ -16,7 +16,6 @@
  * (CHORUS_OPUS_COMPLEXITY, CHORUS_ENCODER_THREADS, …), e.g.
  *   CHORUS_OPUS_COMPLEXITY=10 npm run bench:engine
  */
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -25,7 +24,7 @@ import { fileURLToPath } from 'node:url';
 import { frameKey, WireDecoder } from '../src/shared/protocol.js';
 import { descendantsOf } from '../test/helpers/chorus-process.js';
 import { defineCommand, numberFlag, parseCommandLine } from './lib/cli.js';
-import { readProc, readThreadsCpu } from './lib/procs.js';
+import { readProc, readThreadsCpu, spawnRole } from './lib/procs.js';
 
 /** dist-scripts/, where this file is built (as scripts/bench-engine.js) beside src/. */
 const BUILD = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -105,24 +104,14 @@ async function startEngine(): Promise<Engine> {
     CHORUS_MEDIA_ROOT: dir,
     CHORUS_MAX_SESSIONS: '1024',
   };
-  const child = spawn(process.execPath, [CLI, 'engine'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
-  const url = await new Promise<string>((resolve, reject) => {
-    let log = '';
-    child.stderr.setEncoding('utf8');
-    child.stderr.on('data', (text: string) => {
-      log += text;
-      const m = /engine ready http=(\S+)/.exec(log);
-      if (m) resolve(m[1]!);
-    });
-    child.once('exit', (code) => reject(new Error(`engine exited with ${code}:\n${log}`)));
-  });
+  const engine = spawnRole('engine', [CLI, 'engine'], env);
+  const url = (await engine.waitFor(/engine ready http=(\S+)/, 60_000))[1]!;
   return {
-    pid: child.pid!,
+    pid: engine.pid,
     socketPath,
     url,
     async stop() {
-      child.kill('SIGTERM');
-      await new Promise((resolve) => child.once('exit', resolve));
+      await engine.stop();
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -21,7 +21,7 @@
  * Prints a table, writes artifacts/engine-cost.json. The engine's knobs come from the
  * environment (CHORUS_OPUS_COMPLEXITY, CHORUS_ENCODER_THREADS, …).
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
@@ -32,7 +32,7 @@ import { resolveFfmpeg } from '../../src/shared/ffmpeg.js';
 import { frameKey, sessionIdOfKey, WireDecoder } from '../../src/shared/protocol.js';
 import { choiceFlag, defineCommand, numberFlag, parseCommandLine } from '../lib/cli.js';
 import { descendantsOf } from '../../test/helpers/chorus-process.js';
-import { readProc, readThreadsCpu } from '../lib/procs.js';
+import { readProc, readThreadsCpu, spawnRole } from '../lib/procs.js';
 import { summarizeProfile } from '../lib/profile.js';
 
 /** dist-scripts/, where this file is built (as scripts/bench/engine-cost.js) beside src/. */
@@ -144,19 +144,9 @@ async function run(args: Args): Promise<CostResult> {
     CHORUS_MAX_SESSIONS: String(args.streams + 16),
     CHORUS_REMOTE_ALLOW: '127.0.0.1',
   };
-  const engine = spawn(process.execPath, [...(args.profile ? ['--cpu-prof', '--cpu-prof-dir', args.profile] : []), CLI, 'engine'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
-  const exited = new Promise((resolve) => engine.once('exit', resolve));
+  const engine = spawnRole('engine', [CLI, 'engine'], env, args.profile ? { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', args.profile] } : {});
   try {
-    const engineUrl = await new Promise<string>((resolve, reject) => {
-      let log = '';
-      engine.stderr.setEncoding('utf8');
-      engine.stderr.on('data', (text: string) => {
-        log += text;
-        const m = /engine ready http=(\S+)/.exec(log);
-        if (m) resolve(m[1]!);
-      });
-      engine.once('exit', (code) => reject(new Error(`engine exited with ${code}:\n${log}`)));
-    });
+    const engineUrl = (await engine.waitFor(/engine ready http=(\S+)/, 60_000))[1]!;
 
     const socket = net.connect(socketPath);
     const frames = new Map<string, number>();
@@ -216,13 +206,13 @@ async function run(args: Args): Promise<CostResult> {
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
 
-    const ff0 = ffmpegCpu(engine.pid!);
-    const th0 = readThreadsCpu(engine.pid!)!;
+    const ff0 = ffmpegCpu(engine.pid);
+    const th0 = readThreadsCpu(engine.pid)!;
     const frames0 = total;
     const t0 = performance.now();
     await new Promise((resolve) => setTimeout(resolve, args.seconds * 1000));
-    const ff1 = ffmpegCpu(engine.pid!);
-    const th1 = readThreadsCpu(engine.pid!)!;
+    const ff1 = ffmpegCpu(engine.pid);
+    const th1 = readThreadsCpu(engine.pid)!;
     const window = (performance.now() - t0) / 1000;
     const streamSeconds = (total - frames0) / (1000 / FRAME_MS);
     clearInterval(credit);
@@ -246,8 +236,7 @@ async function run(args: Args): Promise<CostResult> {
     };
   } finally {
     server?.close();
-    engine.kill('SIGTERM');
-    await exited;
+    await engine.stop();
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -33,7 +33,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writePanelsChart } from './lib/chart.js';
-import { defineCommand, numberFlag, parseCommandLine, UsageError } from './lib/cli.js';
+import { choiceFlag, defineCommand, numberFlag, parseCommandLine, UsageError } from './lib/cli.js';
 import { readMachineCpu, readProc, readThreadsCpu, spawnRole, type Spawned } from './lib/procs.js';
 import { summarizeProfile } from './lib/profile.js';
 import { LatencyHistogram } from './lib/stats.js';
@@ -86,8 +86,7 @@ function options() {
     for (const mode of modes) {
       if (!/^(thread|baseline|shared:[1-9]\d*)$/.test(mode)) throw new UsageError(`--modes: thread, shared:<k> or baseline, got ${JSON.stringify(mode)}`);
     }
-    const blocks = (v.blocks ?? 'none,with').split(',');
-    for (const b of blocks) if (b !== 'none' && b !== 'with') throw new UsageError(`--blocks: none or with, got ${JSON.stringify(b)}`);
+    const blocks = (v.blocks ?? 'none,with').split(',').map((b) => choiceFlag('blocks', b, ['none', 'with'] as const));
     return {
       blocks: blocks.map((b) => b === 'with'),
       guildCounts,

@@ -79,8 +79,7 @@ function dumpArrivals(file: string, guilds: VoiceGuild[]): void {
 }
 
 function arg(name: string): string {
-  const i = process.argv.indexOf(name);
-  const v = i >= 0 ? process.argv[i + 1] : undefined;
+  const v = optionalArg(name);
   if (v === undefined) throw new Error(`voice-receiver: ${name} is required`);
   return v;
 }
@@ -137,6 +136,17 @@ class SelfWatch {
   }
 }
 
+/**
+ * Records the lateness of packets `from`… of one voice session against its schedule within them
+ * (anchored on the most punctual one); returns that anchor.
+ */
+function recordLateness(times: number[], from: number, counts: LatencyCounts): number {
+  let anchor = Infinity;
+  for (let k = from; k < times.length; k++) anchor = Math.min(anchor, times[k]! - FRAME_MS * k);
+  for (let k = from; k < times.length; k++) counts.record(times[k]! - FRAME_MS * k - anchor);
+  return anchor;
+}
+
 function report(guilds: VoiceGuild[], frames: number, self: ReceiverSelf, steadyFrom: number): ReceiverReport {
   const lateness = new LatencyCounts();
   const steady = new LatencyCounts();
@@ -156,18 +166,10 @@ function report(guilds: VoiceGuild[], frames: number, self: ReceiverSelf, steady
     for (const v of g.ownViolations.slice(0, 3)) violations.push(`${g.guildId}: ${v.kind}: ${v.message}`);
     for (const session of new Set(audio.map((p) => p.session))) {
       const times = audio.filter((p) => p.session === session).map((p) => p.at);
-      let anchor = Infinity;
-      for (let k = 0; k < times.length; k++) anchor = Math.min(anchor, times[k]! - FRAME_MS * k);
-      for (let k = 0; k < times.length; k++) {
-        lateness.record(times[k]! - FRAME_MS * k - anchor);
-        if (k > 0) interval.record(times[k]! - times[k - 1]!);
-      }
+      const anchor = recordLateness(times, 0, lateness);
+      for (let k = 1; k < times.length; k++) interval.record(times[k]! - times[k - 1]!);
       const first = times.findIndex((t) => t >= steadyFrom);
-      if (first >= 0) {
-        let steadyAnchor = Infinity;
-        for (let k = first; k < times.length; k++) steadyAnchor = Math.min(steadyAnchor, times[k]! - FRAME_MS * k);
-        for (let k = first; k < times.length; k++) steady.record(times[k]! - FRAME_MS * k - steadyAnchor);
-      }
+      if (first >= 0) recordLateness(times, first, steady);
       let tail = Infinity;
       for (let k = Math.max(0, times.length - 10); k < times.length; k++) tail = Math.min(tail, times[k]! - FRAME_MS * k - anchor);
       if (tail > SHIFTED_MS) shifted++;

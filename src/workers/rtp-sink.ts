@@ -97,7 +97,9 @@ export class RtpSinks {
 
   /** Every target's own socket has connected (so no send needs the event loop). */
   get connected(): boolean {
-    return this.sinks.every((s) => s.isConnected);
+    // Asked every wake of a sleeping thread: a plain loop, no callback.
+    for (const sink of this.sinks) if (!sink.isConnected) return false;
+    return true;
   }
 
   /** Adds a target (with its stream, if it has one already); adding one twice changes nothing. */

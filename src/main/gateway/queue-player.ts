@@ -461,16 +461,17 @@ export class QueuePlayer implements TrackObserver {
     if (gone?.aborted) abort();
     gone?.addEventListener('abort', abort, { once: true });
     this.addLookups.add(lookup);
+    let items: NewItem[] = [];
     try {
-      const items = await this.resolve(tracks, format, lookup.signal);
-      if (lookup.signal.aborted) throw new AddCancelled();
-      return items;
+      items = await this.resolve(tracks, format, lookup.signal);
     } catch (err) {
-      throw lookup.signal.aborted ? new AddCancelled() : err;
+      if (!lookup.signal.aborted) throw err;
     } finally {
       this.addLookups.delete(lookup);
       gone?.removeEventListener('abort', abort);
     }
+    if (lookup.signal.aborted) throw new AddCancelled();
+    return items;
   }
 
   private async resolve(tracks: string[], format: 'opus' | 'web', signal: AbortSignal): Promise<NewItem[]> {

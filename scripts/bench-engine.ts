@@ -24,7 +24,7 @@ import { fileURLToPath } from 'node:url';
 import { frameKey, WireDecoder } from '../src/shared/protocol.js';
 import { descendantsOf } from '../test/helpers/chorus-process.js';
 import { defineCommand, numberFlag, parseCommandLine } from './lib/cli.js';
-import { readProc, readThreadsCpu, spawnRole } from './lib/procs.js';
+import { readProc, readThreadsCpu, startEngineIn } from './lib/procs.js';
 
 /** dist-scripts/, where this file is built (as scripts/bench-engine.js) beside src/. */
 const BUILD = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -96,16 +96,7 @@ interface Engine {
 
 async function startEngine(): Promise<Engine> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'chorus-bench-'));
-  const socketPath = path.join(dir, 'engine.sock');
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    CHORUS_ENGINE_PORT: '0',
-    CHORUS_SOCKET: socketPath,
-    CHORUS_MEDIA_ROOT: dir,
-    CHORUS_MAX_SESSIONS: '1024',
-  };
-  const engine = spawnRole('engine', [CLI, 'engine'], env);
-  const url = (await engine.waitFor(/engine ready http=(\S+)/, 60_000))[1]!;
+  const { engine, url, socketPath } = await startEngineIn(CLI, dir, { CHORUS_MAX_SESSIONS: '1024' });
   return {
     pid: engine.pid,
     socketPath,

@@ -32,7 +32,7 @@ import { resolveFfmpeg } from '../../src/shared/ffmpeg.js';
 import { frameKey, sessionIdOfKey, WireDecoder } from '../../src/shared/protocol.js';
 import { choiceFlag, defineCommand, numberFlag, parseCommandLine } from '../lib/cli.js';
 import { descendantsOf } from '../../test/helpers/chorus-process.js';
-import { readProc, readThreadsCpu, spawnRole } from '../lib/procs.js';
+import { readProc, readThreadsCpu, startEngineIn, type Spawned } from '../lib/procs.js';
 import { summarizeProfile } from '../lib/profile.js';
 
 /** dist-scripts/, where this file is built (as scripts/bench/engine-cost.js) beside src/. */
@@ -135,19 +135,17 @@ async function run(args: Args): Promise<CostResult> {
   const url = (i: number) =>
     args.source === 'tone' ? `tone:${200 + 10 * i}?seconds=${trackSeconds}` : server ? server.url : path.basename(media!);
 
-  const socketPath = path.join(dir, 'engine.sock');
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    CHORUS_ENGINE_PORT: '0',
-    CHORUS_SOCKET: socketPath,
-    CHORUS_MEDIA_ROOT: dir,
-    CHORUS_MAX_SESSIONS: String(args.streams + 16),
-    CHORUS_REMOTE_ALLOW: '127.0.0.1',
-  };
-  const engine = spawnRole('engine', [CLI, 'engine'], env, args.profile ? { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', args.profile] } : {});
+  let engine: Spawned | undefined;
   try {
-    const engineUrl = (await engine.waitFor(/engine ready http=(\S+)/, 60_000))[1]!;
-
+    const started = await startEngineIn(
+      CLI,
+      dir,
+      { CHORUS_MAX_SESSIONS: String(args.streams + 16), CHORUS_REMOTE_ALLOW: '127.0.0.1' },
+      args.profile ? { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', args.profile] } : {},
+    );
+    engine = started.engine;
+    const { url: engineUrl, socketPath } = started;
+    const pid = engine.pid;
     const socket = net.connect(socketPath);
     const frames = new Map<string, number>();
     const granted = new Map<string, number>();
@@ -206,13 +204,13 @@ async function run(args: Args): Promise<CostResult> {
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
 
-    const ff0 = ffmpegCpu(engine.pid);
-    const th0 = readThreadsCpu(engine.pid)!;
+    const ff0 = ffmpegCpu(pid);
+    const th0 = readThreadsCpu(pid)!;
     const frames0 = total;
     const t0 = performance.now();
     await new Promise((resolve) => setTimeout(resolve, args.seconds * 1000));
-    const ff1 = ffmpegCpu(engine.pid);
-    const th1 = readThreadsCpu(engine.pid)!;
+    const ff1 = ffmpegCpu(pid);
+    const th1 = readThreadsCpu(pid)!;
     const window = (performance.now() - t0) / 1000;
     const streamSeconds = (total - frames0) / (1000 / FRAME_MS);
     clearInterval(credit);
@@ -236,7 +234,7 @@ async function run(args: Args): Promise<CostResult> {
     };
   } finally {
     server?.close();
-    await engine.stop();
+    await engine?.stop();
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }

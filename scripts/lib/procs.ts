@@ -5,6 +5,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import path from 'node:path';
 import { descendantsOf } from '../../test/helpers/chorus-process.js';
 import { watchLines } from '../../test/helpers/line-log.js';
 
@@ -147,4 +148,26 @@ export function spawnRole(
       await log.exited;
     },
   };
+}
+
+/**
+ * The real engine of the built CLI `cli`, its socket and media root in `dir`: resolves once it
+ * says it is ready, with its HTTP URL.
+ */
+export async function startEngineIn(
+  cli: string,
+  dir: string,
+  env: NodeJS.ProcessEnv,
+  opts: { nodeArgs?: string[] } = {},
+): Promise<{ engine: Spawned; url: string; socketPath: string }> {
+  const socketPath = path.join(dir, 'engine.sock');
+  const engine = spawnRole('engine', [cli, 'engine'], { ...process.env, CHORUS_ENGINE_PORT: '0', CHORUS_SOCKET: socketPath, CHORUS_MEDIA_ROOT: dir, ...env }, opts);
+  try {
+    const url = (await engine.waitFor(/engine ready http=(\S+)/, 60_000))[1]!;
+    return { engine, url, socketPath };
+  } catch (err) {
+    // An engine that never said ready is not left running.
+    await engine.stop();
+    throw err;
+  }
 }

@@ -59,9 +59,9 @@ function oneOf<const T extends string>(values: readonly T[], defaultValue: T, me
   };
 }
 
-function flag(meaning: string): VarSpec<boolean> {
+function flag(meaning: string, on = false): VarSpec<boolean> {
   return {
-    defaultText: '0',
+    defaultText: on ? '1' : '0',
     allowed: '0 or 1',
     meaning,
     parse: (raw) => (raw.trim() === '1' ? true : raw.trim() === '0' ? false : undefined),
@@ -208,6 +208,10 @@ export const SCHEMA = {
     defaultValue: () => os.availableParallelism(),
   },
   CHORUS_OPUS_COMPLEXITY: int(0, 10, 6, 'Opus encoder complexity: 10 is slowest and best; 7 and up add an analysis pass that costs about 40 % more CPU for little gain at 128 kb/s and up.'),
+  CHORUS_OPUS_PASSTHROUGH: flag(
+    'Plays of format opus with no gain or filters whose source is Opus in 20 ms packets (YouTube\'s WebM, Ogg Opus) send the source\'s own packets, not decoded and encoded again: the source\'s bitrate and channels go out, CHORUS_OPUS_BITRATE does not apply. 0: encode every play.',
+    true,
+  ),
   CHORUS_ENGINE_DIALECT: oneOf(
     ['chorus', 'natashi'] as const,
     'chorus',

@@ -61,11 +61,16 @@ export class ClientSession {
     return this.ws !== undefined;
   }
 
-  /** Takes a (re)connected WebSocket: ready first, then what was missed. */
+  /**
+   * Takes a (re)connected WebSocket: ready first, then what was missed. A client that resumes
+   * before its old socket's close has reached chorus takes over from that socket.
+   */
   attach(ws: WebSocket, resumed: boolean): void {
     if (this.expiry) clearTimeout(this.expiry);
     this.expiry = undefined;
+    const old = this.ws;
     this.ws = ws;
+    old?.close(1000, 'resumed on another connection');
     ws.send(JSON.stringify({ op: 'ready', resumed, sessionId: this.id }));
     for (const text of this.missed.splice(0)) ws.send(text);
     ws.send(JSON.stringify({ op: 'stats', ...this.stats(this) }));

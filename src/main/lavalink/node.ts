@@ -13,7 +13,8 @@
  *
  * Authorization is Lavalink's: the header holds the password (CHORUS_TOKEN) itself; "Bearer
  * <token>" is taken too. With no token set, every request is let in, as on chorus's own routes.
- * Errors are Lavalink's body (errors.ts).
+ * Errors are Lavalink's body (errors.ts). Every answer carries `Lavalink-Api-Version: 4`, and the
+ * WebSocket's upgrade `Session-Resumed` (clients read whether they resumed from it before `ready`).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import os from 'node:os';
@@ -35,6 +36,7 @@ import { decodeTrack, TrackCodecError } from './track-codec.js';
 export const LAVALINK_VERSION = { semver: '4.0.0+chorus', major: 4, minor: 0, patch: 0, preRelease: null, build: 'chorus' };
 const SESSION_ROUTE = /^\/v4\/sessions\/([^/]+)(?:\/players(?:\/([^/]+))?)?$/;
 const SNOWFLAKE = /^\d{1,20}$/;
+const API_VERSION_HEADER = 'Lavalink-Api-Version';
 
 export type BodyReader = (req: IncomingMessage) => Promise<Buffer>;
 
@@ -50,7 +52,11 @@ export class LavalinkNode {
     private readonly access: GatewayAccess,
     private readonly readBody: BodyReader,
     private readonly loader: TrackLoader,
-  ) {}
+  ) {
+    this.wss.on('headers', (headers, req) => {
+      headers.push(`${API_VERSION_HEADER}: ${LAVALINK_VERSION.major}`, `Session-Resumed: ${this.resumable(req) !== undefined}`);
+    });
+  }
 
   /** The engine URL of a track chorus can play (a yt-dlp track's media URL, asked for now); 400 for another source's. */
   private async playUrl(track: LavalinkTrack, signal: AbortSignal): Promise<string> {
@@ -67,6 +73,7 @@ export class LavalinkNode {
   }
 
   async handle(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+    res.setHeader(API_VERSION_HEADER, String(LAVALINK_VERSION.major));
     try {
       this.authorize(req);
       await this.route(req, res, url);
@@ -92,15 +99,15 @@ export class LavalinkNode {
       const status = err instanceof HttpError ? err.status : 500;
       const body = lavalinkErrorBody(status, (err as Error).message, url.pathname);
       const text = JSON.stringify(body);
-      socket.end(`HTTP/1.1 ${status} ${body.error}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
+      socket.end(`HTTP/1.1 ${status} ${body.error}\r\n${API_VERSION_HEADER}: ${LAVALINK_VERSION.major}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
       return true;
     }
     const clientName = header(req, 'client-name') ?? 'unknown';
-    const wanted = header(req, 'session-id');
+    // The upgrade's headers and this callback run in one turn: both see the same resumable session.
     this.wss.handleUpgrade(req, socket, head, (ws) => {
-      const existing = wanted !== undefined ? this.sessions.get(wanted) : undefined;
-      if (existing && existing.resuming && !existing.connected && existing.userId === userId) {
-        existing.attach(ws, true);
+      const resumed = this.resumable(req);
+      if (resumed) {
+        resumed.attach(ws, true);
         return;
       }
       const session = new ClientSession(
@@ -117,6 +124,17 @@ export class LavalinkNode {
       session.attach(ws, false);
     });
     return true;
+  }
+
+  /**
+   * The session a WebSocket upgrade resumes: its Session-Id, kept for resuming, the same bot. It
+   * may still look connected: a client's reconnect can arrive before its old socket's close.
+   */
+  private resumable(req: IncomingMessage): ClientSession | undefined {
+    const wanted = header(req, 'session-id');
+    const session = wanted !== undefined ? this.sessions.get(wanted) : undefined;
+    if (!session || !session.resuming || session.userId !== header(req, 'user-id')) return undefined;
+    return session;
   }
 
   async close(): Promise<void> {

@@ -65,12 +65,15 @@ class Client {
   readonly messages: any[] = [];
   private waiters = new Set<() => void>();
   ws!: WebSocket;
+  /** The headers of the WebSocket's upgrade answer. */
+  upgrade: Record<string, string | string[] | undefined> = {};
 
   static async connect(sessionId?: string): Promise<Client> {
     const c = new Client();
     c.ws = new WebSocket(gateway.httpUrl.replace('http', 'ws') + '/v4/websocket', {
       headers: { Authorization: TOKEN, 'User-Id': USER_ID, 'Client-Name': 'chorus-test/1.0', ...(sessionId ? { 'Session-Id': sessionId } : {}) },
     });
+    c.ws.on('upgrade', (res) => (c.upgrade = res.headers));
     c.ws.on('message', (data) => {
       c.messages.push(JSON.parse(data.toString()));
       for (const w of c.waiters) w();
@@ -356,14 +359,22 @@ describe('Lavalink client session', () => {
     expect(audio).toBe(100);
     const back = await Client.connect(id);
     expect(back.messages[0]).toEqual({ op: 'ready', resumed: true, sessionId: id });
+    // Clients (shoukaku among them) read whether they resumed from the upgrade's header, before ready.
+    expect(back.upgrade).toMatchObject({ 'session-resumed': 'true', 'lavalink-api-version': '4' });
     await back.until((m) => m.type === 'TrackEndEvent', 'missed TrackEndEvent');
     expect(back.events(guildId)).toEqual(['TrackEndEvent:finished']);
     // A session id nobody resumes is a new session.
     const fresh = await Client.connect('nosuchsession123');
     expect(fresh.messages[0].resumed).toBe(false);
+    expect(fresh.upgrade['session-resumed']).toBe('false');
+    // A client back before its old socket's close reached chorus takes the session over.
+    const oldClosed = new Promise<number>((r) => back.ws.once('close', (code) => r(code)));
+    const again = await Client.connect(id);
+    expect(again.messages[0]).toEqual({ op: 'ready', resumed: true, sessionId: id });
+    expect(await oldClosed).toBe(1000);
     expect(fresh.sessionId).not.toBe('nosuchsession123');
     expect((await rest('PATCH', `/v4/sessions/${id}`, { resuming: false })).status).toBe(200);
-    await Promise.all([back.close(), fresh.close()]);
+    await Promise.all([again.close(), fresh.close()]);
     // Without resuming, closing ends the players: the session is gone (once the server has seen the close).
     let status = 0;
     for (let i = 0; i < 40 && status !== 404; i++) {

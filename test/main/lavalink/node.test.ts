@@ -38,7 +38,7 @@ async function call(method: string, url: string, opts: { auth?: string | null; b
   } catch {
     body = undefined;
   }
-  return { status: res.status, body, text, type: res.headers.get('content-type') };
+  return { status: res.status, body, text, type: res.headers.get('content-type'), apiVersion: res.headers.get('lavalink-api-version') };
 }
 
 const load = async (identifier: string) => (await call('GET', `/v4/loadtracks?identifier=${encodeURIComponent(identifier)}`)).body;
@@ -85,12 +85,14 @@ describe('Lavalink REST on the gateway', () => {
     expect(r.status).toBe(200);
     expect(r.type).toMatch(/^text\/plain/);
     expect(r.text).toMatch(/^4\.\d+\.\d+/);
+    expect(r.apiVersion).toBe('4');
   });
 
   it('refuses a wrong or missing password with Lavalink\'s error body; Bearer <password> is taken too', async () => {
     const none = await call('GET', '/v4/info', { auth: null });
     expect(none.status).toBe(401);
     expectLavalinkError(none.body, 401, '/v4/info');
+    expect(none.apiVersion).toBe('4');
     const wrong = await call('GET', '/v4/info', { auth: 'youshallnotpass' });
     expect(wrong.status).toBe(401);
     expect((await call('GET', '/v4/info', { auth: `Bearer ${TOKEN}` })).status).toBe(200);

@@ -4,8 +4,9 @@
  * N Lavalink players driven through a real client (shoukaku 4, as a bot drives it, its Discord
  * voice events fed by a fake shard) on a real chorus node (engine: ffmpeg + Opus per player;
  * gateway: a worker per player) to stand-in Discord voice receivers on loopback
- * (test/helpers/discord-voice-server.ts, decoding off, no packet objects kept). Each player plays its own tone. Over a
- * window of S seconds once all play (players that failed to start are counted and left out):
+ * (test/helpers/discord-voice-server.ts, decoding off, no packet objects kept). Each player plays
+ * its own tone. Over a window of S seconds once all play (players that failed to start are
+ * counted and left out):
  *
  *   cadence p50/p99/max   audio packet inter-arrival at the receivers, ms, all players pooled
  *   lost                  packets of S × 50 a player should have had in the window and did not

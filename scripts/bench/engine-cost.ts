@@ -182,7 +182,6 @@ async function run(args: Args): Promise<CostResult> {
           granted.set(event.session_id, first);
           socket.write(JSON.stringify({ type: 'credit', session_id: event.session_id, frames: first }) + '\n');
         }
-        if (event.session_id.startsWith('first-') && event.type !== 'error') return;
         if (event.type === 'error' || event.type === 'finished') failures.push(`${event.session_id}: ${event.type === 'error' ? event.message : `finished after ${frames.get(event.session_id) ?? 0} frames`}`);
       },
       error: (err) => failures.push(`protocol error ${err.kind}`),

@@ -197,13 +197,13 @@ export class SessionManager {
         frames: (frames, count) => session.addFrames(frames, count),
         end: (error) => this.pipelineEnded(session, input, pipeline, error, retry),
         reencode: (reason) => {
-          session.reencodeReason = reason;
+          session.encodeOnly = true;
           log.info('source cannot pass through as Opus; encoding it from the frame reached', { session: session.id, play: session.play, at: session.nextFrameAt, reason });
           this.reopen(session, input, pipeline, retry, 0);
         },
         canRead: () => session.canRead,
       };
-      const pipeline: FrameSource = this.opts.startSource({ ...session.request, startAt }, input, session.paddedId, events, session.reencodeReason === undefined);
+      const pipeline: FrameSource = this.opts.startSource({ ...session.request, startAt }, input, session.paddedId, events, !session.encodeOnly);
       this.ffmpegStarted++;
       if (takeOver) session.replacePipeline(pipeline);
       else session.attach(pipeline);

@@ -88,6 +88,7 @@ const STDERR_TAIL_BYTES = 2048;
  * read rather than one (ffmpeg flushes its output per page).
  */
 const REMOTE_PAGE_US = 20_000;
+const FILE_PAGE_US = 200_000;
 /**
  * A passthrough seek asks ffmpeg for half a packet before the position: the packet that starts
  * nearest the position comes first. Opus packets start a little before their 20 ms slot (the
@@ -95,7 +96,6 @@ const REMOTE_PAGE_US = 20_000;
  * packet a source reopened at the frame reached must go on with.
  */
 const PACKET_SEEK_LEAD_S = 0.01;
-const FILE_PAGE_US = 200_000;
 
 export class Pipeline implements FrameSource {
   private readonly child: ChildProcessByStdio<null, Readable, Readable>;

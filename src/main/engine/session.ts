@@ -116,8 +116,8 @@ export class Session extends EventEmitter {
   pendingInput: FfmpegInput | undefined;
   /** ffmpeg has given this play's whole source. */
   sourceEnded = false;
-  /** Why this play's source could not pass through as Opus: its later runs are encoded. */
-  reencodeReason: string | undefined;
+  /** A run of this play found its source cannot pass through as Opus: its later runs are encoded. */
+  encodeOnly = false;
   /**
    * Set for a peer that reads Ogg Opus (CHORUS_ENGINE_DIALECT=natashi): each packet goes out as
    * one Ogg page, after the stream's two header pages.

@@ -193,7 +193,7 @@ export const SCHEMA = {
   CHORUS_PAUSE_RELEASE_S: int(1, 31_536_000, 60, 'A session paused this long gives back its ffmpeg, worker and buffers, keeping its exact frame position; resume starts its source again at that frame. A released session waits for its resume however long.'),
   CHORUS_GATEWAY_GRACE_S: int(1, 31_536_000, 60, 'With no gateway connected this long (since it left, or since the play), a live session is stopped: a gateway that reconnects sooner finds its sessions playing.'),
   CHORUS_MAX_ENDED_SESSIONS: int(0, 1_000_000, 1000, 'Ended sessions the engine keeps for status; past it the oldest are forgotten.'),
-  CHORUS_OPUS_BITRATE: optionalInt(6000, 510_000, 'Opus bitrate in b/s for every format; empty: 128000 for opus, 256000 for web.'),
+  CHORUS_OPUS_BITRATE: optionalInt(6000, 510_000, 'Opus bitrate in b/s for every format; empty: 128000 for opus, 256000 for web. Not for plays whose Opus passes through (CHORUS_OPUS_PASSTHROUGH): they keep the source\'s.'),
   CHORUS_FFMPEG: text('', 'ffmpeg binary; empty: ffmpeg-static, then @ffmpeg-installer/ffmpeg, then ffmpeg on PATH.', 'empty or a file path'),
   CHORUS_MEDIA_ROOT: computed(
     '<cwd>/media',

@@ -1,11 +1,12 @@
 /**
- * `npm run bench:lavalink [-- --players N[,N…] --seconds S --patches K --per-thread T --json FILE]`
+ * `npm run bench:lavalink [-- --players N[,N…] --seconds S --patches K --per-thread T --source tone|opus --json FILE]`
  *
  * N Lavalink players driven through a real client (shoukaku 4, as a bot drives it, its Discord
  * voice events fed by a fake shard) on a real chorus node (engine: ffmpeg + Opus per player;
  * gateway: a worker per player) to stand-in Discord voice receivers on loopback
  * (test/helpers/discord-voice-server.ts, decoding off, no packet objects kept). Each player plays
- * its own tone. Over a window of S seconds once all play (players that failed to start are
+ * its own tone, or with `--source opus` an Ogg Opus file of 20 ms packets, which the engine passes
+ * through without decoding or encoding as it does YouTube's Opus. Over a window of S seconds once all play (players that failed to start are
  * counted and left out):
  *
  *   cadence p50/p99/max   audio packet inter-arrival at the receivers, ms, all players pooled
@@ -23,7 +24,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Connector, Shoukaku, type NodeOption, type Player } from 'shoukaku';
-import { defineCommand, numberFlag, parseCommandLine } from './lib/cli.js';
+import { choiceFlag, defineCommand, numberFlag, parseCommandLine } from './lib/cli.js';
+import { makeMedia } from './lib/media.js';
 import { readProc, readTree, spawnRole, type Spawned } from './lib/procs.js';
 import { toneHz } from './lib/tones.js';
 import { VoiceServer, type VoiceGuild } from '../test/helpers/discord-voice-server.js';
@@ -38,16 +40,20 @@ const TOKEN = 'bench-lavalink-password';
 const JOIN_BATCH = 10;
 /** Each player's tone outlasts any ramp-up and window. */
 const TONE_SECONDS = 3600;
+const SOURCES = ['tone', 'opus'] as const;
+/** The Opus file's length beyond the window: ramp-up of the players, and the second before it. */
+const OPUS_MARGIN_S = 120;
 
 const COMMAND = defineCommand({
   name: 'bench:lavalink',
-  usage: 'npm run bench:lavalink -- [--players N[,N…]] [--seconds S] [--patches K] [--per-thread T] [--json FILE]',
+  usage: 'npm run bench:lavalink -- [--players N[,N…]] [--seconds S] [--patches K] [--per-thread T] [--source tone|opus] [--json FILE]',
   about: 'N Lavalink players through shoukaku to stand-in Discord voice receivers: cadence, loss, frameStats, CPU and RSS per player, PATCH latency.',
   flags: {
     players: { type: 'string', value: 'N[,N…]', help: 'player counts to measure (20,50)' },
     seconds: { type: 'string', value: 'S', help: 'measured window once all play (30)' },
     patches: { type: 'string', value: 'K', help: 'volume PATCHes spread over the window (20)' },
     'per-thread': { type: 'string', value: 'T', help: "the gateway's CHORUS_SESSIONS_PER_THREAD (1: a worker per player)" },
+    source: { type: 'string', value: 'tone|opus', help: "what each player plays: its own tone (encoded by the engine), or an Ogg Opus file, which the engine passes through as YouTube's Opus (tone)" },
     json: { type: 'string', value: 'FILE', help: 'also write the rows as JSON' },
   },
 });
@@ -58,6 +64,7 @@ function options() {
     seconds: numberFlag('seconds', v.seconds ?? '30', 5, 3600),
     patches: numberFlag('patches', v.patches ?? '20', 0, 10_000, true),
     perThread: numberFlag('per-thread', v['per-thread'] ?? '1', 1, 1000, true),
+    source: choiceFlag('source', v.source ?? 'tone', SOURCES),
     json: v.json,
   }));
 }
@@ -126,8 +133,9 @@ function fakeDiscord(server: VoiceServer, guilds: Map<string, { sessionId: strin
   };
 }
 
-async function runOnce(n: number, seconds: number, patches: number, perThread: number): Promise<Row> {
+async function runOnce(n: number, seconds: number, patches: number, perThread: number, source: (typeof SOURCES)[number]): Promise<Row> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'chorus-bench-lavalink-'));
+  const opusFile = source === 'opus' ? makeMedia(dir, 'opus', seconds + OPUS_MARGIN_S) : undefined;
   // Discord's heartbeat interval (the stand-in's 1 s default closes a starved client with 4009).
   // No packet objects kept (their GC pauses would count as the node's lateness): the receivers' logs are read instead.
   const server = await VoiceServer.start({ decode: false, keepPackets: false, heartbeatIntervalMs: 13_750 });
@@ -176,7 +184,7 @@ async function runOnce(n: number, seconds: number, patches: number, perThread: n
     await new Promise<void>((resolve) => shoukaku!.once('ready', () => resolve()));
     const node = shoukaku.nodes.get('chorus')!;
 
-    // Every player, JOIN_BATCH at a time: join, then play its own tone, longer than any ramp-up and window.
+    // Every player, JOIN_BATCH at a time: join, then play its own tone (or the Opus file), longer than any ramp-up and window.
     const setupStart = performance.now();
     const players: Player[] = [];
     const playing: VoiceGuild[] = [];
@@ -184,7 +192,7 @@ async function runOnce(n: number, seconds: number, patches: number, perThread: n
     for (let i = 0; i < n; i += JOIN_BATCH) {
       const batch = ids.slice(i, i + JOIN_BATCH).map(async (guildId, j) => {
         try {
-          const loaded = (await node.rest.resolve(`tone:${toneHz(i + j)}?seconds=${TONE_SECONDS}`)) as { data: { encoded: string } };
+          const loaded = (await node.rest.resolve(opusFile ?? `tone:${toneHz(i + j)}?seconds=${TONE_SECONDS}`)) as { data: { encoded: string } };
           const player = await shoukaku!.joinVoiceChannel({ guildId, channelId: `8${String(200000000000 + i + j)}`, shardId: 0 });
           await player.playTrack({ track: { encoded: loaded.data.encoded } });
           players.push(player);
@@ -279,20 +287,21 @@ async function runOnce(n: number, seconds: number, patches: number, perThread: n
 
 
 async function main(): Promise<void> {
-  const { counts, seconds, patches, perThread, json } = options();
+  const { counts, seconds, patches, perThread, source, json } = options();
   const rows: Row[] = [];
   for (const n of counts) {
     process.stderr.write(`bench:lavalink ${n} players…\n`);
-    rows.push(await runOnce(n, seconds, patches, perThread));
+    rows.push(await runOnce(n, seconds, patches, perThread, source));
     process.stderr.write(`${JSON.stringify(rows.at(-1))}\n`);
   }
   const load = os.loadavg().map((l) => l.toFixed(1)).join(' ');
-  console.log(`\nLavalink players through shoukaku, ${seconds} s window, ${perThread} player(s) per worker thread (node ${process.version}, ${os.cpus().length} cores, load average ${load})`);
+  const playing = source === 'opus' ? 'an Ogg Opus file each (passed through)' : 'a tone each (encoded)';
+  console.log(`\nLavalink players through shoukaku, ${playing}, ${seconds} s window, ${perThread} player(s) per worker thread (node ${process.version}, ${os.cpus().length} cores, load average ${load})`);
   console.log('cadence: audio packet inter-arrival at the receivers, ms; lost: packets of seconds × 50 not received;');
   console.log('sent/nulled/deficit: Lavalink frameStats per player per minute; cpu/rss: engine (with ffmpeg) + gateway, per player;');
   console.log('patch: REST latency of a volume PATCH through shoukaku, ms\n');
   console.log(figuresTable(rows));
-  if (json) fs.writeFileSync(json, JSON.stringify({ node: process.version, cpus: os.cpus().length, loadavg: os.loadavg(), seconds, patches, perThread, rows }, null, 2));
+  if (json) fs.writeFileSync(json, JSON.stringify({ node: process.version, cpus: os.cpus().length, loadavg: os.loadavg(), seconds, patches, perThread, source, rows }, null, 2));
 }
 
 main().catch((err: Error) => {

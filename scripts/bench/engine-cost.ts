@@ -26,16 +26,15 @@
  * engine's knobs come from the environment (CHORUS_OPUS_COMPLEXITY, CHORUS_ENCODER_THREADS,
  * CHORUS_OPUS_PASSTHROUGH, …).
  */
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { resolveFfmpeg } from '../../src/shared/ffmpeg.js';
 import { frameKey, sessionIdOfKey, WireDecoder } from '../../src/shared/protocol.js';
 import { choiceFlag, defineCommand, numberFlag, parseCommandLine } from '../lib/cli.js';
+import { makeMedia } from '../lib/media.js';
 import { descendantsOf } from '../../test/helpers/chorus-process.js';
 import { readProc, readThreadsCpu, startEngineIn, type Spawned } from '../lib/procs.js';
 import { summarizeProfile } from '../lib/profile.js';
@@ -82,21 +81,6 @@ function readArgs(): Args {
     seconds: numberFlag('seconds', v.seconds ?? '10', 1, 600),
     profile: v.profile,
   }));
-}
-
-/** A file of `seconds` of a tone under noise, in the format a source kind reads. */
-function makeMedia(dir: string, kind: SourceKind, seconds: number): string {
-  const format = kind === 'http' ? 'mp3' : kind;
-  const codec: Record<string, string[]> = {
-    mp3: ['-ar', '44100', '-c:a', 'libmp3lame', '-b:a', '192k'],
-    ogg: ['-ar', '48000', '-c:a', 'libvorbis', '-q:a', '5'],
-    opus: ['-ar', '48000', '-c:a', 'libopus', '-b:a', '128k', '-frame_duration', '20'],
-    wav: ['-ar', '48000', '-c:a', 'pcm_s16le'],
-  };
-  const file = path.join(dir, `bench.${format}`);
-  const input = `sine=frequency=440:sample_rate=48000:duration=${seconds},aformat=channel_layouts=stereo[a];anoisesrc=color=pink:amplitude=0.2:sample_rate=48000:duration=${seconds},aformat=channel_layouts=stereo[b];[a][b]amix=inputs=2`;
-  execFileSync(resolveFfmpeg().path, ['-hide_banner', '-loglevel', 'error', '-y', '-f', 'lavfi', '-i', input, '-ac', '2', ...codec[format]!, file]);
-  return file;
 }
 
 /** Serves one file over loopback HTTP, with its length (no ranges: ffmpeg reads it through). */
@@ -146,7 +130,7 @@ async function run(args: Args): Promise<CostResult> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'chorus-cost-'));
   // Long enough that no stream ends inside the window, at either pace.
   const trackSeconds = args.pace === 'realtime' ? args.seconds + 40 : Math.max(60, args.seconds * 40);
-  const media = args.source === 'tone' ? undefined : makeMedia(dir, args.source, trackSeconds);
+  const media = args.source === 'tone' ? undefined : makeMedia(dir, args.source === 'http' ? 'mp3' : args.source, trackSeconds);
   const server = args.source === 'http' ? await serveFile(media!) : undefined;
   const url = (i: number) =>
     args.source === 'tone' ? `tone:${200 + 10 * i}?seconds=${trackSeconds}` : server ? server.url : path.basename(media!);

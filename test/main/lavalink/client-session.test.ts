@@ -13,7 +13,7 @@ import { chorusSessionId } from '../../../src/main/lavalink/player.js';
 import { encodeTrack } from '../../../src/main/lavalink/track-codec.js';
 import { resolveFfmpeg } from '../../../src/shared/ffmpeg.js';
 import { startChorus, tempDir, type ChorusProcess } from '../../helpers/chorus-process.js';
-import { VoiceServer, type VoiceGuild } from '../../helpers/discord-voice-server.js';
+import { VoiceServer, type ReceivedPacket, type VoiceGuild } from '../../helpers/discord-voice-server.js';
 import { channel, dominantFrequency } from '../../helpers/audio-analysis.js';
 
 const TOKEN = 'lavalink-session-password-42';
@@ -35,6 +35,48 @@ async function firstHeard(g: VoiceGuild, since: number, heard: (pcm: Buffer) => 
     await sleep(50);
   }
   return undefined;
+}
+
+/** The largest time between two packets that follow each other (ms), and whether their RTP sequence numbers run on unbroken. */
+function cadence(packets: readonly ReceivedPacket[]): { maxGapMs: number; unbroken: boolean } {
+  let maxGapMs = 0;
+  let unbroken = true;
+  for (let i = 1; i < packets.length; i++) {
+    maxGapMs = Math.max(maxGapMs, packets[i]!.at - packets[i - 1]!.at);
+    if (((packets[i]!.seq - packets[i - 1]!.seq) & 0xffff) !== 1) unbroken = false;
+  }
+  return { maxGapMs, unbroken };
+}
+
+/** The level of a packet, RMS of its samples. */
+const packetRms = (pcm: Buffer) => {
+  let sum = 0;
+  for (let i = 0; i < pcm.length; i += 2) sum += pcm.readInt16LE(i) ** 2;
+  return Math.sqrt(sum / (pcm.length / 2));
+};
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/**
+ * A change of sound leaves no gap: the packets from just before the PATCH to 500 ms after the
+ * first changed one run on with sequence numbers unbroken and no silence; none of them came more
+ * than two frames' time later than the worst the second before the PATCH shows (the machine's
+ * own jitter); and no audio time went missing: each packet's arrival less 20 ms per sequence
+ * number since the last before the PATCH is, in the median, the same after the change as
+ * before it (a gap of k frames shifts every later packet by k × 20 ms). Prints the figures.
+ */
+function expectNoGap(g: VoiceGuild, asked: number, first: ReceivedPacket, what: string): void {
+  const before = cadence(g.packets.filter((p) => p.at >= asked - 1000 && p.at < asked));
+  const lastBefore = g.packets.filter((p) => p.at < asked).at(-1)!;
+  const across = g.packets.filter((p) => p.at >= lastBefore.at && p.at < first.at + 500);
+  const change = cadence(across);
+  const offset = (p: ReceivedPacket) => p.at - 20 * ((p.seq - lastBefore.seq) << 16 >> 16);
+  const missingMs = median(across.filter((p) => p.at >= first.at).map(offset)) - median(g.packets.filter((p) => p.at >= asked - 300 && p.at <= lastBefore.at).map(offset));
+  console.log(`${what}: ${missingMs.toFixed(0)} ms of audio time missing; largest time between packets ${change.maxGapMs.toFixed(0)} ms across the change, ${before.maxGapMs.toFixed(0)} ms in the second before; sequence ${change.unbroken ? 'unbroken' : 'BROKEN'}`);
+  expect(change.unbroken).toBe(true);
+  expect(across.some((p) => p.silence)).toBe(false);
+  expect(change.maxGapMs).toBeLessThan(before.maxGapMs + 40);
+  expect(missingMs).toBeLessThan(40);
 }
 
 /**
@@ -269,23 +311,20 @@ describe('Lavalink client session', () => {
     await client.close();
   });
 
-  it('volume and the volume filter change the level at once, dropping what was encoded at the old level', async () => {
+  it('volume and the volume filter change the level at once with no gap, dropping what was encoded at the old level', async () => {
     const client = await Client.connect();
     const { guildId, channelId, sessionId, token, g } = guild();
     const base = `/v4/sessions/${client.sessionId}/players/${guildId}`;
     await rest('PATCH', base, { voice: { token, endpoint: voice.endpoint, sessionId, channelId }, track: { identifier: 'tone:440?seconds=30' } });
     await g.waitForPackets(60);
-    const rms = (pcm: Buffer) => {
-      let sum = 0;
-      for (let i = 0; i < pcm.length; i += 2) sum += pcm.readInt16LE(i) ** 2;
-      return Math.sqrt(sum / (pcm.length / 2));
-    };
+    const rms = packetRms;
     const level = (from: number, to: number) => {
       const heard = g.packets.filter((p) => !p.silence && p.at >= from && p.at < to);
       return { n: heard.length, rms: heard.reduce((s, p) => s + rms(p.pcm!), 0) / heard.length };
     };
     const full = level(g.packets[20]!.at, performance.now());
     const change = async (body: unknown, expected: number) => {
+      const asked = performance.now();
       const r = await rest('PATCH', base, body);
       const answered = performance.now();
       expect(r.status, r.text).toBe(200);
@@ -300,6 +339,7 @@ describe('Lavalink client session', () => {
       expect(Math.abs(after.rms / full.rms - expected)).toBeLessThan(0.1);
       const later = g.packets.filter((p) => p.at >= first!.at && p.at < first!.at + 500 && !p.silence);
       expect(later.every((p) => Math.abs(rms(p.pcm!) / full.rms - expected) < 0.1)).toBe(true);
+      expectNoGap(g, asked, first!, `level ${JSON.stringify(body)}`);
       return r.body;
     };
     expect((await change({ volume: 30 }, 0.3)).volume).toBe(30);

@@ -20,7 +20,7 @@ import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
 import type { Config } from '../../shared/config.js';
 import { sessionIdError, type SessionEvent } from '../../shared/protocol.js';
-import { FRAMES_PER_SECOND } from '../../shared/audio.js';
+import { FRAME_MS, FRAMES_PER_SECOND } from '../../shared/audio.js';
 import { parseFilters, type AudioFilters, type Sound } from '../../shared/audio-filters.js';
 import type { SessionsResponse, SessionSummary } from '../../shared/gateway-api.js';
 import type { GatewayHealth } from '../../shared/health.js';
@@ -62,6 +62,11 @@ const SWEEP_EVERY_MS = 5_000;
 const SPLICE_LEAD_FRAMES = 8;
 /** A splice needs this much of the track after its cut; with less, the change is played as a seek. */
 const SPLICE_MIN_REST_FRAMES = 2 * SPLICE_LEAD_FRAMES;
+/**
+ * A change that comes while a splice is under way (a volume slider's next step) waits this long
+ * at most for the worker to pass it, so that it splices too instead of flushing the ring.
+ */
+const SPLICE_WAIT_MS = 1000;
 
 export class Gateway implements PersistentSessions {
   readonly counters: GatewayCounters = gatewayCounters();
@@ -397,15 +402,23 @@ export class Gateway implements PersistentSessions {
 
   /** A splice of `sound` into the playing track, or undefined when it cannot splice. Run it under session.exclusive(). */
   private async splice(session: GatewaySession, sound: Sound): Promise<{ seconds: number; sent: number } | undefined> {
+    for (let waited = 0; session.spliceUnderWay && (session.state.status === 'playing' || session.state.status === 'buffering') && waited < SPLICE_WAIT_MS; waited += FRAME_MS) {
+      await new Promise((resolve) => setTimeout(resolve, FRAME_MS));
+    }
     const slot = session.slot;
-    if (!this.link.creditEnabled || !slot?.alive || !session.canSplice) return undefined;
+    const refused = (why: string) => {
+      log.debug('sound change played as a seek', { session: session.id, why });
+      return undefined;
+    };
+    if (!this.link.creditEnabled) return refused('the engine takes no credit');
+    if (!slot?.alive || !session.canSplice) return refused(`the track is ${session.state.status}, or has a follower or its input ended`);
     const point = await slot.call((api) => api.spliceAt(SPLICE_LEAD_FRAMES)).catch(() => undefined);
-    if (!point) return undefined;
+    if (!point) return refused(`the worker cannot (${session.ring?.records() ?? 0} frames in the ring)`);
     const engineSound = soundBody(sound);
     const track = session.beginSplice(Object.keys(engineSound).length === 0 ? undefined : sound, point, SPLICE_MIN_REST_FRAMES);
     if (!track) {
       await slot.call((api) => api.cancelSplice()).catch(() => undefined);
-      return undefined;
+      return refused('too little of the track is left');
     }
     await this.askEngine(session, { url: track.url, format: track.format, ...(track.startAt > 0 ? { start_at: track.startAt } : {}), ...engineSound });
     return { seconds: track.startAt, sent: point.sent };

@@ -278,6 +278,18 @@ export class GatewaySession {
   }
 
   /**
+   * A splice is under way: the worker has not yet taken the new play's first frame, or it waits
+   * for its first frames (buffering). A change now would flush the ring.
+   */
+  get spliceUnderWay(): boolean {
+    const run = this.run;
+    if (run?.splicing && !run.ready) return true;
+    const before = this.beforeSplice;
+    // Sent reaches `until` with the cut's last old frame; the new play's first makes it until + 1.
+    return before !== undefined && (Atomics.load(this.control, Control.Sent) <= before.until || this.current.status === 'buffering');
+  }
+
+  /**
    * A splice: the track plays on, and from the frame the worker takes when Control.Sent is
    * `point.sent` on, it is a new play's from that frame of the track, with `sound`. The new
    * play's run takes the engine's side now (the old play's frames still coming are refused);
@@ -393,6 +405,9 @@ export class GatewaySession {
     const first = this.ringNow!.writeCount();
     run.spliceFrom(first);
     if (ready.track_duration !== undefined) run.track.duration = ready.track_duration;
+    // Frames the worker had left before the cut: at 0 or below it waited for this play.
+    const ahead = this.beforeSplice ? this.beforeSplice.until - Atomics.load(this.control, Control.Sent) : 0;
+    log.debug('splice ready', { session: this.id, framesBeforeCut: ahead });
     const slot = this.slotNow;
     if (slot?.alive) void slot.call((api) => api.spliceTo(first)).catch(() => undefined);
   }

@@ -352,6 +352,68 @@ describe('Lavalink client session', () => {
     await client.close();
   });
 
+  it('a volume slider: changes in quick succession each splice in, with no gap, ending at the last level', async () => {
+    const client = await Client.connect();
+    const { guildId, channelId, sessionId, token, g } = guild();
+    const base = `/v4/sessions/${client.sessionId}/players/${guildId}`;
+    await rest('PATCH', base, { voice: { token, endpoint: voice.endpoint, sessionId, channelId }, track: { identifier: 'tone:440?seconds=30' } });
+    await g.waitForPackets(60);
+    const full = g.packets.slice(20).reduce((sum, p) => sum + packetRms(p.pcm!), 0) / (g.packets.length - 20);
+    const asked = performance.now();
+    for (const volume of [80, 60, 40, 20]) expect((await rest('PATCH', base, { volume })).status).toBe(200);
+    const answered = performance.now();
+    const first = await firstHeard(g, answered - 1000, (pcm) => Math.abs(packetRms(pcm) / full - 0.2) < 0.05);
+    expect(first).toBeDefined();
+    console.log(`slider 100 → 20 in 4 PATCHes over ${(answered - asked).toFixed(0)} ms: level 0.2 heard ${(first!.at - answered).toFixed(0)} ms after the last answer`);
+    const after = g.packets.filter((p) => p.at >= first!.at && p.at < first!.at + 500);
+    expect(after.length).toBeGreaterThan(20);
+    expect(after.every((p) => Math.abs(packetRms(p.pcm!) / full - 0.2) < 0.05)).toBe(true);
+    expectNoGap(g, asked, first!, 'slider');
+    await rest('DELETE', base);
+    await client.close();
+  });
+
+  it('a pause during a splice holds it: resume plays on at the new level, the old level never after it, the position unmoved while paused', async () => {
+    const client = await Client.connect();
+    const { guildId, channelId, sessionId, token, g } = guild();
+    const base = `/v4/sessions/${client.sessionId}/players/${guildId}`;
+    await rest('PATCH', base, { voice: { token, endpoint: voice.endpoint, sessionId, channelId }, track: { identifier: 'tone:440?seconds=30' } });
+    await g.waitForPackets(60);
+    const full = g.packets.slice(20).reduce((sum, p) => sum + packetRms(p.pcm!), 0) / (g.packets.length - 20);
+    const at = (pcm: Buffer, level: number) => Math.abs(packetRms(pcm) / full - level) < 0.1;
+    expect((await rest('PATCH', base, { volume: 30 })).status).toBe(200);
+    // At once: the worker is still playing the frames before the splice's cut.
+    expect((await rest('PATCH', base, { paused: true })).status).toBe(200);
+    await sleep(300);
+    const pausedAt = (await rest('GET', base)).body.track.info.position;
+    const heardWhilePaused = g.packets.length;
+    await sleep(300);
+    expect(g.packets.length).toBe(heardWhilePaused);
+    expect((await rest('GET', base)).body.track.info.position).toBe(pausedAt);
+    const resumed = performance.now();
+    expect((await rest('PATCH', base, { paused: false })).status).toBe(200);
+    await sleep(1000);
+    // After the pause's silence the decoder fades the audio in over a few packets: the old
+    // frames up to the splice's cut play first, then the new level, never the old one after it.
+    const audio = g.packets.filter((p) => p.at >= resumed && !p.silence);
+    const levels = audio.map((p) => packetRms(p.pcm!) / full);
+    const oldFrames = levels.findLastIndex((l) => l > 0.6) + 1;
+    console.log(`pause during a splice: ${oldFrames} packets of the old level's frames after the resume, then the new level: ${levels.slice(0, oldFrames + 6).map((l) => l.toFixed(2)).join(' ')} …`);
+    expect(oldFrames).toBeLessThanOrEqual(8);
+    expect(levels.length - oldFrames).toBeGreaterThan(40);
+    expect(levels.slice(oldFrames + 3).every((l) => Math.abs(l - 0.3) < 0.1)).toBe(true);
+    const first = audio[oldFrames + 3]!;
+    // Sequence numbers run on across the pause (its silence frames included).
+    const around = g.packets.filter((p) => p.at >= resumed - 2000 && p.at < first!.at + 500);
+    expect(cadence(around).unbroken).toBe(true);
+    const position = (await rest('GET', base)).body.track.info.position;
+    expect(position).toBeGreaterThan(pausedAt);
+    expect(position).toBeLessThan(pausedAt + (performance.now() - resumed) + 200);
+    expect(g.violations).toEqual([]);
+    await rest('DELETE', base);
+    await client.close();
+  });
+
   it('filters act at once after the PATCH: channelMix empties the right channel, timescale doubles the pitch', async () => {
     const client = await Client.connect();
     const { guildId, channelId, sessionId, token, g } = guild();

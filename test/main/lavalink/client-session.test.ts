@@ -365,6 +365,7 @@ describe('Lavalink client session', () => {
     const first = await firstHeard(g, answered - 1000, (pcm) => Math.abs(packetRms(pcm) / full - 0.2) < 0.05);
     expect(first).toBeDefined();
     console.log(`slider 100 → 20 in 4 PATCHes over ${(answered - asked).toFixed(0)} ms: level 0.2 heard ${(first!.at - answered).toFixed(0)} ms after the last answer`);
+    expect(first!.at - answered).toBeLessThan(CHANGE_HEARD_MS);
     const after = g.packets.filter((p) => p.at >= first!.at && p.at < first!.at + 500);
     expect(after.length).toBeGreaterThan(20);
     expect(after.every((p) => Math.abs(packetRms(p.pcm!) / full - 0.2) < 0.05)).toBe(true);

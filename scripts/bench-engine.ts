@@ -138,7 +138,7 @@ async function run(sessions: number, seconds: number): Promise<Result> {
     event: (event) => {
       if (event.type === 'ready') socket.write(JSON.stringify({ type: 'credit', session_id: event.session_id, frames: 1e9 }) + '\n');
       if (event.type === 'error') failures.push(`${event.session_id}: ${event.message}`);
-      if (event.type === 'hello' || event.type === 'credit') return;
+      if (event.type !== 'ready' && event.type !== 'finished' && event.type !== 'error') return;
       if (event.session_id.startsWith('warm-')) {
         if (event.type === 'finished' || event.type === 'error') warm.add(event.session_id);
         return;

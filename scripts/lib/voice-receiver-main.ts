@@ -2,7 +2,9 @@
  * A receiver process of `npm run bench:voice`: one stand-in Discord voice server
  * (test/helpers/discord-voice-server.ts, Opus decoding off, Discord's 13.75 s heartbeat interval)
  * for a share of the guilds, in a process of its own, so that its event loop is not the bench's
- * and the sender's CPU, read from /proc, is the sender's own.
+ * and the sender's CPU, read from /proc, is the sender's own. The stand-in checks every packet as
+ * in the tests but keeps no packet objects (`keepPackets: false`): what follows reads its compact
+ * per-session logs, so this process's heap stays small and its GC pauses short.
  *
  *   node voice-receiver-main.js --spec FILE --frames N [--dump FILE]   (IPC: started with an 'ipc' channel)
  *
@@ -17,7 +19,7 @@
  * delays every packet after it.
  */
 import fs from 'node:fs';
-import { monitorEventLoopDelay, performance, PerformanceObserver } from 'node:perf_hooks';
+import { constants, monitorEventLoopDelay, performance, PerformanceObserver } from 'node:perf_hooks';
 import { FRAME_MS } from '../../src/shared/audio.js';
 import { VoiceServer, type VoiceGuild } from '../../test/helpers/discord-voice-server.js';
 import { LatencyCounts, type LatencyCountsJson } from './stats.js';
@@ -74,7 +76,7 @@ function optionalArg(name: string): string | undefined {
 /** Every audio packet's arrival (ms since the epoch) per guild, for lining stalls up across processes. */
 function dumpArrivals(file: string, guilds: VoiceGuild[]): void {
   const out: Record<string, number[]> = {};
-  for (const g of guilds) out[g.guildId] = g.packets.filter((p) => !p.silence).map((p) => performance.timeOrigin + p.at);
+  for (const g of guilds) out[g.guildId] = g.received.flatMap((log) => Array.from(log.audioArrivals(), (at) => performance.timeOrigin + at));
   fs.writeFileSync(file, JSON.stringify(out));
 }
 
@@ -84,8 +86,13 @@ function arg(name: string): string {
   return v;
 }
 
-/** perf_hooks' constants.NODE_PERFORMANCE_GC_* by value. */
-const GC_KINDS: Record<number, string> = { 1: 'major', 2: 'minor', 4: 'incremental', 8: 'weakcb' };
+/** A GC entry's detail.kind, named: minor is a scavenge of the young generation, major a mark-compact. */
+const GC_KINDS: Record<number, string> = {
+  [constants.NODE_PERFORMANCE_GC_MINOR]: 'minor',
+  [constants.NODE_PERFORMANCE_GC_MAJOR]: 'major',
+  [constants.NODE_PERFORMANCE_GC_INCREMENTAL]: 'incremental',
+  [constants.NODE_PERFORMANCE_GC_WEAKCB]: 'weakcb',
+};
 
 /** From the bench's `measure` message on: event-loop delay, GC pauses and CPU of this process. */
 class SelfWatch {
@@ -140,7 +147,7 @@ class SelfWatch {
  * Records the lateness of packets `from`… of one voice session against its schedule within them
  * (anchored on the most punctual one); returns that anchor.
  */
-function recordLateness(times: number[], from: number, counts: LatencyCounts): number {
+function recordLateness(times: Float64Array, from: number, counts: LatencyCounts): number {
   let anchor = Infinity;
   for (let k = from; k < times.length; k++) anchor = Math.min(anchor, times[k]! - FRAME_MS * k);
   for (let k = from; k < times.length; k++) counts.record(times[k]! - FRAME_MS * k - anchor);
@@ -158,14 +165,14 @@ function report(guilds: VoiceGuild[], frames: number, self: ReceiverSelf, steady
   let shifted = 0;
   const violations: string[] = [];
   for (const g of guilds) {
-    const audio = g.packets.filter((p) => !p.silence);
-    packets += audio.length;
-    lost += Math.max(0, frames - audio.length);
+    const audio = g.audioPacketCount;
+    packets += audio;
+    lost += Math.max(0, frames - audio);
     reconnects += Math.max(0, g.connections.filter((c) => c.kind === 'identify').length - 1);
     resumes += g.connections.filter((c) => c.kind === 'resume').length;
     for (const v of g.ownViolations.slice(0, 3)) violations.push(`${g.guildId}: ${v.kind}: ${v.message}`);
-    for (const session of new Set(audio.map((p) => p.session))) {
-      const times = audio.filter((p) => p.session === session).map((p) => p.at);
+    for (const log of g.received.filter((l) => l.audio > 0)) {
+      const times = log.audioArrivals();
       const anchor = recordLateness(times, 0, lateness);
       for (let k = 1; k < times.length; k++) interval.record(times[k]! - times[k - 1]!);
       const first = times.findIndex((t) => t >= steadyFrom);
@@ -181,12 +188,12 @@ function report(guilds: VoiceGuild[], frames: number, self: ReceiverSelf, steady
 async function main(): Promise<void> {
   const specs = JSON.parse(fs.readFileSync(arg('--spec'), 'utf8')) as { guildId: string; userId: string; sessionId: string; token: string }[];
   const frames = Number(arg('--frames'));
-  const server = await VoiceServer.start({ decode: false, heartbeatIntervalMs: HEARTBEAT_MS });
+  // Room for the tone and the silence frames after it in each session's log from the start.
+  const server = await VoiceServer.start({ decode: false, keepPackets: false, expectedPackets: frames + 16, heartbeatIntervalMs: HEARTBEAT_MS });
   const guilds = specs.map((s) => server.guild(s));
   const send = (m: object) => process.send!(m);
   send({ type: 'ready', endpoint: server.endpoint, ca: fs.readFileSync(server.caFile, 'utf8') });
-  // Silence frames come only after a tone, so a guild short of N packets is short of N audio packets.
-  const complete = (g: VoiceGuild) => g.packets.length >= frames && g.packets.filter((p) => !p.silence).length >= frames;
+  const complete = (g: VoiceGuild) => g.audioPacketCount >= frames;
   const done = setInterval(() => {
     if (guilds.every(complete)) {
       clearInterval(done);

@@ -28,6 +28,8 @@ export interface GatewayHealth extends Health {
   engine_flow: 'paced' | 'credit';
   /** Connected, sessions play, and nothing has come from the engine for CHORUS_ENGINE_STALL_MS. */
   engine_starved: boolean;
+  /** Why the engine refuses this gateway's connection (another, healthy gateway holds it), while it does. */
+  engine_refused?: string;
   /** Worker threads alive now. */
   threads: number;
 }

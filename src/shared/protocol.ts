@@ -29,6 +29,13 @@
  *                With the "next" feature, a play queued by POST /session/:id/next follows the
  *                current one on the wire: its last frame, its `finished` (play n), the next
  *                play's `ready` (play n+1), the next play's first frame, on the same credit.
+ *                With the "alive" feature, the gateway writes {"type":"alive"} whenever it has
+ *                written nothing else for ALIVE_EVERY_MS, so its silence means it is stuck.
+ *   Admission    an engine serves one gateway at a time. It answers a new connection within
+ *                ADMIT_WITHIN_MS with `hello` (admitted) or with
+ *                {"type":"refused","reason":text}
+ *                and a close, when another gateway is connected and healthy (see
+ *                src/main/engine/socket-server.ts). `hello` therefore also says "admitted".
  *
  * A reader tells a frame from an event by the first byte: `{` (0x7b) starts an event, anything
  * else is the first byte of a length. The 64 KiB cap keeps every valid length far below
@@ -58,6 +65,21 @@ export const FEATURE_CREDIT = 'credit';
  * follow its last frame with none missing and none added (a gapless track change).
  */
 export const FEATURE_NEXT = 'next';
+/** The gateway says `alive` when it has been quiet for ALIVE_EVERY_MS: its silence then means it is stuck. */
+export const FEATURE_ALIVE = 'alive';
+/**
+ * How often at least a gateway that was offered `alive` writes something. A credit line counts:
+ * a gateway that plays anything speaks every 20 ms anyway.
+ */
+export const ALIVE_EVERY_MS = 500;
+/**
+ * An engine answers every new connection (`hello` or `refused`) within this long: a connection
+ * facing a current gateway is held this long before the engine decides, so that a liveness probe
+ * (connect, then close) costs the current gateway nothing.
+ */
+export const ADMIT_WITHIN_MS = 250;
+/** Why an engine refuses a connection while its current gateway is healthy. */
+export const REFUSED_HEALTHY_GATEWAY = 'another gateway is connected and healthy';
 
 const OPEN_BRACE = 0x7b;
 const NEWLINE = 0x0a;
@@ -229,8 +251,20 @@ export interface CreditEvent {
   session_id: string;
   frames: number;
 }
+/**
+ * Engine → gateway, instead of `hello`, then the engine closes the connection: another gateway
+ * holds the engine and is healthy. The refused gateway retries with its back-off.
+ */
+export interface RefusedEvent {
+  type: 'refused';
+  reason: string;
+}
+/** Gateway → engine, with the `alive` feature: "still here" after ALIVE_EVERY_MS of quiet. */
+export interface AliveEvent {
+  type: 'alive';
+}
 export type SessionEvent = ReadyEvent | FinishedEvent | ErrorEvent;
-export type WireEvent = SessionEvent | HelloEvent | CreditEvent;
+export type WireEvent = SessionEvent | HelloEvent | CreditEvent | RefusedEvent | AliveEvent;
 
 export function encodeEvent(event: WireEvent): Buffer {
   const fitted = event.type === 'error' ? { ...event, message: cutMessage(event.message) } : event;
@@ -264,7 +298,8 @@ export function escapeBracesInStrings(json: string): string {
   return out + json.slice(from);
 }
 
-export const HELLO: HelloEvent = { type: 'hello', protocol: PROTOCOL_VERSION, features: [FEATURE_CREDIT, FEATURE_NEXT] };
+export const HELLO: HelloEvent = { type: 'hello', protocol: PROTOCOL_VERSION, features: [FEATURE_CREDIT, FEATURE_NEXT, FEATURE_ALIVE] };
+export const ALIVE: AliveEvent = { type: 'alive' };
 
 /**
  * What went wrong in a stream. A fatal error means framing is lost: the decoder ignores all
@@ -497,6 +532,10 @@ export function checkWireEvent(value: unknown): WireEvent | string {
         protocol: v.protocol,
         features: Array.isArray(v.features) ? v.features.filter((f): f is string => typeof f === 'string') : [],
       };
+    case 'refused':
+      return { type: 'refused', reason: typeof v.reason === 'string' ? v.reason : 'no reason given' };
+    case 'alive':
+      return ALIVE;
     case 'credit': {
       const id = v.session_id;
       if (typeof id !== 'string' || sessionIdError(id)) return 'credit with a bad session_id';

@@ -25,7 +25,9 @@ import {
   xchacha20Poly1305Open,
   type EncryptionMode,
   type GuildCredentials,
+  type PacketLog,
   type VoiceGuild,
+  type VoiceServerOptions,
 } from './discord-voice-server.js';
 
 const CLIENT = path.join(path.dirname(fileURLToPath(import.meta.url)), 'discord-voice-client.mjs');
@@ -125,7 +127,7 @@ afterEach(async () => {
   cleanups = [];
 });
 
-async function standIn(options: { modes?: EncryptionMode[]; heartbeatIntervalMs?: number } = {}): Promise<VoiceGuild> {
+async function standIn(options: VoiceServerOptions = {}): Promise<VoiceGuild> {
   const voice = await startDiscordVoiceServer(CREDS, options);
   cleanups.push(() => voice.stop());
   return voice;
@@ -135,6 +137,11 @@ function client(voice: VoiceGuild): VoiceClient {
   const c = VoiceClient.start(voice.caFile);
   cleanups.push(() => c.stop());
   return c;
+}
+
+/** A log's entries as objects, to compare with ReceivedPackets. */
+function entries(log: PacketLog): { at: number; seq: number; timestamp: number; silence: boolean }[] {
+  return Array.from({ length: log.count }, (_, i) => ({ at: log.at(i), seq: log.seq(i), timestamp: log.timestamp(i), silence: log.silence(i) }));
 }
 
 /** Joins and waits for Ready on both sides. */
@@ -223,6 +230,37 @@ describe('audio from @discordjs/voice through the stand-in', { timeout: 60_000 }
     expect(voice.violations).toEqual([]);
     expect(c.errors()).toEqual([]);
   });
+
+  for (const keepPackets of [true, false]) {
+    it(`logs a real sender's packets per session (arrival, seq, timestamp, silence)${keepPackets ? ' exactly as its packet objects have them' : ' with keepPackets: false, keeping no packet objects'}`, async () => {
+      // A small first capacity: the log grows past it.
+      const voice = await standIn({ keepPackets, expectedPackets: 16 });
+      const c = await connected(voice);
+      c.send({ cmd: 'play', hz: 440, frames: 100 });
+      const { sent } = await played(c, 440, 100);
+      expect(sent.filter((s) => !s)).toEqual([]);
+      await voice.waitForPackets(105);
+      expect(voice.received).toHaveLength(1);
+      const log = voice.received[0]!;
+      expect([log.session, log.count, log.audio, log.silent]).toEqual([1, 105, 100, 5]);
+      expect([voice.packetCount, voice.audioPacketCount]).toEqual([105, 100]);
+      const logged = entries(log);
+      if (keepPackets) {
+        expect(logged).toEqual(voice.packets.map(({ at, seq, timestamp, silence }) => ({ at, seq, timestamp, silence })));
+      } else {
+        expect(voice.packets).toEqual([]);
+      }
+      expect(logged.map((e) => e.silence)).toEqual([...Array<boolean>(100).fill(false), ...Array<boolean>(5).fill(true)]);
+      for (let i = 1; i < logged.length; i++) {
+        expect((logged[i]!.seq - logged[i - 1]!.seq) & 0xffff).toBe(1);
+        expect((logged[i]!.timestamp - logged[i - 1]!.timestamp) >>> 0).toBe(960);
+        expect(logged[i]!.at).toBeGreaterThanOrEqual(logged[i - 1]!.at);
+      }
+      expect(Array.from(log.audioArrivals())).toEqual(logged.slice(0, 100).map((e) => e.at));
+      expect(voice.violations).toEqual([]);
+      expect(c.errors()).toEqual([]);
+    });
+  }
 
   it('serves two guilds on one host apart: each hears only its own tone, from its own SSRC', async () => {
     const server = await VoiceServer.start();
@@ -314,6 +352,7 @@ describe('audio from @discordjs/voice through the stand-in', { timeout: 60_000 }
     await played(c, 660, 20, mark);
     await voice.waitForPackets(25);
     expect(new Set(voice.packets.map((p) => p.session))).toEqual(new Set([2]));
+    expect(voice.received.map((log) => [log.session, log.count])).toEqual([[1, 0], [2, 25]]);
     expect(voice.violations).toEqual([]);
     expect(c.errors()).toEqual([]);
   });
@@ -412,74 +451,83 @@ describe('the stand-in is strict', () => {
     expect(voice.violations.map((v) => v.kind)).toEqual(['select-protocol', 'select-protocol']);
   });
 
-  it('answers IP discovery; flags audio before Speaking, a foreign key, a reused nonce, a wrong payload type and a bad seq_ack', async () => {
-    // This hand-driven client sends one heartbeat only: a long interval keeps the stand-in from timing it out.
-    const voice = await standIn({ modes: [AES256_GCM_RTPSIZE], heartbeatIntervalMs: 10_000 });
-    const gw = await RawGateway.open(voice);
-    expect((await gw.next(VoiceOp.Hello)).d.heartbeat_interval).toBe(10_000);
-    gw.identify();
-    const ready = (await gw.next(VoiceOp.Ready)).d;
-    expect(ready).toMatchObject({ ssrc: voice.ssrc, ip: '127.0.0.1', modes: [AES256_GCM_RTPSIZE] });
+  for (const keepPackets of [true, false]) {
+    it(`answers IP discovery; flags audio before Speaking, a foreign key, a tampered packet, a reused nonce, a wrong payload type and a bad seq_ack (keepPackets: ${keepPackets})`, async () => {
+      // This hand-driven client sends one heartbeat only: a long interval keeps the stand-in from timing it out.
+      const voice = await standIn({ modes: [AES256_GCM_RTPSIZE], heartbeatIntervalMs: 10_000, keepPackets });
+      const gw = await RawGateway.open(voice);
+      expect((await gw.next(VoiceOp.Hello)).d.heartbeat_interval).toBe(10_000);
+      gw.identify();
+      const ready = (await gw.next(VoiceOp.Ready)).d;
+      expect(ready).toMatchObject({ ssrc: voice.ssrc, ip: '127.0.0.1', modes: [AES256_GCM_RTPSIZE] });
 
-    const udp = dgram.createSocket('udp4');
-    cleanups.push(() => {
-      udp.close();
+      const udp = dgram.createSocket('udp4');
+      cleanups.push(() => {
+        udp.close();
+      });
+      await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', () => resolve()));
+      const replied = new Promise<Buffer>((resolve) => udp.once('message', resolve));
+      const request = Buffer.alloc(74);
+      request.writeUInt16BE(1, 0);
+      request.writeUInt16BE(70, 2);
+      request.writeUInt32BE(ready.ssrc, 4);
+      udp.send(request, ready.port, ready.ip);
+      const reply = await replied;
+      expect(reply.length).toBe(74);
+      expect([reply.readUInt16BE(0), reply.readUInt16BE(2), reply.readUInt32BE(4)]).toEqual([2, 70, ready.ssrc]);
+      expect(reply.subarray(8, reply.indexOf(0, 8)).toString()).toBe('127.0.0.1');
+      expect(reply.readUInt16BE(72)).toBe(udp.address().port);
+
+      gw.send(VoiceOp.SelectProtocol, { protocol: 'udp', data: { address: '127.0.0.1', port: udp.address().port, mode: AES256_GCM_RTPSIZE } });
+      const description = (await gw.next(VoiceOp.SessionDescription)).d;
+      expect(description).toMatchObject({ mode: AES256_GCM_RTPSIZE, dave_protocol_version: 0 });
+      expect(description.secret_key).toHaveLength(32);
+      expect(await gw.next(VoiceOp.ClientsConnect)).toMatchObject({ seq: 1, d: { user_ids: voice.otherUserIds } });
+      const key = Buffer.from(description.secret_key);
+
+      // An RTP packet sealed the documented way: AES-256-GCM, AAD = the 12-byte header, nonce counter appended.
+      const rtp = (seq: number, nonce: number, k = key, payloadType = 0x78) => {
+        const header = Buffer.alloc(12);
+        header[0] = 0x80;
+        header[1] = payloadType;
+        header.writeUInt16BE(seq, 2);
+        header.writeUInt32BE(seq * 960, 4);
+        header.writeUInt32BE(ready.ssrc, 8);
+        const iv = Buffer.alloc(12);
+        iv.writeUInt32BE(nonce, 0);
+        const cipher = crypto.createCipheriv('aes-256-gcm', k, iv);
+        cipher.setAAD(header);
+        const sealed = Buffer.concat([cipher.update(OPUS_SILENCE), cipher.final(), cipher.getAuthTag()]);
+        return Buffer.concat([header, sealed, iv.subarray(0, 4)]);
+      };
+      const kinds = () => voice.violations.map((v) => v.kind);
+      udp.send(rtp(1, 1), ready.port, ready.ip);
+      await voice.until(() => kinds().includes('speaking'), 'audio before Speaking flagged');
+      expect(voice.packetCount).toBe(1);
+
+      gw.send(VoiceOp.Speaking, { speaking: 1, delay: 0, ssrc: ready.ssrc });
+      await voice.until(() => voice.speaking.length === 1, 'Speaking recorded');
+      udp.send(rtp(2, 2, crypto.randomBytes(32)), ready.port, ready.ip);
+      await voice.until(() => kinds().includes('decrypt'), 'a foreign key flagged');
+      // Sealed with the right key, then one bit of its Opus flipped on the way: the tag no longer verifies.
+      const tampered = rtp(2, 2);
+      tampered[12] = tampered[12]! ^ 1;
+      udp.send(tampered, ready.port, ready.ip);
+      await voice.until(() => kinds().filter((k) => k === 'decrypt').length === 2, 'a tampered packet flagged');
+      udp.send(rtp(2, 1), ready.port, ready.ip);
+      await voice.until(() => kinds().includes('nonce'), 'a reused nonce flagged');
+      udp.send(rtp(3, 3, key, 111), ready.port, ready.ip);
+      await voice.until(() => kinds().includes('rtp-header'), 'payload type 111 flagged');
+      // What decrypted is logged (flagged or not); what did not, is not.
+      expect(entries(voice.received[0]!).map((e) => e.seq)).toEqual([1, 2, 3]);
+      expect(voice.packets.map((p) => p.seq)).toEqual(keepPackets ? [1, 2, 3] : []);
+
+      gw.send(VoiceOp.Heartbeat, { t: 7, seq_ack: 5 });
+      expect((await gw.next(VoiceOp.HeartbeatAck)).d).toEqual({ t: 7 });
+      await voice.until(() => kinds().includes('seq_ack'), 'seq_ack past the last seq flagged');
+      expect(kinds()).toEqual(['speaking', 'decrypt', 'decrypt', 'nonce', 'rtp-header', 'seq_ack']);
     });
-    await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', () => resolve()));
-    const replied = new Promise<Buffer>((resolve) => udp.once('message', resolve));
-    const request = Buffer.alloc(74);
-    request.writeUInt16BE(1, 0);
-    request.writeUInt16BE(70, 2);
-    request.writeUInt32BE(ready.ssrc, 4);
-    udp.send(request, ready.port, ready.ip);
-    const reply = await replied;
-    expect(reply.length).toBe(74);
-    expect([reply.readUInt16BE(0), reply.readUInt16BE(2), reply.readUInt32BE(4)]).toEqual([2, 70, ready.ssrc]);
-    expect(reply.subarray(8, reply.indexOf(0, 8)).toString()).toBe('127.0.0.1');
-    expect(reply.readUInt16BE(72)).toBe(udp.address().port);
-
-    gw.send(VoiceOp.SelectProtocol, { protocol: 'udp', data: { address: '127.0.0.1', port: udp.address().port, mode: AES256_GCM_RTPSIZE } });
-    const description = (await gw.next(VoiceOp.SessionDescription)).d;
-    expect(description).toMatchObject({ mode: AES256_GCM_RTPSIZE, dave_protocol_version: 0 });
-    expect(description.secret_key).toHaveLength(32);
-    expect(await gw.next(VoiceOp.ClientsConnect)).toMatchObject({ seq: 1, d: { user_ids: voice.otherUserIds } });
-    const key = Buffer.from(description.secret_key);
-
-    // An RTP packet sealed the documented way: AES-256-GCM, AAD = the 12-byte header, nonce counter appended.
-    const rtp = (seq: number, nonce: number, k = key, payloadType = 0x78) => {
-      const header = Buffer.alloc(12);
-      header[0] = 0x80;
-      header[1] = payloadType;
-      header.writeUInt16BE(seq, 2);
-      header.writeUInt32BE(seq * 960, 4);
-      header.writeUInt32BE(ready.ssrc, 8);
-      const iv = Buffer.alloc(12);
-      iv.writeUInt32BE(nonce, 0);
-      const cipher = crypto.createCipheriv('aes-256-gcm', k, iv);
-      cipher.setAAD(header);
-      const sealed = Buffer.concat([cipher.update(OPUS_SILENCE), cipher.final(), cipher.getAuthTag()]);
-      return Buffer.concat([header, sealed, iv.subarray(0, 4)]);
-    };
-    const kinds = () => voice.violations.map((v) => v.kind);
-    udp.send(rtp(1, 1), ready.port, ready.ip);
-    await voice.until(() => kinds().includes('speaking'), 'audio before Speaking flagged');
-    expect(voice.packets).toHaveLength(1);
-
-    gw.send(VoiceOp.Speaking, { speaking: 1, delay: 0, ssrc: ready.ssrc });
-    await voice.until(() => voice.speaking.length === 1, 'Speaking recorded');
-    udp.send(rtp(2, 2, crypto.randomBytes(32)), ready.port, ready.ip);
-    await voice.until(() => kinds().includes('decrypt'), 'a foreign key flagged');
-    udp.send(rtp(2, 1), ready.port, ready.ip);
-    await voice.until(() => kinds().includes('nonce'), 'a reused nonce flagged');
-    udp.send(rtp(3, 3, key, 111), ready.port, ready.ip);
-    await voice.until(() => kinds().includes('rtp-header'), 'payload type 111 flagged');
-    expect(voice.packets.map((p) => p.seq)).toEqual([1, 2, 3]);
-
-    gw.send(VoiceOp.Heartbeat, { t: 7, seq_ack: 5 });
-    expect((await gw.next(VoiceOp.HeartbeatAck)).d).toEqual({ t: 7 });
-    await voice.until(() => kinds().includes('seq_ack'), 'seq_ack past the last seq flagged');
-    expect(kinds()).toEqual(['speaking', 'decrypt', 'nonce', 'rtp-header', 'seq_ack']);
-  });
+  }
 
   it('echoes UDP keep-alives until muteUdp(), then answers nothing on UDP for that session', async () => {
     const voice = await standIn({ heartbeatIntervalMs: 10_000 });

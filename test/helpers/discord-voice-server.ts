@@ -12,6 +12,7 @@
  *   PUT /sessions/x/voice { guildId, userId, sessionId, token, endpoint: voice.endpoint, … }
  *   await voice.waitForPackets(50);
  *   voice.packets[i]  // { at, seq, timestamp, ssrc, marker, nonce, opus, pcm, silence, session }
+ *   voice.received    // per voice session, compactly: arrival, seq, timestamp, silence of each packet
  *   voice.speaking    // [{ at, speaking, delay, ssrc, session }]
  *   voice.connections // each WebSocket: { kind: 'identify'|'resume', established, closeCode, … }
  *   voice.close(4015) // resumable: the client should Resume; 4006/4014 end the session
@@ -62,6 +63,10 @@
  *   node:crypto has only the IETF ChaCha20-Poly1305, so the XChaCha subkey is derived here with
  *   HChaCha20, draft-irtf-cfrg-xchacha §2.2). Sequence +1 and timestamp +960 per packet within a
  *   session; the Opus is decoded (@discordjs/opus, 48 kHz stereo) unless `decode: false`.
+ * What it keeps of the packets that pass: every one's arrival, seq, timestamp and whether it is
+ * the silence frame, in typed arrays per voice session (`received`); and, unless
+ * `keepPackets: false` (a load run's receivers), each as a ReceivedPacket with its Opus (and PCM)
+ * in `packets`. Both modes run the same checks.
  */
 import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
@@ -149,6 +154,15 @@ export interface VoiceServerOptions {
   speakingGraceMs?: number;
   /** Echo each 8-byte UDP keep-alive back to its sender; default true. */
   echoKeepAlives?: boolean;
+  /**
+   * Keep every packet as a ReceivedPacket (with its Opus, and PCM when decoding) in `packets`;
+   * default true. A load run turns it off: each packet is checked all the same, and `received`
+   * alone records it, so the heap does not grow with the run — a growing heap's GC pauses delay
+   * this process's reads, and that delay is counted as the sender's lateness.
+   */
+  keepPackets?: boolean;
+  /** Packets per voice session `received` makes room for at once (it grows past them); default 1024. */
+  expectedPackets?: number;
 }
 
 export interface ReceivedPacket {
@@ -168,6 +182,82 @@ export interface ReceivedPacket {
   silence: boolean;
   /** Which session of this guild (1 = first Identify) it arrived in. */
   session: number;
+}
+
+/**
+ * The packets of one voice session that passed every check, compactly: entry i is the i-th
+ * packet's arrival (performance.now()), RTP sequence number, RTP timestamp and whether it was the
+ * Opus silence frame. Typed arrays, grown by doubling, so a long run keeps no object per packet.
+ */
+export class PacketLog {
+  count = 0;
+  /** Of `count`, how many were the silence frame. */
+  silent = 0;
+  private arrivals: Float64Array;
+  private seqs: Uint16Array;
+  private timestamps: Uint32Array;
+  private silences: Uint8Array;
+
+  constructor(
+    /** Which session of its guild (1 = first Identify). */
+    readonly session: number,
+    capacity: number,
+  ) {
+    this.arrivals = new Float64Array(capacity);
+    this.seqs = new Uint16Array(capacity);
+    this.timestamps = new Uint32Array(capacity);
+    this.silences = new Uint8Array(capacity);
+  }
+
+  /** Packets other than the silence frame. */
+  get audio(): number {
+    return this.count - this.silent;
+  }
+
+  push(at: number, seq: number, timestamp: number, silence: boolean): void {
+    if (this.count === this.arrivals.length) this.grow();
+    const i = this.count++;
+    this.arrivals[i] = at;
+    this.seqs[i] = seq;
+    this.timestamps[i] = timestamp;
+    this.silences[i] = silence ? 1 : 0;
+    if (silence) this.silent++;
+  }
+
+  at(i: number): number {
+    return this.arrivals[i]!;
+  }
+
+  seq(i: number): number {
+    return this.seqs[i]!;
+  }
+
+  timestamp(i: number): number {
+    return this.timestamps[i]!;
+  }
+
+  silence(i: number): boolean {
+    return this.silences[i] === 1;
+  }
+
+  /** Arrival of each packet that was not the silence frame, in order. */
+  audioArrivals(): Float64Array {
+    const out = new Float64Array(this.audio);
+    for (let i = 0, j = 0; i < this.count; i++) if (this.silences[i] === 0) out[j++] = this.arrivals[i]!;
+    return out;
+  }
+
+  private grow(): void {
+    const size = Math.max(64, 2 * this.arrivals.length);
+    const widen = <T extends Float64Array | Uint16Array | Uint32Array | Uint8Array>(from: T, to: T): T => {
+      to.set(from);
+      return to;
+    };
+    this.arrivals = widen(this.arrivals, new Float64Array(size));
+    this.seqs = widen(this.seqs, new Uint16Array(size));
+    this.timestamps = widen(this.timestamps, new Uint32Array(size));
+    this.silences = widen(this.silences, new Uint8Array(size));
+  }
 }
 
 export interface SpeakingEvent {
@@ -223,7 +313,8 @@ export interface VoiceSession {
   lastSeqAck: number;
   resumable: boolean;
   lastNonce?: number;
-  last?: { seq: number; timestamp: number };
+  /** Its packets that passed the checks (the last of them is what continuity is checked against). */
+  received: PacketLog;
   speakingOn: boolean;
   speakingOnAt?: number;
   speakingCheckPending: boolean;
@@ -241,7 +332,10 @@ interface Connection {
 
 /** What one guild's voice connection did on a VoiceServer. */
 export class VoiceGuild {
+  /** Every packet that passed the checks, as an object; empty when the server keeps no packets. */
   readonly packets: ReceivedPacket[] = [];
+  /** One log per voice session (per Identify), in order: kept whatever keepPackets says. */
+  readonly received: PacketLog[] = [];
   readonly speaking: SpeakingEvent[] = [];
   readonly connections: ConnectionRecord[] = [];
   /** Violations that belong to this guild; `violations` adds the server's unattributed ones. */
@@ -314,6 +408,20 @@ export class VoiceGuild {
     this.session.udpMuted = true;
   }
 
+  /** Packets that passed the checks, over every session. */
+  get packetCount(): number {
+    let n = 0;
+    for (const log of this.received) n += log.count;
+    return n;
+  }
+
+  /** Of them, those that were not the silence frame. */
+  get audioPacketCount(): number {
+    let n = 0;
+    for (const log of this.received) n += log.audio;
+    return n;
+  }
+
   /** s16le stereo PCM of packets [from, to) concatenated (decoding must be on). */
   pcm(from = 0, to = this.packets.length): Buffer {
     const parts = this.packets.slice(from, to).map((p) => {
@@ -336,7 +444,7 @@ export class VoiceGuild {
       const onEvent = () => void test();
       const timer = setTimeout(() => {
         this.waiters.delete(onEvent);
-        const seen = `${this.packets.length} packets, ${this.connections.length} connections, violations: ${JSON.stringify(this.violations)}`;
+        const seen = `${this.packetCount} packets, ${this.connections.length} connections, violations: ${JSON.stringify(this.violations)}`;
         reject(new Error(`guild ${this.guildId}: not ${what} within ${timeoutMs} ms (${seen})`));
       }, timeoutMs);
       if (!test()) this.waiters.add(onEvent);
@@ -344,7 +452,7 @@ export class VoiceGuild {
   }
 
   waitForPackets(count: number, timeoutMs = 10_000): Promise<void> {
-    return this.until(() => this.packets.length >= count, `${count} packets received`, timeoutMs);
+    return this.until(() => this.packetCount >= count, `${count} packets received`, timeoutMs);
   }
 
   /** Waits for a connection that got Ready (identify) or Resumed (resume), counting from `after`. */
@@ -425,6 +533,8 @@ export class VoiceServer {
   readonly decode: boolean;
   readonly speakingGraceMs: number;
   readonly echoKeepAlives: boolean;
+  readonly keepPackets: boolean;
+  readonly expectedPackets: number;
   /** How long a Heartbeat ACK waits before it goes out (a voice gateway this far away); default 0. */
   heartbeatAckDelayMs = 0;
   private readonly guilds = new Map<string, VoiceGuild>();
@@ -444,6 +554,8 @@ export class VoiceServer {
     this.decode = options.decode ?? true;
     this.speakingGraceMs = options.speakingGraceMs ?? 50;
     this.echoKeepAlives = options.echoKeepAlives ?? true;
+    this.keepPackets = options.keepPackets ?? true;
+    this.expectedPackets = options.expectedPackets ?? 1024;
     wss.on('connection', (ws, req) => this.onConnection(ws, req.url ?? ''));
     udp.on('message', (msg, rinfo) => this.onDatagram(msg, rinfo));
   }
@@ -460,7 +572,9 @@ export class VoiceServer {
       server.listen(0, '127.0.0.1', () => resolve());
     });
     // Many guilds send here at once: a deep receive queue rides out a stall of this process's event
-    // loop, so a burst is not lost here and blamed on the sender (the kernel caps it at rmem_max).
+    // loop, so a burst is not lost here and blamed on the sender. The kernel grants twice what is
+    // asked, up to twice net.core.rmem_max; a voice datagram takes ~830 bytes of it on loopback, so
+    // with rmem_max at 4 MiB, 8 MiB holds ~10k datagrams: 1.6 s of 125 guilds.
     const udp = dgram.createSocket({ type: 'udp4', recvBufferSize: UDP_RECEIVE_BUFFER_BYTES });
     await new Promise<void>((resolve, reject) => {
       udp.once('error', reject);
@@ -711,7 +825,9 @@ export class VoiceServer {
       this.closeConnection(guild.current, VoiceClose.SessionNoLongerValid, 'replaced by a new Identify');
     }
     const number = (guild.session?.number ?? 0) + 1;
-    guild.session = { number, sent: [], seq: 0, lastSeqAck: -1, resumable: false, speakingOn: false, speakingCheckPending: false, udpMuted: false };
+    const received = new PacketLog(number, this.expectedPackets);
+    guild.received.push(received);
+    guild.session = { number, sent: [], seq: 0, lastSeqAck: -1, resumable: false, speakingOn: false, speakingCheckPending: false, udpMuted: false, received };
     guild.current = conn;
     conn.record.session = number;
     conn.record.established = true;
@@ -901,12 +1017,10 @@ export class VoiceServer {
       this.violation('rtp-length', `${msg.length}-byte RTP packet is too short for its header, tag and nonce`, guild);
       return;
     }
-    const header = msg.subarray(0, headerBytes);
     const nonce = msg.readUInt32BE(msg.length - NONCE_BYTES);
-    const sealed = msg.subarray(headerBytes, msg.length - NONCE_BYTES);
     let plain: Buffer;
     try {
-      plain = openPacket(session.mode, session.secretKey, msg.subarray(msg.length - NONCE_BYTES), header, sealed);
+      plain = openPacket(session.mode, session.secretKey, msg, headerBytes);
     } catch {
       this.violation('decrypt', `packet seq ${seq} nonce ${nonce} did not decrypt with ${session.mode}`, guild);
       return;
@@ -917,7 +1031,7 @@ export class VoiceServer {
     session.lastNonce = nonce;
     let opus = plain;
     if (extension) {
-      const words = header.readUInt16BE(headerBytes - 2);
+      const words = msg.readUInt16BE(headerBytes - 2);
       opus = plain.subarray(4 * words);
     }
     if (session.speakingOnAt === undefined && !session.speakingCheckPending) {
@@ -928,14 +1042,15 @@ export class VoiceServer {
         }
       }, this.speakingGraceMs).unref();
     }
-    if (session.last) {
-      const seqStep = (seq - session.last.seq) & 0xffff;
-      const tsStep = (timestamp - session.last.timestamp) >>> 0;
+    const log = session.received;
+    if (log.count > 0) {
+      const lastSeq = log.seq(log.count - 1);
+      const seqStep = (seq - lastSeq) & 0xffff;
+      const tsStep = (timestamp - log.timestamp(log.count - 1)) >>> 0;
       if (seqStep !== 1 || tsStep !== FRAME_SAMPLES) {
-        this.violation('continuity', `seq ${session.last.seq}→${seq}, timestamp +${tsStep} (expected +1, +${FRAME_SAMPLES})`, guild);
+        this.violation('continuity', `seq ${lastSeq}→${seq}, timestamp +${tsStep} (expected +1, +${FRAME_SAMPLES})`, guild);
       }
     }
-    session.last = { seq, timestamp };
     let pcm: Buffer | undefined;
     if (this.decode) {
       session.decoder ??= new OpusEncoder(SAMPLE_RATE, CHANNELS);
@@ -945,26 +1060,48 @@ export class VoiceServer {
         this.violation('opus', `packet seq ${seq} is not decodable Opus: ${(err as Error).message}`, guild);
       }
     }
-    guild.packets.push({ at, seq, timestamp, ssrc, marker, nonce, opus, pcm, silence: opus.equals(OPUS_SILENCE), session: session.number });
+    const silence = opus.equals(OPUS_SILENCE);
+    log.push(at, seq, timestamp, silence);
+    if (this.keepPackets) guild.packets.push({ at, seq, timestamp, ssrc, marker, nonce, opus, pcm, silence, session: session.number });
     guild.notify();
   }
 }
 
-/** Opens one packet's sealed part (ciphertext then 16-byte tag) with the session's mode. */
-function openPacket(mode: EncryptionMode, key: Buffer, counter: Buffer, aad: Buffer, sealed: Buffer): Buffer {
-  const ciphertext = sealed.subarray(0, sealed.length - TAG_BYTES);
-  const tag = sealed.subarray(sealed.length - TAG_BYTES);
+/**
+ * The nonce of the packet being opened: its 4-byte counter, then zeros. createDecipheriv copies
+ * its IV, so one buffer of each size serves every packet.
+ */
+const gcmIv = Buffer.alloc(12);
+const xchachaNonce = Buffer.alloc(24);
+
+/**
+ * Opens an rtpsize packet: the header's first `headerBytes` are the AAD, then ciphertext, 16-byte
+ * tag, 4-byte nonce counter. Throws when the tag does not verify.
+ */
+function openPacket(mode: EncryptionMode, key: Buffer, msg: Buffer, headerBytes: number): Buffer {
+  const aad = msg.subarray(0, headerBytes);
+  const tagAt = msg.length - NONCE_BYTES - TAG_BYTES;
+  const ciphertext = msg.subarray(headerBytes, tagAt);
+  const tag = msg.subarray(tagAt, msg.length - NONCE_BYTES);
   if (mode === AES256_GCM_RTPSIZE) {
-    const iv = Buffer.alloc(12);
-    counter.copy(iv, 0);
-    const decipher = crypto.createDecipheriv('aes-256-gcm', key, iv, { authTagLength: TAG_BYTES });
+    msg.copy(gcmIv, 0, msg.length - NONCE_BYTES);
+    const decipher = crypto.createDecipheriv('aes-256-gcm', key, gcmIv, { authTagLength: TAG_BYTES });
     decipher.setAAD(aad);
     decipher.setAuthTag(tag);
-    return Buffer.concat([decipher.update(ciphertext), decipher.final()]);
+    return updateAndVerify(decipher, ciphertext);
   }
-  const nonce = Buffer.alloc(24);
-  counter.copy(nonce, 0);
-  return xchacha20Poly1305Open(key, nonce, aad, ciphertext, tag);
+  msg.copy(xchachaNonce, 0, msg.length - NONCE_BYTES);
+  return xchacha20Poly1305Open(key, xchachaNonce, aad, ciphertext, tag);
+}
+
+/**
+ * update, then final, which verifies the tag (and throws if it does not). These AEADs give all
+ * the plaintext from update and nothing from final, so nothing is concatenated per packet.
+ */
+function updateAndVerify(decipher: crypto.DecipherGCM | crypto.DecipherChaCha20Poly1305, ciphertext: Buffer): Buffer {
+  const plain = decipher.update(ciphertext);
+  const rest = decipher.final();
+  return rest.length === 0 ? plain : Buffer.concat([plain, rest]);
 }
 
 /**
@@ -977,7 +1114,7 @@ export function xchacha20Poly1305Open(key: Buffer, nonce: Buffer, aad: Buffer, c
   const decipher = crypto.createDecipheriv('chacha20-poly1305', subkey, iv, { authTagLength: TAG_BYTES });
   decipher.setAAD(aad, { plaintextLength: ciphertext.length });
   decipher.setAuthTag(tag);
-  return Buffer.concat([decipher.update(ciphertext), decipher.final()]);
+  return updateAndVerify(decipher, ciphertext);
 }
 
 /** HChaCha20 (draft-irtf-cfrg-xchacha §2.2): 20 ChaCha rounds over key and 16-byte nonce, words 0–3 and 12–15 out. */

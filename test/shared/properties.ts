@@ -69,6 +69,8 @@ const secondsArb = fc.double({ min: 0, noNaN: true, noDefaultInfinity: true }).m
 const eventArb: fc.Arbitrary<WireEvent> = fc.oneof(
   fc.record({ type: fc.constant('hello' as const), protocol: fc.integer({ min: 1, max: PROTOCOL_VERSION + 3 }), features: fc.array(textArb, { maxLength: 3 }) }),
   fc.record({ type: fc.constant('credit' as const), session_id: sessionIdArb, frames: fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }) }),
+  fc.record({ type: fc.constant('refused' as const), reason: textArb }),
+  fc.constant({ type: 'alive' as const }),
   fc.record(
     {
       type: fc.constant('ready' as const),

@@ -33,6 +33,8 @@ export function engineMetrics({ manager, scheduler, socket, pool, egress }: Part
   m.gauge('chorus_engine_gateway_connected', '1 while a gateway is connected.', () => (scheduler.connected ? 1 : 0));
   m.gauge('chorus_engine_gateway_credit_mode', '1 while the gateway grants credits, 0 while frames are paced at real time.', () => (scheduler.mode === 'credit' ? 1 : 0));
   m.counter('chorus_engine_gateway_connections_total', 'Gateway connections accepted.', () => socket.connections);
+  m.counter('chorus_engine_gateway_refused_total', 'Gateway connections refused because the current gateway was connected and healthy.', () => socket.refusals);
+  m.counter('chorus_engine_gateway_takeovers_total', 'Gateway connections that took the engine from a current gateway that was not healthy.', () => socket.takeovers);
   m.counter('chorus_engine_protocol_errors_total', 'Gateway connections dropped for a protocol error.', () => socket.protocolErrors);
   m.counter('chorus_engine_socket_rebinds_total', 'Times the socket file was found removed and bound again.', () => socket.rebinds);
   if (pool) {

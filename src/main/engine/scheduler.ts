@@ -24,6 +24,8 @@ export class FrameScheduler {
   private socket: Socket | undefined;
   private creditMode = false;
   private waitingDrain = false;
+  /** performance.now() when the connection's buffer filled and writes began to wait for 'drain'. */
+  private fullSince: number | undefined;
   private immediate: NodeJS.Immediate | undefined;
   private timer: NodeJS.Timeout | undefined;
   private rotation = 0;
@@ -48,12 +50,18 @@ export class FrameScheduler {
     return this.creditMode ? 'credit' : 'paced';
   }
 
+  /** How long the connection has not taken what was written to it (0 while it drains). */
+  writeStalledMs(now: number): number {
+    return this.fullSince === undefined ? 0 : now - this.fullSince;
+  }
+
   /** A new gateway connection: paced until it grants credit; every window starts at 0. */
   attach(socket: Socket): void {
     this.socket = socket;
     this.noGatewaySince = undefined;
     this.creditMode = false;
     this.waitingDrain = false;
+    this.fullSince = undefined;
     for (const s of this.sessions.values()) {
       s.credit = 0;
       s.nextDue = Number.NaN;
@@ -138,9 +146,12 @@ export class FrameScheduler {
 
     if (full) {
       this.waitingDrain = true;
+      this.fullSince = now;
       this.drainWaits++;
       socket.once('drain', () => {
+        if (socket !== this.socket) return;
         this.waitingDrain = false;
+        this.fullSince = undefined;
         this.kick();
       });
       return;

@@ -2,11 +2,23 @@
  * The gateway's one connection to the engine's frame socket: connects, decodes with the shared
  * WireDecoder, reconnects with capped exponential back-off, and writes credit lines back only
  * once the engine said `hello` with the credit feature (a seed engine gets nothing written).
+ *
+ * A connection is up once the engine admits it: its `hello`, or from an engine that says none (a
+ * seed engine, natashi's) its first frame or event, or SEED_SILENCE_MS of quiet. An engine that
+ * keeps another, healthy gateway answers `refused` instead: this gateway stays down, says why in
+ * /health (one log line when that starts, not one per retry) and retries with its back-off, so
+ * it gets the engine within a retry once the other gateway is gone. With the `alive` feature it
+ * writes `alive` when it has written nothing else for ALIVE_EVERY_MS: the engine then reads its
+ * silence as stuck, and lets a new gateway take over.
  */
 import net from 'node:net';
 import {
+  ADMIT_WITHIN_MS,
+  ALIVE,
+  ALIVE_EVERY_MS,
   describeProtocolError,
   encodeEvent,
+  FEATURE_ALIVE,
   FEATURE_CREDIT,
   FEATURE_NEXT,
   WireDecoder,
@@ -18,6 +30,12 @@ import { logger } from '../../shared/log.js';
 
 const log = logger('gateway');
 const FIRST_RETRY_MS = 50;
+/**
+ * A chorus engine answers a connection within ADMIT_WITHIN_MS; one that has said nothing after
+ * four times that is an engine without admission (a seed engine with nothing to send yet).
+ */
+const SEED_SILENCE_MS = 4 * ADMIT_WITHIN_MS;
+const ALIVE_LINE = encodeEvent(ALIVE);
 
 export interface EngineLinkHandlers {
   frame: DecoderHandlers['frame'];
@@ -43,6 +61,16 @@ export class EngineLink {
   private credit = false;
   private next = false;
   private connectedOnce = false;
+  /** The engine admitted the connection now open (see the top of the file). */
+  private admitted = false;
+  private admitTimer: NodeJS.Timeout | undefined;
+  /** Writes `alive` on a quiet beat, while the engine asked for it. */
+  private aliveTimer: NodeJS.Timeout | undefined;
+  private wroteSinceBeat = false;
+  /** Why the engine refuses this gateway, from its first `refused` until it admits it or cannot be reached. */
+  private refusedBecause: string | undefined;
+  /** The connection now open was refused. */
+  private refusedNow = false;
   /** Why the last connection attempt failed, or the last connection ended. */
   private lastError = 'not connected yet';
   readonly counters: LinkCounters = { reconnects: 0, protocolErrors: 0, badEvents: 0 };
@@ -55,16 +83,25 @@ export class EngineLink {
     private readonly handlers: EngineLinkHandlers,
   ) {
     this.decoder = new WireDecoder({
-      frame: handlers.frame,
+      frame: (buf, idStart, payloadStart, payloadEnd) => {
+        if (!this.admitted) this.admit();
+        handlers.frame(buf, idStart, payloadStart, payloadEnd);
+      },
       event: (event) => {
         if (event.type === 'hello') {
           this.credit = event.features.includes(FEATURE_CREDIT);
           this.next = event.features.includes(FEATURE_NEXT);
-          log.info('engine said hello', { protocol: event.protocol, credit: this.credit, next: this.next });
+          const alive = event.features.includes(FEATURE_ALIVE);
+          log.info('engine said hello', { protocol: event.protocol, credit: this.credit, next: this.next, alive });
+          this.admit();
+          if (alive) this.startAliveBeat();
           if (this.credit) handlers.creditsEnabled();
-        } else if (event.type === 'credit') {
-          this.protocolError({ kind: 'bad-event', fatal: false, reason: 'credit sent by the engine' });
+        } else if (event.type === 'refused') {
+          this.refused(event.reason);
+        } else if (event.type === 'credit' || event.type === 'alive') {
+          this.protocolError({ kind: 'bad-event', fatal: false, reason: `${event.type} sent by the engine` });
         } else {
+          if (!this.admitted) this.admit();
           handlers.event(event);
         }
       },
@@ -73,12 +110,17 @@ export class EngineLink {
   }
 
   get connected(): boolean {
-    return this.socket !== undefined && !this.socket.connecting;
+    return this.socket !== undefined && this.admitted;
   }
 
   /** Why the engine cannot be reached now; undefined while connected. */
   get downReason(): string | undefined {
     return this.connected ? undefined : `${this.lastError}; retrying`;
+  }
+
+  /** Why the engine refuses this gateway (another gateway holds it), while it does. */
+  get refusedReason(): string | undefined {
+    return this.connected ? undefined : this.refusedBecause;
   }
 
   /** Credit lines may be written: the engine on this connection asked for them. */
@@ -100,11 +142,14 @@ export class EngineLink {
     if (!this.creditEnabled || grants.length === 0) return;
     const lines = grants.map((g) => encodeEvent({ type: 'credit', session_id: g.sessionId, frames: g.frames }));
     this.socket!.write(lines.length === 1 ? lines[0]! : Buffer.concat(lines));
+    this.wroteSinceBeat = true;
   }
 
   close(): void {
     this.closed = true;
     if (this.retryTimer) clearTimeout(this.retryTimer);
+    clearTimeout(this.admitTimer);
+    clearInterval(this.aliveTimer);
     this.socket?.destroy();
     this.socket = undefined;
   }
@@ -114,37 +159,74 @@ export class EngineLink {
     this.decoder.reset();
     this.credit = false;
     this.next = false;
+    this.refusedNow = false;
     const socket = net.createConnection(this.socketPath);
     this.socket = socket;
-    let opened = false;
     socket.on('connect', () => {
-      opened = true;
-      log.info(this.connectedOnce ? 'reconnected to engine' : 'connected to engine', { socket: this.socketPath });
-      this.connectedOnce = true;
-      this.handlers.connected();
+      this.admitTimer = setTimeout(() => this.admit(), SEED_SILENCE_MS);
     });
     socket.on('data', (chunk: Buffer) => {
-      this.attempt = 0;
       this.lastInputAt = performance.now();
       this.decoder.push(chunk);
     });
     socket.on('error', (err: NodeJS.ErrnoException) => {
       this.lastError = whyUnreachable(err);
-      if (this.attempt === 0 || this.attempt % 20 === 0) {
+      // The engine gone or its socket unusable is news to a refused gateway: said once.
+      const wasRefused = this.refusedBecause !== undefined && !this.refusedNow;
+      if (wasRefused) this.refusedBecause = undefined;
+      if (this.attempt === 0 || this.attempt % 20 === 0 || wasRefused) {
         log.warn('engine socket error', { code: err.code, message: err.message });
       }
     });
     socket.on('close', () => {
       if (this.socket !== socket) return;
+      clearTimeout(this.admitTimer);
+      clearInterval(this.aliveTimer);
       this.socket = undefined;
       this.credit = false;
       this.next = false;
-      if (opened) {
-        this.lastError = 'the engine closed the connection';
-        this.handlers.disconnected('engine connection lost');
+      if (this.admitted) {
+        this.admitted = false;
+        if (!this.refusedNow) this.lastError = 'the engine closed the connection';
+        this.handlers.disconnected(this.refusedNow ? 'the engine refused this gateway' : 'engine connection lost');
       }
       this.scheduleRetry();
     });
+  }
+
+  /** The engine serves this connection: the link is up. */
+  private admit(): void {
+    if (this.admitted || !this.socket || this.refusedNow) return;
+    clearTimeout(this.admitTimer);
+    this.admitted = true;
+    this.attempt = 0;
+    this.refusedBecause = undefined;
+    log.info(this.connectedOnce ? 'reconnected to engine' : 'connected to engine', { socket: this.socketPath });
+    this.connectedOnce = true;
+    this.handlers.connected();
+  }
+
+  /** The engine keeps another gateway: this one stays down and retries with its back-off. */
+  private refused(reason: string): void {
+    if (this.refusedBecause !== reason) {
+      log.warn('the engine refused this gateway; retrying until it is free', { reason, socket: this.socketPath });
+    }
+    this.refusedBecause = reason;
+    this.refusedNow = true;
+    this.lastError = `the engine refused this gateway: ${reason}`;
+    this.socket?.destroy();
+  }
+
+  /** Says `alive` on every beat on which nothing else was written. */
+  private startAliveBeat(): void {
+    clearInterval(this.aliveTimer);
+    this.wroteSinceBeat = false;
+    const socket = this.socket;
+    this.aliveTimer = setInterval(() => {
+      if (!this.wroteSinceBeat && socket && socket === this.socket) socket.write(ALIVE_LINE);
+      this.wroteSinceBeat = false;
+    }, ALIVE_EVERY_MS);
+    this.aliveTimer.unref();
   }
 
   private scheduleRetry(): void {

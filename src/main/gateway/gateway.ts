@@ -155,6 +155,7 @@ export class Gateway implements PersistentSessions {
   /** Unavailable while the engine cannot be reached: plays would fail with 502. */
   health(): GatewayHealth {
     const down = this.link.downReason;
+    const refused = this.link.refusedReason;
     const starved = this.starvation.starved;
     let live = 0;
     for (const session of this.sessions.values()) if (session.active) live++;
@@ -172,6 +173,7 @@ export class Gateway implements PersistentSessions {
       engine_connected: down === undefined,
       engine_flow: this.link.creditEnabled ? 'credit' : 'paced',
       engine_starved: starved,
+      ...(refused === undefined ? {} : { engine_refused: refused }),
       threads: this.pool.threads,
       uptime_s: Math.round((performance.now() - this.started) / 1000),
     };

@@ -5,7 +5,7 @@
  */
 import net from 'node:net';
 import opus from '@discordjs/opus';
-import { frameKey, sessionIdOfKey, WireDecoder, type SessionEvent, type WireEvent } from '../../../src/shared/protocol.js';
+import { ALIVE, ALIVE_EVERY_MS, encodeEvent, frameKey, sessionIdOfKey, WireDecoder, type SessionEvent, type WireEvent } from '../../../src/shared/protocol.js';
 
 export interface Unit {
   kind: 'frame' | 'event';
@@ -39,15 +39,19 @@ export class SessionLog {
 
 export class FakeGateway {
   readonly sessions = new Map<string, SessionLog>();
-  readonly hello: Promise<WireEvent>;
+  /** The engine's answer to the connection: `hello` (admitted) or `refused`. */
+  readonly answer: Promise<WireEvent>;
   readonly closed: Promise<void>;
   protocolErrors = 0;
+  /** The engine refused this connection (its current gateway is healthy): why. */
+  refused: string | undefined;
   private readonly decoder: WireDecoder;
   private readonly waiters = new Set<() => void>();
+  private aliveTimer: NodeJS.Timeout | undefined;
 
   private constructor(readonly socket: net.Socket) {
-    let gotHello!: (e: WireEvent) => void;
-    this.hello = new Promise((resolve) => (gotHello = resolve));
+    let answered!: (e: WireEvent) => void;
+    this.answer = new Promise((resolve) => (answered = resolve));
     this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
     this.decoder = new WireDecoder({
       frame: (buf, idStart, payloadStart, payloadEnd) => {
@@ -56,8 +60,12 @@ export class FakeGateway {
         this.notify();
       },
       event: (event) => {
-        if (event.type === 'hello') return gotHello(event);
-        if (event.type === 'credit') return;
+        if (event.type === 'hello') return answered(event);
+        if (event.type === 'refused') {
+          this.refused = event.reason;
+          return answered(event);
+        }
+        if (event.type === 'credit' || event.type === 'alive') return;
         this.log(event.session_id).units.push({ kind: 'event', at: performance.now(), event });
         this.notify();
       },
@@ -67,7 +75,18 @@ export class FakeGateway {
     socket.on('error', () => undefined);
   }
 
+  /** Connects and waits for the engine's `hello`; throws if the engine refuses the connection. */
   static async connect(path: string): Promise<FakeGateway> {
+    const gw = await FakeGateway.ask(path);
+    if (gw.refused !== undefined) {
+      await gw.close();
+      throw new Error(`the engine refused the connection: ${gw.refused}`);
+    }
+    return gw;
+  }
+
+  /** Connects and waits for the engine's answer, `hello` or `refused` (then `refused` says why). */
+  static async ask(path: string): Promise<FakeGateway> {
     const socket = net.connect(path);
     await new Promise<void>((resolve, reject) => {
       socket.once('connect', resolve);
@@ -75,7 +94,7 @@ export class FakeGateway {
     });
     const gw = new FakeGateway(socket);
     FakeGateway.open.add(gw);
-    await gw.hello;
+    await gw.answer;
     return gw;
   }
 
@@ -85,7 +104,7 @@ export class FakeGateway {
   /**
    * Closes every gateway still connected. The engine serves one gateway at a time: a test that
    * fails before its own close() would leave its gateway holding the socket, and the next tests'
-   * events would go to it. Test files sharing an engine call this after each test.
+   * gateways would be refused. Test files sharing an engine call this after each test.
    */
   static async closeAll(): Promise<void> {
     await Promise.all([...FakeGateway.open].map((gw) => gw.close()));
@@ -95,6 +114,16 @@ export class FakeGateway {
     let log = this.sessions.get(id);
     if (!log) this.sessions.set(id, (log = new SessionLog()));
     return log;
+  }
+
+  /** Says `alive` every ALIVE_EVERY_MS, as a gateway offered the feature does, until stopAlive(). */
+  keepAlive(): void {
+    this.aliveTimer ??= setInterval(() => this.socket.write(encodeEvent(ALIVE)), ALIVE_EVERY_MS);
+  }
+
+  stopAlive(): void {
+    clearInterval(this.aliveTimer);
+    this.aliveTimer = undefined;
   }
 
   credit(sessionId: string, frames: number): void {
@@ -127,6 +156,7 @@ export class FakeGateway {
   }
 
   async close(): Promise<void> {
+    this.stopAlive();
     FakeGateway.open.delete(this);
     this.socket.destroy();
     await this.closed;

@@ -119,16 +119,19 @@ describe('engine flow', () => {
     await gw.close();
   });
 
-  it('a newer gateway connection replaces the older; a protocol error drops the connection', async () => {
+  it('a second connection is refused while the first gateway is healthy; a protocol error drops the connection', async () => {
     const first = await FakeGateway.connect(engine.socketPath);
-    const second = await FakeGateway.connect(engine.socketPath);
-    await first.closed;
+    first.credit('nobody', 1); // a gateway that speaks
+    const second = await FakeGateway.ask(engine.socketPath);
+    expect(second.refused).toBe('another gateway is connected and healthy');
+    await second.closed;
+    expect(first.socket.destroyed).toBe(false);
     expect((await api(engine.url, 'GET', '/health')).body.gateway_connected).toBe(true);
 
     const header = Buffer.alloc(4);
     header.writeUInt32BE(0x00ffffff); // a length far over the 64 KiB cap
-    second.socket.write(header);
-    await second.closed;
+    first.socket.write(header);
+    await first.closed;
     const metrics = (await api(engine.url, 'GET', '/metrics')).body as string;
     expect(metrics).toMatch(/^chorus_engine_protocol_errors_total 1$/m);
 

@@ -63,7 +63,7 @@ it('an independent seed-style reader reads frames and events of several sessions
   }
   socket.destroy();
 
-  expect(record.events[0]).toEqual({ type: 'hello', protocol: 2, features: ['credit', 'next'] });
+  expect(record.events[0]).toEqual({ type: 'hello', protocol: 2, features: ['credit', 'next', 'alive'] });
   for (const id of ids) {
     const events = record.events.filter((e) => e.session_id === id);
     expect(events.map((e) => e.type)).toEqual(['ready', 'finished']);

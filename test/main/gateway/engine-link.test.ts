@@ -1,13 +1,15 @@
 /**
  * The gateway's engine link against a stand-in engine written here from the seed's description
  * alone — frames `u32be length · 24-byte space-padded id · payload`, JSON event lines, no
- * `hello`, no credits, real-time pacing — so nothing of chorus's own encoder is trusted.
+ * `hello`, no credits, real-time pacing — so nothing of chorus's own encoder is trusted; and two
+ * real gateways on one real engine, where the first keeps it while it is healthy.
  */
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { SILENT_MS } from '../../../src/main/engine/socket-server.js';
 import { startChorus, tempDir, type ChorusProcess } from '../../helpers/chorus-process.js';
 import { waitForHealth } from '../../helpers/http.js';
 import { TestListener } from '../../helpers/listener.js';
@@ -191,5 +193,100 @@ describe('engine link with a seed engine (no hello, no credits)', () => {
     const metrics = await (await fetch(`${url}/metrics`)).text();
     expect(metrics).toMatch(/chorus_gateway_protocol_errors_total 0\b/);
     expect(metrics).toMatch(/chorus_gateway_bad_events_total 1\b/);
+  });
+});
+
+describe('two gateways on one engine', () => {
+  const procs: ChorusProcess[] = [];
+  const listeners: TestListener[] = [];
+  let dir: string;
+
+  afterEach(async () => {
+    for (const l of listeners.splice(0)) l.close();
+    for (const p of procs) if (p.child.exitCode === null) p.child.kill('SIGCONT');
+    await Promise.allSettled(procs.splice(0).map((p) => p.stop()));
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  const metric = async (url: string, name: string) => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(await (await fetch(`${url}/metrics`)).text())![1]);
+  const REFUSAL = /the engine refused this gateway: another gateway is connected and healthy/;
+
+  async function startEngine(): Promise<{ engine: ChorusProcess; gateway: () => Promise<ChorusProcess> }> {
+    dir = tempDir();
+    const socket = path.join(dir, 'engine.sock');
+    const engine = await startChorus('engine', { CHORUS_ENGINE_PORT: '0', CHORUS_SOCKET: socket });
+    procs.push(engine);
+    const gateway = async () => {
+      const g = await startChorus('gateway', { CHORUS_PORT: '0', CHORUS_SOCKET: socket, CHORUS_ENGINE_URL: engine.httpUrl, CHORUS_RECONNECT_MAX_MS: '200' });
+      procs.push(g);
+      return g;
+    };
+    return { engine, gateway };
+  }
+
+  /** A listener on `gateway` hears a 1 s tone whole: 50 frames in order, then `finished`. */
+  async function expectPlays(gateway: ChorusProcess, id: string): Promise<void> {
+    const l = await TestListener.connect(gateway.httpUrl, id);
+    listeners.push(l);
+    const play = await fetch(`${gateway.httpUrl}/sessions/${id}/play`, { method: 'POST', body: JSON.stringify({ url: 'tone:440?seconds=1' }) });
+    expect(play.status).toBe(200);
+    await l.waitForEvent('finished', 10_000);
+    expect(l.frames).toHaveLength(50);
+    expect(l.seqBreaks()).toEqual([]);
+  }
+
+  it('the first keeps playing undisturbed, the second is refused and says why in /health; once the first is killed, the second takes over and plays', async () => {
+    const { engine, gateway } = await startEngine();
+    const first = await gateway();
+    await waitForHealth(first.httpUrl, "the engine's hello", (h) => h.engine_flow === 'credit');
+    const l = await TestListener.connect(first.httpUrl, 'kept');
+    listeners.push(l);
+    expect((await fetch(`${first.httpUrl}/sessions/kept/play`, { method: 'POST', body: JSON.stringify({ url: 'tone:440?seconds=60' }) })).status).toBe(200);
+    await l.waitForFrames(25);
+    const reconnects = await metric(first.httpUrl, 'chorus_gateway_engine_reconnects_total');
+
+    const second = await gateway();
+    const refused = await waitForHealth(second.httpUrl, 'the second gateway to be refused', (h) => h.engine_refused !== undefined);
+    expect(refused).toMatchObject({ status: 'unavailable', engine_connected: false, engine_refused: 'another gateway is connected and healthy' });
+    expect(refused.reason).toMatch(REFUSAL);
+    // It keeps asking (its back-off is at most 200 ms here), and says so once, not once per refusal.
+    const refusals = () => metric(engine.httpUrl, 'chorus_engine_gateway_refused_total');
+    for (const deadline = performance.now() + 10_000; (await refusals()) < 5; ) {
+      if (performance.now() > deadline) throw new Error('the second gateway stopped asking');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(second.logs.filter((line) => /the engine refused this gateway/.test(line))).toHaveLength(1);
+    expect(second.logs.some((line) => /connected to engine/.test(line))).toBe(false);
+
+    // The first was not disturbed: its frames flow on, in order, and it never reconnected.
+    const heard = l.frames.length;
+    await l.waitForFrames(heard + 50);
+    expect(l.seqBreaks()).toEqual([]);
+    expect(await metric(first.httpUrl, 'chorus_gateway_engine_reconnects_total')).toBe(reconnects);
+    expect(first.logs.some((line) => /engine connection lost/.test(line))).toBe(false);
+    expect((await waitForHealth(first.httpUrl, 'the first gateway', () => true)).engine_connected).toBe(true);
+
+    first.child.kill('SIGKILL');
+    const taken = await waitForHealth(second.httpUrl, 'the second gateway to take over', (h) => h.engine_connected === true);
+    expect(taken.engine_refused).toBeUndefined();
+    expect(second.logs.filter((line) => /connected to engine/.test(line))).toHaveLength(1);
+    await expectPlays(second, 'after');
+  });
+
+  it('a gateway that stops is taken over from; back, it is the one refused, and says so', async () => {
+    const { gateway } = await startEngine();
+    const first = await gateway();
+    await waitForHealth(first.httpUrl, "the engine's hello", (h) => h.engine_flow === 'credit');
+    const second = await gateway();
+    await waitForHealth(second.httpUrl, 'the second gateway to be refused', (h) => h.engine_refused !== undefined);
+
+    first.child.kill('SIGSTOP');
+    // Stopped, the first says nothing: after SILENT_MS the second's next try takes the engine.
+    await waitForHealth(second.httpUrl, 'the second gateway to take over', (h) => h.engine_connected === true, SILENT_MS + 10_000);
+    first.child.kill('SIGCONT');
+    const refused = await waitForHealth(first.httpUrl, 'the first gateway, back, to be refused', (h) => h.engine_refused !== undefined);
+    expect(refused.reason).toMatch(REFUSAL);
+    expect(first.logs.filter((line) => /the engine refused this gateway/.test(line))).toHaveLength(1);
+    await expectPlays(second, 'taken');
   });
 });

@@ -344,7 +344,13 @@ describe('engine restart', () => {
     const paused = await l.waitForEvent('state', 10_000, (e) => e.type === 'state' && e.state === 'paused');
     expect((paused as { reason: string }).reason).toMatch(/engine restarted/);
     expect(stack.gateway.child.exitCode).toBeNull();
-    const framesBefore = l.frames.length;
+    // The last frame of the interrupted track can reach the listener after the paused event (the
+    // worker sends frames, main sends events): count from once no more come.
+    let framesBefore = -1;
+    while (framesBefore !== l.frames.length) {
+      framesBefore = l.frames.length;
+      await new Promise((r) => setTimeout(r, 300));
+    }
     const again = await post(`${stack.url}/sessions/survivor/play`, { url: 'tone:660?seconds=1' });
     expect(again.status).toBe(200);
     await l.waitForEvent('finished', 10_000);

@@ -13,6 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
+import { SILENT_MS } from '../../../src/main/engine/socket-server.js';
 import { REPO_ROOT } from '../../helpers/chorus-process.js';
 import { TestListener } from '../../helpers/listener.js';
 import { request } from '../../helpers/http.js';
@@ -23,6 +24,22 @@ const auth = { authorization: `Bearer ${TOKEN}` };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const call = (url: string, method: string, body?: unknown, headers: Record<string, string> = auth) => request(url, method, body, headers);
+
+/** Connects to the engine socket; resolves with the engine's first line (`hello` or `refused`) and the socket, read on. */
+async function engineAnswer(socketPath: string): Promise<{ answer: { type: string; reason?: string }; socket: net.Socket }> {
+  const socket = net.createConnection(socketPath);
+  socket.on('error', () => undefined);
+  let text = '';
+  const answer = await new Promise<{ type: string }>((resolve, reject) => {
+    socket.on('data', (chunk: Buffer) => {
+      if (text.includes('\n')) return;
+      text += chunk.toString('latin1');
+      if (text.includes('\n')) resolve(JSON.parse(text.slice(0, text.indexOf('\n'))));
+    });
+    socket.once('close', () => reject(new Error('the engine closed the connection without an answer')));
+  });
+  return { answer, socket };
+}
 
 /** Resident memory of a process in MB, from /proc. */
 function rssMb(pid: number): number {
@@ -192,7 +209,7 @@ describe('the gateway under attack, with CHORUS_TOKEN set, while a bystander pla
     await post('/sessions/flood-read/stop');
   });
 
-  it('a reconnect in the last ring-length lets the track play out its ring, then `finished`', async () => {
+  it('a stray connection on the engine socket is refused and disturbs nothing; a reconnect in the last ring-length lets the track play out its ring, then `finished`', async () => {
     const l = await listen('tail');
     expect((await post('/sessions/tail/play', { url: 'tone:523?seconds=2' })).status).toBe(200);
     // The engine sends the whole 2 s track at once (the ring holds 3 s) and then says finished:
@@ -205,12 +222,31 @@ describe('the gateway under attack, with CHORUS_TOKEN set, while a bystander pla
       if (performance.now() - t0 > 3000) throw new Error(`the engine sent only ${s.ringFrames + s.sent} frames`);
       await sleep(20);
     }
-    // A second connection on the engine socket replaces the gateway's: the gateway reconnects.
     const socket = path.join(stack.dir, 'engine.sock');
-    const intruder = net.createConnection(socket);
-    await new Promise<void>((resolve, reject) => intruder.once('connect', resolve).once('error', reject));
+    const reconnects = async () => Number(/^chorus_gateway_engine_reconnects_total (\d+)$/m.exec(await (await fetch(`${stack.url}/metrics`, { headers: auth })).text())![1]);
+    const reconnectsBefore = await reconnects();
+    // A stray connection while the gateway is healthy is refused: the gateway keeps the engine.
+    const stray = await engineAnswer(socket);
+    expect(stray.answer).toEqual({ type: 'refused', reason: 'another gateway is connected and healthy' });
+    stray.socket.destroy();
+    expect(await reconnects()).toBe(reconnectsBefore);
+    expect(stack.gateway.logs.some((line) => /engine connection lost/.test(line))).toBe(false);
+
+    // A gateway that stops says nothing: a new connection then takes the engine from it, and the
+    // gateway, running again, finds its connection gone and reconnects.
+    process.kill(stack.gateway.pid, 'SIGSTOP');
+    try {
+      for (const deadline = performance.now() + SILENT_MS + 10_000; ; ) {
+        const intruder = await engineAnswer(socket);
+        intruder.socket.destroy();
+        if (intruder.answer.type === 'hello') break;
+        if (performance.now() > deadline) throw new Error('the engine never let a connection take over from the stopped gateway');
+        await sleep(250);
+      }
+    } finally {
+      process.kill(stack.gateway.pid, 'SIGCONT');
+    }
     await stack.gateway.waitForLog(/engine connection lost/);
-    intruder.destroy();
     await l.waitForEvent('finished', 10_000);
     expect(l.events.filter((e) => e.type === 'error')).toEqual([]);
     expect(l.frames.length).toBeGreaterThanOrEqual(98);

@@ -20,7 +20,7 @@ const ENGINE_NAMES = [
   'chorus_engine_sessions', 'chorus_engine_plays_total', 'chorus_engine_ffmpeg_started_total', 'chorus_engine_plays_ended_total',
   'chorus_engine_queued_frames', 'chorus_engine_frames_encoded_total', 'chorus_engine_frames_sent_total', 'chorus_engine_events_sent_total',
   'chorus_engine_socket_drain_waits_total', 'chorus_engine_gateway_connected', 'chorus_engine_gateway_credit_mode',
-  'chorus_engine_gateway_connections_total', 'chorus_engine_protocol_errors_total', 'chorus_engine_socket_rebinds_total',
+  'chorus_engine_gateway_connections_total', 'chorus_engine_gateway_refused_total', 'chorus_engine_gateway_takeovers_total', 'chorus_engine_protocol_errors_total', 'chorus_engine_socket_rebinds_total',
   'chorus_engine_egress_requests_total', 'chorus_engine_egress_refused_total', 'chorus_engine_encoder_threads',
   'chorus_engine_resident_memory_bytes', 'chorus_engine_heap_used_bytes',
 ];

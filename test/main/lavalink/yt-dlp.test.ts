@@ -90,9 +90,8 @@ beforeAll(async () => {
   fs.writeFileSync(fakePath, FAKE_YTDLP, { mode: 0o755 });
   voice = await VoiceServer.start();
   const common = { CHORUS_TOKEN: TOKEN, CHORUS_SOCKET: path.join(dir, 'engine.sock'), CHORUS_MEDIA_ROOT: media, CHORUS_REMOTE_ALLOW: '127.0.0.1' };
-  // An engine serves one gateway at a time (a second one's connection replaces the first's), so
-  // each gateway has its own: sharing one, the two took the socket from each other every few
-  // hundred ms, and the real gateway's play ended with no audio.
+  // An engine serves one gateway at a time (a second one is refused while the first is healthy),
+  // so each gateway has its own.
   const fakeSocket = path.join(dir, 'fake-engine.sock');
   [engine, fakeEngine] = await Promise.all([
     startChorus('engine', { ...common, CHORUS_ENGINE_PORT: '0' }),

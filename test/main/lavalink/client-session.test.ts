@@ -57,26 +57,43 @@ const packetRms = (pcm: Buffer) => {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
+/** The underruns of a Lavalink player's chorus session so far (Lavalink's frameStats `nulled`). */
+async function underruns(clientSessionId: string, guildId: string): Promise<number> {
+  const id = chorusSessionId(clientSessionId, guildId);
+  const summary = await fetch(`${gateway.httpUrl}/sessions/${id}`, { headers: { authorization: `Bearer ${TOKEN}` } }).then((r) => r.json());
+  return summary.underruns as number;
+}
+
 /**
  * A change of sound leaves no gap: the packets from just before the PATCH to 500 ms after the
  * first changed one run on with sequence numbers unbroken and no silence; none of them came more
  * than two frames' time later than the worst the second before the PATCH shows (the machine's
- * own jitter); and no audio time went missing: each packet's arrival less 20 ms per sequence
- * number since the last before the PATCH is, in the median, the same after the change as
- * before it (a gap of k frames shifts every later packet by k × 20 ms). Prints the figures.
+ * own jitter); and no audio time went missing (less than a frame's): each packet's arrival less
+ * 20 ms per sequence number since the last before the PATCH is, in the median, the same after
+ * the change as before it (a gap of k frames shifts every later packet by k × 20 ms). Prints
+ * the figures.
+ *
+ * `waited`: the worker counted an underrun meanwhile, so the new play came after its cut (a
+ * machine so loaded that ffmpeg took longer than the splice's lead to start): the worker then
+ * waits for it, as the old path did, and only a bounded wait is required.
  */
-function expectNoGap(g: VoiceGuild, asked: number, first: ReceivedPacket, what: string): void {
+function expectNoGap(g: VoiceGuild, asked: number, first: ReceivedPacket, what: string, waited: boolean): void {
   const before = cadence(g.packets.filter((p) => p.at >= asked - 1000 && p.at < asked));
   const lastBefore = g.packets.filter((p) => p.at < asked).at(-1)!;
   const across = g.packets.filter((p) => p.at >= lastBefore.at && p.at < first.at + 500);
   const change = cadence(across);
   const offset = (p: ReceivedPacket) => p.at - 20 * ((p.seq - lastBefore.seq) << 16 >> 16);
   const missingMs = median(across.filter((p) => p.at >= first.at).map(offset)) - median(g.packets.filter((p) => p.at >= asked - 300 && p.at <= lastBefore.at).map(offset));
-  console.log(`${what}: ${missingMs.toFixed(0)} ms of audio time missing; largest time between packets ${change.maxGapMs.toFixed(0)} ms across the change, ${before.maxGapMs.toFixed(0)} ms in the second before; sequence ${change.unbroken ? 'unbroken' : 'BROKEN'}`);
+  console.log(`${what}: ${missingMs.toFixed(0)} ms of audio time missing; largest time between packets ${change.maxGapMs.toFixed(0)} ms across the change, ${before.maxGapMs.toFixed(0)} ms in the second before; sequence ${change.unbroken ? 'unbroken' : 'BROKEN'}${waited ? '; the new play came after its cut (underrun)' : ''}`);
   expect(change.unbroken).toBe(true);
   expect(across.some((p) => p.silence)).toBe(false);
+  if (waited) {
+    expect(missingMs).toBeLessThan(CHANGE_HEARD_MS);
+    return;
+  }
   expect(change.maxGapMs).toBeLessThan(before.maxGapMs + 40);
-  expect(missingMs).toBeLessThan(40);
+  // Less than a frame's time: the old path (flush, prebuffer) lost 25–70 ms here, by load.
+  expect(missingMs).toBeLessThan(15);
 }
 
 /**
@@ -324,6 +341,7 @@ describe('Lavalink client session', () => {
     };
     const full = level(g.packets[20]!.at, performance.now());
     const change = async (body: unknown, expected: number) => {
+      const nulled = await underruns(client.sessionId, guildId);
       const asked = performance.now();
       const r = await rest('PATCH', base, body);
       const answered = performance.now();
@@ -339,7 +357,7 @@ describe('Lavalink client session', () => {
       expect(Math.abs(after.rms / full.rms - expected)).toBeLessThan(0.1);
       const later = g.packets.filter((p) => p.at >= first!.at && p.at < first!.at + 500 && !p.silence);
       expect(later.every((p) => Math.abs(rms(p.pcm!) / full.rms - expected) < 0.1)).toBe(true);
-      expectNoGap(g, asked, first!, `level ${JSON.stringify(body)}`);
+      expectNoGap(g, asked, first!, `level ${JSON.stringify(body)}`, (await underruns(client.sessionId, guildId)) > nulled);
       return r.body;
     };
     expect((await change({ volume: 30 }, 0.3)).volume).toBe(30);
@@ -359,6 +377,7 @@ describe('Lavalink client session', () => {
     await rest('PATCH', base, { voice: { token, endpoint: voice.endpoint, sessionId, channelId }, track: { identifier: 'tone:440?seconds=30' } });
     await g.waitForPackets(60);
     const full = g.packets.slice(20).reduce((sum, p) => sum + packetRms(p.pcm!), 0) / (g.packets.length - 20);
+    const nulled = await underruns(client.sessionId, guildId);
     const asked = performance.now();
     for (const volume of [80, 60, 40, 20]) expect((await rest('PATCH', base, { volume })).status).toBe(200);
     const answered = performance.now();
@@ -369,7 +388,7 @@ describe('Lavalink client session', () => {
     const after = g.packets.filter((p) => p.at >= first!.at && p.at < first!.at + 500);
     expect(after.length).toBeGreaterThan(20);
     expect(after.every((p) => Math.abs(packetRms(p.pcm!) / full - 0.2) < 0.05)).toBe(true);
-    expectNoGap(g, asked, first!, 'slider');
+    expectNoGap(g, asked, first!, 'slider', (await underruns(client.sessionId, guildId)) > nulled);
     await rest('DELETE', base);
     await client.close();
   });

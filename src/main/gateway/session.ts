@@ -260,6 +260,10 @@ export class GatewaySession {
     }
     const run = new TrackRun(track, this.id, this.ringNow!, this.ringMs, this.counters);
     this.retireFollowers();
+    // A splice's play whose `ready` has not come: it would come before this play is answered, and
+    // be taken for this play's (a volume change, then at once a seek).
+    const spliced = this.run;
+    if (spliced?.splicing && !spliced.ready && spliced.playNumber !== undefined) this.retiredPlay = Math.max(this.retiredPlay, spliced.playNumber);
     this.trackStartSent = Atomics.load(this.control, Control.Sent);
     this.beforeSplice = undefined;
     this.state = { status: 'starting', track, run };

@@ -258,6 +258,25 @@ describe('GatewaySession transitions', () => {
     expect(s.spliceUnderWay).toBe(false);
   });
 
+  it("a seek before a splice's ready: that ready, coming before the seek's answer, is not taken for the seek's", () => {
+    const { s, counters } = session();
+    s.beginTrack({ ...track, startAt: 10 });
+    s.playAccepted(1);
+    s.onReady({ type: 'ready', session_id: 'fsm', play: 1, start_at: 10, track_duration: 30 });
+    s.onPlayerStatus('playing');
+    for (let i = 0; i < 20; i++) s.acceptFrame(Buffer.alloc(100, 1), 0, 100, true);
+    s.beginSplice({ gain: 0.5 }, { cut: 8, sent: 8 }, 16);
+    s.playAccepted(2);
+    s.beginTrack({ ...track, startAt: 3 });
+    s.onReady({ type: 'ready', session_id: 'fsm', play: 2, start_at: 10.16, track_duration: 30 });
+    expect(s.ready).toBe(false);
+    s.acceptFrame(Buffer.alloc(100, 2), 0, 100, true);
+    expect(counters.framesStale).toBe(1);
+    s.playAccepted(3);
+    s.onReady({ type: 'ready', session_id: 'fsm', play: 3, start_at: 3, track_duration: 30 });
+    expect(s.ready).toBe(true);
+  });
+
   it("shows the worker's counters as they stand in the control words", () => {
     const { s } = session();
     for (const [word, value] of [[Control.Sent, 140], [Control.Late, 3], [Control.Underruns, 2], [Control.Resyncs, 1]] as const) Atomics.store(s.control, word, value);

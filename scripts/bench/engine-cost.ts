@@ -14,12 +14,17 @@
  *
  * divided by the stream-seconds delivered in the window (frames / 50). Sources: `tone` (lavfi
  * sine), `mp3` (44.1 kHz stereo, 192 kb/s: what most files are), `ogg` (Vorbis, 48 kHz), `wav`
- * (s16le 48 kHz stereo, nothing to decode or resample), `http` (the mp3 from a loopback HTTP
- * server, through the engine's egress proxy). The files are made with the engine's own ffmpeg at
- * start: a tone under noise, so the encoder works about as hard as on music.
+ * (s16le 48 kHz stereo, nothing to decode or resample), `opus` (Ogg Opus, 128 kb/s in 20 ms
+ * packets: with CHORUS_OPUS_PASSTHROUGH on, its packets go out as they are, nothing decoded or
+ * encoded), `http` (the mp3 from a loopback HTTP server, through the engine's egress proxy). The
+ * files are made with the engine's own ffmpeg at start: a tone under noise, so the encoder works
+ * about as hard as on music.
  *
- * Prints a table, writes artifacts/engine-cost.json. The engine's knobs come from the
- * environment (CHORUS_OPUS_COMPLEXITY, CHORUS_ENCODER_THREADS, …).
+ * Before the streams, 20 plays one at a time on the idle engine time play → first frame for the
+ * source kind (Opus passthrough's sniff and checks included). Prints a table, the first-frame
+ * times and the frames encoded and passed through, and writes artifacts/engine-cost.json. The
+ * engine's knobs come from the environment (CHORUS_OPUS_COMPLEXITY, CHORUS_ENCODER_THREADS,
+ * CHORUS_OPUS_PASSTHROUGH, …).
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -39,7 +44,7 @@ import { summarizeProfile } from '../lib/profile.js';
 const BUILD = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const ROOT = path.dirname(BUILD);
 const CLI = path.join(BUILD, 'src/main/cli.js');
-const SOURCES = ['tone', 'mp3', 'ogg', 'wav', 'http'] as const;
+const SOURCES = ['tone', 'mp3', 'ogg', 'opus', 'wav', 'http'] as const;
 type SourceKind = (typeof SOURCES)[number];
 const PACES = ['realtime', 'burst'] as const;
 const FRAME_MS = 20;
@@ -85,6 +90,7 @@ function makeMedia(dir: string, kind: SourceKind, seconds: number): string {
   const codec: Record<string, string[]> = {
     mp3: ['-ar', '44100', '-c:a', 'libmp3lame', '-b:a', '192k'],
     ogg: ['-ar', '48000', '-c:a', 'libvorbis', '-q:a', '5'],
+    opus: ['-ar', '48000', '-c:a', 'libopus', '-b:a', '128k', '-frame_duration', '20'],
     wav: ['-ar', '48000', '-c:a', 'pcm_s16le'],
   };
   const file = path.join(dir, `bench.${format}`);
@@ -124,7 +130,17 @@ export interface CostResult {
   cpu_per_stream_s: { ffmpeg: number; engine_main: number; engine_threads: number; total: number };
   /** Streams one core carries at this cost. */
   streams_per_core: number;
+  /** Play → first frame on the idle engine, FIRST_FRAME_PLAYS plays one after another (ms). */
+  first_frame_ms: { p50: number; max: number };
+  /** Frames the engine encoded and passed through as the source's own Opus, over the whole run. */
+  frames_encoded: number;
+  frames_passthrough: number;
 }
+
+/** Plays timed one at a time before the streams start. */
+const FIRST_FRAME_PLAYS = 20;
+
+const round1 = (ms: number) => Math.round(ms * 10) / 10;
 
 async function run(args: Args): Promise<CostResult> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'chorus-cost-'));
@@ -148,6 +164,7 @@ async function run(args: Args): Promise<CostResult> {
     const pid = engine.pid;
     const socket = net.connect(socketPath);
     const frames = new Map<string, number>();
+    const firstFrameAt = new Map<string, number>();
     const granted = new Map<string, number>();
     const failures: string[] = [];
     let total = 0;
@@ -155,6 +172,7 @@ async function run(args: Args): Promise<CostResult> {
       frame: (buf, idStart) => {
         const id = sessionIdOfKey(frameKey(buf, idStart));
         frames.set(id, (frames.get(id) ?? 0) + 1);
+        if (!firstFrameAt.has(id)) firstFrameAt.set(id, performance.now());
         total++;
       },
       event: (event) => {
@@ -192,6 +210,23 @@ async function run(args: Args): Promise<CostResult> {
           }, FRAME_MS)
         : undefined;
 
+    // Play → first frame, one play at a time on the idle engine, each stopped at its first frame.
+    const firstFrames: number[] = [];
+    for (let i = 0; i < FIRST_FRAME_PLAYS; i++) {
+      const id = `first-${i}`;
+      const sent = performance.now();
+      const r = await fetch(`${engineUrl}/session/${id}/play`, { method: 'POST', body: JSON.stringify({ url: url(i), format: 'opus' }) });
+      if (!r.ok) throw new Error(`play ${id}: HTTP ${r.status} ${await r.text()}`);
+      while (!firstFrameAt.has(id)) {
+        if (failures.length > 0) throw new Error(failures.join('; '));
+        await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+      firstFrames.push(firstFrameAt.get(id)! - sent);
+      granted.delete(id);
+      await fetch(`${engineUrl}/session/${id}/stop`, { method: 'POST' });
+    }
+    firstFrames.sort((a, b) => a - b);
+
     const ids = Array.from({ length: args.streams }, (_, i) => `cost-${i}`);
     for (const [i, id] of ids.entries()) {
       const r = await fetch(`${engineUrl}/session/${id}/play`, { method: 'POST', body: JSON.stringify({ url: url(i), format: 'opus' }) });
@@ -213,6 +248,8 @@ async function run(args: Args): Promise<CostResult> {
     const th1 = readThreadsCpu(pid)!;
     const window = (performance.now() - t0) / 1000;
     const streamSeconds = (total - frames0) / (1000 / FRAME_MS);
+    const metrics = await (await fetch(`${engineUrl}/metrics`)).text();
+    const counter = (name: string) => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(metrics)?.[1] ?? 0);
     clearInterval(credit);
     socket.destroy();
     if (failures.length > 0) throw new Error(failures.join('; '));
@@ -231,6 +268,9 @@ async function run(args: Args): Promise<CostResult> {
       stream_seconds: Math.round(streamSeconds * 10) / 10,
       cpu_per_stream_s: perStream,
       streams_per_core: Math.round(1 / perStream.total),
+      first_frame_ms: { p50: round1(firstFrames[Math.floor(firstFrames.length / 2)]!), max: round1(firstFrames.at(-1)!) },
+      frames_encoded: counter('chorus_engine_frames_encoded_total'),
+      frames_passthrough: counter('chorus_engine_frames_passthrough_total'),
     };
   } finally {
     server?.close();
@@ -257,6 +297,7 @@ async function main(): Promise<void> {
   for (const line of [header, widths.map((w) => '-'.repeat(w)), row]) {
     process.stdout.write(`| ${line.map((cell, c) => cell.padStart(widths[c]!)).join(' | ')} |\n`);
   }
+  process.stdout.write(`play → first frame (${FIRST_FRAME_PLAYS} plays, idle engine): p50 ${r.first_frame_ms.p50} ms, max ${r.first_frame_ms.max} ms; frames encoded ${r.frames_encoded}, passed through ${r.frames_passthrough}\n`);
   const out = path.join(ROOT, 'artifacts', 'engine-cost.json');
   fs.mkdirSync(path.dirname(out), { recursive: true });
   const machine = { cpus: os.availableParallelism(), load_avg_1m: Number(load), node: process.version };

@@ -59,9 +59,9 @@ function oneOf<const T extends string>(values: readonly T[], defaultValue: T, me
   };
 }
 
-function flag(meaning: string): VarSpec<boolean> {
+function flag(meaning: string, on = false): VarSpec<boolean> {
   return {
-    defaultText: '0',
+    defaultText: on ? '1' : '0',
     allowed: '0 or 1',
     meaning,
     parse: (raw) => (raw.trim() === '1' ? true : raw.trim() === '0' ? false : undefined),
@@ -193,7 +193,7 @@ export const SCHEMA = {
   CHORUS_PAUSE_RELEASE_S: int(1, 31_536_000, 60, 'A session paused this long gives back its ffmpeg, worker and buffers, keeping its exact frame position; resume starts its source again at that frame. A released session waits for its resume however long.'),
   CHORUS_GATEWAY_GRACE_S: int(1, 31_536_000, 60, 'With no gateway connected this long (since it left, or since the play), a live session is stopped: a gateway that reconnects sooner finds its sessions playing.'),
   CHORUS_MAX_ENDED_SESSIONS: int(0, 1_000_000, 1000, 'Ended sessions the engine keeps for status; past it the oldest are forgotten.'),
-  CHORUS_OPUS_BITRATE: optionalInt(6000, 510_000, 'Opus bitrate in b/s for every format; empty: 128000 for opus, 256000 for web.'),
+  CHORUS_OPUS_BITRATE: optionalInt(6000, 510_000, 'Opus bitrate in b/s for every format; empty: 128000 for opus, 256000 for web. Not for plays whose Opus passes through (CHORUS_OPUS_PASSTHROUGH): they keep the source\'s.'),
   CHORUS_FFMPEG: text('', 'ffmpeg binary; empty: ffmpeg-static, then @ffmpeg-installer/ffmpeg, then ffmpeg on PATH.', 'empty or a file path'),
   CHORUS_MEDIA_ROOT: computed(
     '<cwd>/media',
@@ -208,6 +208,10 @@ export const SCHEMA = {
     defaultValue: () => os.availableParallelism(),
   },
   CHORUS_OPUS_COMPLEXITY: int(0, 10, 6, 'Opus encoder complexity: 10 is slowest and best; 7 and up add an analysis pass that costs about 40 % more CPU for little gain at 128 kb/s and up.'),
+  CHORUS_OPUS_PASSTHROUGH: flag(
+    'Plays of format opus with no gain or filters whose source is Opus in 20 ms packets (YouTube\'s WebM, Ogg Opus) send the source\'s own packets, not decoded and encoded again: the source\'s bitrate and channels go out, CHORUS_OPUS_BITRATE does not apply. 0: encode every play.',
+    true,
+  ),
   CHORUS_ENGINE_DIALECT: oneOf(
     ['chorus', 'natashi'] as const,
     'chorus',

@@ -152,7 +152,8 @@ export interface OggReaderCounters {
  * Ogg pages in, packets out, from chunks of any size. A page is gathered into one fixed scratch
  * buffer (at most MAX_OGG_PAGE_BYTES), a packet spanning pages into another (at most
  * `maxPacket` bytes): memory is bounded whatever arrives. Garbage is skipped up to the next
- * "OggS"; a page with a bad CRC is dropped. OpusHead and OpusTags packets are not handed out.
+ * "OggS"; a page with a bad CRC is dropped. OpusHead and OpusTags packets are not handed out as
+ * packets: they go to `header`, when given (the engine's passthrough reads the OpusHead).
  */
 export class OggPacketReader {
   private readonly page = new Uint8Array(MAX_OGG_PAGE_BYTES);
@@ -171,10 +172,12 @@ export class OggPacketReader {
   /**
    * @param packet called per Opus packet with bytes[start, end); the bytes are only valid
    *   during the call.
+   * @param header called likewise per OpusHead or OpusTags packet.
    */
   constructor(
     private readonly packet: (bytes: Uint8Array, start: number, end: number) => void,
     private readonly maxPacket = 8192,
+    private readonly header?: (bytes: Uint8Array, start: number, end: number) => void,
   ) {
     this.partial = new Uint8Array(maxPacket);
   }
@@ -297,7 +300,8 @@ export class OggPacketReader {
   }
 
   private emit(bytes: Uint8Array, start: number, end: number): void {
-    if (end === start || isOpusHeader(bytes, start, end)) return;
-    this.packet(bytes, start, end);
+    if (end === start) return;
+    if (isOpusHeader(bytes, start, end)) this.header?.(bytes, start, end);
+    else this.packet(bytes, start, end);
   }
 }

@@ -1,6 +1,7 @@
 /**
  * Ogg Opus pages: what the writer makes, real ffmpeg's `-f ogg -page_duration 20000` stream (what
- * natashi's engine sends), and the reader under any chunking, with bad input.
+ * natashi's engine sends), and the reader under any chunking, with bad input; its headers go to
+ * the optional `header` callback.
  */
 import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -83,6 +84,18 @@ describe('Ogg pages', () => {
     const pcm = Buffer.concat(packets.map((p) => decoder.decode(p)));
     expect(pcm.length).toBe(packets.length * 3840);
     expect(Math.abs(dominantFrequency(channel(pcm).subarray(4800)) - 523)).toBeLessThanOrEqual(2);
+  });
+
+  it('hands the OpusHead and OpusTags packets to `header`, in order, before any packet', () => {
+    const order: string[] = [];
+    const reader = new OggPacketReader(
+      () => order.push('packet'),
+      undefined,
+      (b, s, e) => order.push(Buffer.from(b.subarray(s, Math.min(e, s + 8))).toString()),
+    );
+    for (const c of cut(ffmpegOgg(440, 0.1), 100)) reader.push(c);
+    expect(order.slice(0, 3)).toEqual(['OpusHead', 'OpusTags', 'packet']);
+    expect(order.filter((o) => o === 'packet').length).toBeGreaterThanOrEqual(5);
   });
 
   it('joins a packet continued over pages, and drops one whose start was never seen', () => {

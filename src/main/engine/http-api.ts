@@ -133,6 +133,7 @@ export function statusOf(s: Session): Record<string, unknown> {
     frames_queued: s.outbox.frames,
     credit: s.credit,
     ffmpeg_pid: s.pipeline?.pid ?? null,
+    passthrough: s.pipeline?.passthrough ?? false,
     ...(s.follower ? { next: { play: s.follower.play, url: s.follower.request.url, state: s.follower.state.status } } : {}),
   };
 }

@@ -8,7 +8,7 @@ import type { Config } from '../../shared/config.js';
 import { resolveFfmpeg, type FfmpegBinary } from '../../shared/ffmpeg.js';
 import { logger } from '../../shared/log.js';
 import { EncoderPool } from './encoder-pool.js';
-import { pipelineSource } from './pipeline.js';
+import { PassthroughCounters, pipelineSource } from './pipeline.js';
 import { createHttpApi } from './http-api.js';
 import { SessionManager } from './manager.js';
 import { engineMetrics } from './metrics.js';
@@ -47,16 +47,17 @@ export async function startEngine(config: Config): Promise<RunningEngine> {
   const sessions = new Map<string, Session>();
   const scheduler = new FrameScheduler(sessions);
   const pool = new EncoderPool(config.CHORUS_ENCODER_THREADS);
+  const passthrough = new PassthroughCounters();
   const manager = new SessionManager(sessions, {
     config,
     scheduler,
     resolve: sourceResolver(policy),
-    startSource: pipelineSource(config, ffmpeg.path, pool, proxyUrl),
+    startSource: pipelineSource(config, ffmpeg.path, pool, proxyUrl, passthrough),
   });
   const socket = new SocketServer(config.CHORUS_SOCKET, scheduler, config.CHORUS_ENGINE_DIALECT === 'chorus');
   log.info('engine socket dialect', { dialect: config.CHORUS_ENGINE_DIALECT });
   const started = performance.now();
-  const metrics = engineMetrics({ manager, scheduler, socket, pool, egress });
+  const metrics = engineMetrics({ manager, scheduler, socket, pool, egress, passthrough });
   const http = createHttpApi({
     manager,
     health: () => ({

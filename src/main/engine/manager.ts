@@ -24,7 +24,7 @@ import { randomInt } from 'node:crypto';
 import type { Config } from '../../shared/config.js';
 import { framesIn } from '../../shared/audio.js';
 import { logger } from '../../shared/log.js';
-import type { StartSource } from './pipeline.js';
+import type { PipelineEvents, StartSource } from './pipeline.js';
 import type { FrameScheduler } from './scheduler.js';
 import { ENGINE_STATES, type EngineState } from '../../shared/session-state.js';
 import { Session, type FrameSource, type PlayRequest } from './session.js';
@@ -193,11 +193,17 @@ export class SessionManager {
   private startPipeline(session: Session, input: FfmpegInput, startAt: number | undefined, retry: number, takeOver = retry > 0): void {
     session.pendingInput = undefined;
     try {
-      const pipeline: FrameSource = this.opts.startSource({ ...session.request, startAt }, input, session.paddedId, {
+      const events: PipelineEvents = {
         frames: (frames, count) => session.addFrames(frames, count),
         end: (error) => this.pipelineEnded(session, input, pipeline, error, retry),
+        reencode: (reason) => {
+          session.encodeOnly = true;
+          log.info('source cannot pass through as Opus; encoding it from the frame reached', { session: session.id, play: session.play, at: session.nextFrameAt, reason });
+          this.reopen(session, input, pipeline, retry, 0);
+        },
         canRead: () => session.canRead,
-      });
+      };
+      const pipeline: FrameSource = this.opts.startSource({ ...session.request, startAt }, input, session.paddedId, events, !session.encodeOnly);
       this.ffmpegStarted++;
       if (takeOver) session.replacePipeline(pipeline);
       else session.attach(pipeline);
@@ -242,14 +248,22 @@ export class SessionManager {
       if (error === undefined) this.sourceEnded(session);
       return;
     }
-    const at = session.nextFrameAt;
     const wait = firstWait * 2 ** retry;
     this.sourceRetries++;
-    log.warn('remote source failed; opening it again at the frame reached', { session: session.id, play: session.play, at, retry: retry + 1, waitMs: wait, error });
+    log.warn('remote source failed; opening it again at the frame reached', { session: session.id, play: session.play, at: session.nextFrameAt, retry: retry + 1, waitMs: wait, error });
+    this.reopen(session, input, pipeline, retry + 1, wait);
+  }
+
+  /**
+   * Opens the play's source again at the frame reached, after `waitMs`, in place of `pipeline`:
+   * a remote source that ended early, or one that could not pass through as Opus (then encoded).
+   */
+  private reopen(session: Session, input: FfmpegInput, pipeline: FrameSource, retry: number, waitMs: number): void {
+    const at = session.nextFrameAt;
     setTimeout(() => {
       // Stopped or replaced meanwhile: its pipeline is gone, or another took over.
-      if (session.live && session.pipeline === pipeline) this.startPipeline(session, input, at, retry + 1);
-    }, wait).unref();
+      if (session.live && session.pipeline === pipeline) this.startPipeline(session, input, at, retry, true);
+    }, waitMs).unref();
   }
 
   /** Stops a live session (a no-op for one that has ended). Throws if the id is unknown. */

@@ -2,6 +2,7 @@
 import { PrometheusMetrics } from '../prometheus.js';
 import type { EgressProxy } from './egress-proxy.js';
 import type { EncoderPool } from './encoder-pool.js';
+import type { PassthroughCounters } from './pipeline.js';
 import type { SessionManager } from './manager.js';
 import type { FrameScheduler } from './scheduler.js';
 import type { SocketServer } from './socket-server.js';
@@ -13,9 +14,10 @@ interface Parts {
   /** Absent in the load scripts' synthetic engine, which encodes nothing and fetches nothing. */
   pool?: EncoderPool;
   egress?: EgressProxy;
+  passthrough?: PassthroughCounters;
 }
 
-export function engineMetrics({ manager, scheduler, socket, pool, egress }: Parts): PrometheusMetrics {
+export function engineMetrics({ manager, scheduler, socket, pool, egress, passthrough }: Parts): PrometheusMetrics {
   const m = new PrometheusMetrics();
   m.labelled('gauge', 'chorus_engine_sessions', 'Sessions by state (ended ones are kept for a while for status).', 'state', () => Object.entries(manager.countByState()));
   m.counter('chorus_engine_plays_total', 'Plays requested.', () => manager.plays);
@@ -40,6 +42,11 @@ export function engineMetrics({ manager, scheduler, socket, pool, egress }: Part
   if (pool) {
     m.counter('chorus_engine_frames_encoded_total', 'Opus frames encoded.', () => pool.framesEncoded);
     m.gauge('chorus_engine_encoder_threads', 'Opus encoder threads.', () => pool.size);
+  }
+  if (passthrough) {
+    m.counter('chorus_engine_frames_passthrough_total', "Frames sent as the source's own Opus packets, not encoded (CHORUS_OPUS_PASSTHROUGH).", () => passthrough.frames);
+    m.counter('chorus_engine_passthrough_runs_total', "ffmpeg runs started to pass a source's Opus packets through.", () => passthrough.runs);
+    m.counter('chorus_engine_passthrough_fallbacks_total', 'Passthrough runs that found the source could not pass through (not Opus, not 20 ms packets) and handed it to encoding.', () => passthrough.fallbacks);
   }
   if (egress) {
     m.counter('chorus_engine_egress_requests_total', 'Requests ffmpeg made through the egress proxy.', () => egress.requests);

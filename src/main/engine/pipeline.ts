@@ -12,12 +12,23 @@
  * frames and stopped more than a frame short of the length ffmpeg reported ends with
  * `ended early`, and its last partial frame is dropped rather than padded: the caller can open
  * the source again at exactly the frame reached (manager.ts).
+ *
+ * Opus passthrough: a play of format `opus` with nothing to change in its sound (no gain, no
+ * filters) whose source looks like Opus (source.ts's hint) runs ffmpeg with `-c:a copy` into
+ * Ogg instead, and its Opus packets, cut out by the shared OggPacketReader, are the wire frames:
+ * no decoding, no encoder thread. What ffmpeg gives is checked as it comes: an OpusHead of one
+ * or two channels (mapping family 0) first, then packets of exactly 20 ms each (the TOC byte:
+ * opus-packet.ts) no larger than an Opus packet may be. Anything else — not Opus at all, 60 ms
+ * or 40 ms packets, multichannel — ends the run with `reencode`, after the frames that passed,
+ * and the manager opens the source again at the frame reached, decoded and encoded.
  */
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import type { Readable } from 'node:stream';
-import { FRAMES_PER_SECOND, PCM_FRAME_BYTES, type AudioFormat } from '../../shared/audio.js';
+import { FRAME_SAMPLES, FRAMES_PER_SECOND, MAX_OPUS_PACKET_BYTES, PCM_FRAME_BYTES, type AudioFormat } from '../../shared/audio.js';
 import { filterChain, playbackRate, type AudioFilters } from '../../shared/audio-filters.js';
 import { ffmpegEnv, reportedDuration } from '../../shared/ffmpeg.js';
+import { OggPacketReader } from '../../shared/ogg.js';
+import { opusPacketSamples, parseOpusHead } from '../../shared/opus-packet.js';
 import { FRAME_HEADER_BYTES, writeFrameHeader } from '../../shared/protocol.js';
 import type { Config } from '../../shared/config.js';
 import type { EncoderPool } from './encoder-pool.js';
@@ -40,6 +51,19 @@ export interface PipelineOptions {
   pool: EncoderPool;
   /** The egress proxy (egress-proxy.ts): ffmpeg's `http_proxy`, its only way out. */
   proxyUrl: string;
+  /** Send the source's own Opus packets (`-c:a copy`) rather than decode and encode. */
+  passthrough: boolean;
+  counters: PassthroughCounters;
+}
+
+/** The engine's passthrough figures, for /metrics. */
+export class PassthroughCounters {
+  /** ffmpeg runs started to pass a source's Opus through. */
+  runs = 0;
+  /** Of those, runs that found the source could not pass through and handed it to encoding. */
+  fallbacks = 0;
+  /** Frames that were the source's own Opus packets. */
+  frames = 0;
 }
 
 
@@ -48,11 +72,30 @@ export interface PipelineEvents {
   frames(frames: Buffer, count: number): void;
   /** Once, after the last frame: `error` is undefined when ffmpeg ended well. */
   end(error: string | undefined): void;
+  /**
+   * Instead of `end`, once: a passthrough run found the source cannot pass through (`reason`)
+   * after the frames it gave; the source must be opened again at the frame reached, encoded.
+   */
+  reencode(reason: string): void;
   /** Checked after each read: false holds ffmpeg until release(). */
   canRead(): boolean;
 }
 
 const STDERR_TAIL_BYTES = 2048;
+/**
+ * Ogg page length asked of ffmpeg in passthrough, in µs. A remote source may be live: a page per
+ * 20 ms packet, as it comes. A file is read faster than real time: 200 ms pages, ten packets per
+ * read rather than one (ffmpeg flushes its output per page).
+ */
+const REMOTE_PAGE_US = 20_000;
+const FILE_PAGE_US = 200_000;
+/**
+ * A passthrough seek asks ffmpeg for half a packet before the position: the packet that starts
+ * nearest the position comes first. Opus packets start a little before their 20 ms slot (the
+ * encoder's pre-skip, 6.5 ms from libopus), so a seek to the exact position would drop the very
+ * packet a source reopened at the frame reached must go on with.
+ */
+const PACKET_SEEK_LEAD_S = 0.01;
 
 export class Pipeline implements FrameSource {
   private readonly child: ChildProcessByStdio<null, Readable, Readable>;
@@ -69,25 +112,46 @@ export class Pipeline implements FrameSource {
   sourceDuration: number | undefined;
   /** Whole frames read from ffmpeg so far. */
   private framesRead = 0;
+  /** Passthrough: the Ogg reader, the stream's OpusHead once read, and the frames of one read. */
+  private readonly ogg: OggPacketReader | undefined;
+  private headRead = false;
+  private refusal: string | undefined;
+  private batch = Buffer.allocUnsafe(0);
+  private batchBytes = 0;
+  private batchCount = 0;
 
   constructor(
     private readonly opts: PipelineOptions,
     private readonly events: PipelineEvents,
   ) {
     const args = ['-hide_banner', '-nostdin', '-nostats', '-loglevel', 'info'];
-    if (opts.startAt) args.push('-ss', String(opts.startAt));
+    const seekTo = opts.passthrough ? (opts.startAt ?? 0) - PACKET_SEEK_LEAD_S : opts.startAt ?? 0;
+    if (seekTo > 0) args.push('-ss', String(seekTo));
     args.push(...opts.input.args);
-    const chain = filterChain({ gain: opts.gain, filters: opts.filters });
-    if (chain !== undefined) args.push('-af', chain);
-    args.push('-vn', '-sn', '-dn', '-ac', '2', '-ar', '48000');
-    // A tone or a file decodes faster than real time: ffmpeg may write its 32 KiB output buffer
-    // whole rather than each decoded packet (4 KiB), a few write calls instead of many. Not a
-    // remote source: a live one comes at real time, and 170 ms bursts would outlast the
-    // gateway's prebuffer.
-    if (opts.input.kind !== 'remote') args.push('-flush_packets', '0');
-    args.push('-f', 's16le', 'pipe:1');
+    if (opts.passthrough) {
+      // A seek lands on a container page (an Ogg page is up to a second) and a stream copy keeps
+      // the packets before the position, timed below 0: an output start of 0 drops them.
+      if (seekTo > 0) args.push('-ss', '0');
+      args.push('-vn', '-sn', '-dn', '-c:a', 'copy', '-f', 'ogg', '-page_duration', String(opts.input.kind === 'remote' ? REMOTE_PAGE_US : FILE_PAGE_US), 'pipe:1');
+      this.ogg = new OggPacketReader(
+        (bytes, start, end) => this.onPacket(bytes, start, end),
+        undefined,
+        (bytes, start, end) => this.onOpusHeader(bytes, start, end),
+      );
+      opts.counters.runs++;
+    } else {
+      const chain = filterChain({ gain: opts.gain, filters: opts.filters });
+      if (chain !== undefined) args.push('-af', chain);
+      args.push('-vn', '-sn', '-dn', '-ac', '2', '-ar', '48000');
+      // A tone or a file decodes faster than real time: ffmpeg may write its 32 KiB output buffer
+      // whole rather than each decoded packet (4 KiB), a few write calls instead of many. Not a
+      // remote source: a live one comes at real time, and 170 ms bursts would outlast the
+      // gateway's prebuffer.
+      if (opts.input.kind !== 'remote') args.push('-flush_packets', '0');
+      args.push('-f', 's16le', 'pipe:1');
+    }
 
-    if (opts.format !== 'pcm') {
+    if (opts.format !== 'pcm' && !opts.passthrough) {
       this.handle = opts.pool.open(opts.paddedId, opts.bitrate, opts.complexity, {
         encoded: (frames, count) => {
           this.inFlight -= count;
@@ -99,7 +163,7 @@ export class Pipeline implements FrameSource {
     }
 
     this.child = spawn(opts.ffmpegPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: ffmpegEnv(opts.proxyUrl) });
-    this.child.stdout.on('data', (chunk: Buffer) => this.onPcm(chunk));
+    this.child.stdout.on('data', (chunk: Buffer) => (this.ogg ? this.onOgg(chunk) : this.onPcm(chunk)));
 
     this.child.stderr.setEncoding('utf8');
     this.child.stderr.on('data', (text: string) => this.onStderr(text));
@@ -112,6 +176,11 @@ export class Pipeline implements FrameSource {
 
   get pid(): number | undefined {
     return this.child.pid;
+  }
+
+  /** The frames are the source's own Opus packets. */
+  get passthrough(): boolean {
+    return this.opts.passthrough;
   }
 
   /** Stop reading ffmpeg's output; ffmpeg blocks when its pipe is full. */
@@ -153,6 +222,68 @@ export class Pipeline implements FrameSource {
     if (!this.events.canRead()) this.hold();
   }
 
+  private onOgg(chunk: Buffer): void {
+    this.ogg!.push(chunk);
+    if (this.batchCount > 0 && !this.ended) {
+      const frames = Buffer.from(this.batch.subarray(0, this.batchBytes));
+      const count = this.batchCount;
+      this.batchBytes = 0;
+      this.batchCount = 0;
+      this.framesRead += count;
+      this.opts.counters.frames += count;
+      this.events.frames(frames, count);
+    }
+    if (this.refusal !== undefined) return this.handOver(this.refusal);
+    if (!this.ended && !this.events.canRead()) this.hold();
+  }
+
+  /** The first header must be an OpusHead that a plain Opus decoder takes: one or two channels. */
+  private onOpusHeader(bytes: Uint8Array, start: number, end: number): void {
+    if (this.headRead || this.refusal !== undefined) return;
+    const head = parseOpusHead(bytes, start, end);
+    if (!head) this.refusal = 'the stream does not start with an OpusHead';
+    else if (head.channels > 2 || head.mappingFamily !== 0) this.refusal = `a ${head.channels}-channel Opus stream (mapping family ${head.mappingFamily})`;
+    else this.headRead = true;
+  }
+
+  /** One packet of the source: a wire frame, or the end of passthrough if it is not one 20 ms packet. */
+  private onPacket(bytes: Uint8Array, start: number, end: number): void {
+    if (this.refusal !== undefined) return;
+    if (!this.headRead) {
+      this.refusal = 'the source is not Opus';
+      return;
+    }
+    const samples = opusPacketSamples(bytes, start, end);
+    if (samples !== FRAME_SAMPLES) {
+      this.refusal = `a packet of ${samples === undefined ? 'unknown length' : `${samples / 48} ms`}, not 20 ms`;
+      return;
+    }
+    const length = end - start;
+    if (length > MAX_OPUS_PACKET_BYTES) {
+      this.refusal = `a packet of ${length} bytes, more than an Opus packet of 20 ms may be`;
+      return;
+    }
+    const need = this.batchBytes + FRAME_HEADER_BYTES + length;
+    if (need > this.batch.length) {
+      const grown = Buffer.allocUnsafe(Math.max(need, 2 * this.batch.length, 4096));
+      this.batch.copy(grown, 0, 0, this.batchBytes);
+      this.batch = grown;
+    }
+    writeFrameHeader(this.batch, this.batchBytes, this.opts.paddedId, length);
+    this.batch.set(bytes.subarray(start, end), this.batchBytes + FRAME_HEADER_BYTES);
+    this.batchBytes = need;
+    this.batchCount++;
+  }
+
+  /** Passthrough cannot go on: the caller opens the source again, encoded, at the frame reached. */
+  private handOver(reason: string): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.dispose();
+    this.opts.counters.fallbacks++;
+    this.events.reencode(reason);
+  }
+
   /** The last partial frame, padded with silence. */
   private flushPartial(): void {
     if (this.partialBytes === 0 || this.ended) return;
@@ -186,6 +317,9 @@ export class Pipeline implements FrameSource {
   private maybeEnd(): void {
     if (this.ended || !this.exit || this.inFlight > 0) return;
     const { code, signal } = this.exit;
+    // A passthrough run that gave no Opus stream at all (ffmpeg's Ogg muxer refuses an mp3, a
+    // source with no OpusHead): the source is opened again, decoded, which reports any real fault.
+    if (this.ogg && !this.headRead) return this.handOver(code === 0 ? 'ffmpeg gave no Opus stream' : `ffmpeg could not copy the source to Ogg: ${this.lastWords()}`);
     if (code === 0) {
       const early = this.endedEarly();
       if (early !== undefined) return this.finish(early);
@@ -196,15 +330,19 @@ export class Pipeline implements FrameSource {
       }
       return this.finish(undefined);
     }
-    // ffmpeg's cause is usually a line or two above its final complaint: give the last three.
-    const last = this.stderrTail
+    const last = this.lastWords();
+    const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
+    this.finish(`ffmpeg ${how}${last ? `: ${last}` : ''}`);
+  }
+
+  /** ffmpeg's cause is usually a line or two above its final complaint: the last three lines. */
+  private lastWords(): string {
+    return this.stderrTail
       .split('\n')
       .map((line) => line.replace(/^\[[^\]]* @ 0x[0-9a-f]+\] /, '').trim())
       .filter((line) => line !== '')
       .slice(-3)
       .join(' | ');
-    const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
-    this.finish(`ffmpeg ${how}${last ? `: ${last}` : ''}`);
   }
 
   /** For a remote source that made frames and stopped short of its reported length: why. */
@@ -233,12 +371,24 @@ export class Pipeline implements FrameSource {
   }
 }
 
-/** What the session manager calls to start a play's frames: the caller attaches the result. */
-export type StartSource = (request: PlayRequest, input: FfmpegInput, paddedId: string, events: PipelineEvents) => FrameSource;
+/**
+ * What the session manager calls to start a play's frames: the caller attaches the result.
+ * `mayPassThrough` is false once a run of this play found its source cannot pass through.
+ */
+export type StartSource = (request: PlayRequest, input: FfmpegInput, paddedId: string, events: PipelineEvents, mayPassThrough: boolean) => FrameSource;
+
+/**
+ * Passthrough applies to a play of format `opus` (not `web`: the browser's player is given
+ * 256 kb/s stereo, and not `pcm`) whose sound is not changed (no gain, no filter), whose source
+ * looks like Opus, when CHORUS_OPUS_PASSTHROUGH is on.
+ */
+export function passesThrough(config: Config, request: PlayRequest, input: FfmpegInput): boolean {
+  return config.CHORUS_OPUS_PASSTHROUGH && request.format === 'opus' && input.opus === true && filterChain({ gain: request.gain, filters: request.filters }) === undefined;
+}
 
 /** The engine's sources: one ffmpeg → Opus pipeline per play. */
-export function pipelineSource(config: Config, ffmpegPath: string, pool: EncoderPool, proxyUrl: string): StartSource {
-  return (request, input, paddedId, events) =>
+export function pipelineSource(config: Config, ffmpegPath: string, pool: EncoderPool, proxyUrl: string, counters: PassthroughCounters): StartSource {
+  return (request, input, paddedId, events, mayPassThrough) =>
     new Pipeline(
       {
         ffmpegPath,
@@ -252,6 +402,8 @@ export function pipelineSource(config: Config, ffmpegPath: string, pool: Encoder
         complexity: config.CHORUS_OPUS_COMPLEXITY,
         pool,
         proxyUrl,
+        passthrough: mayPassThrough && passesThrough(config, request, input),
+        counters,
       },
       events,
     );

@@ -45,6 +45,8 @@ export interface FrameSource {
   readonly framesOut: number;
   /** Seconds of the source as the source itself reports it, once known. */
   readonly sourceDuration: number | undefined;
+  /** The frames are the source's own Opus packets, not encoded here (pipeline.ts). */
+  readonly passthrough?: boolean;
   /** The session has room again: frames may come. */
   release(): void;
   /** Ends the play now: nothing more comes. */
@@ -114,6 +116,8 @@ export class Session extends EventEmitter {
   pendingInput: FfmpegInput | undefined;
   /** ffmpeg has given this play's whole source. */
   sourceEnded = false;
+  /** A run of this play found its source cannot pass through as Opus: its later runs are encoded. */
+  encodeOnly = false;
   /**
    * Set for a peer that reads Ogg Opus (CHORUS_ENGINE_DIALECT=natashi): each packet goes out as
    * one Ogg page, after the stream's two header pages.

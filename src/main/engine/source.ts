@@ -11,6 +11,12 @@
  *                            reaches the source through the engine's egress proxy, which applies
  *                            the same check (remoteGuard) to every request ffmpeg makes
  *
+ * Each input also says whether it looks like Opus (`opus`): a file by its first bytes (an Ogg
+ * stream opening with OpusHead, or Matroska/WebM naming the A_OPUS codec), a URL by its name
+ * (`.opus`, `.webm`, `.weba`, or a `mime=audio/webm` or `audio/opus` query as YouTube's media URLs
+ * carry). It is only a hint, for the pipeline to try passing the Opus through (pipeline.ts); what
+ * ffmpeg then gives is checked.
+ *
  * `-protocol_whitelist` is what keeps `concat:`, `subfile:`, `data:`, `file:`, `tls`,
  * `httpproxy` and the rest out of ffmpeg, also when a remote playlist names them. How https
  * reaches ffmpeg through the proxy: see egress-proxy.ts.
@@ -23,6 +29,7 @@ import path from 'node:path';
 import { SCHEMA } from '../../shared/config.js';
 import { proxiedUrl } from './egress-proxy.js';
 import { cutText } from '../../shared/cut-text.js';
+import { startsWithOggCapture } from '../../shared/ogg.js';
 
 export class SourceError extends Error {
   override name = 'SourceError';
@@ -41,6 +48,8 @@ export interface FfmpegInput {
   args: string[];
   /** Seconds of audio, when known without opening the source. */
   duration?: number;
+  /** The container looks like Opus: the pipeline may try to pass its packets through. */
+  opus?: boolean;
 }
 
 export interface SourcePolicy {
@@ -170,7 +179,33 @@ async function file(requested: string, shown: string, mediaRoot: string): Promis
     throw new SourceError(`file is outside the media root: ${shown}`, 403);
   }
   if (!(await fs.stat(real)).isFile()) throw new SourceError(`not a regular file: ${shown}`, 400);
-  return { kind: 'file', args: ['-protocol_whitelist', 'file', '-i', `file:${real}`] };
+  return { kind: 'file', args: ['-protocol_whitelist', 'file', '-i', `file:${real}`], opus: await startsLikeOpus(real) };
+}
+
+/** Bytes of a file read to tell its codec: WebM's Tracks element comes within its first few KiB. */
+const SNIFF_BYTES = 64 * 1024;
+const EBML_MAGIC = 0x1a45dfa3;
+
+/** An Ogg stream whose first packet is OpusHead, or Matroska/WebM naming the A_OPUS codec. */
+async function startsLikeOpus(file: string): Promise<boolean> {
+  const handle = await fs.open(file, 'r');
+  try {
+    const buf = Buffer.alloc(SNIFF_BYTES);
+    const head = buf.subarray(0, (await handle.read(buf, 0, SNIFF_BYTES, 0)).bytesRead);
+    // The first page: a 27-byte header, up to 255 lacing values, then the OpusHead packet.
+    if (startsWithOggCapture(head)) return head.subarray(0, 27 + 255 + 8).includes('OpusHead');
+    return head.length >= 4 && head.readUInt32BE(0) === EBML_MAGIC && head.includes('A_OPUS');
+  } finally {
+    await handle.close();
+  }
+}
+
+const OPUS_URL_PATH = /\.(opus|webm|weba)$/i;
+const OPUS_MIME = /^audio\/(webm|opus)\b/i;
+
+/** A URL named like Opus: Ogg files on the web are mostly Vorbis, so `.ogg` is not taken as a hint. */
+function namedLikeOpus(url: URL): boolean {
+  return OPUS_URL_PATH.test(url.pathname) || OPUS_MIME.test(url.searchParams.get('mime') ?? '');
 }
 
 async function remote(url: string, shown: string, guard: RemoteGuard): Promise<FfmpegInput> {
@@ -186,7 +221,7 @@ async function remote(url: string, shown: string, guard: RemoteGuard): Promise<F
   await guard(host);
   // ffmpeg gets the URL as parsed here, so it cannot read another host out of it
   // (`http://a.example\@10.0.0.1/` is host a.example to a WHATWG parser, 10.0.0.1 to ffmpeg's).
-  return { kind: 'remote', args: ['-protocol_whitelist', 'http,tcp', ...RECONNECT_ARGS, '-i', proxiedUrl(parsed)] };
+  return { kind: 'remote', args: ['-protocol_whitelist', 'http,tcp', ...RECONNECT_ARGS, '-i', proxiedUrl(parsed)], opus: namedLikeOpus(parsed) };
 }
 
 /**

@@ -1,8 +1,13 @@
-/** Source resolution and confinement (src/main/engine/source.ts), without ffmpeg. */
+/**
+ * Source resolution and confinement (src/main/engine/source.ts), without running a play; ffmpeg
+ * only makes the files whose Opus hint is checked.
+ */
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isPublic, prepareMediaRoot, sourceResolver, SourceError } from '../../../src/main/engine/source.js';
+import { resolveFfmpeg } from '../../../src/shared/ffmpeg.js';
 import { tempDir } from '../../helpers/chorus-process.js';
 
 let dir: string;
@@ -56,7 +61,7 @@ describe('file sources', () => {
 
   it('accepts files under the media root by relative, absolute or file: path, on their real path', async () => {
     const real = fs.realpathSync(path.join(root, 'album', 'song.wav'));
-    const expected = { kind: 'file', args: ['-protocol_whitelist', 'file', '-i', `file:${real}`] };
+    const expected = { kind: 'file', args: ['-protocol_whitelist', 'file', '-i', `file:${real}`], opus: false };
     expect(await resolver()('album/song.wav')).toEqual(expected);
     expect(await resolver()(path.join(root, 'album/song.wav'))).toEqual(expected);
     expect(await resolver()(`file://${path.join(root, 'album/song.wav')}`)).toEqual(expected);
@@ -126,6 +131,7 @@ describe('remote sources', () => {
     expect(await resolve('https://radio.example/stream.mp3')).toEqual({
       kind: 'remote',
       args: ['-protocol_whitelist', 'http,tcp', '-reconnect', '1', '-reconnect_delay_max', '4', '-rw_timeout', '15000000', '-i', 'http://radio.example.tls.chorus.invalid/stream.mp3'],
+      opus: false,
     });
     expect((await resolve('http://radio.example:8000/live?x=1')).args.at(-1)).toBe('http://radio.example:8000/live?x=1');
     expect((await resolve('https://[2606:2800:220:1::1]:8443/a')).args.at(-1)).toBe('http://2606-2800-220-1--1.ipv6.tls.chorus.invalid:8443/a');
@@ -178,5 +184,33 @@ describe('the media root, checked at start', () => {
     expect(() => prepareMediaRoot(path.join(dir, 'nowhere'))).toThrow(`CHORUS_MEDIA_ROOT ${path.join(dir, 'nowhere')} does not exist`);
     expect(fs.existsSync(path.join(dir, 'nowhere'))).toBe(false); // not made: only the default is
     expect(() => prepareMediaRoot(path.join(dir, 'secret.wav'))).toThrow('is not a directory');
+  });
+});
+
+describe('the Opus hint', () => {
+  it('a file says Opus by its first bytes (Ogg with OpusHead, Matroska/WebM with A_OPUS), whatever its name', async () => {
+    const make = (name: string, codec: string[]) =>
+      execFileSync(resolveFfmpeg().path, ['-hide_banner', '-loglevel', 'error', '-y', '-f', 'lavfi', '-i', 'sine=duration=0.2', ...codec, path.join(root, name)]);
+    make('a.opus', ['-c:a', 'libopus']);
+    make('a.webm', ['-c:a', 'libopus']);
+    make('a.mka', ['-c:a', 'libopus']);
+    make('vorbis.ogg', ['-c:a', 'libvorbis']);
+    make('vorbis.webm', ['-c:a', 'libvorbis']);
+    make('mp3-named.opus', ['-c:a', 'libmp3lame', '-f', 'mp3']);
+    const resolve = sourceResolver({ mediaRoot: root, remoteAllow: [], lookup: noLookup });
+    const hints = Object.fromEntries(await Promise.all(['a.opus', 'a.webm', 'a.mka', 'vorbis.ogg', 'vorbis.webm', 'mp3-named.opus', 'album/song.wav'].map(async (f) => [f, (await resolve(f)).opus])));
+    expect(hints).toEqual({ 'a.opus': true, 'a.webm': true, 'a.mka': true, 'vorbis.ogg': false, 'vorbis.webm': false, 'mp3-named.opus': false, 'album/song.wav': false });
+    expect((await resolve('tone:440')).opus).toBeUndefined();
+  });
+
+  it('a URL says Opus by its name or a mime query (YouTube\'s media URLs); .ogg does not (mostly Vorbis)', async () => {
+    const resolve = sourceResolver({ mediaRoot: root, remoteAllow: [], lookup: async () => ['93.184.216.34'] });
+    const hint = async (url: string) => (await resolve(url)).opus;
+    expect(await hint('https://media.example/track.opus')).toBe(true);
+    expect(await hint('https://media.example/track.WEBM?x=1')).toBe(true);
+    expect(await hint('https://rr1.media.example/videoplayback?itag=251&mime=audio%2Fwebm&dur=212.3')).toBe(true);
+    expect(await hint('https://media.example/track.ogg')).toBe(false);
+    expect(await hint('https://media.example/videoplayback?mime=audio%2Fmp4')).toBe(false);
+    expect(await hint('https://media.example/stream')).toBe(false);
   });
 });

@@ -2,10 +2,14 @@
  * The gateway against the real engine: real ffmpeg, real Opus, the real Unix socket, real worker
  * threads, WebSocket listeners through ws. Each listener decodes what it hears.
  */
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { SessionsResponse, SessionSummary } from '../../../src/shared/gateway-api.js';
+import { resolveFfmpeg } from '../../../src/shared/ffmpeg.js';
+import { OggPacketReader } from '../../../src/shared/ogg.js';
 import { goertzel, channel } from '../../helpers/audio-analysis.js';
 import { startChorus } from '../../helpers/chorus-process.js';
 import { TestListener } from '../../helpers/listener.js';
@@ -78,6 +82,22 @@ describe('gateway with the real engine', () => {
       // the benchmarks' business, not this test's).
       expect(states.get(id)).toMatchObject({ state: 'finished', sent: 100, dropped: 0, skipped: 0 });
     }
+  });
+
+  it('an Ogg Opus file plays by passthrough: the listener gets the file\'s own packets, in order, and hears its tone', async () => {
+    const file = path.join(stack.dir, 'media', 'tone-523.opus');
+    execFileSync(resolveFfmpeg().path, ['-hide_banner', '-loglevel', 'error', '-f', 'lavfi', '-i', 'sine=frequency=523:sample_rate=48000:duration=2', '-ac', '2', '-c:a', 'libopus', '-frame_duration', '20', file]);
+    const packets: Buffer[] = [];
+    new OggPacketReader((b, s, e) => packets.push(Buffer.from(b.subarray(s, e)))).push(fs.readFileSync(file));
+    const l = await listen('passthrough');
+    expect(await post(`${stack.url}/sessions/passthrough/play`, { url: 'tone-523.opus' })).toMatchObject({ status: 200 });
+    await l.waitForEvent('finished', 15_000);
+    expect(l.frames.length).toBe(packets.length);
+    expect(l.frames.findIndex((f, i) => !f.payload.equals(packets[i]!))).toBe(-1);
+    expect(l.seqBreaks()).toEqual([]);
+    expect(Math.abs(l.heardFrequency() - 523)).toBeLessThan(3);
+    const metrics = await (await fetch(`${stack.engine.httpUrl}/metrics`)).text();
+    expect(Number(/^chorus_engine_frames_passthrough_total (\d+)$/m.exec(metrics)![1])).toBeGreaterThanOrEqual(packets.length);
   });
 
   it('pauses one session for 1 s while the others keep their cadence; resume continues at once with no gap', async () => {

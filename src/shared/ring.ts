@@ -12,7 +12,9 @@
  *                     after ~2^31 bytes have gone through the ring.
  *   control[WRITTEN]  records written, control[READ] records read, control[DROPPED] records the
  *                     producer dropped to make room, control[FLUSHED] records discarded by
- *                     clear() (all wrap at 2^32)
+ *                     clear() or discard() (all wrap at 2^32). Records are numbered in the order
+ *                     written: WRITTEN is the next one's number, READ + DROPPED + FLUSHED the
+ *                     next to read (a position both sides can name, as a splice does)
  *   record            u32 payload length (little-endian, native) · payload · pad to 4 bytes
  *   wrap marker       a length of WRAP where the next record did not fit before the end: the
  *                     reader jumps to offset 0
@@ -43,6 +45,20 @@ function align4(n: number): number {
 /** Bytes one record of `payloadBytes` occupies in the ring. */
 export function recordBytes(payloadBytes: number): number {
   return RECORD_HEADER_BYTES + align4(payloadBytes);
+}
+
+/**
+ * Records of `ring` still to be played when those from record `cut` up to record `resume` are
+ * to be skipped (a splice: src/workers/session-player.ts); with `resume` unknown yet, all those
+ * from `cut` on. Record numbers as Ring.writeCount() and Ring.removeCount() give them.
+ */
+export function recordsToPlay(ring: Ring, cut: number, resume: number | undefined): number {
+  const records = ring.records();
+  const removed = ring.removeCount();
+  const beforeCut = Math.max(0, (cut - removed) | 0);
+  if (resume === undefined) return Math.min(records, beforeCut);
+  const skipped = Math.max(0, ((resume - removed) | 0) - beforeCut);
+  return Math.max(0, records - skipped);
 }
 
 export interface RingStats {
@@ -216,12 +232,37 @@ export class Ring {
     }
   }
 
+  /** Records ever written (wraps at 2^32): the index the next record written gets. */
+  writeCount(): number {
+    return Atomics.load(this.control, WRITTEN) >>> 0;
+  }
+
+  /**
+   * Records ever removed, read, dropped or discarded (wraps at 2^32): the index of the next
+   * record to read, in the numbering of writeCount().
+   */
+  removeCount(): number {
+    return (Atomics.load(this.control, READ) + Atomics.load(this.control, DROPPED) + Atomics.load(this.control, FLUSHED)) >>> 0;
+  }
+
   /** Empties the ring (producer side, e.g. when a session's track is replaced). */
   clear(): void {
     while (!this.isEmpty()) this.dropOldest(FLUSHED);
   }
 
   // ---- consumer side ----
+
+  /**
+   * Discards up to `count` of the oldest records unread, counted as flushed (the consumer skips
+   * what it must not play). Returns how many it discarded: fewer when the ring ran empty.
+   */
+  discard(count: number): number {
+    let discarded = 0;
+    while (discarded < count && !this.isEmpty()) {
+      if (this.dropOldest(FLUSHED)) discarded++;
+    }
+    return discarded;
+  }
 
   /**
    * Copies the next record's payload into dst at `offset` and consumes it. Returns the payload

@@ -5,8 +5,8 @@
  *   piscina task  SlotTask: one task is one session slot. It runs until its session ends and
  *                 resolves with SlotResult, where the next play's seq and timestamp continue.
  *   comlink       SlotApi over SlotTask.port: attach a session, reset for a new track, pause,
- *                 resume, stop, end of stream, listener count, RTP sinks, the Discord voice
-                 state, stats, close.
+ *                 resume, stop, end of stream, a splice (a sound change with no gap), listener
+ *                 count, RTP sinks, the Discord voice state, stats, close.
  * Worker → main
  *   egress port   one per thread, handed to main with the thread's first attach:
  *                 'frames'  an ArrayBuffer of entries  u32 sid · u32 bytes · listener frame · pad
@@ -161,6 +161,14 @@ export interface WorkerSessionStats {
   threadWakesSlept: number;
 }
 
+/** Where a splice cuts the ring's frames. */
+export interface SplicePoint {
+  /** The record number (Ring.removeCount()) of the first frame not played. */
+  cut: number;
+  /** Control.Sent when the first frame after the cut is taken: the new play's position origin. */
+  sent: number;
+}
+
 export interface SlotApi {
   /**
    * Resolves once the slot's task is running on a thread (so it is warm), with the thread's
@@ -176,6 +184,16 @@ export interface SlotApi {
   stop(): PlayerStatus;
   /** Main has written the track's last frame: finish once the ring is drained. */
   endOfStream(): PlayerStatus;
+  /**
+   * A sound change with no gap: the player plays `lead` more frames of the ring, then stops
+   * taking the frames after them and waits for spliceTo(). Undefined when it cannot (not
+   * playing, held, fewer than `lead` frames in the ring, a splice already under way).
+   */
+  spliceAt(lead: number): SplicePoint | undefined;
+  /** Where the new play's first frame is in the ring (its record number, Ring.writeCount()). */
+  spliceTo(record: number): PlayerStatus;
+  /** The splice asked for is not made: the player plays on through the ring. */
+  cancelSplice(): PlayerStatus;
   setListeners(count: number): PlayerStatus;
   addRtpSink(target: RtpTarget): RtpSinkInfo;
   removeRtpSink(target: RtpTarget): boolean;

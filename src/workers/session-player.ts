@@ -17,11 +17,19 @@
  * catches up at most MAX_FRAMES_PER_WAKE frames per wake; if it is still more than
  * CATCH_UP_LIMIT_MS behind, it re-anchors its clock (counted as a resync) rather than
  * bursting seconds of audio at listeners.
+ *
+ * A splice changes the sound (gain, filters) of the track with no gap: main asks for one
+ * (spliceAt) and the player names the ring record `cut` a lead of frames ahead; main starts the
+ * engine's new play at the track frame the player reaches there and, at that play's `ready`,
+ * says where its first frame is in the ring (spliceTo). The player plays the old frames up to
+ * the cut, discards those after it, and goes on with the new play's first frame. The old frames
+ * after the cut are never played; new frames not there yet at the cut are waited for as in an
+ * underrun.
  */
-import type { Ring } from '../shared/ring.js';
+import { recordsToPlay, type Ring } from '../shared/ring.js';
 import { FRAME_MS, FRAME_SAMPLES } from '../shared/audio.js';
 import { Histogram } from '../shared/histogram.js';
-import { Control, type NoListenerBehavior, type PlayerStatus, type SessionInit, type WorkerSessionStats } from '../shared/worker-messages.js';
+import { Control, type NoListenerBehavior, type PlayerStatus, type SessionInit, type SplicePoint, type WorkerSessionStats } from '../shared/worker-messages.js';
 import type { EgressBatch } from './egress-batch.js';
 import type { Pacer } from './scheduler.js';
 import { RtpSinks } from './rtp-sink.js';
@@ -74,6 +82,11 @@ export class SessionPlayer implements Pacer {
   private crashRequested = false;
   /** Paused because the voice connection was lost: a ready connection resumes it. */
   private voicePaused = false;
+  /**
+   * A splice under way: the ring's records from `cut` up to `to` are the old play's, skipped;
+   * `to` (the new play's first record) is unknown until main says.
+   */
+  private splice: { cut: number; to: number | undefined } | undefined;
   private readonly lateness = new Histogram(1000, 0.1);
   readonly rtp: RtpSinks;
   /** The session's Discord voice connection, while it has one (set by its slot). */
@@ -116,6 +129,7 @@ export class SessionPlayer implements Pacer {
   /** Begins a track: buffering (or paused, holding the buffer, when asked). */
   reset(paused: boolean): number {
     this.endOfStream = false;
+    this.splice = undefined;
     this.held = false;
     this.voicePaused = false;
     if (paused) {
@@ -135,6 +149,7 @@ export class SessionPlayer implements Pacer {
   /** The track is stopped (its slot stays for the voice connection): idle after the silence. */
   stop(): number {
     this.endOfStream = false;
+    this.splice = undefined;
     this.held = false;
     this.voicePaused = false;
     const wasActive = this.isActive();
@@ -170,6 +185,33 @@ export class SessionPlayer implements Pacer {
 
   markEndOfStream(): number {
     this.endOfStream = true;
+    return this.status === 'buffering' ? this.host.now() : this.wakeAt;
+  }
+
+  /**
+   * Starts a splice `lead` frames ahead (see the top of this file). Only while frames go out on
+   * the clock with at least `lead` of them in the ring, one splice at a time, and not after the
+   * track's last frame has come (the ring then ends the track).
+   */
+  spliceAt(lead: number): SplicePoint | undefined {
+    if (this.status !== 'playing' || this.held || this.splice || this.endOfStream) return undefined;
+    if (this.ring.records() < lead) return undefined;
+    const cut = (this.ring.removeCount() + lead) >>> 0;
+    this.splice = { cut, to: undefined };
+    return { cut, sent: Atomics.load(this.control, Control.Sent) + lead };
+  }
+
+  /** The new play's first frame is ring record `record`. */
+  spliceTo(record: number): number {
+    if (!this.splice) return this.wakeAt;
+    this.splice.to = record >>> 0;
+    return this.status === 'buffering' ? this.host.now() : this.wakeAt;
+  }
+
+  /** The splice is not made: the ring's frames all play. */
+  cancelSplice(): number {
+    if (!this.splice) return this.wakeAt;
+    this.splice = undefined;
     return this.status === 'buffering' ? this.host.now() : this.wakeAt;
   }
 
@@ -267,7 +309,7 @@ export class SessionPlayer implements Pacer {
   }
 
   private continuePlaying(now: number): number {
-    if (this.ring.records() === 0) return this.enterBuffering(now);
+    if (this.playable() === 0) return this.enterBuffering(now);
     // Resume plays the buffered audio at once: the next frame is due at the next grid point.
     this.setStatus('playing');
     this.held = false;
@@ -286,7 +328,7 @@ export class SessionPlayer implements Pacer {
       this.setStatus('autopaused');
       return Infinity;
     }
-    const have = this.ring.records();
+    const have = this.playable();
     if (have >= this.prebufferFrames || (this.endOfStream && have > 0)) {
       this.setStatus('playing');
       this.deadline = this.restartClock(now);
@@ -342,8 +384,30 @@ export class SessionPlayer implements Pacer {
     return this.deadline;
   }
 
+  /** Frames in the ring that are to be played: a splice's skipped ones, and those after its cut while its new play's place is unknown, are not. */
+  private playable(): number {
+    const splice = this.splice;
+    return splice ? recordsToPlay(this.ring, splice.cut, splice.to) : this.ring.records();
+  }
+
+  /**
+   * At a splice's cut, skips the old play's frames up to the new play's first. False when the
+   * next frame is not to be played now: the cut is reached and the new play's place unknown.
+   */
+  private passSplice(): boolean {
+    const splice = this.splice!;
+    const removed = this.ring.removeCount();
+    if (((removed - splice.cut) | 0) < 0) return true;
+    if (splice.to === undefined) return false;
+    const skip = (splice.to - removed) | 0;
+    if (skip > 0) this.ring.discard(skip);
+    this.splice = undefined;
+    return true;
+  }
+
   /** Takes one frame from the ring and delivers it; false when the ring is empty. */
   private sendOne(): boolean {
+    if (this.splice && !this.passSplice()) return false;
     let payload: Uint8Array;
     if (this.listeners > 0) {
       const { bytes, offset } = this.host.batch.reserve(this.maxPayload);

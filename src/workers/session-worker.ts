@@ -127,6 +127,9 @@ class WorkerSlot {
       return this.run((p) => p.stop());
     },
     endOfStream: () => this.run((p) => p.markEndOfStream()),
+    spliceAt: (lead) => this.need().spliceAt(lead),
+    spliceTo: (record) => this.run((p) => p.spliceTo(record)),
+    cancelSplice: () => this.run((p) => p.cancelSplice()),
     setListeners: (count) => this.run((p) => p.setListeners(count)),
     addRtpSink: (target) => {
       const info = this.need().rtp.add(target);

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import ts from 'typescript';
-import { recordBytes, Ring } from '../../src/shared/ring.js';
+import { recordBytes, recordsToPlay, Ring } from '../../src/shared/ring.js';
 import { filled, ringModelProperty, writeDroppingOldestOrFail } from './properties.js';
 
 const CONTROL_BYTES = 32;
@@ -171,6 +171,27 @@ describe('Ring, one thread', () => {
       expect(writeDroppingOldestOrFail(ring, filled(ring.maxPayload, at))).toBe(0);
       expect(readAll(ring)).toEqual([filled(ring.maxPayload, at)]);
     }
+  });
+
+  it('numbers records as written; discard() skips the oldest across a wrap, and recordsToPlay leaves out a splice\'s skipped ones', () => {
+    const ring = Ring.create(128);
+    moveTo(ring, 100); // so that the records wrap
+    const base = ring.writeCount();
+    expect(ring.removeCount()).toBe(base);
+    for (let i = 0; i < 6; i++) expect(ring.write(filled(10, i))).toBe(true);
+    expect(ring.writeCount()).toBe((base + 6) >>> 0);
+    ring.readInto(new Uint8Array(16));
+    // Records base+1 … base+5 are in the ring. A splice cutting at base+3, its new play from base+5:
+    expect(recordsToPlay(ring, base + 3, undefined)).toBe(2);
+    expect(ring.write(filled(10, 6))).toBe(true);
+    expect(recordsToPlay(ring, base + 3, base + 5)).toBe(2 + 2);
+    expect(ring.discard(2)).toBe(2);
+    expect(ring.removeCount()).toBe((base + 3) >>> 0);
+    expect(recordsToPlay(ring, base + 3, base + 5)).toBe(2);
+    expect(ring.discard(2)).toBe(2);
+    expect(readAll(ring)).toEqual([filled(10, 5), filled(10, 6)]);
+    expect(ring.discard(3)).toBe(0);
+    expect(ring.stats()).toMatchObject({ records: 0, read: expect.any(Number), flushed: 4, dropped: 0 });
   });
 
   it('clear() empties the ring and counts what it discarded as flushed, not dropped', () => {

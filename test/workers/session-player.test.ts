@@ -60,10 +60,13 @@ function setUp(opts: { prebufferFrames?: number; noListener?: NoListenerBehavior
   let next = Infinity;
   /** Every time a frame went out (the clock at its wake). */
   const sentAt: number[] = [];
+  /** The mark (first byte) of the last frame each wake that sent any took. */
+  const played: number[] = [];
   const wake = () => {
     const before = words[Control.Sent]!;
     next = player.wake(clock.t);
     for (let i = before; i < words[Control.Sent]!; i++) sentAt.push(clock.t);
+    if (words[Control.Sent]! > before) played.push(host.scratch[0]!);
   };
   return {
     player,
@@ -71,11 +74,16 @@ function setUp(opts: { prebufferFrames?: number; noListener?: NoListenerBehavior
     clock,
     statuses,
     sentAt,
+    played,
     counter: (c: number) => words[c]!,
     /** The status the player last reported to its host (what the gateway hears). */
     status: () => statuses.at(-1) ?? 'idle',
     feed: (frames: number) => {
       for (let i = 0; i < frames; i++) expect(ring.write(new Uint8Array(100).fill(i & 0xff))).toBe(true);
+    },
+    /** `frames` frames whose bytes are all `mark`. */
+    feedMarked: (frames: number, mark: number) => {
+      for (let i = 0; i < frames; i++) expect(ring.write(new Uint8Array(100).fill(mark))).toBe(true);
     },
     /** Sets what the player returned from a call that is not a wake. */
     asked: (at: number) => (next = at),
@@ -219,5 +227,110 @@ describe('SessionPlayer on a fake clock', () => {
     expect(p.status()).toBe('playing');
     p.runUntil(T0 + 140);
     expect(p.sentAt).toEqual([T0 + 100, T0 + 120, T0 + 140]);
+  });
+
+  describe('a splice (a sound change with no gap)', () => {
+    const OLD = 1;
+    const NEW = 2;
+
+    /** Playing old frames, one a wake, `played` old frames taken by T0 + 20 × (played - 1). */
+    function playing(played: number) {
+      const p = setUp({ prebufferFrames: 1 });
+      p.feedMarked(40, OLD);
+      p.asked(p.player.reset(false));
+      p.runUntil(T0 + 20 * (played - 1));
+      expect(p.sentAt).toHaveLength(played);
+      return p;
+    }
+
+    it('plays the old frames up to its cut, skips those after it, and goes on with the new play\'s first frame on the same clock', () => {
+      const p = playing(5);
+      const sent = p.counter(Control.Sent);
+      const point = p.player.spliceAt(4)!;
+      expect(point).toEqual({ cut: p.ring.removeCount() + 4, sent: sent + 4 });
+      // Old frames still come after the cut until the engine has the new play; then its `ready`.
+      p.feedMarked(3, OLD);
+      const first = p.ring.writeCount();
+      // Playing, it keeps its clock: the answer is its next wake as it was.
+      p.player.spliceTo(first);
+      p.feedMarked(20, NEW);
+      p.runUntil(T0 + 80 + 20 * 10);
+      expect(p.played).toEqual([...Array<number>(5 + 4).fill(OLD), ...Array<number>(6).fill(NEW)]);
+      expect(p.sentAt).toEqual(Array.from({ length: 15 }, (_, i) => T0 + 20 * i));
+      // The old frames after the cut, those in the ring at the splice and the 3 that came after, were never played.
+      expect(p.ring.stats().flushed).toBe(40 - 9 + 3);
+      expect(p.counter(Control.Underruns)).toBe(0);
+      expect(p.statuses).toEqual(['buffering', 'playing']);
+    });
+
+    it('new frames not there at the cut are waited for as in an underrun; the old frames after the cut never play', () => {
+      const p = playing(3);
+      p.player.spliceAt(2);
+      p.runUntil(T0 + 40 + 20 * 4);
+      expect(p.played).toEqual(Array<number>(5).fill(OLD));
+      expect(p.status()).toBe('buffering');
+      expect(p.counter(Control.Underruns)).toBe(1);
+      // Its place known but nothing of it in the ring yet: still waiting.
+      p.asked(p.player.spliceTo(p.ring.writeCount()));
+      p.runUntil(p.clock.t + 30);
+      expect(p.played).toHaveLength(5);
+      p.feedMarked(10, NEW);
+      p.runUntil(p.clock.t + 60);
+      expect(p.status()).toBe('playing');
+      expect(p.played.length).toBeGreaterThan(6);
+      expect(p.played.slice(5).every((mark) => mark === NEW)).toBe(true);
+      expect(p.counter(Control.Underruns)).toBe(1);
+    });
+
+    it('paused during a splice: resume plays the rest of the old frames up to the cut, then the new ones', () => {
+      const p = playing(4);
+      p.player.spliceAt(5);
+      p.runUntil(T0 + 60 + 40);
+      expect(p.played).toHaveLength(6);
+      p.asked(p.player.pause());
+      expect(p.status()).toBe('paused');
+      p.asked(p.player.spliceTo(p.ring.writeCount()));
+      p.feedMarked(10, NEW);
+      p.clock.t = T0 + 2000;
+      p.asked(p.player.resume());
+      expect(p.status()).toBe('playing');
+      p.runUntil(T0 + 2000 + 20 * 6);
+      expect(p.played).toEqual([...Array<number>(4 + 5).fill(OLD), ...Array<number>(4).fill(NEW)]);
+      expect(p.counter(Control.Underruns)).toBe(0);
+    });
+
+    it('paused at the cut with the new play\'s place unknown: resume waits for it as a buffering player', () => {
+      const p = playing(2);
+      p.player.spliceAt(1);
+      p.asked(p.player.pause());
+      p.asked(p.player.resume());
+      p.runUntil(T0 + 100);
+      expect(p.played).toEqual([OLD, OLD, OLD]);
+      expect(p.status()).toBe('buffering');
+      p.asked(p.player.spliceTo(p.ring.writeCount()));
+      p.feedMarked(1, NEW);
+      p.runUntil(T0 + 140);
+      expect(p.played.at(-1)).toBe(NEW);
+    });
+
+    it('one at a time, only while playing with the lead in the ring; cancelled or reset, every frame plays again', () => {
+      const p = playing(2);
+      expect(p.player.spliceAt(50)).toBeUndefined();
+      expect(p.player.spliceAt(3)).toBeDefined();
+      expect(p.player.spliceAt(3)).toBeUndefined();
+      p.player.cancelSplice();
+      p.runUntil(T0 + 20 * 9);
+      expect(p.played).toEqual(Array<number>(10).fill(OLD));
+      p.asked(p.player.pause());
+      expect(p.player.spliceAt(3)).toBeUndefined();
+      p.asked(p.player.resume());
+      expect(p.player.spliceAt(3)).toBeDefined();
+      // A new track (a seek) flushes the ring and forgets the splice.
+      p.ring.clear();
+      p.asked(p.player.reset(false));
+      p.feedMarked(5, NEW);
+      p.runUntil(p.clock.t + 100);
+      expect(p.played.slice(10)).toEqual(Array<number>(5).fill(NEW));
+    });
   });
 });

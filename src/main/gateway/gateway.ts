@@ -20,18 +20,18 @@ import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
 import type { Config } from '../../shared/config.js';
 import { sessionIdError, type SessionEvent } from '../../shared/protocol.js';
-import { FRAMES_PER_SECOND } from '../../shared/audio.js';
+import { FRAME_MS, FRAMES_PER_SECOND } from '../../shared/audio.js';
 import { parseFilters, type AudioFilters, type Sound } from '../../shared/audio-filters.js';
 import type { SessionsResponse, SessionSummary } from '../../shared/gateway-api.js';
 import type { GatewayHealth } from '../../shared/health.js';
-import type { RtpSinkInfo, RtpTarget, VoiceEvent, VoiceServerState, WorkerSessionStats } from '../../shared/worker-messages.js';
+import { Control, type RtpSinkInfo, type RtpTarget, type VoiceEvent, type VoiceServerState, type WorkerSessionStats } from '../../shared/worker-messages.js';
 import { logger } from '../../shared/log.js';
 import { Redactor } from '../../shared/redact.js';
 import { gatewayCounters, type GatewayCounters } from './counters.js';
 import { Credit, CREDIT_EVERY_MS } from './credit.js';
 import { Demux } from './demux.js';
 import { Egress } from './egress.js';
-import { EngineApi } from './engine-api.js';
+import { EngineApi, type EnginePlayBody } from './engine-api.js';
 import { EngineLink } from './engine-link.js';
 import { EngineRecovery } from './engine-recovery.js';
 import { HttpError } from '../http-kit.js';
@@ -53,6 +53,20 @@ const log = logger('gateway');
 const LISTENER_CHECK_MS = 250;
 /** Housekeeping: idle timeouts, ended sessions nobody listens to. */
 const SWEEP_EVERY_MS = 5_000;
+/**
+ * Frames a sound change is made ahead of the frame the worker has reached (a splice): the new
+ * play must have its first frames in the ring by then, so this is long enough for the engine to
+ * start ffmpeg and encode (30–60 ms on a quiet machine, the old gap), and short enough that the
+ * change is heard within 200 ms of the request (8 × 20 ms, less the time the request takes).
+ */
+const SPLICE_LEAD_FRAMES = 8;
+/** A splice needs this much of the track after its cut; with less, the change is played as a seek. */
+const SPLICE_MIN_REST_FRAMES = 2 * SPLICE_LEAD_FRAMES;
+/**
+ * A change that comes while a splice is under way (a volume slider's next step) waits this long
+ * at most for the worker to pass it, so that it splices too instead of flushing the ring.
+ */
+const SPLICE_WAIT_MS = 1000;
 
 export class Gateway implements PersistentSessions {
   readonly counters: GatewayCounters = gatewayCounters();
@@ -334,26 +348,82 @@ export class Gateway implements PersistentSessions {
   }
 
   private startTrack(session: GatewaySession, url: string, format: StreamFormat, startAt: number, keepPaused: boolean, sound: Sound, item: number | undefined): Promise<SessionSummary> {
-    const sessionId = session.id;
+    return session.exclusive(() => this.playTrack(session, url, format, startAt, keepPaused, sound, item));
+  }
+
+  /** A new play of a track, from an empty ring. Run it under session.exclusive(). */
+  private async playTrack(session: GatewaySession, url: string, format: StreamFormat, startAt: number, keepPaused: boolean, sound: Sound, item: number | undefined): Promise<SessionSummary> {
     const engineSound = soundBody(sound);
+    const track: Track = { url, format, startAt, ...(Object.keys(engineSound).length === 0 ? {} : { sound }), ...(item === undefined ? {} : { item }) };
+    const { ringChanged } = session.beginTrack(track);
+    await this.slots.prepare(session, ringChanged, keepPaused);
+    await this.askEngine(session, { url, format, ...(startAt > 0 ? { start_at: startAt } : {}), ...engineSound });
+    return session.summary();
+  }
+
+  /** Asks the engine for the session's new play; a refusal fails the track and lets its worker go. */
+  private async askEngine(session: GatewaySession, body: EnginePlayBody): Promise<void> {
+    let answer;
+    try {
+      answer = await this.engine.play(session.id, body);
+    } catch (err) {
+      const message = err instanceof HttpError ? err.message : String(err);
+      session.fail(message);
+      session.releaseSlot();
+      throw err;
+    }
+    session.playAccepted(answer.play);
+    this.awaitReady(session);
+    this.credit.grantNow(session);
+  }
+
+  /**
+   * Changes the sound (gain, filters) of the session's track. A playing track changes with no
+   * gap (a splice, src/workers/session-player.ts): the engine plays it again from a frame
+   * SPLICE_LEAD_FRAMES ahead of the worker, which goes on into the new play's frames there. A
+   * paused or buffering track, one with a follower queued, one near its end, or an engine
+   * without credit is played again from the frame reached, as a seek does. Either way it counts
+   * as a play against CHORUS_PLAY_RATE. Resolves with where the new sound's position counts
+   * from: its second in the track, and Control.Sent when its first frame is taken.
+   */
+  async changeSound(sessionId: string, sound: Sound): Promise<{ seconds: number; sent: number }> {
+    const session = this.session(sessionId, false);
+    if (!session.track) throw new HttpError(409, 'session has no track to change the sound of');
+    this.playRate.take(session, sessionId);
     return session.exclusive(async () => {
-      const track: Track = { url, format, startAt, ...(Object.keys(engineSound).length === 0 ? {} : { sound }), ...(item === undefined ? {} : { item }) };
-      const { ringChanged } = session.beginTrack(track);
-      await this.slots.prepare(session, ringChanged, keepPaused);
-      let answer;
-      try {
-        answer = await this.engine.play(sessionId, { url, format, ...(startAt > 0 ? { start_at: startAt } : {}), ...engineSound });
-      } catch (err) {
-        const message = err instanceof HttpError ? err.message : String(err);
-        session.fail(message);
-        session.releaseSlot();
-        throw err;
-      }
-      session.playAccepted(answer.play);
-      this.awaitReady(session);
-      this.credit.grantNow(session);
-      return session.summary();
+      const spliced = await this.splice(session, sound);
+      if (spliced) return spliced;
+      const track = session.track;
+      if (!track) throw new HttpError(409, 'session has no track to change the sound of');
+      const seconds = (session.positionFrames ?? 0) / FRAMES_PER_SECOND;
+      const sent = Atomics.load(session.control, Control.Sent);
+      await this.playTrack(session, track.url, track.format, seconds, session.state.status === 'paused', sound, track.item);
+      return { seconds, sent };
     });
+  }
+
+  /** A splice of `sound` into the playing track, or undefined when it cannot splice. Run it under session.exclusive(). */
+  private async splice(session: GatewaySession, sound: Sound): Promise<{ seconds: number; sent: number } | undefined> {
+    for (let waited = 0; session.spliceUnderWay && (session.state.status === 'playing' || session.state.status === 'buffering') && waited < SPLICE_WAIT_MS; waited += FRAME_MS) {
+      await new Promise((resolve) => setTimeout(resolve, FRAME_MS));
+    }
+    const slot = session.slot;
+    const refused = (why: string) => {
+      log.debug('sound change played as a seek', { session: session.id, why });
+      return undefined;
+    };
+    if (!this.link.creditEnabled) return refused('the engine takes no credit');
+    if (!slot?.alive || !session.canSplice) return refused(`the track is ${session.state.status}, or has a follower or its input ended`);
+    const point = await slot.call((api) => api.spliceAt(SPLICE_LEAD_FRAMES)).catch(() => undefined);
+    if (!point) return refused(`the worker cannot (${session.ring?.records() ?? 0} frames in the ring)`);
+    const engineSound = soundBody(sound);
+    const track = session.beginSplice(Object.keys(engineSound).length === 0 ? undefined : sound, point, SPLICE_MIN_REST_FRAMES);
+    if (!track) {
+      await slot.call((api) => api.cancelSplice()).catch(() => undefined);
+      return refused('too little of the track is left');
+    }
+    await this.askEngine(session, { url: track.url, format: track.format, ...(track.startAt > 0 ? { start_at: track.startAt } : {}), ...engineSound });
+    return { seconds: track.startAt, sent: point.sent };
   }
 
   /** The engine can queue a track behind the current one for a gapless change. */

@@ -22,12 +22,12 @@ import type { WebSocket } from 'ws';
 import { Ring } from '../../shared/ring.js';
 import { logger } from '../../shared/log.js';
 import { FRAME_MS, FRAMES_PER_SECOND, framesIn, maxPayloadBytes } from '../../shared/audio.js';
-import { playbackRate } from '../../shared/audio-filters.js';
+import { playbackRate, type Sound } from '../../shared/audio-filters.js';
 import type { ListenerEvent } from '../../shared/listener-protocol.js';
 import { isUnderWay, type PlayerStatus, type UnderWayState } from '../../shared/session-state.js';
 import type { SessionSummary } from '../../shared/gateway-api.js';
 import type { ReadyEvent } from '../../shared/protocol.js';
-import { CONTROL_WORDS, Control, type RtpTarget, type SlotResult, type VoiceEvent, type VoiceServerState } from '../../shared/worker-messages.js';
+import { CONTROL_WORDS, Control, type RtpTarget, type SlotResult, type SplicePoint, type VoiceEvent, type VoiceServerState } from '../../shared/worker-messages.js';
 import { HIGH_WATER_BYTES, Listener, type SlowListenerPolicy } from './listener.js';
 import type { Slot } from './slot-pool.js';
 import type { Redactor } from '../../shared/redact.js';
@@ -134,6 +134,11 @@ export class GatewaySession {
   private retiredPlay = 0;
   /** Control.Sent when the current track's first frame was (or will be) taken: its position's origin. */
   private trackStartSent = 0;
+  /**
+   * After a splice, the position's origin for the frames before its cut (Control.Sent below
+   * `until`): they are still the old play's, at its place in the track and its filters' pace.
+   */
+  private beforeSplice: { frame: number; sent: number; rate: number; until: number } | undefined;
   private queue: Promise<unknown> = Promise.resolve();
 
   constructor(
@@ -202,8 +207,10 @@ export class GatewaySession {
     if ('released' in current) return current.frame;
     if (!('run' in current)) return undefined;
     const { track } = current;
-    const taken = Math.max(0, Atomics.load(this.control, Control.Sent) - this.trackStartSent);
-    const frames = Math.round(track.startAt * FRAMES_PER_SECOND + taken * playbackRate(track.sound?.filters));
+    const sent = Atomics.load(this.control, Control.Sent);
+    const before = this.beforeSplice;
+    const origin = before && sent < before.until ? before : { frame: track.startAt * FRAMES_PER_SECOND, sent: this.trackStartSent, rate: playbackRate(track.sound?.filters) };
+    const frames = Math.round(origin.frame + Math.max(0, sent - origin.sent) * origin.rate);
     return track.duration === undefined ? frames : Math.min(frames, Math.round(track.duration * FRAMES_PER_SECOND));
   }
 
@@ -253,9 +260,63 @@ export class GatewaySession {
     }
     const run = new TrackRun(track, this.id, this.ringNow!, this.ringMs, this.counters);
     this.retireFollowers();
+    // A splice's play whose `ready` has not come: it would come before this play is answered, and
+    // be taken for this play's (a volume change, then at once a seek).
+    const spliced = this.run;
+    if (spliced?.splicing && !spliced.ready && spliced.playNumber !== undefined) this.retiredPlay = Math.max(this.retiredPlay, spliced.playNumber);
     this.trackStartSent = Atomics.load(this.control, Control.Sent);
+    this.beforeSplice = undefined;
     this.state = { status: 'starting', track, run };
     return { ringChanged };
+  }
+
+  /**
+   * The track can change its sound with no gap (a splice, see src/workers/session-player.ts):
+   * it plays, its input goes on, its engine is there, and no follower or splice is under way.
+   */
+  get canSplice(): boolean {
+    const current = this.current;
+    if (current.status !== 'playing') return false;
+    const { run } = current;
+    return run.ready && !run.ended && !run.engineLost && !run.releasing && this.followers.length === 0 && this.boundaries.length === 0 && !this.awaitingFollower;
+  }
+
+  /**
+   * A splice is under way: the worker has not yet taken the new play's first frame, or it waits
+   * for its first frames (buffering). A change now would flush the ring.
+   */
+  get spliceUnderWay(): boolean {
+    const run = this.run;
+    if (run?.splicing && !run.ready) return true;
+    const before = this.beforeSplice;
+    // Sent reaches `until` with the cut's last old frame; the new play's first makes it until + 1.
+    return before !== undefined && (Atomics.load(this.control, Control.Sent) <= before.until || this.current.status === 'buffering');
+  }
+
+  /**
+   * A splice: the track plays on, and from the frame the worker takes when Control.Sent is
+   * `point.sent` on, it is a new play's from that frame of the track, with `sound`. The new
+   * play's run takes the engine's side now (the old play's frames still coming are refused);
+   * its frames go into the ring, behind the old ones, once its `ready` comes. Undefined (nothing
+   * changed) when the track can no longer splice, or has less than `minRestFrames` after the cut.
+   */
+  beginSplice(sound: Sound | undefined, point: SplicePoint, minRestFrames: number): Track | undefined {
+    const current = this.current;
+    if (!this.canSplice || !('run' in current)) return undefined;
+    const { track } = current;
+    const rate = playbackRate(track.sound?.filters);
+    const origin = track.startAt * FRAMES_PER_SECOND;
+    const frame = Math.round(origin + (point.sent - this.trackStartSent) * rate);
+    if (track.duration !== undefined && frame + minRestFrames > track.duration * FRAMES_PER_SECOND) return undefined;
+    this.beforeSplice = { frame: origin, sent: this.trackStartSent, rate, until: point.sent };
+    this.trackStartSent = point.sent;
+    const next: Track = { ...track, startAt: frame / FRAMES_PER_SECOND };
+    if (sound) next.sound = sound;
+    else delete next.sound;
+    const run = new TrackRun(next, this.id, this.ringNow!, this.ringMs, this.counters);
+    run.spliceAfter(point.cut);
+    this.state = { ...current, track: next, run };
+    return next;
   }
 
   /**
@@ -272,6 +333,7 @@ export class GatewaySession {
     }
     const at = Math.max(0, Math.round(frame));
     track.startAt = at / FRAMES_PER_SECOND;
+    this.beforeSplice = undefined;
     const released: ReleasedState = { status: 'paused', track, released: true, frame: at };
     this.state = reason === undefined ? released : { ...released, reason };
   }
@@ -326,8 +388,9 @@ export class GatewaySession {
     if (this.isFollowerPlay(ready.play)) return this.followerReady(ready);
     const run = this.run;
     if (!run || !run.takeReady(ready.play)) return;
-    const event: ListenerEvent = { type: 'ready', session: this.id };
     const track = run.track;
+    if (run.splicing) return this.spliceReady(run, ready);
+    const event: ListenerEvent = { type: 'ready', session: this.id };
     track.startAt = ready.start_at ?? track.startAt;
     // A seed engine sends only `duration`, the seconds this play gives from where it starts.
     const length = ready.track_duration ?? (ready.duration === undefined ? undefined : track.startAt + ready.duration);
@@ -336,6 +399,21 @@ export class GatewaySession {
     if (track.duration !== undefined) event.duration = track.duration;
     this.broadcast(event);
     this.refresh();
+  }
+
+  /**
+   * A splice's `ready`: its play's frames come next, behind every old frame in the ring; the
+   * worker is told where they begin. Listeners hear nothing of it: the track plays on.
+   */
+  private spliceReady(run: TrackRun, ready: ReadyEvent): void {
+    const first = this.ringNow!.writeCount();
+    run.spliceFrom(first);
+    if (ready.track_duration !== undefined) run.track.duration = ready.track_duration;
+    // Frames the worker had left before the cut: at 0 or below it waited for this play.
+    const ahead = this.beforeSplice ? this.beforeSplice.until - Atomics.load(this.control, Control.Sent) : 0;
+    log.debug('splice ready', { session: this.id, framesBeforeCut: ahead });
+    const slot = this.slotNow;
+    if (slot?.alive) void slot.call((api) => api.spliceTo(first)).catch(() => undefined);
   }
 
   /** One frame from the engine for this session (the demux's hot path). */
@@ -528,7 +606,7 @@ export class GatewaySession {
     const { track, run } = current;
     const { status, reason } = run.player;
     if (status === 'paused' || status === 'autopaused') this.state = reason === undefined ? { status, track, run } : { status, track, run, reason };
-    else if (!run.ready) this.state = { status: 'starting', track, run };
+    else if (!run.ready && !run.splicing) this.state = { status: 'starting', track, run };
     else if (status === 'buffering' || status === 'playing') this.state = { status, track, run };
   }
 

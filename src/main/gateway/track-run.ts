@@ -5,7 +5,7 @@
  * what the session's worker last reported. A GatewaySession's under-way states carry one; a new
  * play gets a new one, so nothing of an earlier track's leaks into the next.
  */
-import { Ring, recordBytes } from '../../shared/ring.js';
+import { Ring, recordBytes, recordsToPlay } from '../../shared/ring.js';
 import { OggPacketReader, startsWithOggCapture } from '../../shared/ogg.js';
 import { logger } from '../../shared/log.js';
 import { FRAMES_PER_SECOND, framesIn, maxPayloadBytes, type AudioFormat } from '../../shared/audio.js';
@@ -65,6 +65,12 @@ export class TrackRun {
   /** The credit flag of the frame being demuxed, for the Ogg reader's packets. */
   private oggCredit = false;
   private oversizeLogged = false;
+  /**
+   * A splice's run (a sound change of the track under way): the ring record of the cut, and of
+   * this play's first frame once its `ready` came. The old play's records between are skipped
+   * by the worker: they take no room from this play's credit.
+   */
+  private spliced: { cut: number; first: number | undefined } | undefined;
 
   constructor(
     readonly track: Track,
@@ -92,6 +98,21 @@ export class TrackRun {
   takeOver(from: TrackRun): void {
     this.outstanding = from.outstanding;
     from.outstanding = 0;
+  }
+
+  /** This run continues the audio of the run before it, from ring record `cut` on (a splice). */
+  spliceAfter(cut: number): void {
+    this.spliced = { cut, first: undefined };
+  }
+
+  /** This run is a splice's: the track plays on meanwhile, it does not start. */
+  get splicing(): boolean {
+    return this.spliced !== undefined;
+  }
+
+  /** A splice's `ready`: this play's frames begin at ring record `first`. */
+  spliceFrom(first: number): void {
+    if (this.spliced) this.spliced.first = first;
   }
 
   /** The track's `ready` has come. */
@@ -202,12 +223,17 @@ export class TrackRun {
     const maxRecord = recordBytes(maxPayloadBytes(this.track.format));
     // Free space may lie on both sides of the ring's end: one record's worth can be lost to the wrap.
     const byBytes = Math.floor(ring.freeBytes() / maxRecord) - 1;
-    const byFrames = framesIn(this.ringMs) - ring.records();
+    const byFrames = framesIn(this.ringMs) - this.recordsToPlay();
     const due = Math.min(byBytes, byFrames) - this.outstanding;
     const batch = Math.max(1, Math.min(10, Math.floor(framesIn(this.ringMs) / 8)));
     // Less than a batch only when the ring runs low with nothing in flight: with a full ring a
     // frame-sized grant every tick would be a credit line per frame (the load test saw one per frame).
-    return due >= batch || (due > 0 && this.outstanding === 0 && ring.records() < batch) ? due : 0;
+    return due >= batch || (due > 0 && this.outstanding === 0 && this.recordsToPlay() < batch) ? due : 0;
+  }
+
+  private recordsToPlay(): number {
+    const spliced = this.spliced;
+    return spliced ? recordsToPlay(this.ring, spliced.cut, spliced.first) : this.ring.records();
   }
 
   /** Grants what is due: the frames to send the engine in a credit line (0: none now). */

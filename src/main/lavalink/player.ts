@@ -61,6 +61,8 @@ export class LavalinkPlayer {
   private basePosition = 0;
   private baseSent = 0;
   private msPerFrame = FRAME_MS;
+  /** After a sound change, the position's base for the frames before its splice (sent counts below baseSent). */
+  private beforeBase: { position: number; sent: number; msPerFrame: number } | undefined;
   /** Frames sent when the position was last read, to tell a stall. */
   private stuckSince = 0;
   private stuckTold = false;
@@ -97,7 +99,12 @@ export class LavalinkPlayer {
 
   get position(): number {
     if (!this.track) return 0;
-    const position = Math.round(this.basePosition + (this.sent - this.baseSent) * this.msPerFrame);
+    const sent = this.sent;
+    const before = this.beforeBase;
+    const position =
+      before && sent < this.baseSent
+        ? Math.round(before.position + (sent - before.sent) * before.msPerFrame)
+        : Math.round(this.basePosition + (sent - this.baseSent) * this.msPerFrame);
     return Math.min(position, this.track.info.isStream ? position : this.track.info.length);
   }
 
@@ -200,11 +207,17 @@ export class LavalinkPlayer {
 
   /**
    * Sets volume and/or filters now. The engine encodes seconds ahead, so a track under way is
-   * played again from the frame the voice server has reached, with the new sound: what was
-   * encoded with the old one is dropped, and the change is heard within a prebuffer's time.
+   * played again with the new sound from a frame a little ahead of the voice connection, which
+   * goes on into it there with no gap (Gateway.changeSound): what was encoded with the old sound
+   * past that frame is never sent.
    */
   async applySound(volume: number | undefined, filterVolume: number | undefined, filters: AudioFilters | undefined): Promise<void> {
-    if (this.setSound(volume, filterVolume, filters)) await this.seek(this.position);
+    if (!this.setSound(volume, filterVolume, filters) || !this.track || !this.session?.active) return;
+    const before = { position: this.basePosition, sent: this.baseSent, msPerFrame: this.msPerFrame };
+    const from = await this.gateway.changeSound(this.chorusId, this.sound);
+    this.restart(from.seconds * 1000, from.sent);
+    // Until the worker reaches the new play's first frame, the old one's frames count as before.
+    this.beforeBase = before;
   }
 
   async seek(positionMs: number): Promise<void> {
@@ -213,11 +226,12 @@ export class LavalinkPlayer {
     this.restart(positionMs);
   }
 
-  /** A play or seek from `positionMs` began: the position counts on from there, at the filters' pace. */
-  private restart(positionMs: number): void {
+  /** A play or seek from `positionMs` began (its first frame taken at sent count `sent`): the position counts on from there, at the filters' pace. */
+  private restart(positionMs: number, sent = this.sent): void {
     this.basePosition = positionMs;
-    this.baseSent = this.sent;
+    this.baseSent = sent;
     this.msPerFrame = FRAME_MS * playbackRate(this.filters);
+    this.beforeBase = undefined;
   }
 
   async setPaused(paused: boolean): Promise<void> {

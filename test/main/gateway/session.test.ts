@@ -208,6 +208,75 @@ describe('GatewaySession transitions', () => {
     expect(s.positionFrames).toBe(650);
   });
 
+  it('a splice: the track plays on untold, the old play is refused, its ready marks where the new frames begin, the position runs on through the cut', () => {
+    const counters: DemuxCounters = { framesRouted: 0, framesStale: 0, framesOverrun: 0, framesOversize: 0 };
+    // A ring of 400 ms: 20 frames.
+    const s = new GatewaySession('fsm', 1, 400, 'wait', counters, new Redactor(), 20);
+    const events: ListenerEvent[] = [];
+    s.observer = (e) => events.push(e);
+    s.beginTrack({ ...track, startAt: 10 });
+    s.playAccepted(1);
+    s.onReady({ type: 'ready', session_id: 'fsm', play: 1, start_at: 10, track_duration: 30 });
+    s.onPlayerStatus('playing');
+    for (let i = 0; i < 20; i++) s.acceptFrame(Buffer.alloc(100, 1), 0, 100, true);
+    Atomics.store(s.control, Control.Sent, 5);
+    expect(s.canSplice).toBe(true);
+    const told = events.length;
+    // The worker cuts at ring record 13, when Sent is 13: track frame 500 + 13.
+    const spliced = s.beginSplice({ filters: { timescale: { speed: 2 } } }, { cut: 13, sent: 13 }, 16)!;
+    expect(spliced).toMatchObject({ startAt: 10.26, duration: 30, sound: { filters: { timescale: { speed: 2 } } } });
+    expect(s.state.status).toBe('playing');
+    expect(s.spliceUnderWay).toBe(true);
+    // The old play's frames and events still coming are stale.
+    s.acceptFrame(Buffer.alloc(100, 1), 0, 100, true);
+    expect(counters.framesStale).toBe(1);
+    expect(s.isStale(1)).toBe(true);
+    s.playAccepted(2);
+    s.onPlayerStatus('playing');
+    expect(s.state.status).toBe('playing');
+    // Credit: the ring is full, but its 7 old records after the cut will be skipped: room for 7.
+    expect(s.grantCredit()).toBe(7);
+    s.onReady({ type: 'ready', session_id: 'fsm', play: 2, start_at: 10.26, track_duration: 30 });
+    expect(events.slice(told)).toEqual([]);
+    s.acceptFrame(Buffer.alloc(100, 2), 0, 100, true);
+    expect(s.ring!.stats().written).toBe(21);
+    // Up to the cut the old play's pace, then the new play's (twice as fast) from frame 513.
+    Atomics.store(s.control, Control.Sent, 10);
+    expect(s.positionFrames).toBe(510);
+    Atomics.store(s.control, Control.Sent, 13);
+    expect(s.positionFrames).toBe(513);
+    expect(s.spliceUnderWay).toBe(true);
+    Atomics.store(s.control, Control.Sent, 23);
+    expect(s.positionFrames).toBe(533);
+    expect(s.spliceUnderWay).toBe(false);
+    // Too near the end of the track: no splice, nothing changed.
+    expect(s.beginSplice(undefined, { cut: 40, sent: 740 }, 16)).toBeUndefined();
+    expect(s.track).toBe(spliced);
+    // A seek leaves the splice behind.
+    s.beginTrack({ ...track, startAt: 3 });
+    expect(s.positionFrames).toBe(150);
+    expect(s.spliceUnderWay).toBe(false);
+  });
+
+  it("a seek before a splice's ready: that ready, coming before the seek's answer, is not taken for the seek's", () => {
+    const { s, counters } = session();
+    s.beginTrack({ ...track, startAt: 10 });
+    s.playAccepted(1);
+    s.onReady({ type: 'ready', session_id: 'fsm', play: 1, start_at: 10, track_duration: 30 });
+    s.onPlayerStatus('playing');
+    for (let i = 0; i < 20; i++) s.acceptFrame(Buffer.alloc(100, 1), 0, 100, true);
+    s.beginSplice({ gain: 0.5 }, { cut: 8, sent: 8 }, 16);
+    s.playAccepted(2);
+    s.beginTrack({ ...track, startAt: 3 });
+    s.onReady({ type: 'ready', session_id: 'fsm', play: 2, start_at: 10.16, track_duration: 30 });
+    expect(s.ready).toBe(false);
+    s.acceptFrame(Buffer.alloc(100, 2), 0, 100, true);
+    expect(counters.framesStale).toBe(1);
+    s.playAccepted(3);
+    s.onReady({ type: 'ready', session_id: 'fsm', play: 3, start_at: 3, track_duration: 30 });
+    expect(s.ready).toBe(true);
+  });
+
   it("shows the worker's counters as they stand in the control words", () => {
     const { s } = session();
     for (const [word, value] of [[Control.Sent, 140], [Control.Late, 3], [Control.Underruns, 2], [Control.Resyncs, 1]] as const) Atomics.store(s.control, word, value);

@@ -13,7 +13,7 @@ import { chorusSessionId } from '../../../src/main/lavalink/player.js';
 import { encodeTrack } from '../../../src/main/lavalink/track-codec.js';
 import { resolveFfmpeg } from '../../../src/shared/ffmpeg.js';
 import { startChorus, tempDir, type ChorusProcess } from '../../helpers/chorus-process.js';
-import { VoiceServer, type VoiceGuild } from '../../helpers/discord-voice-server.js';
+import { VoiceServer, type ReceivedPacket, type VoiceGuild } from '../../helpers/discord-voice-server.js';
 import { channel, dominantFrequency } from '../../helpers/audio-analysis.js';
 
 const TOKEN = 'lavalink-session-password-42';
@@ -35,6 +35,65 @@ async function firstHeard(g: VoiceGuild, since: number, heard: (pcm: Buffer) => 
     await sleep(50);
   }
   return undefined;
+}
+
+/** The largest time between two packets that follow each other (ms), and whether their RTP sequence numbers run on unbroken. */
+function cadence(packets: readonly ReceivedPacket[]): { maxGapMs: number; unbroken: boolean } {
+  let maxGapMs = 0;
+  let unbroken = true;
+  for (let i = 1; i < packets.length; i++) {
+    maxGapMs = Math.max(maxGapMs, packets[i]!.at - packets[i - 1]!.at);
+    if (((packets[i]!.seq - packets[i - 1]!.seq) & 0xffff) !== 1) unbroken = false;
+  }
+  return { maxGapMs, unbroken };
+}
+
+/** The level of a packet, RMS of its samples. */
+const packetRms = (pcm: Buffer) => {
+  let sum = 0;
+  for (let i = 0; i < pcm.length; i += 2) sum += pcm.readInt16LE(i) ** 2;
+  return Math.sqrt(sum / (pcm.length / 2));
+};
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/** The underruns of a Lavalink player's chorus session so far (Lavalink's frameStats `nulled`). */
+async function underruns(clientSessionId: string, guildId: string): Promise<number> {
+  const id = chorusSessionId(clientSessionId, guildId);
+  const summary = await fetch(`${gateway.httpUrl}/sessions/${id}`, { headers: { authorization: `Bearer ${TOKEN}` } }).then((r) => r.json());
+  return summary.underruns as number;
+}
+
+/**
+ * A change of sound leaves no gap: the packets from just before the PATCH to 500 ms after the
+ * first changed one run on with sequence numbers unbroken and no silence; none of them came more
+ * than two frames' time later than the worst the second before the PATCH shows (the machine's
+ * own jitter); and no audio time went missing (less than a frame's): each packet's arrival less
+ * 20 ms per sequence number since the last before the PATCH is, in the median, the same after
+ * the change as before it (a gap of k frames shifts every later packet by k × 20 ms). Prints
+ * the figures.
+ *
+ * `waited`: the worker counted an underrun meanwhile, so the new play came after its cut (a
+ * machine so loaded that ffmpeg took longer than the splice's lead to start): the worker then
+ * waits for it, as the old path did, and only a bounded wait is required.
+ */
+function expectNoGap(g: VoiceGuild, asked: number, first: ReceivedPacket, what: string, waited: boolean): void {
+  const before = cadence(g.packets.filter((p) => p.at >= asked - 1000 && p.at < asked));
+  const lastBefore = g.packets.filter((p) => p.at < asked).at(-1)!;
+  const across = g.packets.filter((p) => p.at >= lastBefore.at && p.at < first.at + 500);
+  const change = cadence(across);
+  const offset = (p: ReceivedPacket) => p.at - 20 * ((p.seq - lastBefore.seq) << 16 >> 16);
+  const missingMs = median(across.filter((p) => p.at >= first.at).map(offset)) - median(g.packets.filter((p) => p.at >= asked - 300 && p.at <= lastBefore.at).map(offset));
+  console.log(`${what}: ${missingMs.toFixed(0)} ms of audio time missing; largest time between packets ${change.maxGapMs.toFixed(0)} ms across the change, ${before.maxGapMs.toFixed(0)} ms in the second before; sequence ${change.unbroken ? 'unbroken' : 'BROKEN'}${waited ? '; the new play came after its cut (underrun)' : ''}`);
+  expect(change.unbroken).toBe(true);
+  expect(across.some((p) => p.silence)).toBe(false);
+  if (waited) {
+    expect(missingMs).toBeLessThan(CHANGE_HEARD_MS);
+    return;
+  }
+  expect(change.maxGapMs).toBeLessThan(before.maxGapMs + 40);
+  // Less than a frame's time: the old path (flush, prebuffer) lost 25–70 ms here, by load.
+  expect(missingMs).toBeLessThan(15);
 }
 
 /**
@@ -269,23 +328,21 @@ describe('Lavalink client session', () => {
     await client.close();
   });
 
-  it('volume and the volume filter change the level at once, dropping what was encoded at the old level', async () => {
+  it('volume and the volume filter change the level at once with no gap, dropping what was encoded at the old level', async () => {
     const client = await Client.connect();
     const { guildId, channelId, sessionId, token, g } = guild();
     const base = `/v4/sessions/${client.sessionId}/players/${guildId}`;
     await rest('PATCH', base, { voice: { token, endpoint: voice.endpoint, sessionId, channelId }, track: { identifier: 'tone:440?seconds=30' } });
     await g.waitForPackets(60);
-    const rms = (pcm: Buffer) => {
-      let sum = 0;
-      for (let i = 0; i < pcm.length; i += 2) sum += pcm.readInt16LE(i) ** 2;
-      return Math.sqrt(sum / (pcm.length / 2));
-    };
+    const rms = packetRms;
     const level = (from: number, to: number) => {
       const heard = g.packets.filter((p) => !p.silence && p.at >= from && p.at < to);
       return { n: heard.length, rms: heard.reduce((s, p) => s + rms(p.pcm!), 0) / heard.length };
     };
     const full = level(g.packets[20]!.at, performance.now());
     const change = async (body: unknown, expected: number) => {
+      const nulled = await underruns(client.sessionId, guildId);
+      const asked = performance.now();
       const r = await rest('PATCH', base, body);
       const answered = performance.now();
       expect(r.status, r.text).toBe(200);
@@ -300,6 +357,7 @@ describe('Lavalink client session', () => {
       expect(Math.abs(after.rms / full.rms - expected)).toBeLessThan(0.1);
       const later = g.packets.filter((p) => p.at >= first!.at && p.at < first!.at + 500 && !p.silence);
       expect(later.every((p) => Math.abs(rms(p.pcm!) / full.rms - expected) < 0.1)).toBe(true);
+      expectNoGap(g, asked, first!, `level ${JSON.stringify(body)}`, (await underruns(client.sessionId, guildId)) > nulled);
       return r.body;
     };
     expect((await change({ volume: 30 }, 0.3)).volume).toBe(30);
@@ -307,6 +365,70 @@ describe('Lavalink client session', () => {
     expect((await change({ filters: {} }, 0.3)).filters).toEqual({});
     const over = await rest('PATCH', base, { volume: 1001 });
     expect(over.status).toBe(400);
+    expect(g.violations).toEqual([]);
+    await rest('DELETE', base);
+    await client.close();
+  });
+
+  it('a volume slider: changes in quick succession each splice in, with no gap, ending at the last level', async () => {
+    const client = await Client.connect();
+    const { guildId, channelId, sessionId, token, g } = guild();
+    const base = `/v4/sessions/${client.sessionId}/players/${guildId}`;
+    await rest('PATCH', base, { voice: { token, endpoint: voice.endpoint, sessionId, channelId }, track: { identifier: 'tone:440?seconds=30' } });
+    await g.waitForPackets(60);
+    const full = g.packets.slice(20).reduce((sum, p) => sum + packetRms(p.pcm!), 0) / (g.packets.length - 20);
+    const nulled = await underruns(client.sessionId, guildId);
+    const asked = performance.now();
+    for (const volume of [80, 60, 40, 20]) expect((await rest('PATCH', base, { volume })).status).toBe(200);
+    const answered = performance.now();
+    const first = await firstHeard(g, answered - 1000, (pcm) => Math.abs(packetRms(pcm) / full - 0.2) < 0.05);
+    expect(first).toBeDefined();
+    console.log(`slider 100 → 20 in 4 PATCHes over ${(answered - asked).toFixed(0)} ms: level 0.2 heard ${(first!.at - answered).toFixed(0)} ms after the last answer`);
+    expect(first!.at - answered).toBeLessThan(CHANGE_HEARD_MS);
+    const after = g.packets.filter((p) => p.at >= first!.at && p.at < first!.at + 500);
+    expect(after.length).toBeGreaterThan(20);
+    expect(after.every((p) => Math.abs(packetRms(p.pcm!) / full - 0.2) < 0.05)).toBe(true);
+    expectNoGap(g, asked, first!, 'slider', (await underruns(client.sessionId, guildId)) > nulled);
+    await rest('DELETE', base);
+    await client.close();
+  });
+
+  it('a pause during a splice holds it: resume plays on at the new level, the old level never after it, the position unmoved while paused', async () => {
+    const client = await Client.connect();
+    const { guildId, channelId, sessionId, token, g } = guild();
+    const base = `/v4/sessions/${client.sessionId}/players/${guildId}`;
+    await rest('PATCH', base, { voice: { token, endpoint: voice.endpoint, sessionId, channelId }, track: { identifier: 'tone:440?seconds=30' } });
+    await g.waitForPackets(60);
+    const full = g.packets.slice(20).reduce((sum, p) => sum + packetRms(p.pcm!), 0) / (g.packets.length - 20);
+    const at = (pcm: Buffer, level: number) => Math.abs(packetRms(pcm) / full - level) < 0.1;
+    expect((await rest('PATCH', base, { volume: 30 })).status).toBe(200);
+    // At once: the worker is still playing the frames before the splice's cut.
+    expect((await rest('PATCH', base, { paused: true })).status).toBe(200);
+    await sleep(300);
+    const pausedAt = (await rest('GET', base)).body.track.info.position;
+    const heardWhilePaused = g.packets.length;
+    await sleep(300);
+    expect(g.packets.length).toBe(heardWhilePaused);
+    expect((await rest('GET', base)).body.track.info.position).toBe(pausedAt);
+    const resumed = performance.now();
+    expect((await rest('PATCH', base, { paused: false })).status).toBe(200);
+    await sleep(1000);
+    // After the pause's silence the decoder fades the audio in over a few packets: the old
+    // frames up to the splice's cut play first, then the new level, never the old one after it.
+    const audio = g.packets.filter((p) => p.at >= resumed && !p.silence);
+    const levels = audio.map((p) => packetRms(p.pcm!) / full);
+    const oldFrames = levels.findLastIndex((l) => l > 0.6) + 1;
+    console.log(`pause during a splice: ${oldFrames} packets of the old level's frames after the resume, then the new level: ${levels.slice(0, oldFrames + 6).map((l) => l.toFixed(2)).join(' ')} …`);
+    expect(oldFrames).toBeLessThanOrEqual(8);
+    expect(levels.length - oldFrames).toBeGreaterThan(40);
+    expect(levels.slice(oldFrames + 3).every((l) => Math.abs(l - 0.3) < 0.1)).toBe(true);
+    const first = audio[oldFrames + 3]!;
+    // Sequence numbers run on across the pause (its silence frames included).
+    const around = g.packets.filter((p) => p.at >= resumed - 2000 && p.at < first!.at + 500);
+    expect(cadence(around).unbroken).toBe(true);
+    const position = (await rest('GET', base)).body.track.info.position;
+    expect(position).toBeGreaterThan(pausedAt);
+    expect(position).toBeLessThan(pausedAt + (performance.now() - resumed) + 200);
     expect(g.violations).toEqual([]);
     await rest('DELETE', base);
     await client.close();

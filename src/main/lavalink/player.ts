@@ -63,6 +63,9 @@ export class LavalinkPlayer {
   private msPerFrame = FRAME_MS;
   /** After a sound change, the position's base for the frames before its splice (sent counts below baseSent). */
   private beforeBase: { position: number; sent: number; msPerFrame: number } | undefined;
+  /** A sound change under way (applyPendingSound), and whether a newer sound waits for it. */
+  private soundApplying: Promise<void> | undefined;
+  private soundPending = false;
   /** Frames sent when the position was last read, to tell a stall. */
   private stuckSince = 0;
   private stuckTold = false;
@@ -213,11 +216,25 @@ export class LavalinkPlayer {
    */
   async applySound(volume: number | undefined, filterVolume: number | undefined, filters: AudioFilters | undefined): Promise<void> {
     if (!this.setSound(volume, filterVolume, filters) || !this.track || !this.session?.active) return;
-    const before = { position: this.basePosition, sent: this.baseSent, msPerFrame: this.msPerFrame };
-    const from = await this.gateway.changeSound(this.chorusId, this.sound);
-    this.restart(from.seconds * 1000, from.sent);
-    // Until the worker reaches the new play's first frame, the old one's frames count as before.
-    this.beforeBase = before;
+    this.soundPending = true;
+    this.soundApplying ??= this.applyPendingSound().finally(() => (this.soundApplying = undefined));
+    await this.soundApplying;
+  }
+
+  /**
+   * Changes the engine's sound to the newest asked for, and again while newer ones came
+   * meanwhile: the steps of a volume slider dragged faster than a change takes become one more
+   * change, not one each (each is a new engine play, counted against CHORUS_PLAY_RATE).
+   */
+  private async applyPendingSound(): Promise<void> {
+    while (this.soundPending && this.track && this.session?.active) {
+      this.soundPending = false;
+      const before = { position: this.basePosition, sent: this.baseSent, msPerFrame: this.msPerFrame };
+      const from = await this.gateway.changeSound(this.chorusId, this.sound);
+      this.restart(from.seconds * 1000, from.sent);
+      // Until the worker reaches the new play's first frame, the old one's frames count as before.
+      this.beforeBase = before;
+    }
   }
 
   async seek(positionMs: number): Promise<void> {

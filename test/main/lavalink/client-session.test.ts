@@ -392,6 +392,31 @@ describe('Lavalink client session', () => {
     await client.close();
   });
 
+  it('a slider dragged faster than a change takes: every PATCH is answered, the changes that came meanwhile become one, the last level is heard', async () => {
+    const client = await Client.connect();
+    const { guildId, channelId, sessionId, token, g } = guild();
+    const base = `/v4/sessions/${client.sessionId}/players/${guildId}`;
+    await rest('PATCH', base, { voice: { token, endpoint: voice.endpoint, sessionId, channelId }, track: { identifier: 'tone:440?seconds=30' } });
+    await g.waitForPackets(60);
+    const full = g.packets.slice(20).reduce((sum, p) => sum + packetRms(p.pcm!), 0) / (g.packets.length - 20);
+    // Twelve steps 10 ms apart, none waiting for its answer: over twice CHORUS_PLAY_RATE's burst of 5.
+    const steps = [95, 90, 85, 80, 75, 70, 65, 60, 55, 50, 45, 40];
+    const answers = [];
+    for (const volume of steps) {
+      answers.push(rest('PATCH', base, { volume }));
+      await sleep(10);
+    }
+    expect((await Promise.all(answers)).map((r) => r.status)).toEqual(steps.map(() => 200));
+    const answered = performance.now();
+    expect((await rest('GET', base)).body.volume).toBe(40);
+    const first = await firstHeard(g, answered - 1000, (pcm) => Math.abs(packetRms(pcm) / full - 0.4) < 0.04);
+    expect(first).toBeDefined();
+    const after = g.packets.filter((p) => p.at >= first!.at && p.at < first!.at + 500);
+    expect(after.every((p) => Math.abs(packetRms(p.pcm!) / full - 0.4) < 0.04)).toBe(true);
+    await rest('DELETE', base);
+    await client.close();
+  });
+
   it('a pause during a splice holds it: resume plays on at the new level, the old level never after it, the position unmoved while paused', async () => {
     const client = await Client.connect();
     const { guildId, channelId, sessionId, token, g } = guild();

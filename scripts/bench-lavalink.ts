@@ -23,12 +23,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Connector, Shoukaku, type NodeOption, type Player } from 'shoukaku';
+import { Shoukaku, type Player } from 'shoukaku';
 import { choiceFlag, defineCommand, numberFlag, parseCommandLine } from './lib/cli.js';
 import { makeMedia } from './lib/media.js';
 import { readProc, readTree, spawnRole, type Spawned } from './lib/procs.js';
 import { toneHz } from './lib/tones.js';
 import { VoiceServer, type VoiceGuild } from '../test/helpers/discord-voice-server.js';
+import { fakeDiscordShard, type ShardGuild } from '../test/helpers/discord-shard.js';
 import { figuresTable } from './lib/report.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -112,27 +113,6 @@ async function sessionCounts(gw: string): Promise<Map<string, SessionCounts>> {
   return new Map(body.sessions.map((s) => [s.id, s]));
 }
 
-/** A Discord shard that answers a voice state update (op 4) with the two events Discord sends. */
-function fakeDiscord(server: VoiceServer, guilds: Map<string, { sessionId: string; token: string }>) {
-  return class extends Connector {
-    getId() {
-      return BOT_ID;
-    }
-    sendPacket(_shard: number, payload: { op: number; d: { guild_id: string; channel_id: string | null } }) {
-      const g = guilds.get(payload.d.guild_id);
-      if (payload.op !== 4 || !g) return;
-      const d = payload.d;
-      setTimeout(() => {
-        this.raw({ t: 'VOICE_STATE_UPDATE', d: { guild_id: d.guild_id, user_id: BOT_ID, session_id: g.sessionId, channel_id: d.channel_id, self_deaf: false, self_mute: false } } as never);
-        if (d.channel_id) this.raw({ t: 'VOICE_SERVER_UPDATE', d: { guild_id: d.guild_id, token: g.token, endpoint: server.endpoint } } as never);
-      }, 5);
-    }
-    listen(nodes: NodeOption[]) {
-      setImmediate(() => this.ready(nodes));
-    }
-  };
-}
-
 async function runOnce(n: number, seconds: number, patches: number, perThread: number, source: (typeof SOURCES)[number]): Promise<Row> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'chorus-bench-lavalink-'));
   const opusFile = source === 'opus' ? makeMedia(dir, 'opus', seconds + OPUS_MARGIN_S) : undefined;
@@ -165,19 +145,18 @@ async function runOnce(n: number, seconds: number, patches: number, perThread: n
     started.push(gateway);
     const gw = (await gateway.waitFor(/gateway ready http=(\S+)/, 60_000))[1]!;
 
-    const creds = new Map<string, { sessionId: string; token: string }>();
+    const creds = new Map<string, ShardGuild>();
     const voiceGuilds: VoiceGuild[] = [];
     const ids: string[] = [];
     for (let i = 0; i < n; i++) {
       const guildId = `7${String(200000000000 + i)}`;
       const c = { sessionId: `bench-session-${i}`, token: `bench-token-${i}` };
-      creds.set(guildId, c);
+      creds.set(guildId, { ...c, endpoint: server.endpoint });
       voiceGuilds.push(server.guild({ guildId, userId: BOT_ID, ...c }));
       ids.push(guildId);
     }
-    const Discord = fakeDiscord(server, creds);
     const { hostname, port } = new URL(gw);
-    shoukaku = new Shoukaku(new Discord({}), [{ name: 'chorus', url: `${hostname}:${port}`, auth: TOKEN }], { reconnectTries: 1, restTimeout: 30 });
+    shoukaku = new Shoukaku(fakeDiscordShard(BOT_ID, creds), [{ name: 'chorus', url: `${hostname}:${port}`, auth: TOKEN }], { reconnectTries: 1, restTimeout: 30 });
     shoukaku.on('error', (_name, err) => {
       if (!closing) process.stderr.write(`shoukaku: ${(err as Error).message}\n`);
     });

@@ -183,6 +183,19 @@ function guild(): { guildId: string; channelId: string; sessionId: string; token
 
 const trackOf = async (identifier: string) => (await rest('GET', `/v4/loadtracks?identifier=${encodeURIComponent(identifier)}`)).body.data;
 
+/** A client whose new player plays a 30 s 440 Hz tone into a guild of the stand-in, 60 packets heard. */
+async function playingTone(): Promise<{ client: Client; guildId: string; base: string; g: VoiceGuild }> {
+  const client = await Client.connect();
+  const { guildId, channelId, sessionId, token, g } = guild();
+  const base = `/v4/sessions/${client.sessionId}/players/${guildId}`;
+  await rest('PATCH', base, { voice: { token, endpoint: voice.endpoint, sessionId, channelId }, track: { identifier: 'tone:440?seconds=30' } });
+  await g.waitForPackets(60);
+  return { client, guildId, base, g };
+}
+
+/** The mean level of the packets `g` heard from the 20th on: a tone's full level before any change. */
+const fullLevel = (g: VoiceGuild) => g.packets.slice(20).reduce((sum, p) => sum + packetRms(p.pcm!), 0) / (g.packets.length - 20);
+
 beforeAll(async () => {
   voice = await VoiceServer.start();
   dir = tempDir('chorus-lavalink-ws-');
@@ -328,11 +341,7 @@ describe('Lavalink client session', () => {
   });
 
   it('volume and the volume filter change the level at once with no gap, dropping what was encoded at the old level', async () => {
-    const client = await Client.connect();
-    const { guildId, channelId, sessionId, token, g } = guild();
-    const base = `/v4/sessions/${client.sessionId}/players/${guildId}`;
-    await rest('PATCH', base, { voice: { token, endpoint: voice.endpoint, sessionId, channelId }, track: { identifier: 'tone:440?seconds=30' } });
-    await g.waitForPackets(60);
+    const { client, guildId, base, g } = await playingTone();
     const rms = packetRms;
     const level = (from: number, to: number) => {
       const heard = g.packets.filter((p) => !p.silence && p.at >= from && p.at < to);
@@ -370,12 +379,8 @@ describe('Lavalink client session', () => {
   });
 
   it('a volume slider: changes in quick succession each splice in, with no gap, ending at the last level', async () => {
-    const client = await Client.connect();
-    const { guildId, channelId, sessionId, token, g } = guild();
-    const base = `/v4/sessions/${client.sessionId}/players/${guildId}`;
-    await rest('PATCH', base, { voice: { token, endpoint: voice.endpoint, sessionId, channelId }, track: { identifier: 'tone:440?seconds=30' } });
-    await g.waitForPackets(60);
-    const full = g.packets.slice(20).reduce((sum, p) => sum + packetRms(p.pcm!), 0) / (g.packets.length - 20);
+    const { client, guildId, base, g } = await playingTone();
+    const full = fullLevel(g);
     const nulled = await underruns(client.sessionId, guildId);
     const asked = performance.now();
     for (const volume of [80, 60, 40, 20]) expect((await rest('PATCH', base, { volume })).status).toBe(200);
@@ -393,12 +398,8 @@ describe('Lavalink client session', () => {
   });
 
   it('a slider dragged faster than a change takes: every PATCH is answered, the changes that came meanwhile become one, the last level is heard', async () => {
-    const client = await Client.connect();
-    const { guildId, channelId, sessionId, token, g } = guild();
-    const base = `/v4/sessions/${client.sessionId}/players/${guildId}`;
-    await rest('PATCH', base, { voice: { token, endpoint: voice.endpoint, sessionId, channelId }, track: { identifier: 'tone:440?seconds=30' } });
-    await g.waitForPackets(60);
-    const full = g.packets.slice(20).reduce((sum, p) => sum + packetRms(p.pcm!), 0) / (g.packets.length - 20);
+    const { client, guildId, base, g } = await playingTone();
+    const full = fullLevel(g);
     // Twelve steps 10 ms apart, none waiting for its answer: over twice CHORUS_PLAY_RATE's burst of 5.
     const steps = [95, 90, 85, 80, 75, 70, 65, 60, 55, 50, 45, 40];
     const answers = [];
@@ -418,12 +419,8 @@ describe('Lavalink client session', () => {
   });
 
   it('a pause during a splice holds it: resume plays on at the new level, the old level never after it, the position unmoved while paused', async () => {
-    const client = await Client.connect();
-    const { guildId, channelId, sessionId, token, g } = guild();
-    const base = `/v4/sessions/${client.sessionId}/players/${guildId}`;
-    await rest('PATCH', base, { voice: { token, endpoint: voice.endpoint, sessionId, channelId }, track: { identifier: 'tone:440?seconds=30' } });
-    await g.waitForPackets(60);
-    const full = g.packets.slice(20).reduce((sum, p) => sum + packetRms(p.pcm!), 0) / (g.packets.length - 20);
+    const { client, guildId, base, g } = await playingTone();
+    const full = fullLevel(g);
     const at = (pcm: Buffer, level: number) => Math.abs(packetRms(pcm) / full - level) < 0.1;
     expect((await rest('PATCH', base, { volume: 30 })).status).toBe(200);
     // At once: the worker is still playing the frames before the splice's cut.
@@ -459,11 +456,7 @@ describe('Lavalink client session', () => {
   });
 
   it('filters act at once after the PATCH: channelMix empties the right channel, timescale doubles the pitch', async () => {
-    const client = await Client.connect();
-    const { guildId, channelId, sessionId, token, g } = guild();
-    const base = `/v4/sessions/${client.sessionId}/players/${guildId}`;
-    await rest('PATCH', base, { voice: { token, endpoint: voice.endpoint, sessionId, channelId }, track: { identifier: 'tone:440?seconds=30' } });
-    await g.waitForPackets(60);
+    const { client, guildId, base, g } = await playingTone();
     const full = rms(channel(g.packets.at(-1)!.pcm!, 2, 0));
     const effect = async (filters: unknown, heard: (pcm: Buffer) => boolean) => {
       const r = await rest('PATCH', base, { filters });

@@ -16,11 +16,12 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Connector, Shoukaku, type NodeOption } from 'shoukaku';
+import { Shoukaku, type Player } from 'shoukaku';
 import { LavalinkManager } from 'lavalink-client';
 import WebSocket from 'ws';
 import { startChorus, tempDir, type ChorusProcess } from '../../helpers/chorus-process.js';
 import { VoiceServer, type VoiceGuild } from '../../helpers/discord-voice-server.js';
+import { fakeDiscordShard, voiceEvents } from '../../helpers/discord-shard.js';
 import { resolveFfmpeg } from '../../../src/shared/ffmpeg.js';
 
 const TOKEN = 'lavalink-clients-password-7';
@@ -42,36 +43,12 @@ function guild() {
   const n = ++nextGuild;
   const guildId = `93${String(Date.now()).slice(-9)}${n}`;
   const channelId = `94${String(Date.now()).slice(-9)}${n}`;
-  const sessionId = `s-${randomUUID()}`;
-  const token = `t-${randomUUID()}`;
-  const g = voice.guild({ guildId, userId: BOT_ID, sessionId, token });
-  const discordEvents = (requestedChannel: string | null) => [
-    { t: 'VOICE_STATE_UPDATE', d: { guild_id: guildId, user_id: BOT_ID, session_id: sessionId, channel_id: requestedChannel, self_deaf: false, self_mute: false } },
-    ...(requestedChannel ? [{ t: 'VOICE_SERVER_UPDATE', d: { guild_id: guildId, token, endpoint: voice.endpoint } }] : []),
-  ];
-  return { guildId, channelId, g, discordEvents };
+  const credentials = { sessionId: `s-${randomUUID()}`, token: `t-${randomUUID()}`, endpoint: voice.endpoint };
+  const g = voice.guild({ guildId, userId: BOT_ID, sessionId: credentials.sessionId, token: credentials.token });
+  const discordEvents = (requestedChannel: string | null) => voiceEvents(BOT_ID, guildId, credentials, requestedChannel);
+  return { guildId, channelId, ...credentials, g, discordEvents };
 }
 type Guild = ReturnType<typeof guild>;
-
-/** The bot's Discord shard, as shoukaku's connector: a voice state update (op 4) gets Discord's two events back. */
-function fakeDiscord(guilds: ReadonlyMap<string, Guild>): Connector {
-  class FakeDiscord extends Connector {
-    getId() {
-      return BOT_ID;
-    }
-    sendPacket(_shard: number, payload: { op: number; d: { guild_id: string; channel_id: string | null } }) {
-      const target = guilds.get(payload.d.guild_id);
-      if (payload.op !== 4 || !target) return;
-      setTimeout(() => {
-        for (const packet of target.discordEvents(payload.d.channel_id)) this.raw(packet as never);
-      }, 5);
-    }
-    listen(nodes: NodeOption[]) {
-      setImmediate(() => this.ready(nodes));
-    }
-  }
-  return new FakeDiscord({});
-}
 
 /** A chorus node: an engine and a gateway whose Lavalink players may reach the stand-in. */
 async function startNode(name: string): Promise<{ engine: ChorusProcess; gateway: ChorusProcess }> {
@@ -116,6 +93,19 @@ afterAll(async () => {
 
 const hostPort = (of = gateway) => new URL(of.httpUrl);
 
+/** A new guild whose voice channel shoukaku joins, and its player's events as they come ("start", "end:<reason>", …). */
+async function joinRecording(shoukaku: Shoukaku, guilds: Map<string, Guild>): Promise<{ target: Guild; player: Player; events: string[] }> {
+  const target = guild();
+  guilds.set(target.guildId, target);
+  const player = await shoukaku.joinVoiceChannel({ guildId: target.guildId, channelId: target.channelId, shardId: 0 });
+  const events: string[] = [];
+  player.on('start', () => events.push('start'));
+  player.on('end', (e) => events.push(`end:${e.reason}`));
+  player.on('exception', () => events.push('exception'));
+  player.on('closed', (e) => events.push(`closed:${e.code}`));
+  return { target, player, events };
+}
+
 /** The RMS level of the audio `g` heard from `from` to `to` (performance.now() times). */
 function levelOf(g: VoiceGuild, from: number, to: number): number {
   let sum = 0;
@@ -153,7 +143,7 @@ describe('shoukaku 4 drives chorus', () => {
   it('connect, resolve a tone and files, play, pause, seek, volume, stop, destroy; events in order', async () => {
     const guilds = new Map<string, Guild>();
     const { hostname, port } = hostPort();
-    const shoukaku = new Shoukaku(fakeDiscord(guilds), [{ name: 'chorus', url: `${hostname}:${port}`, auth: TOKEN }], { reconnectTries: 1, restTimeout: 10 });
+    const shoukaku = new Shoukaku(fakeDiscordShard(BOT_ID, guilds), [{ name: 'chorus', url: `${hostname}:${port}`, auth: TOKEN }], { reconnectTries: 1, restTimeout: 10 });
     const errors: unknown[] = [];
     shoukaku.on('error', (_name, err) => errors.push(err));
     try {
@@ -170,14 +160,7 @@ describe('shoukaku 4 drives chorus', () => {
       expect(await node.rest.resolve(path.join(dir, 'song.mp3'))).toMatchObject({ loadType: 'track', data: { info: { ...song, sourceName: 'local' } } });
       expect(await node.rest.resolve(`${fileBase}/song.mp3`)).toMatchObject({ loadType: 'track', data: { info: { ...song, sourceName: 'http' } } });
 
-      const target = guild();
-      guilds.set(target.guildId, target);
-      const player = await shoukaku.joinVoiceChannel({ guildId: target.guildId, channelId: target.channelId, shardId: 0 });
-      const events: string[] = [];
-      player.on('start', () => events.push('start'));
-      player.on('end', (e) => events.push(`end:${e.reason}`));
-      player.on('exception', () => events.push('exception'));
-      player.on('closed', (e) => events.push(`closed:${e.code}`));
+      const { target, player, events } = await joinRecording(shoukaku, guilds);
 
       await player.playTrack({ track: { encoded: track.encoded } });
       await target.g.waitForPackets(50);
@@ -214,7 +197,7 @@ describe('shoukaku resumes its session', () => {
   it('a dropped connection comes back resumed with the same session; the audio at the voice server never stops', async () => {
     const guilds = new Map<string, Guild>();
     const { hostname, port } = hostPort();
-    const shoukaku = new Shoukaku(fakeDiscord(guilds), [{ name: 'chorus', url: `${hostname}:${port}`, auth: TOKEN }], {
+    const shoukaku = new Shoukaku(fakeDiscordShard(BOT_ID, guilds), [{ name: 'chorus', url: `${hostname}:${port}`, auth: TOKEN }], {
       resume: true,
       resumeTimeout: 30,
       reconnectTries: 3,
@@ -234,12 +217,7 @@ describe('shoukaku resumes its session', () => {
     try {
       await readyCount(1);
       const node = shoukaku.nodes.get('chorus')!;
-      const target = guild();
-      guilds.set(target.guildId, target);
-      const player = await shoukaku.joinVoiceChannel({ guildId: target.guildId, channelId: target.channelId, shardId: 0 });
-      const events: string[] = [];
-      player.on('start', () => events.push('start'));
-      player.on('end', (e) => events.push(`end:${e.reason}`));
+      const { target, player, events } = await joinRecording(shoukaku, guilds);
       const song = (await node.rest.resolve(`${fileBase}/song.mp3`)) as { data: { encoded: string } };
       await player.playTrack({ track: { encoded: song.data.encoded } });
       await target.g.waitForPackets(50);
@@ -356,12 +334,12 @@ describe('two chorus nodes under shoukaku', () => {
       const occupied = await fetch(`${c.gateway.httpUrl}/v4/sessions/${ready.sessionId}/players/${busy.guildId}`, {
         method: 'PATCH',
         headers: { authorization: TOKEN, 'content-type': 'application/json' },
-        body: JSON.stringify({ voice: { token: busy.discordEvents(busy.channelId)[1]!.d.token, endpoint: voice.endpoint, sessionId: busy.discordEvents(busy.channelId)[0]!.d.session_id, channelId: busy.channelId }, track: { identifier: 'tone:300?seconds=60' } }),
+        body: JSON.stringify({ voice: { token: busy.token, endpoint: busy.endpoint, sessionId: busy.sessionId, channelId: busy.channelId }, track: { identifier: 'tone:300?seconds=60' } }),
       });
       expect(occupied.status).toBe(200);
 
       const url = (p: { gateway: ChorusProcess }) => `${hostPort(p.gateway).hostname}:${hostPort(p.gateway).port}`;
-      shoukaku = new Shoukaku(fakeDiscord(guilds), [{ name: 'c', url: url(c), auth: TOKEN }, { name: 'b', url: url(b), auth: TOKEN }], {
+      shoukaku = new Shoukaku(fakeDiscordShard(BOT_ID, guilds), [{ name: 'c', url: url(c), auth: TOKEN }, { name: 'b', url: url(b), auth: TOKEN }], {
         reconnectTries: 1,
         restTimeout: 20,
       });

@@ -217,11 +217,17 @@ export class EngineLink {
     this.socket?.destroy();
   }
 
-  /** Says `alive` on every beat on which nothing else was written. */
+  /**
+   * Says `alive` at once, then on every beat on which nothing else was written. The first one is
+   * the promise the engine goes by: a gateway that writes credit on every beat would otherwise
+   * never send one, and the engine could not tell its silence (stopped, hung) from an older
+   * gateway's with full rings.
+   */
   private startAliveBeat(): void {
     clearInterval(this.aliveTimer);
     this.wroteSinceBeat = false;
     const socket = this.socket;
+    socket?.write(ALIVE_LINE);
     this.aliveTimer = setInterval(() => {
       if (!this.wroteSinceBeat && socket && socket === this.socket) socket.write(ALIVE_LINE);
       this.wroteSinceBeat = false;

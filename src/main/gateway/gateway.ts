@@ -24,7 +24,7 @@ import { FRAME_MS, FRAMES_PER_SECOND } from '../../shared/audio.js';
 import { parseFilters, type AudioFilters, type Sound } from '../../shared/audio-filters.js';
 import type { SessionsResponse, SessionSummary } from '../../shared/gateway-api.js';
 import type { GatewayHealth } from '../../shared/health.js';
-import { Control, type RtpSinkInfo, type RtpTarget, type VoiceEvent, type VoiceServerState, type WorkerSessionStats } from '../../shared/worker-messages.js';
+import type { RtpSinkInfo, RtpTarget, VoiceEvent, VoiceServerState, WorkerSessionStats } from '../../shared/worker-messages.js';
 import { logger } from '../../shared/log.js';
 import { Redactor } from '../../shared/redact.js';
 import { gatewayCounters, type GatewayCounters } from './counters.js';
@@ -383,34 +383,30 @@ export class Gateway implements PersistentSessions {
    * SPLICE_LEAD_FRAMES ahead of the worker, which goes on into the new play's frames there. A
    * paused or buffering track, one with a follower queued, one near its end, or an engine
    * without credit is played again from the frame reached, as a seek does. Either way it counts
-   * as a play against CHORUS_PLAY_RATE. Resolves with where the new sound's position counts
-   * from: its second in the track, and Control.Sent when its first frame is taken.
+   * as a play against CHORUS_PLAY_RATE. The session's position runs on through the change.
    */
-  async changeSound(sessionId: string, sound: Sound): Promise<{ seconds: number; sent: number }> {
+  async changeSound(sessionId: string, sound: Sound): Promise<void> {
     const session = this.session(sessionId, false);
     if (!session.track) throw new HttpError(409, 'session has no track to change the sound of');
     this.playRate.take(session, sessionId);
     return session.exclusive(async () => {
-      const spliced = await this.splice(session, sound);
-      if (spliced) return spliced;
+      if (await this.splice(session, sound)) return;
       const track = session.track;
       if (!track) throw new HttpError(409, 'session has no track to change the sound of');
       const seconds = (session.positionFrames ?? 0) / FRAMES_PER_SECOND;
-      const sent = Atomics.load(session.control, Control.Sent);
       await this.playTrack(session, track.url, track.format, seconds, session.state.status === 'paused', sound, track.item);
-      return { seconds, sent };
     });
   }
 
-  /** A splice of `sound` into the playing track, or undefined when it cannot splice. Run it under session.exclusive(). */
-  private async splice(session: GatewaySession, sound: Sound): Promise<{ seconds: number; sent: number } | undefined> {
+  /** Splices `sound` into the playing track; false when it cannot splice. Run it under session.exclusive(). */
+  private async splice(session: GatewaySession, sound: Sound): Promise<boolean> {
     for (let waited = 0; session.spliceUnderWay && (session.state.status === 'playing' || session.state.status === 'buffering') && waited < SPLICE_WAIT_MS; waited += FRAME_MS) {
       await new Promise((resolve) => setTimeout(resolve, FRAME_MS));
     }
     const slot = session.slot;
     const refused = (why: string) => {
       log.debug('sound change played as a seek', { session: session.id, why });
-      return undefined;
+      return false;
     };
     if (!this.link.creditEnabled) return refused('the engine takes no credit');
     if (!slot?.alive || !session.canSplice) return refused(`the track is ${session.state.status}, or has a follower or its input ended`);
@@ -423,7 +419,7 @@ export class Gateway implements PersistentSessions {
       return refused('too little of the track is left');
     }
     await this.askEngine(session, { url: track.url, format: track.format, ...(track.startAt > 0 ? { start_at: track.startAt } : {}), ...engineSound });
-    return { seconds: track.startAt, sent: point.sent };
+    return true;
   }
 
   /** The engine can queue a track behind the current one for a gapless change. */

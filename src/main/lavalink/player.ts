@@ -13,7 +13,7 @@ import { createHash } from 'node:crypto';
 import type { ListenerEvent } from '../../shared/listener-protocol.js';
 import { Control } from '../../shared/worker-messages.js';
 import { FRAME_MS } from '../../shared/audio.js';
-import { playbackRate, type AudioFilters, type Sound } from '../../shared/audio-filters.js';
+import type { AudioFilters, Sound } from '../../shared/audio-filters.js';
 import type { Gateway } from '../gateway/gateway.js';
 import { HttpError } from '../http-kit.js';
 import type { GatewaySession } from '../gateway/session.js';
@@ -58,11 +58,6 @@ export class LavalinkPlayer {
   voice: LavalinkVoice | undefined;
   endTime: number | undefined;
   /** Where the current play started in the track (ms), the session's sent count then, and the track ms a frame plays (timescale). */
-  private basePosition = 0;
-  private baseSent = 0;
-  private msPerFrame = FRAME_MS;
-  /** After a sound change, the position's base for the frames before its splice (sent counts below baseSent). */
-  private beforeBase: { position: number; sent: number; msPerFrame: number } | undefined;
   /** A sound change under way (applyPendingSound), and whether a newer sound waits for it. */
   private soundApplying: Promise<void> | undefined;
   private soundPending = false;
@@ -100,14 +95,10 @@ export class LavalinkPlayer {
     return this.session ? Atomics.load(this.session.control, Control.Sent) : 0;
   }
 
+  /** Where the track is: the session's own position (seeks, filters' pace and splices counted there). */
   get position(): number {
     if (!this.track) return 0;
-    const sent = this.sent;
-    const before = this.beforeBase;
-    const position =
-      before && sent < this.baseSent
-        ? Math.round(before.position + (sent - before.sent) * before.msPerFrame)
-        : Math.round(this.basePosition + (sent - this.baseSent) * this.msPerFrame);
+    const position = (this.session?.positionFrames ?? 0) * FRAME_MS;
     return Math.min(position, this.track.info.isStream ? position : this.track.info.length);
   }
 
@@ -183,7 +174,6 @@ export class LavalinkPlayer {
       throw err;
     }
     this.track = track;
-    this.restart(positionMs);
     if (!this.paused) this.playingSince ??= Date.now();
     this.emit({ type: 'TrackStartEvent', guildId: this.guildId, track });
   }
@@ -229,26 +219,13 @@ export class LavalinkPlayer {
   private async applyPendingSound(): Promise<void> {
     while (this.soundPending && this.track && this.session?.active) {
       this.soundPending = false;
-      const before = { position: this.basePosition, sent: this.baseSent, msPerFrame: this.msPerFrame };
-      const from = await this.gateway.changeSound(this.chorusId, this.sound);
-      this.restart(from.seconds * 1000, from.sent);
-      // Until the worker reaches the new play's first frame, the old one's frames count as before.
-      this.beforeBase = before;
+      await this.gateway.changeSound(this.chorusId, this.sound);
     }
   }
 
   async seek(positionMs: number): Promise<void> {
     if (!this.track || !this.session?.active) return;
     await this.gateway.seek(this.chorusId, positionMs / 1000, this.sound);
-    this.restart(positionMs);
-  }
-
-  /** A play or seek from `positionMs` began (its first frame taken at sent count `sent`): the position counts on from there, at the filters' pace. */
-  private restart(positionMs: number, sent = this.sent): void {
-    this.basePosition = positionMs;
-    this.baseSent = sent;
-    this.msPerFrame = FRAME_MS * playbackRate(this.filters);
-    this.beforeBase = undefined;
   }
 
   async setPaused(paused: boolean): Promise<void> {

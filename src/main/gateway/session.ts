@@ -207,11 +207,18 @@ export class GatewaySession {
     if ('released' in current) return current.frame;
     if (!('run' in current)) return undefined;
     const { track } = current;
-    const sent = Atomics.load(this.control, Control.Sent);
+    const frames = this.trackFrameAt(track, Atomics.load(this.control, Control.Sent));
+    return track.duration === undefined ? frames : Math.min(frames, Math.round(track.duration * FRAMES_PER_SECOND));
+  }
+
+  /**
+   * The frame of `track` the worker is at when Control.Sent is `sent`: counted from the track's
+   * start at its filters' pace, or, before a splice's cut, from the old play's.
+   */
+  private trackFrameAt(track: Track, sent: number): number {
     const before = this.beforeSplice;
     const origin = before && sent < before.until ? before : { frame: track.startAt * FRAMES_PER_SECOND, sent: this.trackStartSent, rate: playbackRate(track.sound?.filters) };
-    const frames = Math.round(origin.frame + Math.max(0, sent - origin.sent) * origin.rate);
-    return track.duration === undefined ? frames : Math.min(frames, Math.round(track.duration * FRAMES_PER_SECOND));
+    return Math.round(origin.frame + Math.max(0, sent - origin.sent) * origin.rate);
   }
 
   /** When the session last had a listener or a change of state, for clean-up (ms epoch). */
@@ -304,11 +311,9 @@ export class GatewaySession {
     const current = this.current;
     if (!this.canSplice || !('run' in current)) return undefined;
     const { track } = current;
-    const rate = playbackRate(track.sound?.filters);
-    const origin = track.startAt * FRAMES_PER_SECOND;
-    const frame = Math.round(origin + (point.sent - this.trackStartSent) * rate);
+    const frame = this.trackFrameAt(track, point.sent);
     if (track.duration !== undefined && frame + minRestFrames > track.duration * FRAMES_PER_SECOND) return undefined;
-    this.beforeSplice = { frame: origin, sent: this.trackStartSent, rate, until: point.sent };
+    this.beforeSplice = { frame: track.startAt * FRAMES_PER_SECOND, sent: this.trackStartSent, rate: playbackRate(track.sound?.filters), until: point.sent };
     this.trackStartSent = point.sent;
     const next: Track = { ...track, startAt: frame / FRAMES_PER_SECOND };
     if (sound) next.sound = sound;

@@ -23,8 +23,7 @@ const EARLY_MS = 1;
 export class FrameScheduler {
   private socket: Socket | undefined;
   private creditMode = false;
-  private waitingDrain = false;
-  /** performance.now() when the connection's buffer filled and writes began to wait for 'drain'. */
+  /** performance.now() when the connection's buffer filled and writes began to wait for 'drain'; undefined while it drains. */
   private fullSince: number | undefined;
   private immediate: NodeJS.Immediate | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -60,7 +59,6 @@ export class FrameScheduler {
     this.socket = socket;
     this.noGatewaySince = undefined;
     this.creditMode = false;
-    this.waitingDrain = false;
     this.fullSince = undefined;
     for (const s of this.sessions.values()) {
       s.credit = 0;
@@ -102,7 +100,7 @@ export class FrameScheduler {
 
   private run(): void {
     const socket = this.socket;
-    if (!socket || this.waitingDrain) return;
+    if (!socket || this.fullSince !== undefined) return;
     const now = performance.now();
     let active: Session[] = [];
     for (const s of this.sessions.values()) if (s.sendable) active.push(s);
@@ -145,12 +143,10 @@ export class FrameScheduler {
     socket.uncork();
 
     if (full) {
-      this.waitingDrain = true;
       this.fullSince = now;
       this.drainWaits++;
       socket.once('drain', () => {
         if (socket !== this.socket) return;
-        this.waitingDrain = false;
         this.fullSince = undefined;
         this.kick();
       });

@@ -29,8 +29,9 @@
  *                With the "next" feature, a play queued by POST /session/:id/next follows the
  *                current one on the wire: its last frame, its `finished` (play n), the next
  *                play's `ready` (play n+1), the next play's first frame, on the same credit.
- *                With the "alive" feature, the gateway writes {"type":"alive"} whenever it has
- *                written nothing else for ALIVE_EVERY_MS, so its silence means it is stuck.
+ *                With the "alive" feature, the gateway writes {"type":"alive"} at once, then
+ *                whenever it has written nothing else for ALIVE_EVERY_MS, so its silence means
+ *                it is stuck.
  *   Admission    an engine serves one gateway at a time. It answers a new connection within
  *                ADMIT_WITHIN_MS with `hello` (admitted) or with
  *                {"type":"refused","reason":text}

@@ -93,6 +93,27 @@ export function isOpusHeader(bytes: Uint8Array, start = 0, end = bytes.length): 
   return hasMagic(bytes, start, end, OPUS_HEAD) || hasMagic(bytes, start, end, OPUS_TAGS);
 }
 
+export interface OpusHead {
+  channels: number;
+  preSkip: number;
+  /** 0: mono or stereo, one stream per packet; any other family is multistream. */
+  mappingFamily: number;
+}
+
+/**
+ * The fields of an OpusHead packet (RFC 7845 §5.1: "OpusHead" · version u8 · channels u8 ·
+ * pre-skip u16le · input rate u32le · gain i16le · mapping family u8 · mapping table when the
+ * family is not 0, as OggOpusWriter writes it), or undefined when bytes[start, end) is not one.
+ */
+export function parseOpusHead(bytes: Uint8Array, start = 0, end = bytes.length): OpusHead | undefined {
+  if (end - start < 19 || !hasMagic(bytes, start, end, OPUS_HEAD)) return undefined;
+  return {
+    channels: bytes[start + 9]!,
+    preSkip: bytes[start + 10]! | (bytes[start + 11]! << 8),
+    mappingFamily: bytes[start + 18]!,
+  };
+}
+
 /** Writes one logical Ogg Opus stream: header pages, then a page per packet. */
 export class OggOpusWriter {
   private sequence = 0;

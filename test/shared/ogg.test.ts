@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { isOpusHeader, MAX_OGG_PAGE_BYTES, oggCrc, OggOpusWriter, oggPage, OggPacketReader } from '../../src/shared/ogg.js';
+import { isOpusHeader, MAX_OGG_PAGE_BYTES, oggCrc, OggOpusWriter, oggPage, OggPacketReader, parseOpusHead } from '../../src/shared/ogg.js';
 import { resolveFfmpeg } from '../../src/shared/ffmpeg.js';
 import { channel, dominantFrequency } from '../helpers/audio-analysis.js';
 
@@ -31,10 +31,10 @@ function concat(parts: Uint8Array[]): Buffer {
   return Buffer.concat(parts.map((p) => Buffer.from(p)));
 }
 
-function ffmpegOgg(hz: number, seconds: number): Buffer {
+function ffmpegOgg(hz: number, seconds: number, channels = 2): Buffer {
   return execFileSync(resolveFfmpeg().path, [
     '-hide_banner', '-loglevel', 'error', '-f', 'lavfi', '-i', `sine=frequency=${hz}:sample_rate=48000:duration=${seconds}`,
-    '-ac', '2', '-ar', '48000', '-c:a', 'libopus', '-b:a', '128000', '-frame_duration', '20', '-f', 'ogg', '-page_duration', '20000', 'pipe:1',
+    '-ac', String(channels), '-ar', '48000', '-c:a', 'libopus', '-b:a', '128000', '-frame_duration', '20', '-f', 'ogg', '-page_duration', '20000', 'pipe:1',
   ], { maxBuffer: 16 << 20 });
 }
 
@@ -96,6 +96,19 @@ describe('Ogg pages', () => {
     for (const c of cut(ffmpegOgg(440, 0.1), 100)) reader.push(c);
     expect(order.slice(0, 3)).toEqual(['OpusHead', 'OpusTags', 'packet']);
     expect(order.filter((o) => o === 'packet').length).toBeGreaterThanOrEqual(5);
+  });
+
+  it('OpusHead: channels, pre-skip and mapping family; anything else is not one', () => {
+    const heads = (channels: number) => {
+      const found: Buffer[] = [];
+      new OggPacketReader(() => undefined, undefined, (b, s, e) => found.push(Buffer.from(b.subarray(s, e)))).push(ffmpegOgg(440, 0.1, channels));
+      return found;
+    };
+    const mono = parseOpusHead(heads(1)[0]!);
+    expect(mono).toEqual({ channels: 1, preSkip: 312, mappingFamily: 0 });
+    expect(parseOpusHead(heads(2)[0]!)?.channels).toBe(2);
+    expect(parseOpusHead(heads(2)[1]!)).toBeUndefined();
+    expect(parseOpusHead(Buffer.from('OpusHead'))).toBeUndefined();
   });
 
   it('joins a packet continued over pages, and drops one whose start was never seen', () => {

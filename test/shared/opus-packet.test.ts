@@ -1,24 +1,22 @@
 /**
- * Opus packet lengths from the TOC byte (RFC 6716 §3.1) and the OpusHead fields
- * (src/shared/opus-packet.ts): every config and frame-count code by the table, and packets that
- * real libopus made at 20, 40 and 60 ms.
+ * Opus packet lengths from the TOC byte (RFC 6716 §3.1, src/shared/opus-packet.ts): every config
+ * and frame-count code by the table, and packets that real libopus made at 20, 40 and 60 ms.
  */
 import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { resolveFfmpeg } from '../../src/shared/ffmpeg.js';
 import { OggPacketReader } from '../../src/shared/ogg.js';
-import { opusPacketSamples, parseOpusHead } from '../../src/shared/opus-packet.js';
+import { opusPacketSamples } from '../../src/shared/opus-packet.js';
 
 /** The Ogg Opus stream of `seconds` of a tone that libopus made with `frameMs` frames and `channels`. */
-function libopus(frameMs: number, channels: number): { packets: Buffer[]; heads: Buffer[] } {
+function libopus(frameMs: number, channels: number): { packets: Buffer[] } {
   const ogg = execFileSync(resolveFfmpeg().path, [
     '-hide_banner', '-loglevel', 'error', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000:duration=1',
     '-ac', String(channels), '-c:a', 'libopus', '-frame_duration', String(frameMs), '-f', 'ogg', 'pipe:1',
   ]);
   const packets: Buffer[] = [];
-  const heads: Buffer[] = [];
-  new OggPacketReader((b, s, e) => packets.push(Buffer.from(b.subarray(s, e))), undefined, (b, s, e) => heads.push(Buffer.from(b.subarray(s, e)))).push(ogg);
-  return { packets, heads };
+  new OggPacketReader((b, s, e) => packets.push(Buffer.from(b.subarray(s, e)))).push(ogg);
+  return { packets };
 }
 
 describe('Opus TOC', () => {
@@ -40,13 +38,5 @@ describe('Opus TOC', () => {
       expect(packets.length).toBeGreaterThan(10);
       expect(new Set(packets.map((p) => opusPacketSamples(p)))).toEqual(new Set([samples]));
     }
-  });
-
-  it('OpusHead: channels, pre-skip and mapping family; anything else is not one', () => {
-    const mono = parseOpusHead(libopus(20, 1).heads[0]!);
-    expect(mono).toEqual({ channels: 1, preSkip: 312, mappingFamily: 0 });
-    expect(parseOpusHead(libopus(20, 2).heads[0]!)?.channels).toBe(2);
-    expect(parseOpusHead(libopus(20, 2).heads[1]!)).toBeUndefined();
-    expect(parseOpusHead(Buffer.from('OpusHead'))).toBeUndefined();
   });
 });

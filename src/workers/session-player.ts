@@ -18,6 +18,12 @@
  * CATCH_UP_LIMIT_MS behind, it re-anchors its clock (counted as a resync) rather than
  * bursting seconds of audio at listeners.
  *
+ * An underrun (the ring ran dry while playing) is a stall of the feed: the player buffers again,
+ * and when the prebuffer is back it keeps its schedule as far as the ring allows, taking back
+ * the gap with the frames beyond the prebuffer (a feed that was held up arrives in a burst), so
+ * a short hold-up does not delay the rest of the track for good; a feed that only trickles back
+ * in restarts the clock from now, as a first start does.
+ *
  * A splice changes the sound (gain, filters) of the track with no gap: main asks for one
  * (spliceAt) and the player names the ring record `cut` a lead of frames ahead; main starts the
  * engine's new play at the track frame the player reaches there and, at that play's `ready`,
@@ -77,6 +83,8 @@ export class SessionPlayer implements Pacer {
   /** Deadline of the next frame while playing. */
   private deadline = 0;
   private bufferingSince = 0;
+  /** While buffering after an underrun: the deadline of the frame that was missing. */
+  private missedDeadline: number | undefined;
   private held = false;
   private endOfStream = false;
   private crashRequested = false;
@@ -317,9 +325,10 @@ export class SessionPlayer implements Pacer {
     return this.deadline;
   }
 
-  private enterBuffering(now: number): number {
+  private enterBuffering(now: number, missedDeadline?: number): number {
     this.setStatus('buffering');
     this.bufferingSince = now;
+    this.missedDeadline = missedDeadline;
     return now;
   }
 
@@ -331,7 +340,7 @@ export class SessionPlayer implements Pacer {
     const have = this.playable();
     if (have >= this.prebufferFrames || (this.endOfStream && have > 0)) {
       this.setStatus('playing');
-      this.deadline = this.restartClock(now);
+      this.deadline = this.afterBuffering(now, have);
       return this.playing(now);
     }
     if (this.endOfStream) {
@@ -339,6 +348,18 @@ export class SessionPlayer implements Pacer {
       return Infinity;
     }
     return now + (now - this.bufferingSince < BUFFER_FAST_FOR_MS ? BUFFER_POLL_FAST_MS : BUFFER_POLL_SLOW_MS);
+  }
+
+  /**
+   * The first deadline once buffered: a restarted clock, or after an underrun the schedule kept,
+   * back to the missed frame when the ring holds that many frames beyond the prebuffer.
+   */
+  private afterBuffering(now: number, have: number): number {
+    const missed = this.missedDeadline;
+    this.missedDeadline = undefined;
+    const restart = this.restartClock(now);
+    if (missed === undefined || now - missed > CATCH_UP_LIMIT_MS) return restart;
+    return Math.max(missed, restart - Math.max(0, have - this.prebufferFrames) * FRAME_MS);
   }
 
   private playing(now: number): number {
@@ -369,7 +390,7 @@ export class SessionPlayer implements Pacer {
           return this.trailingSilence(now);
         }
         Atomics.add(this.control, Control.Underruns, 1);
-        return this.enterBuffering(now);
+        return this.enterBuffering(now, this.deadline);
       }
       const late = now - this.deadline;
       this.lateness.record(late);

@@ -1,6 +1,7 @@
 /**
  * The session player on a fake clock (PlayerHost.now): prebuffer, the drift-free 20 ms cadence,
- * catch-up and re-anchoring after a stall, pause and resume, underruns and the end of a track.
+ * catch-up and re-anchoring after a stall, pause and resume, underruns (and the schedule kept
+ * after one) and the end of a track.
  * The real threads, rings and listeners are tested end to end in test/main/gateway.
  */
 import { MessageChannel } from 'node:worker_threads';
@@ -200,6 +201,55 @@ describe('SessionPlayer on a fake clock', () => {
     p.feed(3);
     p.runUntil(T0 + 90);
     expect(p.status()).toBe('playing');
+  });
+
+  it('after an underrun, a feed that comes back in a burst takes back the gap: the schedule is kept', () => {
+    const p = setUp({ prebufferFrames: 3 });
+    p.feed(3);
+    p.asked(p.player.reset(false));
+    p.runUntil(T0 + 60);
+    // The frame due at +60 is missing: the feed is held up for 100 ms, then 10 frames come at once.
+    expect(p.status()).toBe('buffering');
+    p.runUntil(T0 + 160);
+    p.feed(10);
+    p.runUntil(T0 + 165);
+    expect(p.status()).toBe('playing');
+    // The frames due at +60 … +160 go out at once, the rest on the first schedule: +180, +200, …
+    expect(p.sentAt.filter((t) => t > T0 + 40 && t <= T0 + 165)).toHaveLength(6);
+    p.runUntil(T0 + 240);
+    expect(p.sentAt.slice(-4)).toEqual([T0 + 180, T0 + 200, T0 + 220, T0 + 240]);
+    expect(p.counter(Control.Underruns)).toBe(1);
+    expect(p.counter(Control.Resyncs)).toBe(0);
+  });
+
+  it('after an underrun, a feed that only trickles back in restarts the clock from its prebuffer', () => {
+    const p = setUp({ prebufferFrames: 3 });
+    p.feed(3);
+    p.asked(p.player.reset(false));
+    p.runUntil(T0 + 60);
+    p.runUntil(T0 + 100);
+    p.feed(3);
+    p.runUntil(T0 + 103);
+    // Only the prebuffer is back: one frame now, the next 20 ms later, none bunched.
+    expect(p.status()).toBe('playing');
+    const restart = p.sentAt.at(-1)!;
+    expect(restart).toBeGreaterThanOrEqual(T0 + 100);
+    p.runUntil(restart + 40);
+    expect(p.sentAt.slice(-3)).toEqual([restart, restart + 20, restart + 40]);
+  });
+
+  it('after an underrun longer than 200 ms the clock restarts, whatever comes back', () => {
+    const p = setUp({ prebufferFrames: 3 });
+    p.feed(3);
+    p.asked(p.player.reset(false));
+    p.runUntil(T0 + 60);
+    p.runUntil(T0 + 400);
+    p.feed(30);
+    // Polled every 20 ms by now: it starts within one poll, sending one frame, not the 17 missed.
+    p.runUntil(T0 + 420);
+    const after = p.sentAt.filter((t) => t >= T0 + 400);
+    expect(after).toHaveLength(1);
+    expect(p.next).toBe(after[0]! + 20);
   });
 
   it('at the end of the stream plays out what is buffered, however little, then finishes', () => {

@@ -4,6 +4,10 @@
  *
  *   wait      N bare workers, each looping on Atomics.wait(…, 20 ms)
  *   timeout   N bare workers, each on a drift-free setTimeout chain of 20 ms
+ *   send      N bare workers, each sleeping in Atomics.wait to a drift-free 20 ms deadline and
+ *             sending one RTP-sized datagram (12 + 320 bytes) per wake on a connected UDP socket
+ *             to the same receiver as the session variants, back to its event loop every 100 ms
+ *             as session threads are: the least a thread that delivers a frame each 20 ms costs
  *   thread    N chorus session slots (SlotPool, one session per thread), each paced from its ring
  *             and sent to one RTP target (a UDP socket of this process), the child's main thread
  *             keeping every ring fed as the gateway's demux would
@@ -36,7 +40,9 @@ const SELF = fileURLToPath(import.meta.url);
 const FRAME_BYTES = 320;
 const FEED_AHEAD = 25;
 
-type Variant = 'wait' | 'timeout' | 'thread' | `shared:${number}`;
+type BareVariant = 'wait' | 'timeout' | 'send';
+type Variant = BareVariant | 'thread' | `shared:${number}`;
+const isBare = (v: Variant): v is BareVariant => v === 'wait' || v === 'timeout' || v === 'send';
 
 interface VariantResult {
   variant: Variant;
@@ -48,7 +54,7 @@ interface VariantResult {
   rssPerSessionMb: number;
   /** ms from the first worker asked for to the last one running, and per worker. */
   bootMs: number;
-  /** RTP packets per second received from the session variants (50 × N when all play). */
+  /** RTP packets per second received from the variants that send (50 × N when all play). */
   packetsPerSecond?: number;
 }
 
@@ -60,7 +66,7 @@ const COMMAND = defineCommand({
     sessions: { type: 'string', value: 'N', help: 'workers / sessions per variant (50)' },
     seconds: { type: 'string', value: 'S', help: 'measured window per variant (10)' },
     settle: { type: 'string', value: 'S', help: 'wait after the last session started, before the window (15)' },
-    variants: { type: 'string', value: 'V[,V…]', help: 'of wait, timeout, thread, shared:<k> (wait,timeout,thread,shared:64)' },
+    variants: { type: 'string', value: 'V[,V…]', help: 'of wait, timeout, send, thread, shared:<k> (wait,timeout,send,thread,shared:64)' },
     profile: { type: 'boolean', help: 'CPU-profile the session threads (artifacts/profiles/floor-…) and summarise' },
     json: { type: 'string', value: 'FILE', help: 'where the JSON goes (artifacts/thread-floor.json)' },
     'play-rate': { type: 'string', value: 'R', help: 'also time N plays arriving at R/s on a thread-per-session pool: play → slot playing (0: skip; 20)' },
@@ -87,12 +93,12 @@ function readVariant(text: string): Variant {
     numberFlag('variants', text.slice(7), 1, 1024, true);
     return text as Variant;
   }
-  return choiceFlag('variants', text, ['wait', 'timeout', 'thread'] as const);
+  return choiceFlag('variants', text, ['wait', 'timeout', 'send', 'thread'] as const);
 }
 
 function readArgs(): Options {
   return parseCommandLine(COMMAND, (v) => {
-    const variants = (v.variants ?? 'wait,timeout,thread,shared:64').split(',').map(readVariant);
+    const variants = (v.variants ?? 'wait,timeout,send,thread,shared:64').split(',').map(readVariant);
     if (variants.length === 0) throw new UsageError('--variants: name at least one');
     return {
       sessions: numberFlag('sessions', v.sessions ?? '50', 1, 2000, true),
@@ -115,12 +121,21 @@ const BARE = {
   timeout: `const { parentPort } = require('node:worker_threads'); const { performance } = require('node:perf_hooks');
 let next = performance.now() + 20; const tick = () => { next += 20; setTimeout(tick, Math.max(0, next - performance.now())); };
 setTimeout(tick, 20); parentPort.postMessage('up');`,
+  send: `const { parentPort, workerData } = require('node:worker_threads'); const { performance } = require('node:perf_hooks');
+const w = new Int32Array(new SharedArrayBuffer(4)); const packet = Buffer.alloc(12 + 320);
+const socket = require('node:dgram').createSocket('udp4');
+let next = performance.now() + 20;
+const run = () => { const away = performance.now() + 100;
+  for (;;) { const ms = next - performance.now(); if (ms > 0) Atomics.wait(w, 0, 0, ms);
+    socket.send(packet); next += 20; if (next > away) break; }
+  setImmediate(run); };
+socket.connect(workerData.port, '127.0.0.1', () => { parentPort.postMessage('up'); run(); });`,
 };
 
-async function startBare(kind: 'wait' | 'timeout', n: number): Promise<Worker[]> {
+async function startBare(kind: BareVariant, n: number, rtpPort: number): Promise<Worker[]> {
   const workers: Worker[] = [];
   for (let i = 0; i < n; i++) {
-    const w = new Worker(BARE[kind], { eval: true });
+    const w = new Worker(BARE[kind], { eval: true, workerData: { port: rtpPort } });
     await new Promise<void>((resolve, reject) => {
       w.once('message', () => resolve());
       w.once('error', reject);
@@ -218,7 +233,7 @@ async function child(opts: Options): Promise<void> {
   const rss0 = process.memoryUsage.rss();
   const t0 = performance.now();
   let stop: () => Promise<void> = async () => undefined;
-  if (variant === 'wait' || variant === 'timeout') await startBare(variant, opts.sessions);
+  if (isBare(variant)) await startBare(variant, opts.sessions, opts.rtpPort);
   else stop = await startSessions(variant, opts.sessions, opts.rtpPort);
   process.stdout.write(`floor-ready rss0=${rss0} bootMs=${(performance.now() - t0).toFixed(1)}\n`);
   // The parent measures, then ends this process: a clean exit, so that --cpu-prof writes its profiles.
@@ -238,7 +253,7 @@ async function runVariant(opts: Options, variant: Variant, profileDir: string | 
   let packets = 0;
   rtp.on('message', () => packets++);
   await new Promise<void>((resolve) => rtp.bind(0, '127.0.0.1', resolve));
-  const nodeArgs = profileDir && variant !== 'wait' && variant !== 'timeout' ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
+  const nodeArgs = profileDir && !isBare(variant) ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
   const proc = spawnRole(`floor-${variant}`, [SELF, '--child', variant, '--sessions', String(opts.sessions)], { ...process.env, FLOOR_RTP_PORT: String(rtp.address().port) }, { nodeArgs });
   try {
     const m = await proc.waitFor(/floor-ready rss0=(\d+) bootMs=([\d.]+)/, 120_000 + opts.sessions * 2000);
@@ -298,7 +313,7 @@ async function main(): Promise<void> {
     process.stderr.write(`thread-floor: ${variant}, ${opts.sessions} sessions…\n`);
     const { window, ...result } = await runVariant(opts, variant, profileDir);
     results.push(result);
-    if (variant !== 'wait' && variant !== 'timeout') windows.push(window);
+    if (!isBare(variant)) windows.push(window);
   }
   let firstSlot: { plays: number; perSecond: number; p50Ms: number; p99Ms: number; maxMs: number } | undefined;
   if (opts.playRate > 0) {
@@ -307,8 +322,8 @@ async function main(): Promise<void> {
     const at = (q: number) => ms[Math.min(ms.length - 1, Math.floor(q * ms.length))]!;
     firstSlot = { plays: ms.length, perSecond: opts.playRate, p50Ms: at(0.5), p99Ms: at(0.99), maxMs: ms[ms.length - 1]! };
   }
-  const floorOf = (kind: 'wait' | 'timeout') => results.find((r) => r.variant === kind)?.cpuPerSessionPct;
-  const ratio = (r: VariantResult, kind: 'wait' | 'timeout') => {
+  const floorOf = (kind: BareVariant) => results.find((r) => r.variant === kind)?.cpuPerSessionPct;
+  const ratio = (r: VariantResult, kind: BareVariant) => {
     const floor = floorOf(kind);
     return floor ? (r.cpuPerSessionPct / floor).toFixed(2) : '-';
   };
@@ -320,6 +335,7 @@ async function main(): Promise<void> {
         'CPU %/session': r.cpuPerSessionPct,
         '× wait floor': ratio(r, 'wait'),
         '× timeout floor': ratio(r, 'timeout'),
+        '× send floor': ratio(r, 'send'),
         'RSS MB/session': r.rssPerSessionMb,
         'start ms/session': r.bootMs / r.sessions,
         'RTP pkt/s': r.packetsPerSecond === undefined ? '-' : Math.round(r.packetsPerSecond),
@@ -333,7 +349,7 @@ async function main(): Promise<void> {
     date: new Date().toISOString(),
     ...(firstSlot ? { firstSlot } : {}),
     machine: { cpus: os.cpus().length, node: process.version },
-    results: results.map((r) => ({ ...r, vsWaitFloor: Number(ratio(r, 'wait')) || null, vsTimeoutFloor: Number(ratio(r, 'timeout')) || null })),
+    results: results.map((r) => ({ ...r, vsWaitFloor: Number(ratio(r, 'wait')) || null, vsTimeoutFloor: Number(ratio(r, 'timeout')) || null, vsSendFloor: Number(ratio(r, 'send')) || null })),
   };
   fs.mkdirSync(path.dirname(path.resolve(opts.json)), { recursive: true });
   fs.writeFileSync(opts.json, JSON.stringify(out, null, 2));

@@ -28,7 +28,7 @@ export function newRtpStream(): RtpStream {
 
 class RtpSink {
   packets = 0;
-  private lastSentAt = -Infinity;
+  lastSentAt = -Infinity;
   /**
    * A socket connected to the target, once its connect completes: a send on it skips the
    * address lookup (and its nextTick) that every send to an address costs.
@@ -102,13 +102,17 @@ export class RtpSinks {
     return true;
   }
 
-  /** Adds a target (with its stream, if it has one already); adding one twice changes nothing. */
-  add(target: RtpTarget): RtpSinkInfo {
+  /**
+   * Adds a target (with its stream, if it has one already); adding one twice changes nothing.
+   * `lastSentAt`: when the stream last sent, from another thread (a hand-off), on this clock.
+   */
+  add(target: RtpTarget, lastSentAt = -Infinity): RtpSinkInfo {
     const existing = this.sinks.find((s) => s.host === target.host && s.port === target.port);
     if (existing) return existing.info();
     const family = net.isIPv6(target.host) ? 'udp6' : 'udp4';
     const stream = target.stream ? { ...target.stream } : newRtpStream();
     const sink = new RtpSink(target.host, target.port, stream, () => this.socket(family), this.onError);
+    sink.lastSentAt = lastSentAt;
     this.sinks.push(sink);
     return sink.info();
   }
@@ -129,6 +133,11 @@ export class RtpSinks {
 
   info(): RtpSinkInfo[] {
     return this.sinks.map((s) => s.info());
+  }
+
+  /** The targets with their streams, and when each last sent (plus `origin`: ms since the epoch), for another thread. */
+  handOff(origin: number): { target: RtpTarget; lastSentAt: number }[] {
+    return this.sinks.map((s) => ({ target: { host: s.host, port: s.port, stream: { ...s.stream } }, lastSentAt: origin + s.lastSentAt }));
   }
 
   close(): void {

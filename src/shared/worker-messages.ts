@@ -68,8 +68,6 @@ export interface SessionInit {
   nextTimestamp: number;
   /** CHORUS_VOICE_UDP_SILENCE_MS, for the session's voice connection. */
   voiceUdpSilenceMs: number;
-  /** The player another slot handed off (SlotApi.handOff): it goes on from there, with no prebuffer. */
-  handOff?: PlayerHandOff;
 }
 
 /**
@@ -89,7 +87,7 @@ export interface PlayerHandOff {
   nextSeq: number;
   nextTimestamp: number;
   /** The RTP targets with their streams, and when each last sent (its next packet is no talkspurt). */
-  rtp: { target: RtpTarget; lastSentAt: number }[];
+  rtp: { target: RtpTarget; stream: RtpStream; lastSentAt: number }[];
 }
 
 export interface AttachResult {
@@ -230,10 +228,16 @@ export interface SlotApi {
   /**
    * The session moves to another thread: the player leaves the scheduler between two wakes (so
    * at a frame boundary), its RTP sockets close, and it sends nothing more; its state is the
-   * answer, for the next slot's attach (SessionInit.handOff). Calls after it fail; close() ends
-   * the slot. Undefined (nothing changed) while a splice is under way or with a voice connection.
+   * answer, for takeOver() on the next slot. Calls after it fail; close() ends the slot.
+   * Undefined (nothing changed) while a splice is under way or with a voice connection.
    */
   handOff(): PlayerHandOff | undefined;
+  /**
+   * The player of a slot attached and not started goes on from another slot's hand-off: in its
+   * status, on its deadline, with no prebuffer. Attach it and add its RTP targets first, so this
+   * call, made between the two threads' frames, has nothing slow left to do.
+   */
+  takeOver(handOff: PlayerHandOff): PlayerStatus;
   /** Ends the slot's task (stop, or the session is gone). */
   close(): void;
   /** Debug only: throw inside this session's next tick, or kill the whole thread. */

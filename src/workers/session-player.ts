@@ -26,9 +26,9 @@
  * after the cut are never played; new frames not there yet at the cut are waited for as in an
  * underrun.
  *
- * A player can move to another thread mid-track (handOff, then a new player made with that
- * state): it leaves between two wakes and the new one goes on in the same status on the same
- * deadline, translated to its own thread's clock, so the frames go on as if nothing happened.
+ * A player can move to another thread mid-track (handOff, then takeOver by a player there): it
+ * leaves between two wakes and the new one goes on in the same status on the same deadline,
+ * translated to its own thread's clock, so the frames go on as if nothing had happened.
  */
 import { recordsToPlay, type Ring } from '../shared/ring.js';
 import { FRAME_MS, FRAME_SAMPLES } from '../shared/audio.js';
@@ -118,18 +118,6 @@ export class SessionPlayer implements Pacer {
     this.rtp = new RtpSinks(() => {
       /* A vanished RTP receiver is not this session's failure; its packets just go nowhere. */
     });
-    const handed = init.handOff;
-    if (handed) {
-      const origin = host.timeOrigin;
-      this.status = handed.status;
-      this.deadline = handed.deadline - origin;
-      this.bufferingSince = handed.bufferingSince - origin;
-      this.held = handed.held;
-      this.endOfStream = handed.endOfStream;
-      this.seq = handed.nextSeq;
-      this.timestamp = handed.nextTimestamp;
-      for (const { target, lastSentAt } of handed.rtp) this.rtp.add(target, lastSentAt - origin);
-    }
   }
 
   /**
@@ -152,8 +140,21 @@ export class SessionPlayer implements Pacer {
     };
   }
 
-  /** When a player made from a hand-off first wakes: its next frame's deadline, at once to buffer or check a hold. */
-  firstWake(): number {
+  /**
+   * Goes on from another player's hand-off (this one attached and not started): its status,
+   * deadline, seq and timestamp, its RTP streams' last sends. Returns when to wake: the next
+   * frame's deadline, at once to buffer or to see whether a hold is over.
+   */
+  takeOver(handed: PlayerHandOff): number {
+    const origin = this.host.timeOrigin;
+    this.status = handed.status;
+    this.deadline = handed.deadline - origin;
+    this.bufferingSince = handed.bufferingSince - origin;
+    this.held = handed.held;
+    this.endOfStream = handed.endOfStream;
+    this.seq = handed.nextSeq;
+    this.timestamp = handed.nextTimestamp;
+    for (const { target, stream, lastSentAt } of handed.rtp) this.rtp.adopt(target, stream, lastSentAt - origin);
     if (this.status === 'buffering' || (this.status === 'playing' && this.held)) return this.host.now();
     return this.status === 'playing' ? this.deadline : Infinity;
   }

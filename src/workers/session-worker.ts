@@ -151,6 +151,7 @@ class WorkerSlot {
     leaveVoice: () => this.leaveVoice(),
     stats: () => ({ ...this.need().stats(), threadWakesSlept: thread!.scheduler.sleptWakes, threadId }),
     handOff: () => this.handOff(),
+    takeOver: (handOff) => this.run((p) => p.takeOver(handOff)),
     close: () => this.close(),
     crash: (kind) => {
       if (kind === 'thread') {
@@ -175,7 +176,6 @@ class WorkerSlot {
       this.trackDone = true;
       if (!this.voice) this.settle();
     });
-    if (init.handOff) ctx.scheduler.schedule(this.player, this.player.firstWake());
     const egress = ctx.mainEnd;
     ctx.mainEnd = undefined;
     return egress ? Comlink.transfer({ threadId, egress }, [egress]) : { threadId };

@@ -31,7 +31,7 @@ function setUp(
     timeOrigin?: number;
     /** Where the clock starts. */
     t?: number;
-    /** Goes on from another player's hand-off, on its ring and control words. */
+    /** Takes over from another player's hand-off, on its ring and control words. */
     from?: { ring: Ring; control: SharedArrayBuffer; handOff: PlayerHandOff };
   } = {},
 ) {
@@ -63,7 +63,6 @@ function setUp(
       nextSeq: 0,
       nextTimestamp: 0,
       voiceUdpSilenceMs: loadConfig({}).CHORUS_VOICE_UDP_SILENCE_MS,
-      ...(opts.from ? { handOff: opts.from.handOff } : {}),
     },
     ring,
     ring.maxPayload,
@@ -82,7 +81,7 @@ function setUp(
     for (let i = before; i < words[Control.Sent]!; i++) sentAt.push(clock.t);
     if (words[Control.Sent]! > before) played.push(host.scratch[0]!);
   };
-  if (opts.from) next = player.firstWake();
+  if (opts.from) next = player.takeOver(opts.from.handOff);
   return {
     player,
     ring,
@@ -350,7 +349,7 @@ describe('SessionPlayer on a fake clock', () => {
     });
   });
 
-  describe('moving to another thread (handOff, then a player made from it)', () => {
+  describe('moving to another thread (handOff, then takeOver by a player there)', () => {
     /** A player on thread A, playing frames marked 0, 1, 2, …; thread B's clock started 5 s after A's. */
     const A_ORIGIN = 1_700_000_000_000;
     const B_ORIGIN = A_ORIGIN + 5000;

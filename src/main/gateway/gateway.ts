@@ -44,7 +44,7 @@ import type { PersistentSessions } from './persistence.js';
 import type { StoredSession, StoredTrack } from './store.js';
 import { SlotEndedError, SlotPool } from './slot-pool.js';
 import { StarvationWatch } from './starvation.js';
-import { WorkerSlots } from './worker-slots.js';
+import { WorkerSlots, type BridgeCounters } from './worker-slots.js';
 
 export type { GatewayCounters } from './counters.js';
 
@@ -67,6 +67,13 @@ const SPLICE_MIN_REST_FRAMES = 2 * SPLICE_LEAD_FRAMES;
  * at most for the worker to pass it, so that it splices too instead of flushing the ring.
  */
 const SPLICE_WAIT_MS = 1000;
+/**
+ * The bridge pool (CHORUS_BRIDGE_THREAD): sessions share its threads as on shared threads, a
+ * slot starts in a few ms on a running thread, and a few are kept started for plays that come.
+ */
+const BRIDGE_SESSIONS_PER_THREAD = 64;
+const BRIDGE_PREWARM = 4;
+const BRIDGE_PREWARM_MAX = 16;
 
 export class Gateway implements PersistentSessions {
   readonly counters: GatewayCounters = gatewayCounters();
@@ -78,6 +85,8 @@ export class Gateway implements PersistentSessions {
   private readonly link: EngineLink;
   private readonly engine: EngineApi;
   private readonly pool: SlotPool;
+  /** Shared slots plays start on while their own threads boot (thread per session only). */
+  private readonly bridge: SlotPool | undefined;
   private readonly slots: WorkerSlots;
   private readonly credit: Credit;
   private readonly recovery: EngineRecovery;
@@ -103,7 +112,13 @@ export class Gateway implements PersistentSessions {
       },
       egress.onMessage,
     );
-    this.slots = new WorkerSlots(config, this.pool, this.engine, () => this.closing);
+    if (config.CHORUS_SESSIONS_PER_THREAD === 1 && config.CHORUS_BRIDGE_THREAD) {
+      this.bridge = new SlotPool(
+        { sessionsPerThread: BRIDGE_SESSIONS_PER_THREAD, prewarm: BRIDGE_PREWARM, prewarmMax: BRIDGE_PREWARM_MAX, maxSessions: config.CHORUS_MAX_SESSIONS },
+        egress.onMessage,
+      );
+    }
+    this.slots = new WorkerSlots(config, this.pool, this.engine, () => this.closing, this.bridge);
     this.recovery = new EngineRecovery(this.sessions, this.engine, {
       endOfStream: (session) => this.endOfStream(session),
       lost: (session, why) => this.endLost(session, why),
@@ -136,7 +151,7 @@ export class Gateway implements PersistentSessions {
     await Promise.allSettled(
       [...this.sessions.values()].filter((s) => s.active).map((s) => this.engine.control(s.id, 'stop')),
     );
-    await this.pool.close();
+    await Promise.all([this.pool.close(), this.bridge?.close()]);
   }
 
   get engineConnected(): boolean {
@@ -148,8 +163,13 @@ export class Gateway implements PersistentSessions {
     return this.starvation.starved;
   }
 
+  /** Session worker threads alive now (the bridge's among them). */
   get threads(): number {
-    return this.pool.threads;
+    return this.pool.threads + (this.bridge?.threads ?? 0);
+  }
+
+  get bridgeCounters(): BridgeCounters {
+    return this.slots.bridgeCounters;
   }
 
   /** Unavailable while the engine cannot be reached: plays would fail with 502. */
@@ -174,7 +194,7 @@ export class Gateway implements PersistentSessions {
       engine_flow: this.link.creditEnabled ? 'credit' : 'paced',
       engine_starved: starved,
       ...(refused === undefined ? {} : { engine_refused: refused }),
-      threads: this.pool.threads,
+      threads: this.threads,
       uptime_s: Math.round((performance.now() - this.started) / 1000),
     };
   }
@@ -623,7 +643,7 @@ export class Gateway implements PersistentSessions {
   summary(): SessionsResponse {
     return {
       sessions: [...this.sessions.values()].map((s) => s.summary()),
-      threads: this.pool.threads,
+      threads: this.threads,
       sessionsPerThread: this.config.CHORUS_SESSIONS_PER_THREAD,
       engineConnected: this.link.connected,
     };

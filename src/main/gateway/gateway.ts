@@ -42,9 +42,9 @@ import type { Follower, GatewaySession, StreamFormat, Track, TrackObserver } fro
 import { isStreamFormat } from './track-run.js';
 import type { PersistentSessions } from './persistence.js';
 import type { StoredSession, StoredTrack } from './store.js';
-import { SlotEndedError, SlotPool } from './slot-pool.js';
+import { SlotEndedError, type SlotPool } from './slot-pool.js';
 import { StarvationWatch } from './starvation.js';
-import { WorkerSlots, type BridgeCounters } from './worker-slots.js';
+import { sessionPools, WorkerSlots, type BridgeCounters } from './worker-slots.js';
 
 export type { GatewayCounters } from './counters.js';
 
@@ -67,13 +67,6 @@ const SPLICE_MIN_REST_FRAMES = 2 * SPLICE_LEAD_FRAMES;
  * at most for the worker to pass it, so that it splices too instead of flushing the ring.
  */
 const SPLICE_WAIT_MS = 1000;
-/**
- * The bridge pool (CHORUS_BRIDGE_THREAD): sessions share its threads as on shared threads, a
- * slot starts in a few ms on a running thread, and a few are kept started for plays that come.
- */
-const BRIDGE_SESSIONS_PER_THREAD = 64;
-const BRIDGE_PREWARM = 4;
-const BRIDGE_PREWARM_MAX = 16;
 
 export class Gateway implements PersistentSessions {
   readonly counters: GatewayCounters = gatewayCounters();
@@ -103,21 +96,7 @@ export class Gateway implements PersistentSessions {
     this.sessions = new SessionRegistry(config, this.counters, this.redactor);
     this.engine = new EngineApi(config.CHORUS_ENGINE_URL, config.CHORUS_TOKEN);
     const egress = new Egress(this.sessions, this.counters);
-    this.pool = new SlotPool(
-      {
-        sessionsPerThread: config.CHORUS_SESSIONS_PER_THREAD,
-        prewarm: config.CHORUS_PREWARM_THREADS,
-        prewarmMax: config.CHORUS_PREWARM_MAX_THREADS,
-        maxSessions: config.CHORUS_MAX_SESSIONS,
-      },
-      egress.onMessage,
-    );
-    if (config.CHORUS_SESSIONS_PER_THREAD === 1 && config.CHORUS_BRIDGE_THREAD) {
-      this.bridge = new SlotPool(
-        { sessionsPerThread: BRIDGE_SESSIONS_PER_THREAD, prewarm: BRIDGE_PREWARM, prewarmMax: BRIDGE_PREWARM_MAX, maxSessions: config.CHORUS_MAX_SESSIONS },
-        egress.onMessage,
-      );
-    }
+    ({ pool: this.pool, bridge: this.bridge } = sessionPools(config, egress.onMessage));
     this.slots = new WorkerSlots(config, this.pool, this.engine, () => this.closing, this.bridge);
     this.recovery = new EngineRecovery(this.sessions, this.engine, {
       endOfStream: (session) => this.endOfStream(session),

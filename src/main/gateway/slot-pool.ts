@@ -80,6 +80,11 @@ export interface SlotPoolOptions {
   /** Most slots kept started ahead while plays come fast. */
   prewarmMax: number;
   maxSessions: number;
+  /**
+   * Threads booted at once at most (thread per session; default: as many as plays wait for).
+   * Each boot takes ~100 ms of a core: a burst of them starves the threads already playing.
+   */
+  maxBooting?: number;
 }
 
 interface Waiter {
@@ -108,7 +113,7 @@ export class SlotPool {
     private readonly onEgress: (message: EgressMessage) => void,
   ) {
     const k = options.sessionsPerThread;
-    this.maxStarting = k === 1 ? Infinity : 1;
+    this.maxStarting = k === 1 ? (options.maxBooting ?? Infinity) : 1;
     this.target = new PrewarmTarget(options.prewarm, options.prewarmMax);
     const maxThreads = Math.ceil(options.maxSessions / k) + Math.max(1, this.target.max);
     this.piscina = new Piscina({

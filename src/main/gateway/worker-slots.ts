@@ -12,20 +12,53 @@
  * slot back. A voice connection cannot move threads: a session with a voice state never starts on
  * the bridge, and one that gets a voice state there stays there.
  */
+import os from 'node:os';
 import type { Config } from '../../shared/config.js';
 import { framesIn } from '../../shared/audio.js';
-import type { SessionInit } from '../../shared/worker-messages.js';
+import type { EgressMessage, SessionInit } from '../../shared/worker-messages.js';
 import { logger } from '../../shared/log.js';
 import type { EngineApi } from './engine-api.js';
 import { HttpError } from '../http-kit.js';
 import type { GatewaySession } from './session.js';
-import { SlotEndedError, type Slot, type SlotPool } from './slot-pool.js';
+import { SlotEndedError, SlotPool, type Slot } from './slot-pool.js';
 
 const log = logger('gateway');
 /** A move refused (a splice under way) is tried again this much later… */
 const MOVE_RETRY_MS = 50;
 /** …this many times in all; then the session stays on the bridge. */
 const MOVE_TRIES = 40;
+
+/**
+ * The bridge pool: sessions share its threads as on shared threads, so a slot starts in a few
+ * ms on a running thread, and a few are kept started for the plays to come.
+ */
+const BRIDGE_SESSIONS_PER_THREAD = 64;
+const BRIDGE_PREWARM = 4;
+const BRIDGE_PREWARM_MAX = 16;
+
+/**
+ * The session pools for `config`: the sessions' own, and in thread-per-session mode with
+ * CHORUS_BRIDGE_THREAD on the bridge. With a bridge, plays need not wait for their threads, so
+ * these boot one core short of all at once: the bridge and the threads already playing keep a
+ * core through a burst of plays.
+ */
+export function sessionPools(config: Config, onEgress: (message: EgressMessage) => void): { pool: SlotPool; bridge: SlotPool | undefined } {
+  const bridged = config.CHORUS_SESSIONS_PER_THREAD === 1 && config.CHORUS_BRIDGE_THREAD;
+  const pool = new SlotPool(
+    {
+      sessionsPerThread: config.CHORUS_SESSIONS_PER_THREAD,
+      prewarm: config.CHORUS_PREWARM_THREADS,
+      prewarmMax: config.CHORUS_PREWARM_MAX_THREADS,
+      maxSessions: config.CHORUS_MAX_SESSIONS,
+      ...(bridged ? { maxBooting: Math.max(1, os.availableParallelism() - 1) } : {}),
+    },
+    onEgress,
+  );
+  const bridge = bridged
+    ? new SlotPool({ sessionsPerThread: BRIDGE_SESSIONS_PER_THREAD, prewarm: BRIDGE_PREWARM, prewarmMax: BRIDGE_PREWARM_MAX, maxSessions: config.CHORUS_MAX_SESSIONS }, onEgress)
+    : undefined;
+  return { pool, bridge };
+}
 
 /** The bridge's figures, for /metrics. */
 export interface BridgeCounters {

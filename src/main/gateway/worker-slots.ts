@@ -117,14 +117,14 @@ export class WorkerSlots {
    */
   async attach(session: GatewaySession): Promise<Slot> {
     const init = this.init(session);
+    const bridge = session.voice ? undefined : this.bridge;
     let slot: Slot;
+    let bridged = false;
     try {
-      const own = this.bridge && !session.voice ? this.pool.tryTake() : undefined;
-      if (this.bridge && !session.voice && !own) {
-        ({ slot } = await this.bridge.attach(init));
-        this.onBridge.add(slot);
-        void slot.done.finally(() => this.onBridge.delete(slot)).catch(() => undefined);
-        void this.moveWhenReady(session, slot);
+      const own = bridge ? this.pool.tryTake() : undefined;
+      if (bridge && !own) {
+        ({ slot } = await bridge.attach(init));
+        bridged = true;
       } else {
         ({ slot } = await this.pool.attachOn(own ?? (await this.pool.take()), init));
       }
@@ -132,6 +132,11 @@ export class WorkerSlots {
       throw new HttpError(503, `no worker thread for the session: ${(err as Error).message}`);
     }
     session.holdSlot(slot, this.died(session));
+    if (bridged) {
+      this.onBridge.add(slot);
+      void slot.done.finally(() => this.onBridge.delete(slot)).catch(() => undefined);
+      void this.moveWhenReady(session, slot);
+    }
     // A listener that came while the slot was booting was told to no slot: under
     // CHORUS_NO_LISTENER=pause the track would stay autopaused with someone listening.
     if (session.listeners.size !== init.listeners) await slot.call((api) => api.setListeners(session.listeners.size));

@@ -1,6 +1,7 @@
 /**
  * The session player on a fake clock (PlayerHost.now): prebuffer, the drift-free 20 ms cadence,
- * catch-up and re-anchoring after a stall, pause and resume, underruns and the end of a track.
+ * catch-up and re-anchoring after a stall, pause and resume, underruns and the end of a track,
+ * splices, and a move to another thread (two players, two clocks with their own origins).
  * The real threads, rings and listeners are tested end to end in test/main/gateway.
  */
 import { MessageChannel } from 'node:worker_threads';

@@ -17,8 +17,10 @@
  * threads that collect their garbage) over the window, divided by N; RSS per session is the
  * child's RSS growth from before its workers started, divided by N. `--profile` writes a CPU
  * profile of every session thread and summarises where their time goes. Then (`--play-rate R`,
- * 20 by default) N plays arriving at R per second on a thread-per-session pool with the
- * gateway's default prewarm: ms from play to the slot playing.
+ * 20 by default) N plays arriving at R per second on thread-per-session pools as the gateway
+ * runs them (its WorkerSlots, default prewarm, the bridge unless `--bridge 0`): ms from each
+ * play to its first frame arriving at its RTP target, and whether its RTP stream stayed
+ * continuous through its move from the bridge to its own thread.
  */
 import dgram from 'node:dgram';
 import fs from 'node:fs';
@@ -31,6 +33,12 @@ import { loadConfig } from '../../src/shared/config.js';
 import { Ring } from '../../src/shared/ring.js';
 import { CONTROL_WORDS, type SessionInit } from '../../src/shared/worker-messages.js';
 import { SlotPool } from '../../src/main/gateway/slot-pool.js';
+import { sessionPools, WorkerSlots } from '../../src/main/gateway/worker-slots.js';
+import { GatewaySession } from '../../src/main/gateway/session.js';
+import { gatewayCounters } from '../../src/main/gateway/counters.js';
+import type { EngineApi } from '../../src/main/gateway/engine-api.js';
+import { Redactor } from '../../src/shared/redact.js';
+import { parseRtpPacket } from '../../src/shared/rtp.js';
 import { choiceFlag, defineCommand, numberFlag, parseCommandLine, UsageError } from '../lib/cli.js';
 import { readProc, readThreadsCpu, spawnRole } from '../lib/procs.js';
 import { summarizeProfile, type ProfileWindow } from '../lib/profile.js';
@@ -69,7 +77,8 @@ const COMMAND = defineCommand({
     variants: { type: 'string', value: 'V[,V…]', help: 'of wait, timeout, send, thread, shared:<k> (wait,timeout,send,thread,shared:64)' },
     profile: { type: 'boolean', help: 'CPU-profile the session threads (artifacts/profiles/floor-…) and summarise' },
     json: { type: 'string', value: 'FILE', help: 'where the JSON goes (artifacts/thread-floor.json)' },
-    'play-rate': { type: 'string', value: 'R', help: 'also time N plays arriving at R/s on a thread-per-session pool: play → slot playing (0: skip; 20)' },
+    'play-rate': { type: 'string', value: 'R', help: 'also time N plays arriving at R/s on a thread-per-session pool: play → first frame (0: skip; 20)' },
+    bridge: { type: 'string', value: '0|1', help: 'the plays start on a shared bridge thread while their own boots, as the gateway does (1)' },
     child: { type: 'string', value: 'VARIANT', help: '(internal) run one variant in this process' },
     'attach-rate': { type: 'string', value: 'R', help: '(internal) time plays at R/s in this process' },
   },
@@ -84,6 +93,7 @@ interface Options {
   json: string;
   child?: Variant;
   playRate: number;
+  bridge: boolean;
   attachRate?: number;
   rtpPort: number;
 }
@@ -109,6 +119,7 @@ function readArgs(): Options {
       json: v.json ?? 'artifacts/thread-floor.json',
       ...(v.child ? { child: readVariant(v.child) } : {}),
       playRate: numberFlag('play-rate', v['play-rate'] ?? '20', 0, 1000),
+      bridge: numberFlag('bridge', v.bridge ?? '1', 0, 1, true) === 1,
       ...(v['attach-rate'] ? { attachRate: numberFlag('attach-rate', v['attach-rate'], 1, 1000) } : {}),
       rtpPort: Number(process.env.FLOOR_RTP_PORT ?? 0),
     };
@@ -193,40 +204,88 @@ async function startSessions(variant: Variant, n: number, rtpPort: number): Prom
   };
 }
 
+interface PlayTimes {
+  /** ms from each play to its first frame at its RTP target. */
+  firstFrameMs: number[];
+  /** Sessions moved from the bridge to their own threads. */
+  moves: number;
+  /** Sessions whose RTP stream broke (a seq or timestamp step other than +1, +960). */
+  broken: number;
+}
+
 /**
- * Plays arriving at `rate` per second on a thread-per-session pool with the gateway's default
- * prewarm (2, up to 32): ms from each play's attach to its slot playing (attached, RTP target
- * added, track started). What a session's own thread adds to play → first frame.
+ * Plays arriving at `rate` per second through the gateway's WorkerSlots on a thread-per-session
+ * pool with its default prewarm (2, up to 32), with the bridge or without: ms from each play to
+ * its first frame arriving at its RTP target (this process's socket). Then, the plays that moved
+ * having moved, whether each RTP stream ran on with no break.
  */
-async function attachLatency(n: number, rate: number, rtpPort: number): Promise<number[]> {
-  const pool = new SlotPool({ sessionsPerThread: 1, prewarm: 2, prewarmMax: 32, maxSessions: n }, () => undefined);
-  // The two threads started ahead are booted before the first play, as in a gateway that has run a while.
+async function playLatency(n: number, rate: number, bridge: boolean): Promise<PlayTimes> {
+  const config = loadConfig({ CHORUS_MAX_SESSIONS: String(n), CHORUS_BRIDGE_THREAD: bridge ? '1' : '0' });
+  const { pool, bridge: shared } = sessionPools(config, () => undefined);
+  let closing = false;
+  const slots = new WorkerSlots(config, pool, { control: async () => undefined } as unknown as EngineApi, () => closing, shared);
+  const rx = dgram.createSocket('udp4');
+  await new Promise<void>((resolve) => rx.bind(0, '127.0.0.1', resolve));
+  // Room for a second of every stream while this thread is busy starting threads: a packet the
+  // kernel drops here would look like a break in its stream.
+  rx.setRecvBufferSize(4 * 2 ** 20);
+  const played = new Array<number>(n).fill(0);
+  const firstAt = new Array<number>(n).fill(0);
+  const last = new Map<number, { seq: number; timestamp: number }>();
+  const broken = new Set<number>();
+  rx.on('message', (msg) => {
+    const at = performance.now();
+    const packet = parseRtpPacket(msg);
+    if (!packet) return;
+    const i = packet.ssrc - 1;
+    if (firstAt[i] === 0) firstAt[i] = at;
+    const prev = last.get(i);
+    if (prev && (((packet.seq - prev.seq) & 0xffff) !== 1 || ((packet.timestamp - prev.timestamp) >>> 0) !== 960)) broken.add(i);
+    last.set(i, { seq: packet.seq, timestamp: packet.timestamp });
+  });
+  // The threads started ahead (and the bridge's) are booted before the first play, as in a gateway that has run a while.
   await sleep(3000);
   const frame = new Uint8Array(FRAME_BYTES).fill(0x55);
-  const plays: Promise<number>[] = [];
+  const sessions: GatewaySession[] = [];
+  const feeder = setInterval(() => {
+    for (const session of sessions) {
+      const ring = session.ring;
+      while (ring && ring.records() < FEED_AHEAD) ring.write(frame);
+    }
+  }, 10);
+  const plays: Promise<void>[] = [];
   const start = performance.now();
   for (let i = 0; i < n; i++) {
     await sleep(Math.max(0, start + (i * 1000) / rate - performance.now()));
-    const ring = fedRing(frame);
-    const t0 = performance.now();
+    const session = new GatewaySession(`play-${i}`, i, config.CHORUS_RING_MS, 'wait', gatewayCounters(), new Redactor(), config.CHORUS_WS_MESSAGE_RATE);
+    session.keepRtpSink({ host: '127.0.0.1', port: rx.address().port, stream: { ssrc: i + 1, seqOffset: 0, timestampOffset: 0 } });
+    sessions.push(session);
+    played[i] = performance.now();
     plays.push(
-      (async () => {
-        const { slot } = await pool.attach(sessionInit(i, `play-${i}`, ring));
-        await slot.call((api) => api.addRtpSink({ host: '127.0.0.1', port: rtpPort }));
-        await slot.call((api) => api.reset(false));
-        return performance.now() - t0;
-      })(),
+      session.exclusive(async () => {
+        session.beginTrack({ url: 'bench', format: 'opus', startAt: 0 });
+        for (let f = 0; f < FEED_AHEAD; f++) session.ring!.write(frame);
+        await slots.prepare(session, true, false);
+      }),
     );
   }
-  const ms = await Promise.all(plays);
-  await pool.close();
-  return ms;
+  await Promise.all(plays);
+  const until = performance.now() + 30_000;
+  while ((firstAt.includes(0) || slots.bridgeCounters.sessions > 0) && performance.now() < until) await sleep(50);
+  // A second more of every stream on its own thread.
+  await sleep(1000);
+  clearInterval(feeder);
+  const result: PlayTimes = { firstFrameMs: firstAt.map((at, i) => (at === 0 ? Infinity : at - played[i]!)), moves: slots.bridgeCounters.moves, broken: broken.size };
+  rx.close();
+  closing = true;
+  await Promise.all([pool.close(), shared?.close()]);
+  return result;
 }
 
 async function child(opts: Options): Promise<void> {
   if (opts.attachRate) {
-    const ms = await attachLatency(opts.sessions, opts.attachRate, opts.rtpPort);
-    process.stdout.write(`floor-attach ${JSON.stringify(ms)}\n`);
+    const times = await playLatency(opts.sessions, opts.attachRate, opts.bridge);
+    process.stdout.write(`floor-attach ${JSON.stringify(times)}\n`);
     process.exit(0);
   }
   const variant = opts.child!;
@@ -287,20 +346,16 @@ async function runVariant(opts: Options, variant: Variant, profileDir: string | 
   }
 }
 
-/** The plays phase, in a child process of its own; their times sorted. */
-async function timePlays(opts: Options): Promise<number[]> {
-  const rtp = dgram.createSocket('udp4');
-  await new Promise<void>((resolve) => rtp.bind(0, '127.0.0.1', resolve));
-  const proc = spawnRole('floor-plays', [SELF, '--attach-rate', String(opts.playRate), '--sessions', String(opts.sessions)], { ...process.env, FLOOR_RTP_PORT: String(rtp.address().port) });
+/** The plays phase, in a child process of its own. */
+async function timePlays(opts: Options): Promise<PlayTimes> {
+  const proc = spawnRole('floor-plays', [SELF, '--attach-rate', String(opts.playRate), '--sessions', String(opts.sessions), '--bridge', opts.bridge ? '1' : '0'], process.env);
   try {
-    const m = await proc.waitFor(/floor-attach (\[.*\])/, 120_000 + opts.sessions * 2000);
-    return (JSON.parse(m[1]!) as number[]).sort((a, b) => a - b);
+    const m = await proc.waitFor(/floor-attach (\{.*\})/, 120_000 + opts.sessions * 2000);
+    return JSON.parse(m[1]!, (_key, value: unknown) => (value === null ? Infinity : value)) as PlayTimes;
   } finally {
     await proc.stop();
-    rtp.close();
   }
 }
-
 
 async function main(): Promise<void> {
   const opts = readArgs();
@@ -315,12 +370,13 @@ async function main(): Promise<void> {
     results.push(result);
     if (!isBare(variant)) windows.push(window);
   }
-  let firstSlot: { plays: number; perSecond: number; p50Ms: number; p99Ms: number; maxMs: number } | undefined;
+  let firstFrame: { plays: number; perSecond: number; bridge: boolean; p50Ms: number; p99Ms: number; maxMs: number; moves: number; broken: number } | undefined;
   if (opts.playRate > 0) {
-    process.stderr.write(`thread-floor: ${opts.sessions} plays at ${opts.playRate}/s…\n`);
-    const ms = await timePlays(opts);
+    process.stderr.write(`thread-floor: ${opts.sessions} plays at ${opts.playRate}/s${opts.bridge ? ', bridge' : ', no bridge'}…\n`);
+    const times = await timePlays(opts);
+    const ms = [...times.firstFrameMs].sort((a, b) => a - b);
     const at = (q: number) => ms[Math.min(ms.length - 1, Math.floor(q * ms.length))]!;
-    firstSlot = { plays: ms.length, perSecond: opts.playRate, p50Ms: at(0.5), p99Ms: at(0.99), maxMs: ms[ms.length - 1]! };
+    firstFrame = { plays: ms.length, perSecond: opts.playRate, bridge: opts.bridge, p50Ms: at(0.5), p99Ms: at(0.99), maxMs: ms[ms.length - 1]!, moves: times.moves, broken: times.broken };
   }
   const floorOf = (kind: BareVariant) => results.find((r) => r.variant === kind)?.cpuPerSessionPct;
   const ratio = (r: VariantResult, kind: BareVariant) => {
@@ -342,12 +398,16 @@ async function main(): Promise<void> {
       })),
     ),
   );
-  if (firstSlot) {
-    console.log(`\nPlay → slot playing (thread per session, prewarm 2 up to 32), ${firstSlot.plays} plays at ${firstSlot.perSecond}/s: p50 ${firstSlot.p50Ms.toFixed(1)} ms, p99 ${firstSlot.p99Ms.toFixed(1)} ms, max ${firstSlot.maxMs.toFixed(1)} ms`);
+  if (firstFrame) {
+    const f = firstFrame;
+    console.log(
+      `\nPlay → first frame at its RTP target (thread per session, prewarm 2 up to 32, ${f.bridge ? 'bridge' : 'no bridge'}), ${f.plays} plays at ${f.perSecond}/s: ` +
+        `p50 ${f.p50Ms.toFixed(1)} ms, p99 ${f.p99Ms.toFixed(1)} ms, max ${f.maxMs.toFixed(1)} ms; ${f.moves} moved from the bridge, ${f.broken} RTP streams broken`,
+    );
   }
   const out = {
     date: new Date().toISOString(),
-    ...(firstSlot ? { firstSlot } : {}),
+    ...(firstFrame ? { firstFrame } : {}),
     machine: { cpus: os.cpus().length, node: process.version },
     results: results.map((r) => ({ ...r, vsWaitFloor: Number(ratio(r, 'wait')) || null, vsTimeoutFloor: Number(ratio(r, 'timeout')) || null, vsSendFloor: Number(ratio(r, 'send')) || null })),
   };

@@ -241,6 +241,10 @@ export const SCHEMA = {
   CHORUS_SESSIONS_PER_THREAD: int(1, 1024, 1, 'Sessions one worker thread paces: 1 is a thread per session.'),
   CHORUS_PREWARM_THREADS: int(0, 1024, 2, 'Worker threads booted ahead so a new session need not wait for one.'),
   CHORUS_PREWARM_MAX_THREADS: int(0, 1024, 32, 'Most worker threads booted ahead while plays come fast: as many as plays came in the busiest second of the last five, from CHORUS_PREWARM_THREADS up to this.'),
+  CHORUS_BRIDGE_THREAD: flag(
+    'In thread-per-session mode, a play with no booted thread ready starts on a shared bridge thread and moves to its own thread, mid-track and with no gap, once that has booted; 0: it waits for its thread.',
+    true,
+  ),
   CHORUS_PREBUFFER_MS: int(0, 10_000, 60, 'Audio a session waits for before its first frame.'),
   CHORUS_SLOW_LISTENER: oneOf(['wait', 'drop'] as const, 'wait', 'A listener that falls behind: wait for it (lose nothing) or drop frames for it (live).'),
   CHORUS_NO_LISTENER: oneOf(['pause', 'play'] as const, 'pause', 'A session nobody listens to: hold its place (pause) or play on unheard, like a radio (play).'),

@@ -6,7 +6,8 @@
  *                 resolves with SlotResult, where the next play's seq and timestamp continue.
  *   comlink       SlotApi over SlotTask.port: attach a session, reset for a new track, pause,
  *                 resume, stop, end of stream, a splice (a sound change with no gap), listener
- *                 count, RTP sinks, the Discord voice state, stats, close.
+ *                 count, RTP sinks, the Discord voice state, stats, a hand-off (the session
+ *                 moves to another thread, mid-track), close.
  * Worker → main
  *   egress port   one per thread, handed to main with the thread's first attach:
  *                 'frames'  an ArrayBuffer of entries  u32 sid · u32 bytes · listener frame · pad
@@ -67,6 +68,26 @@ export interface SessionInit {
   nextTimestamp: number;
   /** CHORUS_VOICE_UDP_SILENCE_MS, for the session's voice connection. */
   voiceUdpSilenceMs: number;
+}
+
+/**
+ * A session's player as it leaves its slot for one on another thread, mid-track. Times are ms
+ * since the epoch (performance.timeOrigin + the thread's clock): each thread's performance.now()
+ * has its own origin. The ring keeps its read position, so the new slot takes the next frame.
+ */
+export interface PlayerHandOff {
+  status: PlayerStatus;
+  /** When the next frame is due. */
+  deadline: number;
+  /** When the player last began buffering. */
+  bufferingSince: number;
+  /** Held by a slow listener: the clock restarts when it may go on. */
+  held: boolean;
+  endOfStream: boolean;
+  nextSeq: number;
+  nextTimestamp: number;
+  /** The RTP targets with their streams, and when each last sent (its next packet is no talkspurt). */
+  rtp: { target: RtpTarget; stream: RtpStream; lastSentAt: number }[];
 }
 
 export interface AttachResult {
@@ -159,6 +180,8 @@ export interface WorkerSessionStats {
    * frames rather than through its event loop.
    */
   threadWakesSlept: number;
+  /** The worker thread the session runs on now. */
+  threadId: number;
 }
 
 /** Where a splice cuts the ring's frames. */
@@ -202,6 +225,19 @@ export interface SlotApi {
   /** Leaves voice; the slot ends once no track is under way either. */
   leaveVoice(): boolean;
   stats(): WorkerSessionStats;
+  /**
+   * The session moves to another thread: the player leaves the scheduler between two wakes (so
+   * at a frame boundary), its RTP sockets close, and it sends nothing more; its state is the
+   * answer, for takeOver() on the next slot. Calls after it fail; close() ends the slot.
+   * Undefined (nothing changed) while a splice is under way or with a voice connection.
+   */
+  handOff(): PlayerHandOff | undefined;
+  /**
+   * The player of a slot attached and not started goes on from another slot's hand-off: in its
+   * status, on its deadline, with no prebuffer. Attach it and add its RTP targets first, so this
+   * call, made between the two threads' frames, has nothing slow left to do.
+   */
+  takeOver(handOff: PlayerHandOff): PlayerStatus;
   /** Ends the slot's task (stop, or the session is gone). */
   close(): void;
   /** Debug only: throw inside this session's next tick, or kill the whole thread. */

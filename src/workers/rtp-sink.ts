@@ -8,12 +8,11 @@
  * back when the session's next track gets a new worker slot, across tracks too.
  */
 import dgram from 'node:dgram';
-import net from 'node:net';
 import { randomInt } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { FRAME_MS } from '../shared/audio.js';
 import { RTP_HEADER_BYTES, writeRtpHeader } from '../shared/rtp.js';
-import type { RtpSinkInfo, RtpStream, RtpTarget } from '../shared/worker-messages.js';
+import type { PlayerHandOff, RtpSinkInfo, RtpStream, RtpTarget } from '../shared/worker-messages.js';
 
 /**
  * A packet sent more than this long after the previous one starts a talkspurt: the marker bit
@@ -22,13 +21,22 @@ import type { RtpSinkInfo, RtpStream, RtpTarget } from '../shared/worker-message
  */
 const TALKSPURT_GAP_MS = 3 * FRAME_MS;
 
+/**
+ * The socket type for a target's address (an IP address: the gateway checks it). Not
+ * net.isIPv6, whose first call costs a fresh thread ~8 ms: a session that moves to a new
+ * thread would be that much late with its next frame.
+ */
+function family(host: string): 'udp4' | 'udp6' {
+  return host.includes(':') ? 'udp6' : 'udp4';
+}
+
 export function newRtpStream(): RtpStream {
   return { ssrc: randomInt(1, 0xffffffff), seqOffset: randomInt(0, 0x10000), timestampOffset: randomInt(0, 0xffffffff) };
 }
 
 class RtpSink {
   packets = 0;
-  private lastSentAt = -Infinity;
+  lastSentAt = -Infinity;
   /**
    * A socket connected to the target, once its connect completes: a send on it skips the
    * address lookup (and its nextTick) that every send to an address costs.
@@ -39,12 +47,12 @@ class RtpSink {
   constructor(
     readonly host: string,
     readonly port: number,
-    readonly stream: RtpStream,
+    public stream: RtpStream,
     /** The session's unconnected socket, for the packets before the connect completes. */
     private readonly fallback: () => dgram.Socket,
     onError: (err: Error) => void,
   ) {
-    this.own = dgram.createSocket(net.isIPv6(host) ? 'udp6' : 'udp4');
+    this.own = dgram.createSocket(family(host));
     this.own.on('error', onError);
     this.own.connect(port, host, () => {
       this.connected = this.own;
@@ -106,9 +114,8 @@ export class RtpSinks {
   add(target: RtpTarget): RtpSinkInfo {
     const existing = this.sinks.find((s) => s.host === target.host && s.port === target.port);
     if (existing) return existing.info();
-    const family = net.isIPv6(target.host) ? 'udp6' : 'udp4';
     const stream = target.stream ? { ...target.stream } : newRtpStream();
-    const sink = new RtpSink(target.host, target.port, stream, () => this.socket(family), this.onError);
+    const sink = new RtpSink(target.host, target.port, stream, () => this.socket(family(target.host)), this.onError);
     this.sinks.push(sink);
     return sink.info();
   }
@@ -129,6 +136,22 @@ export class RtpSinks {
 
   info(): RtpSinkInfo[] {
     return this.sinks.map((s) => s.info());
+  }
+
+  /**
+   * A target as another thread's player left it (a hand-off): its stream, and when it last sent
+   * (on this clock), so its next packet is no talkspurt. Added if it is not here already.
+   */
+  adopt(target: RtpTarget, stream: RtpStream, lastSentAt: number): void {
+    this.add(target);
+    const sink = this.sinks.find((s) => s.host === target.host && s.port === target.port)!;
+    sink.stream = { ...stream };
+    sink.lastSentAt = lastSentAt;
+  }
+
+  /** The targets with their streams, and when each last sent (plus `origin`: ms since the epoch), for another thread. */
+  handOff(origin: number): PlayerHandOff['rtp'] {
+    return this.sinks.map((s) => ({ target: { host: s.host, port: s.port }, stream: { ...s.stream }, lastSentAt: origin + s.lastSentAt }));
   }
 
   close(): void {

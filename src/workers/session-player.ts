@@ -31,11 +31,15 @@
  * the cut, discards those after it, and goes on with the new play's first frame. The old frames
  * after the cut are never played; new frames not there yet at the cut are waited for as in an
  * underrun.
+ *
+ * A player can move to another thread mid-track (handOff, then takeOver by a player there): it
+ * leaves between two wakes and the new one goes on in the same status on the same deadline,
+ * translated to its own thread's clock, so the frames go on as if nothing had happened.
  */
 import { recordsToPlay, type Ring } from '../shared/ring.js';
 import { FRAME_MS, FRAME_SAMPLES } from '../shared/audio.js';
 import { Histogram } from '../shared/histogram.js';
-import { Control, type NoListenerBehavior, type PlayerStatus, type SessionInit, type SplicePoint, type WorkerSessionStats } from '../shared/worker-messages.js';
+import { Control, type NoListenerBehavior, type PlayerHandOff, type PlayerStatus, type SessionInit, type SplicePoint, type WorkerSessionStats } from '../shared/worker-messages.js';
 import type { EgressBatch } from './egress-batch.js';
 import type { Pacer } from './scheduler.js';
 import { RtpSinks } from './rtp-sink.js';
@@ -58,6 +62,8 @@ export interface PlayerHost {
   scratch: Uint8Array;
   postStatus(sid: number, status: PlayerStatus, reason?: string): void;
   now(): number;
+  /** now()'s zero, in ms since the epoch: where a hand-off's times are translated. */
+  timeOrigin: number;
   /**
    * When a clock (re)started at `now` has its first deadline: the thread's next grid point, so
    * that the sessions of one thread share a few phases and are served in a few wakes, one
@@ -120,6 +126,45 @@ export class SessionPlayer implements Pacer {
     this.rtp = new RtpSinks(() => {
       /* A vanished RTP receiver is not this session's failure; its packets just go nowhere. */
     });
+  }
+
+  /**
+   * The player's state for a player on another thread to go on from; undefined while a splice
+   * is under way (main's spliceTo would find the wrong player) or with a voice connection. The
+   * caller takes it off the scheduler.
+   */
+  handOff(): PlayerHandOff | undefined {
+    if (this.splice || this.voice) return undefined;
+    const origin = this.host.timeOrigin;
+    return {
+      status: this.status,
+      deadline: origin + this.deadline,
+      bufferingSince: origin + this.bufferingSince,
+      held: this.held,
+      endOfStream: this.endOfStream,
+      nextSeq: this.seq,
+      nextTimestamp: this.timestamp,
+      rtp: this.rtp.handOff(origin),
+    };
+  }
+
+  /**
+   * Goes on from another player's hand-off (this one attached and not started): its status,
+   * deadline, seq and timestamp, its RTP streams' last sends. Returns when to wake: the next
+   * frame's deadline, at once to buffer or to see whether a hold is over.
+   */
+  takeOver(handed: PlayerHandOff): number {
+    const origin = this.host.timeOrigin;
+    this.status = handed.status;
+    this.deadline = handed.deadline - origin;
+    this.bufferingSince = handed.bufferingSince - origin;
+    this.held = handed.held;
+    this.endOfStream = handed.endOfStream;
+    this.seq = handed.nextSeq;
+    this.timestamp = handed.nextTimestamp;
+    for (const { target, stream, lastSentAt } of handed.rtp) this.rtp.adopt(target, stream, lastSentAt - origin);
+    if (this.status === 'buffering' || (this.status === 'playing' && this.held)) return this.host.now();
+    return this.status === 'playing' ? this.deadline : Infinity;
   }
 
   get current(): PlayerStatus {
@@ -238,7 +283,7 @@ export class SessionPlayer implements Pacer {
     this.crashRequested = true;
   }
 
-  stats(): Omit<WorkerSessionStats, 'threadWakesSlept'> {
+  stats(): Omit<WorkerSessionStats, 'threadWakesSlept' | 'threadId'> {
     const p = this.lateness.percentiles();
     return {
       status: this.status,

@@ -4,7 +4,8 @@
  * started ahead of need (pre-warmed), waits for attach() over comlink, then paces its session
  * until the session ends; the task's result says where seq and timestamp continue. A slot with
  * a Discord voice connection lives on between tracks (the bot stays in its channel) until the
- * voice is left or the session closed.
+ * voice is left or the session closed. A session can leave its slot mid-track for one on another
+ * thread (handOff): the slot then sends nothing more and ends on close().
  */
 import { MessageChannel, threadId, type MessagePort } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
@@ -15,6 +16,7 @@ import { maxPayloadBytes, PCM_FRAME_BYTES } from '../shared/audio.js';
 import type {
   AttachResult,
   EgressMessage,
+  PlayerHandOff,
   PlayerStatus,
   SessionInit,
   SlotApi,
@@ -82,6 +84,8 @@ class ThreadContext implements PlayerHost {
     return performance.now();
   }
 
+  readonly timeOrigin = performance.timeOrigin;
+
   clockStart(now: number): number {
     return this.epoch + Math.ceil((now - this.epoch) / CLOCK_GRID_MS) * CLOCK_GRID_MS;
   }
@@ -107,6 +111,8 @@ class WorkerSlot {
   private voiceLoads = 0;
   /** No track under way (finished, failed or stopped): the slot stays only for its voice. */
   private trackDone = false;
+  /** The session has moved to another thread's slot: this one only waits for close(). */
+  private handedOff = false;
   private finished = false;
   private finish!: (result: SlotResult) => void;
   readonly ended = new Promise<SlotResult>((resolve) => {
@@ -143,7 +149,9 @@ class WorkerSlot {
     },
     setVoice: (state) => this.setVoice(state),
     leaveVoice: () => this.leaveVoice(),
-    stats: () => ({ ...this.need().stats(), threadWakesSlept: thread!.scheduler.sleptWakes }),
+    stats: () => ({ ...this.need().stats(), threadWakesSlept: thread!.scheduler.sleptWakes, threadId }),
+    handOff: () => this.handOff(),
+    takeOver: (handOff) => this.run((p) => p.takeOver(handOff)),
     close: () => this.close(),
     crash: (kind) => {
       if (kind === 'thread') {
@@ -183,8 +191,23 @@ class WorkerSlot {
   }
 
   private need(): SessionPlayer {
+    if (this.handedOff) throw new Error('the session has moved to another thread');
     if (!this.player) throw new Error('slot has no session attached');
     return this.player;
+  }
+
+  private handOff(): PlayerHandOff | undefined {
+    const p = this.need();
+    if (this.voiceLoads > 0 || this.voice) return undefined;
+    const state = p.handOff();
+    if (!state) return undefined;
+    // Comlink calls run between wakes: the player has sent every frame due so far, and the
+    // thread's batch went out with its last wake.
+    thread!.scheduler.schedule(p, Infinity);
+    thread!.slots.delete(this);
+    p.rtp.close();
+    this.handedOff = true;
+    return state;
   }
 
   /** Applies a control and reschedules the player at the time it returns. */

@@ -1,14 +1,15 @@
 /**
  * The session player on a fake clock (PlayerHost.now): prebuffer, the drift-free 20 ms cadence,
  * catch-up and re-anchoring after a stall, pause and resume, underruns (and the schedule kept
- * after one) and the end of a track.
+ * after one) and the end of a track, splices, and a move to another thread (two players, two
+ * clocks with their own origins).
  * The real threads, rings and listeners are tested end to end in test/main/gateway.
  */
 import { MessageChannel } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/shared/config.js';
 import { Ring } from '../../src/shared/ring.js';
-import { Control, CONTROL_WORDS, type NoListenerBehavior, type PlayerStatus } from '../../src/shared/worker-messages.js';
+import { Control, CONTROL_WORDS, type NoListenerBehavior, type PlayerHandOff, type PlayerStatus } from '../../src/shared/worker-messages.js';
 import { EgressBatch } from '../../src/workers/egress-batch.js';
 import { SessionPlayer, type PlayerHost } from '../../src/workers/session-player.js';
 
@@ -23,11 +24,23 @@ afterEach(() => {
 });
 
 /** A player whose clock is `clock.t`, with its ring and what it told the main thread. */
-function setUp(opts: { prebufferFrames?: number; noListener?: NoListenerBehavior; listeners?: number } = {}) {
-  const ring = Ring.create(64 * 1024);
-  const control = new SharedArrayBuffer(CONTROL_WORDS * 4);
+function setUp(
+  opts: {
+    prebufferFrames?: number;
+    noListener?: NoListenerBehavior;
+    listeners?: number;
+    /** The player's clock's zero, ms since the epoch (each thread has its own). */
+    timeOrigin?: number;
+    /** Where the clock starts. */
+    t?: number;
+    /** Takes over from another player's hand-off, on its ring and control words. */
+    from?: { ring: Ring; control: SharedArrayBuffer; handOff: PlayerHandOff };
+  } = {},
+) {
+  const ring = opts.from?.ring ?? Ring.create(64 * 1024);
+  const control = opts.from?.control ?? new SharedArrayBuffer(CONTROL_WORDS * 4);
   const words = new Int32Array(control);
-  const clock = { t: T0 };
+  const clock = { t: opts.t ?? T0 };
   const statuses: PlayerStatus[] = [];
   const channel = new MessageChannel();
   channels.push(channel);
@@ -36,6 +49,7 @@ function setUp(opts: { prebufferFrames?: number; noListener?: NoListenerBehavior
     scratch: new Uint8Array(ring.maxPayload),
     postStatus: (_sid, status) => statuses.push(status),
     now: () => clock.t,
+    timeOrigin: opts.timeOrigin ?? 0,
     clockStart: (now) => now,
   };
   const player = new SessionPlayer(
@@ -69,9 +83,11 @@ function setUp(opts: { prebufferFrames?: number; noListener?: NoListenerBehavior
     for (let i = before; i < words[Control.Sent]!; i++) sentAt.push(clock.t);
     if (words[Control.Sent]! > before) played.push(host.scratch[0]!);
   };
+  if (opts.from) next = player.takeOver(opts.from.handOff);
   return {
     player,
     ring,
+    control,
     clock,
     statuses,
     sentAt,
@@ -381,6 +397,85 @@ describe('SessionPlayer on a fake clock', () => {
       p.feedMarked(5, NEW);
       p.runUntil(p.clock.t + 100);
       expect(p.played.slice(10)).toEqual(Array<number>(5).fill(NEW));
+    });
+  });
+
+  describe('moving to another thread (handOff, then takeOver by a player there)', () => {
+    /** A player on thread A, playing frames marked 0, 1, 2, …; thread B's clock started 5 s after A's. */
+    const A_ORIGIN = 1_700_000_000_000;
+    const B_ORIGIN = A_ORIGIN + 5000;
+    const onB = (t: number) => t + A_ORIGIN - B_ORIGIN;
+
+    function playingOnA() {
+      const a = setUp({ prebufferFrames: 1, timeOrigin: A_ORIGIN });
+      a.feed(60);
+      a.asked(a.player.reset(false));
+      a.runUntil(T0 + 100);
+      expect(a.sentAt).toEqual([T0, T0 + 20, T0 + 40, T0 + 60, T0 + 80, T0 + 100]);
+      return a;
+    }
+
+    it('goes on with the next frame on the same deadline, translated to its own clock, with seq and timestamp running on', () => {
+      const a = playingOnA();
+      a.clock.t = T0 + 105;
+      const handOff = a.player.handOff()!;
+      expect(handOff).toMatchObject({ status: 'playing', deadline: A_ORIGIN + T0 + 120, nextSeq: 6, nextTimestamp: 6 * 960, held: false, endOfStream: false, rtp: [] });
+      // The move took 3 ms: B's first wake is A's next deadline, on B's clock.
+      const b = setUp({ prebufferFrames: 50, timeOrigin: B_ORIGIN, t: onB(T0 + 108), from: { ring: a.ring, control: a.control, handOff } });
+      expect(b.player.current).toBe('playing');
+      expect(b.next).toBe(onB(T0 + 120));
+      b.runUntil(onB(T0 + 160));
+      // No prebuffer waited for (50 frames were asked), no status posted: nothing changed for main.
+      expect(b.sentAt).toEqual([onB(T0 + 120), onB(T0 + 140), onB(T0 + 160)]);
+      expect(b.played).toEqual([6, 7, 8]);
+      expect(b.statuses).toEqual([]);
+      expect(b.player.nextSeq).toBe(9);
+      expect(b.player.nextTimestamp).toBe(9 * 960);
+      expect(b.counter(Control.Sent)).toBe(9);
+    });
+
+    it('a move slower than a frame sends the frames due at once, in order, none skipped', () => {
+      const a = playingOnA();
+      a.clock.t = T0 + 105;
+      const handOff = a.player.handOff()!;
+      const b = setUp({ prebufferFrames: 1, timeOrigin: B_ORIGIN, t: onB(T0 + 150), from: { ring: a.ring, control: a.control, handOff } });
+      expect(b.next).toBe(onB(T0 + 120));
+      b.wakeAt(onB(T0 + 150));
+      expect(b.sentAt).toEqual([onB(T0 + 150), onB(T0 + 150)]);
+      expect(b.player.nextSeq).toBe(8);
+      expect(b.next).toBe(onB(T0 + 160));
+    });
+
+    it('moves paused or buffering as it was, with the end of the stream', () => {
+      const a = playingOnA();
+      a.asked(a.player.pause());
+      a.asked(a.player.markEndOfStream());
+      const paused = setUp({ timeOrigin: B_ORIGIN, t: onB(T0 + 110), from: { ring: a.ring, control: a.control, handOff: a.player.handOff()! } });
+      expect(paused.player.current).toBe('paused');
+      expect(paused.next).toBe(Infinity);
+      paused.asked(paused.player.resume());
+      paused.runUntil(onB(T0 + 2000));
+      // The rest of the ring played out, then the end.
+      expect(paused.player.nextSeq).toBe(60);
+      expect(paused.statuses).toEqual(['playing', 'finished']);
+
+      const c = setUp({ prebufferFrames: 5, timeOrigin: A_ORIGIN });
+      c.asked(c.player.reset(false));
+      c.runUntil(T0 + 10);
+      const buffering = setUp({ prebufferFrames: 5, timeOrigin: B_ORIGIN, t: onB(T0 + 12), from: { ring: c.ring, control: c.control, handOff: c.player.handOff()! } });
+      expect(buffering.player.current).toBe('buffering');
+      expect(buffering.next).toBe(onB(T0 + 12));
+      buffering.feed(5);
+      buffering.runUntil(onB(T0 + 20));
+      expect(buffering.statuses).toEqual(['playing']);
+    });
+
+    it('is refused while a splice is under way', () => {
+      const a = playingOnA();
+      expect(a.player.spliceAt(3)).toBeDefined();
+      expect(a.player.handOff()).toBeUndefined();
+      a.asked(a.player.cancelSplice());
+      expect(a.player.handOff()).toBeDefined();
     });
   });
 });

@@ -42,9 +42,9 @@ import type { Follower, GatewaySession, StreamFormat, Track, TrackObserver } fro
 import { isStreamFormat } from './track-run.js';
 import type { PersistentSessions } from './persistence.js';
 import type { StoredSession, StoredTrack } from './store.js';
-import { SlotEndedError, SlotPool } from './slot-pool.js';
+import { SlotEndedError, type SlotPool } from './slot-pool.js';
 import { StarvationWatch } from './starvation.js';
-import { WorkerSlots } from './worker-slots.js';
+import { sessionPools, WorkerSlots, type BridgeCounters } from './worker-slots.js';
 
 export type { GatewayCounters } from './counters.js';
 
@@ -78,6 +78,8 @@ export class Gateway implements PersistentSessions {
   private readonly link: EngineLink;
   private readonly engine: EngineApi;
   private readonly pool: SlotPool;
+  /** Shared slots plays start on while their own threads boot (thread per session only). */
+  private readonly bridge: SlotPool | undefined;
   private readonly slots: WorkerSlots;
   private readonly credit: Credit;
   private readonly recovery: EngineRecovery;
@@ -94,16 +96,8 @@ export class Gateway implements PersistentSessions {
     this.sessions = new SessionRegistry(config, this.counters, this.redactor);
     this.engine = new EngineApi(config.CHORUS_ENGINE_URL, config.CHORUS_TOKEN);
     const egress = new Egress(this.sessions, this.counters);
-    this.pool = new SlotPool(
-      {
-        sessionsPerThread: config.CHORUS_SESSIONS_PER_THREAD,
-        prewarm: config.CHORUS_PREWARM_THREADS,
-        prewarmMax: config.CHORUS_PREWARM_MAX_THREADS,
-        maxSessions: config.CHORUS_MAX_SESSIONS,
-      },
-      egress.onMessage,
-    );
-    this.slots = new WorkerSlots(config, this.pool, this.engine, () => this.closing);
+    ({ pool: this.pool, bridge: this.bridge } = sessionPools(config, egress.onMessage));
+    this.slots = new WorkerSlots(config, this.pool, this.engine, () => this.closing, this.bridge);
     this.recovery = new EngineRecovery(this.sessions, this.engine, {
       endOfStream: (session) => this.endOfStream(session),
       lost: (session, why) => this.endLost(session, why),
@@ -136,7 +130,7 @@ export class Gateway implements PersistentSessions {
     await Promise.allSettled(
       [...this.sessions.values()].filter((s) => s.active).map((s) => this.engine.control(s.id, 'stop')),
     );
-    await this.pool.close();
+    await Promise.all([this.pool.close(), this.bridge?.close()]);
   }
 
   get engineConnected(): boolean {
@@ -148,8 +142,13 @@ export class Gateway implements PersistentSessions {
     return this.starvation.starved;
   }
 
+  /** Session worker threads alive now (the bridge's among them). */
   get threads(): number {
-    return this.pool.threads;
+    return this.pool.threads + (this.bridge?.threads ?? 0);
+  }
+
+  get bridgeCounters(): BridgeCounters {
+    return this.slots.bridgeCounters;
   }
 
   /** Unavailable while the engine cannot be reached: plays would fail with 502. */
@@ -174,7 +173,7 @@ export class Gateway implements PersistentSessions {
       engine_flow: this.link.creditEnabled ? 'credit' : 'paced',
       engine_starved: starved,
       ...(refused === undefined ? {} : { engine_refused: refused }),
-      threads: this.pool.threads,
+      threads: this.threads,
       uptime_s: Math.round((performance.now() - this.started) / 1000),
     };
   }
@@ -623,7 +622,7 @@ export class Gateway implements PersistentSessions {
   summary(): SessionsResponse {
     return {
       sessions: [...this.sessions.values()].map((s) => s.summary()),
-      threads: this.pool.threads,
+      threads: this.threads,
       sessionsPerThread: this.config.CHORUS_SESSIONS_PER_THREAD,
       engineConnected: this.link.connected,
     };

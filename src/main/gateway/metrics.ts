@@ -37,6 +37,9 @@ function createMetrics(gateway: Gateway): PrometheusMetrics {
   m.labelled('gauge', 'chorus_gateway_sessions', 'Sessions by state.', 'state', () => sessions().byState);
   m.gauge('chorus_gateway_listeners', 'WebSocket listeners connected.', () => sessions().listeners);
   m.gauge('chorus_gateway_threads', 'Session worker threads alive.', () => gateway.threads);
+  m.gauge('chorus_gateway_bridge_sessions', 'Sessions playing on a shared bridge thread while their own boots (CHORUS_BRIDGE_THREAD).', () => gateway.bridgeCounters.sessions);
+  m.counter('chorus_gateway_bridge_moves_total', 'Sessions moved mid-track from the bridge to their own thread.', () => gateway.bridgeCounters.moves);
+  m.counter('chorus_gateway_bridge_moves_given_up_total', 'Moves to an own thread given up (a splice under way at every try): the session stayed on the bridge.', () => gateway.bridgeCounters.givenUp);
   m.gauge('chorus_gateway_engine_connected', '1 while the engine socket is connected.', () => (gateway.engineConnected ? 1 : 0));
   const c = gateway.counters;
   m.counter('chorus_gateway_frames_routed_total', 'Frames from the engine put into a ring.', () => c.framesRouted);

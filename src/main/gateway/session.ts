@@ -104,6 +104,8 @@ export class GatewaySession {
   private ringNow: Ring | undefined;
   private ringFormat: StreamFormat | undefined;
   private slotNow: Slot | undefined;
+  /** The slot whose end says where seq and timestamp continue: the last held, not one moved from. */
+  private continuedBy: Slot | undefined;
   /** Settles once the previous slot has ended (its result carries seq and timestamp). */
   private slotClosing: Promise<void> = Promise.resolve();
   /** Where the next slot's seq and timestamp continue (the last slot's result). */
@@ -634,11 +636,15 @@ export class GatewaySession {
   /** Takes a newly attached slot; `died` hears if its thread dies while it is the session's. */
   holdSlot(slot: Slot, died: (err: Error) => void): void {
     this.slotNow = slot;
+    this.continuedBy = slot;
     slot.done.then(
       (result: SlotResult) => {
-        // Slots of one session never overlap (a new one waits for the old to close).
-        this.nextSeq = result.nextSeq;
-        this.nextTimestamp = result.nextTimestamp;
+        // Slots of one session never play at once (a new one waits for the old to close, a move
+        // takes the player off the old first).
+        if (this.continuedBy === slot) {
+          this.nextSeq = result.nextSeq;
+          this.nextTimestamp = result.nextTimestamp;
+        }
         if (this.slotNow === slot) this.slotNow = undefined;
       },
       (err: Error) => {
@@ -648,6 +654,16 @@ export class GatewaySession {
         died(err);
       },
     );
+  }
+
+  /**
+   * The session's player has moved (mid-track) to `slot` from the slot it held, which is let go:
+   * that one's end says nothing of seq and timestamp, the new one's does.
+   */
+  moveSlot(slot: Slot, died: (err: Error) => void): void {
+    const from = this.slotNow;
+    this.holdSlot(slot, died);
+    if (from?.alive) void from.call((api) => api.close()).catch(() => undefined);
   }
 
   /** Lets go of the slot (asking it to close); slotClosed settles when it has ended. */

@@ -6,7 +6,9 @@
  * up to CHORUS_PREWARM_MAX_THREADS while plays come fast (prewarm.ts); taking one starts its
  * replacement in the background. A session that ends gives its thread back to piscina, where the
  * next slot started reuses it (no boot). Plays that find no slot ready wait in arrival order:
- * each slot that becomes ready goes to the one that has waited longest.
+ * each slot that becomes ready goes to the one that has waited longest. A slot can be taken
+ * without attaching it (a play that starts on a bridge slot waits for its own), and given back
+ * unused.
  */
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import * as Comlink from 'comlink';
@@ -78,6 +80,11 @@ export interface SlotPoolOptions {
   /** Most slots kept started ahead while plays come fast. */
   prewarmMax: number;
   maxSessions: number;
+  /**
+   * Threads booted at once at most (thread per session; default: as many as plays wait for).
+   * Each boot takes ~100 ms of a core: a burst of them starves the threads already playing.
+   */
+  maxBooting?: number;
 }
 
 interface Waiter {
@@ -106,7 +113,7 @@ export class SlotPool {
     private readonly onEgress: (message: EgressMessage) => void,
   ) {
     const k = options.sessionsPerThread;
-    this.maxStarting = k === 1 ? Infinity : 1;
+    this.maxStarting = k === 1 ? (options.maxBooting ?? Infinity) : 1;
     this.target = new PrewarmTarget(options.prewarm, options.prewarmMax);
     const maxThreads = Math.ceil(options.maxSessions / k) + Math.max(1, this.target.max);
     this.piscina = new Piscina({
@@ -143,16 +150,43 @@ export class SlotPool {
 
   /** A running slot with `init` attached to it: the oldest ready one, or the next to start. */
   async attach(init: SessionInit): Promise<{ slot: Slot; threadId: number }> {
+    return this.attachOn(this.tryTake() ?? (await this.take()), init);
+  }
+
+  /** A ready slot, taken now; undefined when none is (take() waits for one). */
+  tryTake(): Slot | undefined {
+    const slot = this.warm.shift();
+    if (!slot) return undefined;
     this.target.note();
-    const ready = this.warm.shift();
-    const slot = ready ?? (await new Promise<Slot>((resolve, reject) => {
+    this.refill();
+    return slot;
+  }
+
+  /** The next slot ready, after the plays that waited before this one. */
+  async take(): Promise<Slot> {
+    this.target.note();
+    const slot = await new Promise<Slot>((resolve, reject) => {
       this.waiting.push({ resolve, reject });
       this.refill();
-    }));
+    });
     this.refill();
+    return slot;
+  }
+
+  /** Attaches `init` to a slot taken from this pool. */
+  async attachOn(slot: Slot, init: SessionInit): Promise<{ slot: Slot; threadId: number }> {
     const result: AttachResult = await slot.call((api) => api.attach(init));
     if (result.egress) this.listen(result.egress);
     return { slot, threadId: result.threadId };
+  }
+
+  /** A slot taken and not attached goes back: to the play that has waited longest, or ready. */
+  giveBack(slot: Slot): void {
+    if (this.closed || !slot.alive) {
+      void slot.call((api) => api.close()).catch(() => undefined);
+      return;
+    }
+    this.offer(slot);
   }
 
   async close(): Promise<void> {
@@ -190,17 +224,7 @@ export class SlotPool {
             void slot.call((api) => api.close()).catch(() => undefined);
             return;
           }
-          const waiter = this.waiting.shift();
-          if (waiter) waiter.resolve(slot);
-          else {
-            this.warm.push(slot);
-            // A warm slot whose thread dies is no longer warm.
-            slot.done.catch(() => {
-              const i = this.warm.indexOf(slot);
-              if (i >= 0) this.warm.splice(i, 1);
-              this.refill();
-            });
-          }
+          this.offer(slot);
           this.refill();
         },
         (err: Error) => {
@@ -213,6 +237,19 @@ export class SlotPool {
         },
       );
     }
+  }
+
+  /** A ready slot goes to the play that has waited longest, or waits as a warm one. */
+  private offer(slot: Slot): void {
+    const waiter = this.waiting.shift();
+    if (waiter) return waiter.resolve(slot);
+    this.warm.push(slot);
+    // A warm slot whose thread dies is no longer warm.
+    slot.done.catch(() => {
+      const i = this.warm.indexOf(slot);
+      if (i >= 0) this.warm.splice(i, 1);
+      this.refill();
+    });
   }
 
   /** Lets go of ready slots beyond the target: their threads go back to piscina, idle. */

@@ -15,6 +15,7 @@ const GATEWAY_NAMES = [
   'chorus_gateway_ready_timeouts_total', 'chorus_gateway_frames_delivered_total', 'chorus_gateway_frames_sent_total',
   'chorus_gateway_frames_skipped_total', 'chorus_gateway_frames_dropped_total', 'chorus_gateway_engine_reconnects_total',
   'chorus_gateway_protocol_errors_total', 'chorus_gateway_bad_events_total', 'chorus_gateway_refused_total',
+  'chorus_gateway_bridge_sessions', 'chorus_gateway_bridge_moves_total', 'chorus_gateway_bridge_moves_given_up_total',
 ];
 const ENGINE_NAMES = [
   'chorus_engine_sessions', 'chorus_engine_plays_total', 'chorus_engine_ffmpeg_started_total', 'chorus_engine_plays_ended_total',

@@ -81,6 +81,8 @@ export interface PlayerHandOff {
   deadline: number;
   /** When the player last began buffering. */
   bufferingSince: number;
+  /** Buffering after an underrun: the missed frame's deadline, the schedule to keep. */
+  missedDeadline?: number;
   /** Held by a slow listener: the clock restarts when it may go on. */
   held: boolean;
   endOfStream: boolean;

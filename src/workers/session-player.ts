@@ -140,6 +140,7 @@ export class SessionPlayer implements Pacer {
       status: this.status,
       deadline: origin + this.deadline,
       bufferingSince: origin + this.bufferingSince,
+      ...(this.missedDeadline === undefined ? {} : { missedDeadline: origin + this.missedDeadline }),
       held: this.held,
       endOfStream: this.endOfStream,
       nextSeq: this.seq,
@@ -158,6 +159,7 @@ export class SessionPlayer implements Pacer {
     this.status = handed.status;
     this.deadline = handed.deadline - origin;
     this.bufferingSince = handed.bufferingSince - origin;
+    this.missedDeadline = handed.missedDeadline === undefined ? undefined : handed.missedDeadline - origin;
     this.held = handed.held;
     this.endOfStream = handed.endOfStream;
     this.seq = handed.nextSeq;

@@ -470,6 +470,22 @@ describe('SessionPlayer on a fake clock', () => {
       expect(buffering.statuses).toEqual(['playing']);
     });
 
+    it('a move while buffering after an underrun keeps the schedule to take back', () => {
+      const a = setUp({ prebufferFrames: 3, timeOrigin: A_ORIGIN });
+      a.feed(3);
+      a.asked(a.player.reset(false));
+      a.runUntil(T0 + 70);
+      expect(a.status()).toBe('buffering');
+      const handOff = a.player.handOff()!;
+      expect(handOff.missedDeadline).toBe(A_ORIGIN + T0 + 60);
+      const b = setUp({ prebufferFrames: 3, timeOrigin: B_ORIGIN, t: onB(T0 + 80), from: { ring: a.ring, control: a.control, handOff } });
+      b.feed(10);
+      b.runUntil(onB(T0 + 82));
+      // The frames due at +60 and +80 go out at once on B: the first schedule goes on.
+      expect(b.sentAt).toEqual([onB(T0 + 80), onB(T0 + 80)]);
+      expect(b.next).toBe(onB(T0 + 100));
+    });
+
     it('is refused while a splice is under way', () => {
       const a = playingOnA();
       expect(a.player.spliceAt(3)).toBeDefined();

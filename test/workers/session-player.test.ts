@@ -219,11 +219,17 @@ describe('SessionPlayer on a fake clock', () => {
     expect(p.status()).toBe('playing');
   });
 
-  it('after an underrun, a feed that comes back in a burst takes back the gap: the schedule is kept', () => {
+  /** A player with a prebuffer of 3 that played its 3 frames and found none for +60. */
+  function underrunAt60() {
     const p = setUp({ prebufferFrames: 3 });
     p.feed(3);
     p.asked(p.player.reset(false));
     p.runUntil(T0 + 60);
+    return p;
+  }
+
+  it('after an underrun, a feed that comes back in a burst takes back the gap: the schedule is kept', () => {
+    const p = underrunAt60();
     // The frame due at +60 is missing: the feed is held up for 100 ms, then 10 frames come at once.
     expect(p.status()).toBe('buffering');
     p.runUntil(T0 + 160);
@@ -239,10 +245,7 @@ describe('SessionPlayer on a fake clock', () => {
   });
 
   it('after an underrun, a feed that only trickles back in restarts the clock from its prebuffer', () => {
-    const p = setUp({ prebufferFrames: 3 });
-    p.feed(3);
-    p.asked(p.player.reset(false));
-    p.runUntil(T0 + 60);
+    const p = underrunAt60();
     p.runUntil(T0 + 100);
     p.feed(3);
     p.runUntil(T0 + 103);
@@ -255,10 +258,7 @@ describe('SessionPlayer on a fake clock', () => {
   });
 
   it('after an underrun longer than 200 ms the clock restarts, whatever comes back', () => {
-    const p = setUp({ prebufferFrames: 3 });
-    p.feed(3);
-    p.asked(p.player.reset(false));
-    p.runUntil(T0 + 60);
+    const p = underrunAt60();
     p.runUntil(T0 + 400);
     p.feed(30);
     // Polled every 20 ms by now: it starts within one poll, sending one frame, not the 17 missed.

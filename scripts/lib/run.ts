@@ -9,7 +9,8 @@
  *                  its idle RSS is read once it is connected and its threads are pre-warmed
  *   3. listeners   P child processes (listener-proc.ts) connect every session's listener first
  *                  (a session nobody hears autopauses), then play at a bounded rate
- *   4. warm-up     until every session has its first frame, then SETTLE_MS more
+ *   4. warm-up     until every session has its first frame and (thread per session with the
+ *                  bridge) has moved to its own thread, then SETTLE_MS more
  *   5. window      `durationS` of measurement: /proc every second (gateway RSS, CPU, threads;
  *                  the load generator's CPU too), a progress line, faults/stalls/pauses on cue
  *   6. report      lateness per window from the listeners; counters from GET /sessions,
@@ -454,8 +455,33 @@ async function warmUp(ctx: Ctx): Promise<number> {
   } finally {
     clearInterval(rampTicker);
   }
+  await leaveBridge(ctx);
   await sleep(SETTLE_MS);
   return playFailures;
+}
+
+/**
+ * Sessions that started on the bridge move to their own threads as those boot: the window starts
+ * once none is left there (thread boots are play → first frame's part, measured above), so that
+ * it measures sessions on their own threads, as it did when plays waited for them. Bounded.
+ */
+async function leaveBridge(ctx: Ctx): Promise<void> {
+  if (ctx.opts.mode.kind !== 'thread') return;
+  const onBridge = async () => parseMetrics(await (await fetch(`${ctx.gatewayUrl}/metrics`)).text()).chorus_gateway_bridge_sessions ?? 0;
+  const start = ctx.now();
+  const ticker = setInterval(() => {
+    void onBridge().then(
+      (n) => ctx.opts.progress(`${ctx.label}: ${n} sessions still on the bridge, their threads booting (${((ctx.now() - start) / 1000).toFixed(0)} s)`),
+      () => undefined,
+    );
+  }, 2000);
+  try {
+    await waitFor('every session to move from the bridge to its own thread', async () => (await onBridge()) === 0, 30_000 + ctx.opts.sessions * 500, 250).catch((err: Error) =>
+      ctx.errors.push(err.message),
+    );
+  } finally {
+    clearInterval(ticker);
+  }
 }
 
 /** 5. The measured window, with its stalls, pauses and fault on cue and a progress line a second. */

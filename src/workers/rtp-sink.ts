@@ -112,12 +112,7 @@ export class RtpSinks {
 
   /** Adds a target (with its stream, if it has one already); adding one twice changes nothing. */
   add(target: RtpTarget): RtpSinkInfo {
-    const existing = this.sinks.find((s) => s.host === target.host && s.port === target.port);
-    if (existing) return existing.info();
-    const stream = target.stream ? { ...target.stream } : newRtpStream();
-    const sink = new RtpSink(target.host, target.port, stream, () => this.socket(family(target.host)), this.onError);
-    this.sinks.push(sink);
-    return sink.info();
+    return this.sinkFor(target).info();
   }
 
   remove(target: RtpTarget): boolean {
@@ -143,8 +138,7 @@ export class RtpSinks {
    * (on this clock), so its next packet is no talkspurt. Added if it is not here already.
    */
   adopt(target: RtpTarget, stream: RtpStream, lastSentAt: number): void {
-    this.add(target);
-    const sink = this.sinks.find((s) => s.host === target.host && s.port === target.port)!;
+    const sink = this.sinkFor(target);
     sink.stream = { ...stream };
     sink.lastSentAt = lastSentAt;
   }
@@ -158,6 +152,16 @@ export class RtpSinks {
     for (const sink of this.sinks.splice(0)) sink.close();
     for (const socket of this.sockets.values()) socket.close();
     this.sockets.clear();
+  }
+
+  /** The sink of `target`, made (with its stream, if it has one already) if there is none. */
+  private sinkFor(target: RtpTarget): RtpSink {
+    const existing = this.sinks.find((s) => s.host === target.host && s.port === target.port);
+    if (existing) return existing;
+    const stream = target.stream ? { ...target.stream } : newRtpStream();
+    const sink = new RtpSink(target.host, target.port, stream, () => this.socket(family(target.host)), this.onError);
+    this.sinks.push(sink);
+    return sink;
   }
 
   private socket(type: 'udp4' | 'udp6'): dgram.Socket {

@@ -219,8 +219,13 @@ export class GatewaySession {
    */
   private trackFrameAt(track: Track, sent: number): number {
     const before = this.beforeSplice;
-    const origin = before && sent < before.until ? before : { frame: track.startAt * FRAMES_PER_SECOND, sent: this.trackStartSent, rate: playbackRate(track.sound?.filters) };
+    const origin = before && sent < before.until ? before : this.trackOrigin(track);
     return Math.round(origin.frame + Math.max(0, sent - origin.sent) * origin.rate);
+  }
+
+  /** Where `track` starts in frames, Control.Sent at its start, and its filters' pace. */
+  private trackOrigin(track: Track): { frame: number; sent: number; rate: number } {
+    return { frame: track.startAt * FRAMES_PER_SECOND, sent: this.trackStartSent, rate: playbackRate(track.sound?.filters) };
   }
 
   /** When the session last had a listener or a change of state, for clean-up (ms epoch). */
@@ -315,7 +320,7 @@ export class GatewaySession {
     const { track } = current;
     const frame = this.trackFrameAt(track, point.sent);
     if (track.duration !== undefined && frame + minRestFrames > track.duration * FRAMES_PER_SECOND) return undefined;
-    this.beforeSplice = { frame: track.startAt * FRAMES_PER_SECOND, sent: this.trackStartSent, rate: playbackRate(track.sound?.filters), until: point.sent };
+    this.beforeSplice = { ...this.trackOrigin(track), until: point.sent };
     this.trackStartSent = point.sent;
     const next: Track = { ...track, startAt: frame / FRAMES_PER_SECOND };
     if (sound) next.sound = sound;

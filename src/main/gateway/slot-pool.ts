@@ -143,6 +143,11 @@ export class SlotPool {
     return this.warm.length + this.starting - this.waiting.length;
   }
 
+  /** Slots started and ready to take now. */
+  get ready(): number {
+    return this.warm.length;
+  }
+
   /** Slots the pool keeps started ahead now, after the recent play rate. */
   get prewarmTarget(): number {
     return this.target.value;

@@ -121,7 +121,7 @@ export class WorkerSlots {
     let slot: Slot;
     let bridged = false;
     try {
-      const own = bridge ? this.pool.tryTake() : undefined;
+      const own = this.pool.tryTake();
       if (bridge && !own) {
         ({ slot } = await bridge.attach(init));
         bridged = true;

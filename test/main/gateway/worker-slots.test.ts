@@ -46,9 +46,10 @@ async function waitUntil(what: string, ok: () => boolean, timeoutMs = 15_000): P
 }
 
 /** A thread-per-session pool with nothing booted ahead, and (unless `bridge` is false) a bridge pool with slots started. */
-async function setUp(bridge = true) {
-  const own = new BuiltSlotPool({ sessionsPerThread: 1, prewarm: 0, prewarmMax: 0, maxSessions: 8 }, () => undefined);
+async function setUp(bridge = true, prewarm = 0) {
+  const own = new BuiltSlotPool({ sessionsPerThread: 1, prewarm, prewarmMax: prewarm, maxSessions: 8 }, () => undefined);
   open.push(own);
+  if (prewarm > 0) await waitUntil('the own slots started ahead and ready', () => own.ready === prewarm);
   let shared: SlotPool | undefined;
   if (bridge) {
     shared = new BuiltSlotPool({ sessionsPerThread: 64, prewarm: 2, prewarmMax: 2, maxSessions: 8 }, () => undefined);
@@ -188,6 +189,19 @@ describe('WorkerSlots with a bridge', () => {
 });
 
 describe('WorkerSlots with no bridge', () => {
+  it('a play takes the slot started ahead instead of waiting for another to start', async () => {
+    const { own, slots } = await setUp(false, 1);
+    let waits = 0;
+    const take = own.take.bind(own);
+    own.take = () => {
+      waits++;
+      return take();
+    };
+    const { session } = await playing(slots, 'warm');
+    expect(waits).toBe(0);
+    await session.exclusive(async () => session.releaseSlot());
+  });
+
   it('a play waits for its own thread to boot', async () => {
     const { slots } = await setUp(false);
     const { session, firstFrameMs } = await playing(slots, 'no-bridge');

@@ -5,9 +5,10 @@
  *   wait      N bare workers, each looping on Atomics.wait(…, 20 ms)
  *   timeout   N bare workers, each on a drift-free setTimeout chain of 20 ms
  *   send      N bare workers, each sleeping in Atomics.wait to a drift-free 20 ms deadline and
- *             sending one RTP-sized datagram (12 + 320 bytes) per wake on a connected UDP socket
- *             to the same receiver as the session variants, back to its event loop every 100 ms
- *             as session threads are: the least a thread that delivers a frame each 20 ms costs
+ *             sending one RTP packet (12 + 320 bytes, its own SSRC, seq + 1 each) per wake on a
+ *             connected UDP socket to the same receiver as the session variants, back to its
+ *             event loop every 100 ms as session threads are: the least a thread that delivers a
+ *             frame each 20 ms costs, and how punctually N such threads deliver on this machine
  *   thread    N chorus session slots (SlotPool, one session per thread), each paced from its ring
  *             and sent to one RTP target (a UDP socket of this process), the child's main thread
  *             keeping every ring fed as the gateway's demux would
@@ -15,8 +16,10 @@
  *
  * CPU per session is the child's CPU outside its main thread (the workers, and V8's helper
  * threads that collect their garbage) over the window, divided by N; RSS per session is the
- * child's RSS growth from before its workers started, divided by N. `--profile` writes a CPU
- * profile of every session thread and summarises where their time goes. Then (`--play-rate R`,
+ * child's RSS growth from before its workers started, divided by N. The variants that send are
+ * also timed at the receiver: how late each stream's packets arrive, as the load test's listeners
+ * measure it. `--node-args` runs every variant's process with node or V8 flags. `--profile`
+ * writes a CPU profile of every session thread and summarises where their time goes. Then (`--play-rate R`,
  * 20 by default) N plays arriving at R per second on thread-per-session pools as the gateway
  * runs them (its WorkerSlots, default prewarm, the bridge unless `--bridge 0`): ms from each
  * play to its first frame arriving at its RTP target, and whether its RTP stream stayed
@@ -29,6 +32,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
+import { FRAME_MS } from '../../src/shared/audio.js';
 import { loadConfig } from '../../src/shared/config.js';
 import { Ring } from '../../src/shared/ring.js';
 import { CONTROL_WORDS, type SessionInit } from '../../src/shared/worker-messages.js';
@@ -43,6 +47,7 @@ import { choiceFlag, defineCommand, numberFlag, parseCommandLine, UsageError } f
 import { readProc, readThreadsCpu, spawnRole } from '../lib/procs.js';
 import { summarizeProfile, type ProfileWindow } from '../lib/profile.js';
 import { figuresTable } from '../lib/report.js';
+import { percentilesOf, type Percentiles } from '../lib/stats.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const FRAME_BYTES = 320;
@@ -64,6 +69,8 @@ interface VariantResult {
   bootMs: number;
   /** RTP packets per second received from the variants that send (50 × N when all play). */
   packetsPerSecond?: number;
+  /** How late their packets arrived, as the load test's listeners measure it (StreamArrivals). */
+  latenessMs?: Percentiles;
 }
 
 const COMMAND = defineCommand({
@@ -79,6 +86,7 @@ const COMMAND = defineCommand({
     json: { type: 'string', value: 'FILE', help: 'where the JSON goes (artifacts/thread-floor.json)' },
     'play-rate': { type: 'string', value: 'R', help: 'also time N plays arriving at R/s on a thread-per-session pool: play → first frame (0: skip; 20)' },
     bridge: { type: 'string', value: '0|1', help: 'the plays start on a shared bridge thread while their own boots, as the gateway does (1)' },
+    'node-args': { type: 'string', value: 'ARGS', help: 'node and V8 flags for every variant\'s process, space-separated (to try a tuning)' },
     child: { type: 'string', value: 'VARIANT', help: '(internal) run one variant in this process' },
     'attach-rate': { type: 'string', value: 'R', help: '(internal) time plays at R/s in this process' },
   },
@@ -91,6 +99,7 @@ interface Options {
   variants: Variant[];
   profile: boolean;
   json: string;
+  nodeArgs: string[];
   child?: Variant;
   playRate: number;
   bridge: boolean;
@@ -117,6 +126,7 @@ function readArgs(): Options {
       variants,
       profile: v.profile ?? false,
       json: v.json ?? 'artifacts/thread-floor.json',
+      nodeArgs: v['node-args']?.split(' ').filter(Boolean) ?? [],
       ...(v.child ? { child: readVariant(v.child) } : {}),
       playRate: numberFlag('play-rate', v['play-rate'] ?? '20', 0, 1000),
       bridge: numberFlag('bridge', v.bridge ?? '1', 0, 1, true) === 1,
@@ -134,10 +144,12 @@ let next = performance.now() + 20; const tick = () => { next += 20; setTimeout(t
 setTimeout(tick, 20); parentPort.postMessage('up');`,
   send: `const { parentPort, workerData } = require('node:worker_threads'); const { performance } = require('node:perf_hooks');
 const w = new Int32Array(new SharedArrayBuffer(4)); const packet = Buffer.alloc(12 + 320);
+packet[0] = 0x80; packet[1] = 120; packet.writeUInt32BE(workerData.index + 1, 8);
 const socket = require('node:dgram').createSocket('udp4');
-let next = performance.now() + 20;
+let next = performance.now() + 20; let seq = 0;
 const run = () => { const away = performance.now() + 100;
   for (;;) { const ms = next - performance.now(); if (ms > 0) Atomics.wait(w, 0, 0, ms);
+    packet.writeUInt16BE(seq, 2); packet.writeUInt32BE((seq * 960) >>> 0, 4); seq = (seq + 1) & 0xffff;
     socket.send(packet); next += 20; if (next > away) break; }
   setImmediate(run); };
 socket.connect(workerData.port, '127.0.0.1', () => { parentPort.postMessage('up'); run(); });`,
@@ -146,7 +158,7 @@ socket.connect(workerData.port, '127.0.0.1', () => { parentPort.postMessage('up'
 async function startBare(kind: BareVariant, n: number, rtpPort: number): Promise<Worker[]> {
   const workers: Worker[] = [];
   for (let i = 0; i < n; i++) {
-    const w = new Worker(BARE[kind], { eval: true, workerData: { port: rtpPort } });
+    const w = new Worker(BARE[kind], { eval: true, workerData: { port: rtpPort, index: i } });
     await new Promise<void>((resolve, reject) => {
       w.once('message', () => resolve());
       w.once('error', reject);
@@ -305,14 +317,47 @@ async function child(opts: Options): Promise<void> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * Each RTP stream's arrivals over the window, and their lateness as the load test's listeners
+ * measure it (scripts/lib/listener-proc.ts): packet k of a stream (by seq from its first in the
+ * window) is due at a + 20 ms · k, the anchor a being the schedule of its most punctual packet.
+ */
+class StreamArrivals {
+  recording = false;
+  private readonly streams = new Map<number, { firstSeq: number; at: number[]; k: number[] }>();
+
+  add(msg: Buffer, at: number): void {
+    const packet = parseRtpPacket(msg);
+    if (!packet) return;
+    let stream = this.streams.get(packet.ssrc);
+    if (!stream) this.streams.set(packet.ssrc, (stream = { firstSeq: packet.seq, at: [], k: [] }));
+    stream.at.push(at);
+    stream.k.push((packet.seq - stream.firstSeq) & 0xffff);
+  }
+
+  lateness(): Percentiles {
+    const values: number[] = [];
+    for (const { at, k } of this.streams.values()) {
+      let anchor = Infinity;
+      for (let i = 0; i < at.length; i++) anchor = Math.min(anchor, at[i]! - FRAME_MS * k[i]!);
+      for (let i = 0; i < at.length; i++) values.push(at[i]! - FRAME_MS * k[i]! - anchor);
+    }
+    return percentilesOf(values);
+  }
+}
+
 const monotonicUs = () => Number(process.hrtime.bigint() / 1000n);
 
 async function runVariant(opts: Options, variant: Variant, profileDir: string | undefined): Promise<VariantResult & { window: ProfileWindow }> {
   const rtp = dgram.createSocket('udp4');
   let packets = 0;
-  rtp.on('message', () => packets++);
+  const arrivals = new StreamArrivals();
+  rtp.on('message', (msg) => {
+    packets++;
+    if (arrivals.recording) arrivals.add(msg, performance.now());
+  });
   await new Promise<void>((resolve) => rtp.bind(0, '127.0.0.1', resolve));
-  const nodeArgs = profileDir && !isBare(variant) ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
+  const nodeArgs = [...opts.nodeArgs, ...(profileDir && !isBare(variant) ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [])];
   const proc = spawnRole(`floor-${variant}`, [SELF, '--child', variant, '--sessions', String(opts.sessions)], { ...process.env, FLOOR_RTP_PORT: String(rtp.address().port) }, { nodeArgs });
   try {
     const m = await proc.waitFor(/floor-ready rss0=(\d+) bootMs=([\d.]+)/, 120_000 + opts.sessions * 2000);
@@ -325,7 +370,9 @@ async function runVariant(opts: Options, variant: Variant, profileDir: string | 
     const p0 = packets;
     const t0 = performance.now();
     const fromUs = monotonicUs();
+    arrivals.recording = true;
     await sleep(opts.seconds * 1000);
+    arrivals.recording = false;
     const cpu1 = readThreadsCpu(proc.pid)!;
     const windowS = (performance.now() - t0) / 1000;
     const rss = readProc(proc.pid, 0)!.rssBytes;
@@ -338,7 +385,10 @@ async function runVariant(opts: Options, variant: Variant, profileDir: string | 
       rssPerSessionMb: (rss - rss0) / opts.sessions / 2 ** 20,
       bootMs,
     };
-    if (variant !== 'wait' && variant !== 'timeout') result.packetsPerSecond = (packets - p0) / windowS;
+    if (variant !== 'wait' && variant !== 'timeout') {
+      result.packetsPerSecond = (packets - p0) / windowS;
+      result.latenessMs = arrivals.lateness();
+    }
     return result;
   } finally {
     await proc.stop();
@@ -395,6 +445,7 @@ async function main(): Promise<void> {
         'RSS MB/session': r.rssPerSessionMb,
         'start ms/session': r.bootMs / r.sessions,
         'RTP pkt/s': r.packetsPerSecond === undefined ? '-' : Math.round(r.packetsPerSecond),
+        'late p50/p99/max ms': r.latenessMs ? `${r.latenessMs.p50.toFixed(1)}/${r.latenessMs.p99.toFixed(1)}/${r.latenessMs.max.toFixed(1)}` : '-',
       })),
     ),
   );

@@ -32,7 +32,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
-import { FRAME_MS } from '../../src/shared/audio.js';
+import { FRAME_MS, FRAME_SAMPLES } from '../../src/shared/audio.js';
 import { loadConfig } from '../../src/shared/config.js';
 import { Ring } from '../../src/shared/ring.js';
 import { CONTROL_WORDS, type SessionInit } from '../../src/shared/worker-messages.js';
@@ -47,7 +47,7 @@ import { choiceFlag, defineCommand, numberFlag, parseCommandLine, UsageError } f
 import { readProc, readThreadsCpu, spawnRole } from '../lib/procs.js';
 import { summarizeProfile, type ProfileWindow } from '../lib/profile.js';
 import { figuresTable } from '../lib/report.js';
-import { percentilesOf, type Percentiles } from '../lib/stats.js';
+import { anchorOffsets, percentilesOf, type Percentiles } from '../lib/stats.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const FRAME_BYTES = 320;
@@ -56,6 +56,8 @@ const FEED_AHEAD = 25;
 type BareVariant = 'wait' | 'timeout' | 'send';
 type Variant = BareVariant | 'thread' | `shared:${number}`;
 const isBare = (v: Variant): v is BareVariant => v === 'wait' || v === 'timeout' || v === 'send';
+/** The variants whose threads send RTP to the receiver. */
+const sends = (v: Variant) => v !== 'wait' && v !== 'timeout';
 
 interface VariantResult {
   variant: Variant;
@@ -149,7 +151,7 @@ const socket = require('node:dgram').createSocket('udp4');
 let next = performance.now() + 20; let seq = 0;
 const run = () => { const away = performance.now() + 100;
   for (;;) { const ms = next - performance.now(); if (ms > 0) Atomics.wait(w, 0, 0, ms);
-    packet.writeUInt16BE(seq, 2); packet.writeUInt32BE((seq * 960) >>> 0, 4); seq = (seq + 1) & 0xffff;
+    packet.writeUInt16BE(seq, 2); packet.writeUInt32BE((seq * ${FRAME_SAMPLES}) >>> 0, 4); seq = (seq + 1) & 0xffff;
     socket.send(packet); next += 20; if (next > away) break; }
   setImmediate(run); };
 socket.connect(workerData.port, '127.0.0.1', () => { parentPort.postMessage('up'); run(); });`,
@@ -252,7 +254,7 @@ async function playLatency(n: number, rate: number, bridge: boolean): Promise<Pl
     const i = packet.ssrc - 1;
     if (firstAt[i] === 0) firstAt[i] = at;
     const prev = last.get(i);
-    if (prev && (((packet.seq - prev.seq) & 0xffff) !== 1 || ((packet.timestamp - prev.timestamp) >>> 0) !== 960)) broken.add(i);
+    if (prev && (((packet.seq - prev.seq) & 0xffff) !== 1 || ((packet.timestamp - prev.timestamp) >>> 0) !== FRAME_SAMPLES)) broken.add(i);
     last.set(i, { seq: packet.seq, timestamp: packet.timestamp });
   });
   // The threads started ahead (and the bridge's) are booted before the first play, as in a gateway that has run a while.
@@ -324,23 +326,23 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  */
 class StreamArrivals {
   recording = false;
-  private readonly streams = new Map<number, { firstSeq: number; at: number[]; k: number[] }>();
+  /** Per SSRC: its first seq in the window, and each packet's arrival − 20 ms · k. */
+  private readonly streams = new Map<number, { firstSeq: number; offsets: number[] }>();
 
   add(msg: Buffer, at: number): void {
     const packet = parseRtpPacket(msg);
     if (!packet) return;
     let stream = this.streams.get(packet.ssrc);
-    if (!stream) this.streams.set(packet.ssrc, (stream = { firstSeq: packet.seq, at: [], k: [] }));
-    stream.at.push(at);
-    stream.k.push((packet.seq - stream.firstSeq) & 0xffff);
+    if (!stream) this.streams.set(packet.ssrc, (stream = { firstSeq: packet.seq, offsets: [] }));
+    stream.offsets.push(at - FRAME_MS * ((packet.seq - stream.firstSeq) & 0xffff));
   }
 
   lateness(): Percentiles {
     const values: number[] = [];
-    for (const { at, k } of this.streams.values()) {
-      let anchor = Infinity;
-      for (let i = 0; i < at.length; i++) anchor = Math.min(anchor, at[i]! - FRAME_MS * k[i]!);
-      for (let i = 0; i < at.length; i++) values.push(at[i]! - FRAME_MS * k[i]! - anchor);
+    for (const { offsets } of this.streams.values()) {
+      const first = values.length;
+      for (const offset of offsets) values.push(offset);
+      anchorOffsets(values, first);
     }
     return percentilesOf(values);
   }
@@ -385,7 +387,7 @@ async function runVariant(opts: Options, variant: Variant, profileDir: string | 
       rssPerSessionMb: (rss - rss0) / opts.sessions / 2 ** 20,
       bootMs,
     };
-    if (variant !== 'wait' && variant !== 'timeout') {
+    if (sends(variant)) {
       result.packetsPerSecond = (packets - p0) / windowS;
       result.latenessMs = arrivals.lateness();
     }

@@ -26,7 +26,7 @@ import { Worker } from 'node:worker_threads';
 import { FRAME_MS } from '../../src/shared/audio.js';
 import { parseRtpPacket } from '../../src/shared/rtp.js';
 import { DECODE_PASS_RATIO, DECODE_WARMUP_FRAMES, DECODE_WINDOW_FRAMES, type DecodeAnswer, type DecodeRequest } from './decode-worker.js';
-import { DoubleList, LatencyCounts, LatencyHistogram, percentilesOf, type LatencyCountsJson, type Percentiles } from './stats.js';
+import { anchorOffsets, DoubleList, LatencyCounts, LatencyHistogram, percentilesOf, type LatencyCountsJson, type Percentiles } from './stats.js';
 import { deserializeLoop, LOOP_FRAMES } from './tones.js';
 import { WsClient } from './ws-client.js';
 
@@ -252,17 +252,14 @@ class Track {
     const values: number[] = [];
     const times: number[] = [];
     for (const seg of this.segments) {
-      let anchor = Infinity;
       const first = values.length;
       for (let k = 0; k < seg.length; k++) {
         const t = seg.data[k]!;
         if (!inWindow(t, w)) continue;
-        const r = t - FRAME_MS * k;
-        if (r < anchor) anchor = r;
-        values.push(r);
+        values.push(t - FRAME_MS * k);
         times.push(t);
       }
-      for (let i = first; i < values.length; i++) values[i] = values[i]! - anchor;
+      anchorOffsets(values, first);
     }
     for (let i = 0; i < values.length; i++) {
       into.record(values[i]!);

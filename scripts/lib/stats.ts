@@ -123,6 +123,17 @@ export class LatencyHistogram {
   }
 }
 
+/**
+ * Lateness against a 20 ms schedule, as the load test counts it: from `first` on, `offsets` holds
+ * each frame's arrival − 20 ms · k (k its place in its stream); each becomes its delay past the
+ * most punctual of them, the schedule's anchor (in place).
+ */
+export function anchorOffsets(offsets: number[], first = 0): void {
+  let anchor = Infinity;
+  for (let i = first; i < offsets.length; i++) if (offsets[i]! < anchor) anchor = offsets[i]!;
+  for (let i = first; i < offsets.length; i++) offsets[i] = offsets[i]! - anchor;
+}
+
 /** Exact percentiles of values (sorted in place). */
 export function percentilesOf(values: Float64Array | number[]): Percentiles {
   const n = values.length;

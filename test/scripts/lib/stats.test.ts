@@ -1,7 +1,7 @@
 import { createHistogram } from 'node:perf_hooks';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { hdrLowestEquivalent, LatencyCounts, LatencyHistogram, percentilesOf } from '../../../scripts/lib/stats.js';
+import { anchorOffsets, hdrLowestEquivalent, LatencyCounts, LatencyHistogram, percentilesOf } from '../../../scripts/lib/stats.js';
 
 /** Latencies in ms as the listeners measure them: mostly a few ms, some far out. */
 const latencies = fc.array(
@@ -81,5 +81,28 @@ describe('LatencyHistogram', () => {
     h.record(12.5);
     h.reset();
     expect(h.percentiles()).toEqual({ count: 0, p50: 0, p99: 0, p999: 0, max: 0, mean: 0 });
+  });
+});
+
+describe('anchorOffsets', () => {
+  it('makes each offset from `first` on its delay past the most punctual, leaving those before alone', () => {
+    // Frames k = 0…3 of a stream due every 20 ms from t = 100: on time, 3 ms late, 1 ms early (the anchor), 7 ms late.
+    const arrivals = [100, 123, 139, 167];
+    const offsets = [42, ...arrivals.map((t, k) => t - 20 * k)];
+    anchorOffsets(offsets, 1);
+    expect(offsets).toEqual([42, 1, 4, 0, 8]);
+  });
+
+  it('never gives a negative lateness, and a stream delayed as a whole is not late', () => {
+    fc.assert(
+      fc.property(fc.array(fc.double({ min: 0, max: 1000, noNaN: true }), { minLength: 1, maxLength: 100 }), fc.double({ min: 0, max: 1e6, noNaN: true }), (offsets, shift) => {
+        const a = [...offsets];
+        const b = offsets.map((o) => o + shift);
+        anchorOffsets(a);
+        anchorOffsets(b);
+        expect(Math.min(...a)).toBe(0);
+        for (let i = 0; i < a.length; i++) expect(b[i]).toBeCloseTo(a[i]!, 6);
+      }),
+    );
   });
 });

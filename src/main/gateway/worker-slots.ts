@@ -117,22 +117,16 @@ export class WorkerSlots {
    */
   async attach(session: GatewaySession): Promise<Slot> {
     const init = this.init(session);
-    const bridge = session.voice ? undefined : this.bridge;
+    const own = this.pool.tryTake();
+    const bridge = own || session.voice ? undefined : this.bridge;
     let slot: Slot;
-    let bridged = false;
     try {
-      const own = this.pool.tryTake();
-      if (bridge && !own) {
-        ({ slot } = await bridge.attach(init));
-        bridged = true;
-      } else {
-        ({ slot } = await this.pool.attachOn(own ?? (await this.pool.take()), init));
-      }
+      ({ slot } = bridge ? await bridge.attach(init) : await this.pool.attachOn(own ?? (await this.pool.take()), init));
     } catch (err) {
       throw new HttpError(503, `no worker thread for the session: ${(err as Error).message}`);
     }
     session.holdSlot(slot, this.died(session));
-    if (bridged) {
+    if (bridge) {
       this.onBridge.add(slot);
       void slot.done.finally(() => this.onBridge.delete(slot)).catch(() => undefined);
       void this.moveWhenReady(session, slot);

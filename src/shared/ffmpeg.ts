@@ -62,6 +62,11 @@ export function resolveFfmpeg(override = process.env.CHORUS_FFMPEG ?? ''): Ffmpe
 
 const REPORTED_DURATION = /Duration: (?:(\d+):(\d\d):(\d\d(?:\.\d+)?)|N\/A)/;
 
+/** Whether ffmpeg's log has described its input: its `Duration:` line, N/A included (ffmpeg prints it before any output). */
+export function describesInput(text: string): boolean {
+  return REPORTED_DURATION.test(text);
+}
+
 /** Seconds of the input as ffmpeg reports it (`Duration: HH:MM:SS.ss`); undefined if absent or N/A. */
 export function reportedDuration(text: string): number | undefined {
   const m = REPORTED_DURATION.exec(text);

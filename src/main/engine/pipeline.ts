@@ -26,7 +26,7 @@ import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import type { Readable } from 'node:stream';
 import { FRAME_SAMPLES, FRAMES_PER_SECOND, MAX_OPUS_PACKET_BYTES, PCM_FRAME_BYTES, type AudioFormat } from '../../shared/audio.js';
 import { filterChain, playbackRate, type AudioFilters } from '../../shared/audio-filters.js';
-import { ffmpegEnv, reportedDuration } from '../../shared/ffmpeg.js';
+import { describesInput, ffmpegEnv, reportedDuration } from '../../shared/ffmpeg.js';
 import { OggPacketReader, parseOpusHead } from '../../shared/ogg.js';
 import { opusPacketSamples } from '../../shared/opus-packet.js';
 import { FRAME_HEADER_BYTES, writeFrameHeader } from '../../shared/protocol.js';
@@ -97,6 +97,12 @@ const FILE_PAGE_US = 200_000;
  */
 const PACKET_SEEK_LEAD_S = 0.01;
 
+/**
+ * Longest the output waits for ffmpeg to describe its input, which it does before any output:
+ * past this it goes on without (a log that never says must not hold a play up).
+ */
+const BEFORE_INPUT_MAX_MS = 1000;
+
 export class Pipeline implements FrameSource {
   private readonly child: ChildProcessByStdio<null, Readable, Readable>;
   private readonly handle: number | undefined;
@@ -104,6 +110,16 @@ export class Pipeline implements FrameSource {
   private readonly partial = Buffer.alloc(PCM_FRAME_BYTES);
   private partialBytes = 0;
   private stderrTail = '';
+  /**
+   * Output read before ffmpeg's log has described the input (its `Duration:` line): kept, with
+   * stdout paused, until it has, stderr ends, or BEFORE_INPUT_MAX_MS pass. The two pipes are read
+   * in no set order, and passthrough frames leave with the read: a play's first frames (and its
+   * `ready`) must know the source's length. Undefined once described.
+   */
+  private beforeInput: Buffer[] | undefined = [];
+  private beforeInputTimer: NodeJS.Timeout | undefined;
+  /** The caller has stopped the reading (hold()): describing the input does not resume it. */
+  private held = false;
   private exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
   private ended = false;
   /** Frames handed to the encoder thread and not yet back. */
@@ -163,10 +179,16 @@ export class Pipeline implements FrameSource {
     }
 
     this.child = spawn(opts.ffmpegPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: ffmpegEnv(opts.proxyUrl) });
-    this.child.stdout.on('data', (chunk: Buffer) => (this.ogg ? this.onOgg(chunk) : this.onPcm(chunk)));
+    this.child.stdout.on('data', (chunk: Buffer) => {
+      if (!this.beforeInput) return this.onOutput(chunk);
+      this.beforeInput.push(chunk);
+      this.child.stdout.pause();
+      this.beforeInputTimer ??= setTimeout(() => this.inputDescribed(), BEFORE_INPUT_MAX_MS);
+    });
 
     this.child.stderr.setEncoding('utf8');
     this.child.stderr.on('data', (text: string) => this.onStderr(text));
+    this.child.stderr.on('end', () => this.inputDescribed());
     this.child.on('error', (err) => this.finish(`cannot run ffmpeg: ${err.message}`));
     this.child.on('close', (code, signal) => {
       this.exit = { code, signal };
@@ -185,11 +207,13 @@ export class Pipeline implements FrameSource {
 
   /** Stop reading ffmpeg's output; ffmpeg blocks when its pipe is full. */
   hold(): void {
+    this.held = true;
     this.child.stdout.pause();
   }
 
   release(): void {
-    if (!this.ended) this.child.stdout.resume();
+    this.held = false;
+    if (!this.ended && !this.beforeInput) this.child.stdout.resume();
   }
 
   /** Whole frames ffmpeg has given so far. */
@@ -312,6 +336,22 @@ export class Pipeline implements FrameSource {
   private onStderr(text: string): void {
     this.stderrTail = (this.stderrTail + text).slice(-STDERR_TAIL_BYTES);
     this.sourceDuration ??= reportedDuration(this.stderrTail);
+    if (this.beforeInput && describesInput(this.stderrTail)) this.inputDescribed();
+  }
+
+  /** The output kept until now goes on, in order, and stdout is read again unless held. */
+  private inputDescribed(): void {
+    const early = this.beforeInput;
+    if (!early) return;
+    this.beforeInput = undefined;
+    clearTimeout(this.beforeInputTimer);
+    for (const chunk of early) if (!this.ended) this.onOutput(chunk);
+    if (!this.held && !this.ended) this.child.stdout.resume();
+  }
+
+  private onOutput(chunk: Buffer): void {
+    if (this.ogg) this.onOgg(chunk);
+    else this.onPcm(chunk);
   }
 
   private maybeEnd(): void {
@@ -364,6 +404,7 @@ export class Pipeline implements FrameSource {
   }
 
   private dispose(): void {
+    clearTimeout(this.beforeInputTimer);
     if (this.handle !== undefined) this.opts.pool.close(this.handle);
     if (this.exit === undefined) this.child.kill('SIGKILL');
     this.child.stdout.destroy();

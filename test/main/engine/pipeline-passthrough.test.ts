@@ -11,6 +11,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { resolveFfmpeg } from '../../../src/shared/ffmpeg.js';
@@ -292,6 +293,29 @@ describe('CHORUS_OPUS_PASSTHROUGH=0', () => {
       expect(counted).toEqual({ encoded: payloads.length, passthrough: 0, runs: 0, fallbacks: 0 });
     } finally {
       await engine.stop();
+    }
+  });
+});
+
+describe('an ffmpeg whose log comes after its output', () => {
+  it('`ready` still carries the source length: the output waits for ffmpeg to describe its input', async () => {
+    // The two pipes are read in no set order; this ffmpeg holds its log in a file until it exits,
+    // so every packet is read before the `Duration:` line.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'chorus-late-log-'));
+    const wrapper = path.join(dir, 'ffmpeg');
+    fs.writeFileSync(wrapper, `#!/bin/sh\nlog="${dir}/log.$$"\n${JSON.stringify(FFMPEG)} "$@" 2>"$log"\ncode=$?\ncat "$log" >&2\nrm -f "$log"\nexit $code\n`, { mode: 0o755 });
+    const engine = await startEngineFixture({ CHORUS_FFMPEG: wrapper });
+    try {
+      const file = path.join(engine.mediaRoot, 'track.opus');
+      make(file, SECONDS, opusCodec(20));
+      const { log, payloads, counted } = await play(engine, 'late-log', { url: 'track.opus', format: 'opus' });
+      expectSamePackets(payloads, oggPackets(fs.readFileSync(file)));
+      expect(counted).toMatchObject({ encoded: 0, runs: 1 });
+      const ready = log.events.find((e) => e.type === 'ready')!;
+      expect(ready.duration).toBeCloseTo(SECONDS, 1);
+    } finally {
+      await engine.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 });
